@@ -1,0 +1,112 @@
+# hearth — one Makefile. `make` builds ./hearth (libc, libm, pthreads only); `make test` runs the
+# suite; `make asan` runs it under ASan+UBSan; `make fuzz` builds and briefly runs the fuzzers.
+
+CC       ?= cc
+BUILD    ?= build
+OPT      ?= -O2
+CFLAGS   ?=
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wvla -Wno-unused-parameter
+BASEFLAGS := -std=c11 $(OPT) -g $(WARN) -D_GNU_SOURCE -MMD -MP -pthread
+ifeq ($(WERROR),1)
+BASEFLAGS += -Werror
+endif
+ifeq ($(SAN),1)
+BASEFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDSAN := -fsanitize=address,undefined
+endif
+LDLIBS   := -lm -pthread
+
+# Each instruction-set file gets its own flags; nothing else is compiled with them.
+ISA_AVX2   := -mavx2 -mfma -mf16c
+ISA_AVX512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mf16c -mavx2
+
+LIB_SRC   := $(sort $(wildcard src/*/*.c src/*/*/*.c))
+LIB_SRC   := $(filter-out src/cli/%,$(LIB_SRC))
+TOOL_SRC  := $(sort $(wildcard tools/*.c))
+CLI_SRC   := $(sort $(wildcard src/cli/*.c))
+TEST_SRC  := $(sort $(wildcard tests/test_*.c))
+
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+TOOL_OBJ  := $(TOOL_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
+
+.PHONY: all test test-scalar asan tsan fuzz bench format format-check clean
+
+all: hearth
+
+$(BUILD)/hearth: $(CLI_OBJ) $(TOOL_OBJ) $(LIB_OBJ)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $^ $(LDSAN) $(LDLIBS)
+
+hearth: $(BUILD)/hearth
+	cp $< $@
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/src/backend/cpu/kernels_avx2.o: src/backend/cpu/kernels_avx2.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) $(ISA_AVX2) -c -o $@ $<
+
+$(BUILD)/src/backend/cpu/kernels_avx512.o: src/backend/cpu/kernels_avx512.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) $(ISA_AVX512) -c -o $@ $<
+
+# The test table: every `TEST(name)` line in tests/test_*.c becomes X(name).
+$(BUILD)/tests/tests_list.h: $(TEST_SRC)
+	@mkdir -p $(dir $@)
+	sed -n 's/^TEST(\([A-Za-z0-9_]*\)).*/X(\1)/p' $(TEST_SRC) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/tests/test_main.o: tests/test_main.c $(BUILD)/tests/tests_list.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -I$(BUILD)/tests -c -o $@ $<
+
+$(BUILD)/test_runner: $(BUILD)/tests/test_main.o $(TEST_OBJ) $(TOOL_OBJ) $(LIB_OBJ)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $^ $(LDSAN) $(LDLIBS)
+
+# The test command of README and CI. Tests that need ../shared print SKIP without it.
+test: $(BUILD)/test_runner hearth
+	./$(BUILD)/test_runner $(T)
+
+test-scalar: $(BUILD)/test_runner hearth
+	HEARTH_CPU=scalar ./$(BUILD)/test_runner $(T)
+
+asan:
+	$(MAKE) BUILD=build/asan SAN=1 OPT=-O1 $(if $(WERROR),WERROR=$(WERROR)) build/asan/test_runner
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/asan/test_runner $(T)
+
+tsan:
+	$(MAKE) BUILD=build/tsan OPT=-O1 CFLAGS=-fsanitize=thread LDSAN=-fsanitize=thread build/tsan/test_runner
+	./build/tsan/test_runner $(T)
+
+# libFuzzer targets: tests/fuzz/fuzz_<parser>.c, built with clang against the library sources.
+FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_SECONDS ?= 20
+FUZZ_FLAGS   := -std=c11 -O1 -g -D_GNU_SOURCE -pthread -fsanitize=fuzzer,address,undefined
+
+FUZZ_LIB     := $(sort $(wildcard src/base/*.c src/gguf/*.c src/tensor/*.c src/text/*.c))
+
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIB) -lm
+
+fuzz: $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do \
+	  name=$$(basename $$f); mkdir -p build/fuzz/corpus-$$name; \
+	  seeds=tests/fuzz/seeds-$$name; [ -d $$seeds ] || seeds=; \
+	  echo "== $$name ($(FUZZ_SECONDS)s)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 build/fuzz/corpus-$$name $$seeds || exit 1; \
+	done
+
+format:
+	clang-format -i $(LIB_SRC) $(CLI_SRC) $(TOOL_SRC) $(TEST_SRC) $(wildcard src/*/*.h src/*/*/*.h tests/*.h)
+
+format-check:
+	clang-format --dry-run -Werror $(LIB_SRC) $(CLI_SRC) $(TOOL_SRC) $(TEST_SRC) $(wildcard src/*/*.h src/*/*/*.h tests/*.h)
+
+clean:
+	rm -rf build hearth
+
+-include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/tests/test_main.d
