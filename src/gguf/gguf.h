@@ -82,7 +82,8 @@ enum gguf_type gguf_kv_type(const struct gguf *g, int64_t i);
 enum gguf_type gguf_kv_arr_type(const struct gguf *g, int64_t i);
 uint64_t gguf_kv_arr_n(const struct gguf *g, int64_t i);
 /* Raw pointer to the packed array elements (numeric element types only, little-endian,
- * possibly unaligned: read with memcpy or the getters below). NULL for string arrays. */
+ * possibly unaligned: read with memcpy or the getters below). NULL for string arrays. For a
+ * numeric scalar: its value bytes (gguf_type_size of its type); NULL for a string. */
 const void *gguf_kv_arr_data(const struct gguf *g, int64_t i);
 /* Element j of a string array / numeric array converted. Index must be in range (CHECKed). */
 struct gguf_str gguf_kv_arr_str(const struct gguf *g, int64_t i, uint64_t j);

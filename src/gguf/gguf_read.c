@@ -893,7 +893,7 @@ uint64_t gguf_kv_arr_n(const struct gguf *g, int64_t i) {
 
 const void *gguf_kv_arr_data(const struct gguf *g, int64_t i) {
     const struct gguf_kv *kv = kv_at(g, i);
-    if (kv->type != GGUF_TYPE_ARRAY || kv->arr_type == GGUF_TYPE_STRING) return NULL;
+    if (kv->type == GGUF_TYPE_STRING || kv->arr_type == GGUF_TYPE_STRING) return NULL;
     return kv->data;
 }
 
