@@ -9,6 +9,7 @@
 #include "../src/base/buf.h"
 #include "../src/base/mem.h"
 #include "../src/gguf/gguf.h"
+#include "../tools/tools.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -965,8 +966,8 @@ TEST(gguf_writer_streaming) {
 /* ---- split files ---- */
 
 /* Writes g as n_split shards prefix-0000k-of-0000n.gguf: shard 1 holds all metadata, every shard
- * the split keys and a contiguous run of the tensors. extra_no_shift adds to split.no of shard
- * 2 (to make a bad file). */
+ * the split keys and a contiguous run of the tensors. bad_no is added to split.no of shard 2
+ * (to make a bad file). */
 static int write_split(const struct gguf *g, const char *prefix, int n_split, int bad_no,
                        struct error *err) {
     int64_t n = gguf_n_tensors(g), per = (n + n_split - 1) / n_split;
@@ -1078,4 +1079,104 @@ TEST(gguf_split_files) {
     if (!stories) SKIP_TEST("../shared/models/stories/stories260K.gguf not found");
     snprintf(prefix, sizeof(prefix), "%s/stories", test_tmp_dir());
     check_split_roundtrip(stories, prefix);
+}
+
+/* ---- hearth inspect ---- */
+
+/* Runs inspect with args; returns rc and the captured stdout/stderr (caller frees). */
+static int run_inspect(int argc, const char **args, char **out_text, char **err_text) {
+    FILE *out = tmpfile(), *err = tmpfile();
+    CHECK(out && err);
+    int rc = tool_inspect_run(argc, (char **)args, out, err);
+    FILE *fs[2] = {out, err};
+    char **texts[2] = {out_text, err_text};
+    for (int k = 0; k < 2; k++) {
+        long n = ftell(fs[k]);
+        rewind(fs[k]);
+        *texts[k] = mem_alloc((size_t)n + 1);
+        CHECK(*texts[k] && fread(*texts[k], 1, (size_t)n, fs[k]) == (size_t)n);
+        (*texts[k])[n] = 0;
+        fclose(fs[k]);
+    }
+    return rc;
+}
+
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+TEST(gguf_inspect_tool) {
+    struct error err = {0};
+    struct gguf_writer *w;
+    ASSERT(gguf_writer_create(&w, &err) == 0);
+    set_all_types(w);
+    char long_str[600];
+    memset(long_str, 'x', sizeof(long_str) - 1);
+    long_str[sizeof(long_str) - 1] = 0;
+    EXPECT(gguf_writer_set_str(w, "t.long", long_str) == 0);
+    int32_t many[100];
+    for (int i = 0; i < 100; i++) many[i] = i * 3;
+    EXPECT(gguf_writer_set_arr(w, "a.many", GGUF_TYPE_INT32, many, 100) == 0);
+    static char data[4096];
+    const int64_t ne[2] = {256, 2};
+    EXPECT(gguf_writer_add_tensor(w, "blk.0.ffn_up.weight", 12, 2, ne, data, 288) == 0);
+    EXPECT(gguf_writer_add_tensor(w, "blk.0.ffn_down.weight", 12, 2, ne, data, 288) == 0);
+    EXPECT(gguf_writer_add_tensor(w, "output_norm.weight", 0, 1, ne, data, 1024) == 0);
+    const char *path = tmp_path("inspect.gguf");
+    ASSERT_MSG(gguf_writer_write_file(w, path, &err) == 0, "%s", err.msg);
+    gguf_writer_free(w);
+
+    char *out, *errs;
+    const char *args[] = {"inspect", path, "--all"};
+    EXPECT_EQ_INT(run_inspect(2, args, &out, &errs), 0);
+    EXPECT(errs[0] == 0);
+    EXPECT(strstr(out, "version: 3\n") && strstr(out, "alignment: 32\n"));
+    EXPECT(strstr(out, "kv count: 30\n") && strstr(out, "tensor count: 3\n"));
+    EXPECT(strstr(out, "  t.u8 : u8 = 200\n") && strstr(out, "  t.i8 : i8 = -100\n"));
+    EXPECT(strstr(out, "  t.u64 : u64 = 18446744073709551615\n"));
+    EXPECT(strstr(out, "  t.i64 : i64 = -9223372036854775808\n"));
+    EXPECT(strstr(out, "  t.f32 : f32 = 3.5\n") && strstr(out, "  t.true : bool = true\n"));
+    EXPECT(strstr(out, "  t.str : string = \"hello \\\"world\\\"\\n\\t\\x01\"\n"));
+    EXPECT(strstr(out, "...(599 bytes)\n"));
+    EXPECT(strstr(out, "  a.i32 : [4 x i32] = [11, 11, 10, 0]\n"));
+    EXPECT(strstr(out, "  a.str : [3 x string] = [\"a\", \"\", \"ccc \xe2\x96\x81\"]\n"));
+    EXPECT(strstr(out, "  a.many : [100 x i32] = [0, 3, 6, 9, 12, 15, 18, 21, ... (92 more)]\n"));
+    EXPECT(strstr(out, "  a.empty : [0 x i32] = []\n"));
+    EXPECT(strstr(out, "blk.0.ffn_down.weight  Q4_K     [256, 2]"));
+    EXPECT(strstr(out, "output_norm.weight     F32      [256]"));
+    EXPECT(strstr(out, "  Q4_K          2 tensors             576 bytes\n"));
+    EXPECT(strstr(out, "  total         3 tensors            1600 bytes\n"));
+    int n_lines = count_lines(out);
+    mem_free(out);
+    mem_free(errs);
+
+    EXPECT_EQ_INT(run_inspect(3, args, &out, &errs), 0);
+    EXPECT(strstr(out, "(92 more)") == NULL && strstr(out, ", 297]\n"));
+    EXPECT(strstr(out, "...(599 bytes)") == NULL);
+    EXPECT_EQ_INT(count_lines(out), n_lines);
+    mem_free(out);
+    mem_free(errs);
+
+    /* Errors: one line on stderr, exit code 1. */
+    const char *bad[] = {"inspect", "/nonexistent/x.gguf"};
+    EXPECT_EQ_INT(run_inspect(2, bad, &out, &errs), 1);
+    EXPECT(out[0] == 0 && count_lines(errs) == 1 && strstr(errs, "/nonexistent/x.gguf"));
+    mem_free(out);
+    mem_free(errs);
+    EXPECT_EQ_INT(run_inspect(1, bad, &out, &errs), 1);
+    EXPECT(count_lines(errs) == 1);
+    mem_free(out);
+    mem_free(errs);
+    const char *path_short = tmp_path("short.gguf");
+    FILE *f = fopen(path_short, "wb");
+    ASSERT(f);
+    fwrite("GGUF\x03\x00\x00\x00\x01", 1, 9, f);
+    fclose(f);
+    const char *trunc[] = {"inspect", path_short};
+    EXPECT_EQ_INT(run_inspect(2, trunc, &out, &errs), 1);
+    EXPECT(count_lines(errs) == 1 && strstr(errs, "at byte 8"));
+    mem_free(out);
+    mem_free(errs);
 }

@@ -1,6 +1,7 @@
 /* cli_main.c: `hearth <command>` dispatch. Only main() exits. */
 #include "cli.h"
 
+#include "../../tools/tools.h"
 #include "../base/log.h"
 
 #include <stdio.h>
@@ -11,8 +12,8 @@ static void usage(FILE *f) {
     fprintf(f, "usage: hearth <command> [options]\n"
                "commands:\n"
                "  run       generate text from a prompt (hearth run --help)\n"
-               "  inspect   print a GGUF file's metadata and tensor table\n"
-               "  tokenize  print the token ids of stdin's text\n"
+               "  inspect   print a GGUF file's metadata and tensor table: inspect FILE [--all]\n"
+               "  tokenize  print the token ids of stdin's text: tokenize -m FILE [--bos]\n"
                "  synth     write a random-weight GGUF of a given architecture and shape\n");
 }
 
@@ -25,6 +26,7 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "run")) return cli_run_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "inspect")) return tool_inspect_main(argc - 1, argv + 1);
     fprintf(stderr, "hearth: unknown command '%s' (try hearth --help)\n", cmd);
     return 1;
 }

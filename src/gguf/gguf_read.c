@@ -639,26 +639,25 @@ static int file_parse(struct gguf_file *f, int shard, const char *path, struct e
 static int file_map(struct gguf_file *f, const char *path, struct error *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return error_set(err, errno == ENOENT ? ERR_NOT_FOUND : ERR_IO,
-                         "gguf: %s: at byte 0: cannot open: %s", path, strerror(errno));
+        return error_set(err, errno == ENOENT ? ERR_NOT_FOUND : ERR_IO, "gguf: %s: cannot open: %s",
+                         path, strerror(errno));
     struct stat st;
     int rc = 0;
     if (fstat(fd, &st) != 0)
-        rc = error_set(err, ERR_IO, "gguf: %s: at byte 0: cannot stat: %s", path, strerror(errno));
+        rc = error_set(err, ERR_IO, "gguf: %s: cannot stat: %s", path, strerror(errno));
     else if (!S_ISREG(st.st_mode))
-        rc = error_set(err, ERR_IO, "gguf: %s: at byte 0: not a regular file", path);
+        rc = error_set(err, ERR_IO, "gguf: %s: not a regular file", path);
     else if (st.st_size < 4)
         rc = error_set(err, ERR_FORMAT,
                        "gguf: %s: at byte 0: file too short for a GGUF header "
                        "(size %lld)",
                        path, (long long)st.st_size);
     else if ((uint64_t)st.st_size > SIZE_MAX)
-        rc = error_set(err, ERR_IO, "gguf: %s: at byte 0: file too large to map", path);
+        rc = error_set(err, ERR_IO, "gguf: %s: file too large to map", path);
     if (!rc) {
         void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED)
-            rc = error_set(err, ERR_IO, "gguf: %s: at byte 0: mmap failed: %s", path,
-                           strerror(errno));
+            rc = error_set(err, ERR_IO, "gguf: %s: mmap failed: %s", path, strerror(errno));
         else {
             f->base = p;
             f->n_bytes = (uint64_t)st.st_size;
