@@ -27,6 +27,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "run")) return cli_run_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "inspect")) return tool_inspect_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "synth")) return tool_synth_main(argc - 1, argv + 1);
     fprintf(stderr, "hearth: unknown command '%s' (try hearth --help)\n", cmd);
     return 1;
 }
