@@ -5,7 +5,8 @@
  * duplicate keys and tensor names, tensor offsets and sizes inside the file) and reports the
  * first problem with its byte offset. After a successful open every accessor is safe: tensor
  * data pointers point inside the mapping and cover n_bytes. All returned pointers (keys,
- * strings, arrays, tensor data) are borrowed and valid until gguf_close.
+ * strings, arrays, tensor data) are borrowed and valid until gguf_close. An open gguf is
+ * never modified, so any number of threads may query it at once.
  * Metadata comes from the first shard; tensors from all shards (in shard order).
  *
  * Writing: struct gguf_writer collects key/values and tensors (data borrowed until written)
