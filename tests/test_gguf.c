@@ -965,6 +965,8 @@ TEST(gguf_writer_streaming) {
 
 /* ---- split files ---- */
 
+static int run_inspect(int argc, const char **args, char **out_text, char **err_text);
+
 /* Writes g as n_split shards prefix-0000k-of-0000n.gguf: shard 1 holds all metadata, every shard
  * the split keys and a contiguous run of the tensors. bad_no is added to split.no of shard 2
  * (to make a bad file). */
@@ -1050,6 +1052,15 @@ static void check_split_roundtrip(const char *src_path, const char *prefix) {
     EXPECT_EQ_INT(gguf_n_shards(s), 1);
     EXPECT_EQ_INT(gguf_n_kv(s), 3);
     gguf_close(s);
+
+    /* inspect lists every shard and the shard of each tensor. */
+    char *out, *errs;
+    const char *args[] = {"inspect", first};
+    EXPECT_EQ_INT(run_inspect(2, args, &out, &errs), 0);
+    EXPECT(strstr(out, "shards: 3\n") && strstr(out, "-00003-of-00003.gguf\n") &&
+           strstr(out, "  shard\n"));
+    mem_free(out);
+    mem_free(errs);
 
     /* split.no disagreeing with the file name. */
     ASSERT_MSG(write_split(g, prefix, 3, 1, &err) == 0, "%s", err.msg);
@@ -1179,4 +1190,318 @@ TEST(gguf_inspect_tool) {
     EXPECT(count_lines(errs) == 1 && strstr(errs, "at byte 8"));
     mem_free(out);
     mem_free(errs);
+}
+
+/* ---- corruption sweep ----
+ *
+ * Truncated, overwritten and length-inflated copies of real files must either open (and then
+ * every tensor lies inside the buffer) or fail with ERR_FORMAT/ERR_UNSUPPORTED and a message
+ * naming the byte. Each candidate is parsed from an allocation of exactly its size, so ASan
+ * catches any read past the end. */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CORRUPT_SAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CORRUPT_SAN 1
+#endif
+#endif
+#ifndef CORRUPT_SAN
+#define CORRUPT_SAN 0
+#endif
+
+struct corrupt_stats {
+    int64_t n_open, n_ok, n_fail;
+};
+
+/* Reads every accessor of an opened file (what a loader or the fuzzer would do). */
+static void touch_all(const struct gguf *g, const unsigned char *buf, size_t n) {
+    volatile uint64_t sink = 0;
+    for (int64_t i = 0; i < gguf_n_kv(g); i++) {
+        struct gguf_str k = gguf_kv_key(g, i);
+        sink += (unsigned char)k.data[k.len - 1];
+        enum gguf_type t = gguf_kv_type(g, i);
+        if (t == GGUF_TYPE_STRING) {
+            struct gguf_str s = gguf_kv_str(g, i);
+            if (s.len) sink += (unsigned char)s.data[s.len - 1];
+        } else if (t == GGUF_TYPE_ARRAY) {
+            enum gguf_type et = gguf_kv_arr_type(g, i);
+            uint64_t m = gguf_kv_arr_n(g, i);
+            for (uint64_t j = m > 4 ? m - 4 : 0; j < m; j++) {
+                if (et == GGUF_TYPE_STRING) {
+                    struct gguf_str s = gguf_kv_arr_str(g, i, j);
+                    if (s.len) sink += (unsigned char)s.data[s.len - 1];
+                } else if (et == GGUF_TYPE_FLOAT32 || et == GGUF_TYPE_FLOAT64) {
+                    sink += (uint64_t)(gguf_kv_arr_float(g, i, j) != 0);
+                } else {
+                    sink += (uint64_t)gguf_kv_arr_int(g, i, j);
+                }
+            }
+        } else {
+            int64_t v;
+            double d;
+            sink += (uint64_t)gguf_get_int(g, "general.alignment", &v);
+            sink += (uint64_t)(gguf_get_float(g, "general.architecture", &d) == 0);
+        }
+    }
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const struct gguf_tensor_info *t = gguf_tensor(g, i);
+        const unsigned char *d = t->data;
+        EXPECT_MSG(d >= buf && t->n_bytes <= n && (size_t)(d - buf) <= n - t->n_bytes,
+                   "tensor '%s' data outside the buffer", t->name);
+        if (t->n_bytes) sink += d[t->n_bytes - 1];
+        EXPECT(gguf_find_tensor(g, t->name) != NULL);
+    }
+    (void)sink;
+}
+
+/* data must be an allocation of exactly n bytes (so ASan sees any overread). */
+static void corrupt_try(const unsigned char *copy, size_t n, struct corrupt_stats *st,
+                        const char *what, size_t where) {
+    struct gguf *g = NULL;
+    struct error err = {0};
+    int rc = gguf_open_memory(&g, copy, n, &err);
+    st->n_open++;
+    if (rc == 0) {
+        st->n_ok++;
+        touch_all(g, copy, n);
+        gguf_close(g);
+    } else {
+        st->n_fail++;
+        EXPECT_MSG((rc == ERR_FORMAT || rc == ERR_UNSUPPORTED) && strstr(err.msg, "byte"),
+                   "%s at %zu: rc %d '%s'", what, where, rc, err.msg);
+        EXPECT(g == NULL);
+    }
+}
+
+/* Positions of the u64 length/count fields of a valid file's header (string lengths, array
+ * counts, tensor count, kv count, ne, offsets), by a walk independent of the reader. */
+static size_t header_u64_fields(const unsigned char *p, size_t n, size_t *out, size_t cap) {
+    size_t k = 0, pos = 8;
+#define RD64(at)                                                                                   \
+    (p[(at)] | (uint64_t)p[(at) + 1] << 8 | (uint64_t)p[(at) + 2] << 16 |                          \
+     (uint64_t)p[(at) + 3] << 24 | (uint64_t)p[(at) + 4] << 32 | (uint64_t)p[(at) + 5] << 40 |     \
+     (uint64_t)p[(at) + 6] << 48 | (uint64_t)p[(at) + 7] << 56)
+#define RD32(at)                                                                                   \
+    (uint32_t)(p[(at)] | (uint32_t)p[(at) + 1] << 8 | (uint32_t)p[(at) + 2] << 16 |                \
+               (uint32_t)p[(at) + 3] << 24)
+#define FIELD(at)                                                                                  \
+    do {                                                                                           \
+        if (k < cap) out[k++] = (at);                                                              \
+    } while (0)
+    uint64_t n_tensors = RD64(8), n_kv = RD64(16);
+    FIELD(8);
+    FIELD(16);
+    pos = 24;
+    static const size_t sizes[13] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+    for (uint64_t i = 0; i < n_kv && pos < n; i++) {
+        FIELD(pos);
+        pos += 8 + RD64(pos);
+        uint32_t t = RD32(pos);
+        pos += 4;
+        if (t == GGUF_TYPE_STRING) {
+            FIELD(pos);
+            pos += 8 + RD64(pos);
+        } else if (t == GGUF_TYPE_ARRAY) {
+            uint32_t et = RD32(pos);
+            FIELD(pos + 4);
+            uint64_t m = RD64(pos + 4);
+            pos += 12;
+            if (et == GGUF_TYPE_STRING) {
+                uint64_t stride = m > 64 ? m / 64 : 1;
+                for (uint64_t j = 0; j < m; j++) {
+                    if (j % stride == 0 || j + 1 == m) FIELD(pos);
+                    pos += 8 + RD64(pos);
+                }
+            } else {
+                pos += m * sizes[et];
+            }
+        } else {
+            pos += sizes[t];
+        }
+    }
+    for (uint64_t i = 0; i < n_tensors && pos < n; i++) {
+        FIELD(pos);
+        pos += 8 + RD64(pos);
+        uint32_t n_dims = RD32(pos);
+        pos += 4;
+        for (uint32_t d = 0; d < n_dims; d++, pos += 8) FIELD(pos);
+        pos += 4;
+        FIELD(pos);
+        pos += 8;
+    }
+#undef RD64
+#undef RD32
+#undef FIELD
+    return k;
+}
+
+/* Header end: the data section start of a valid file (or its size with no tensors). */
+static size_t header_bytes(const unsigned char *data, size_t n) {
+    struct gguf *g;
+    struct error err;
+    CHECK(gguf_open_memory(&g, data, n, &err) == 0);
+    size_t end = n;
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        size_t at = (size_t)(gguf_tensor(g, i)->file_offset - gguf_tensor(g, i)->offset);
+        if (at < end) end = at;
+    }
+    gguf_close(g);
+    return end;
+}
+
+/* Runs the sweep over one valid file. `light` thins it out (big files under ASan). */
+static void corrupt_sweep(const unsigned char *data, size_t n, int light,
+                          struct corrupt_stats *st) {
+    size_t hdr = header_bytes(data, n);
+    size_t dense = light ? 2048 : 4096, stride = light ? 17 : 5;
+    /* 1. Truncation: every length in the first bytes, then a stride through the header, then
+     * a few points in the data section. */
+    for (size_t len = 0; len < n; len += len < dense ? 1 : len < hdr ? stride : n / 16 + 1) {
+        unsigned char *part = mem_alloc(len ? len : 1);
+        CHECK(part != NULL);
+        memcpy(part, data, len);
+        corrupt_try(part, len, st, "truncated", len);
+        mem_free(part);
+    }
+
+    unsigned char *copy = mem_alloc(n);
+    CHECK(copy != NULL);
+    memcpy(copy, data, n);
+    /* 2. Overwrites: each header byte (every byte early on, then a stride) with 0, 0xFF, a
+     * random value and a flipped top bit. */
+    for (size_t pos = 0; pos < hdr; pos += pos < dense ? 1 : stride) {
+        unsigned char orig = copy[pos];
+        const unsigned char vals[4] = {0, 0xFF, (unsigned char)rng_next(), orig ^ 0x80};
+        for (int v = 0; v < (light ? 2 : 4); v++) {
+            copy[pos] = vals[light ? (size_t)(2 * v) + (pos & 1) : (size_t)v];
+            corrupt_try(copy, n, st, "overwritten", pos);
+        }
+        copy[pos] = orig;
+    }
+    /* 3. Length and count fields set to huge or off-by-one values. */
+    size_t fields[512];
+    size_t n_fields = header_u64_fields(data, n, fields, 512);
+    CHECK(n_fields >= 2);
+    for (size_t f = 0; f < n_fields; f++) {
+        size_t at = fields[f];
+        uint64_t orig;
+        memcpy(&orig, copy + at, 8);
+        const uint64_t vals[8] = {UINT64_MAX,  1ull << 63, (1ull << 30) + 1, 1ull << 32,
+                                  (uint64_t)n, orig + 1,   orig - 1,         orig * 2 + 64};
+        for (int v = 0; v < 8; v++) {
+            memcpy(copy + at, &vals[v], 8);
+            corrupt_try(copy, n, st, "length field", at);
+        }
+        memcpy(copy + at, &orig, 8);
+    }
+    mem_free(copy);
+}
+
+TEST(gguf_corruption_sweep) {
+    struct corrupt_stats st = {0};
+    /* Our own small file: every value type and several tensor types. */
+    struct error err = {0};
+    struct gguf_writer *w;
+    ASSERT(gguf_writer_create(&w, &err) == 0);
+    set_all_types(w);
+    gguf_writer_set_alignment(w, 64);
+    void *data[N_TEST_TENSORS];
+    for (size_t k = 0; k < N_TEST_TENSORS; k++) {
+        const struct test_tensor *t = &g_test_tensors[k];
+        uint64_t nb = tensor_bytes(t);
+        data[k] = mem_alloc(nb + 1);
+        fill_random(data[k], nb);
+        EXPECT(gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, data[k], nb) == 0);
+    }
+    const char *path = tmp_path("corrupt.gguf");
+    ASSERT_MSG(gguf_writer_write_file(w, path, &err) == 0, "%s", err.msg);
+    gguf_writer_free(w);
+    for (size_t k = 0; k < N_TEST_TENSORS; k++) mem_free(data[k]);
+    size_t n;
+    unsigned char *bytes = (unsigned char *)test_read_file(path, &n);
+    ASSERT(bytes);
+    corrupt_sweep(bytes, n, 0, &st);
+    mem_free(bytes);
+
+    const char *shared[] = {"stories/stories260K.gguf", "synthetic/qwen3-q4_k_m.gguf"};
+    int n_shared = 0;
+    for (size_t k = 0; k < sizeof(shared) / sizeof(shared[0]); k++) {
+        const char *p = test_model_path(shared[k]);
+        if (!p) continue;
+        bytes = (unsigned char *)test_read_file(p, &n);
+        ASSERT(bytes);
+        corrupt_sweep(bytes, n, CORRUPT_SAN, &st);
+        mem_free(bytes);
+        n_shared++;
+    }
+    printf("  gguf_corruption_sweep: %lld opens, %lld accepted, %lld rejected\n",
+           (long long)st.n_open, (long long)st.n_ok, (long long)st.n_fail);
+    EXPECT(st.n_fail > st.n_ok);
+    if (!n_shared) SKIP_TEST("../shared/models not found (own file swept only)");
+}
+
+/* ---- allocation failures ---- */
+
+/* Every allocation of open (memory, file, split) and of the writer may fail: the result is a
+ * clean ERR_NOMEM and nothing leaks. */
+TEST(gguf_out_of_memory) {
+    const char *model = write_test_model();
+    char prefix[600], first[640];
+    snprintf(prefix, sizeof(prefix), "%s/oom", test_tmp_dir());
+    snprintf(first, sizeof(first), "%s-00001-of-00003.gguf", prefix);
+    struct error err = {0};
+    struct gguf *src;
+    ASSERT(gguf_open(&src, model, &err) == 0);
+    ASSERT(write_split(src, prefix, 3, 0, &err) == 0);
+    size_t n;
+    char *bytes = test_read_file(model, &n);
+    ASSERT(bytes);
+    int64_t live0 = mem_live_bytes();
+    for (int which = 0; which < 3; which++) {
+        int done = 0;
+        for (int64_t k = 0; k < 1000 && !done; k++) {
+            struct gguf *g = NULL;
+            mem_fail_after(k);
+            int rc = which == 0   ? gguf_open_memory(&g, bytes, n, &err)
+                     : which == 1 ? gguf_open(&g, model, &err)
+                                  : gguf_open(&g, first, &err);
+            mem_fail_after(-1);
+            if (rc == 0) {
+                EXPECT(gguf_n_tensors(g) == (int64_t)N_TEST_TENSORS);
+                gguf_close(g);
+                done = 1;
+            } else {
+                EXPECT_MSG(rc == ERR_NOMEM, "open %d, failing alloc %lld: %d %s", which,
+                           (long long)k, rc, err.msg);
+                EXPECT(g == NULL);
+            }
+            EXPECT_EQ_INT(mem_live_bytes(), live0);
+        }
+        EXPECT(done);
+    }
+    /* The writer: every setter, add_tensor and the write itself. */
+    const char *out = tmp_path("oom_out.gguf");
+    int done = 0;
+    for (int64_t k = 0; k < 1000 && !done; k++) {
+        struct gguf_writer *w = NULL;
+        mem_fail_after(k);
+        int rc = gguf_writer_create(&w, &err);
+        for (int64_t i = 0; i < gguf_n_kv(src) && !rc; i++) rc = gguf_writer_copy_kv(w, src, i);
+        if (!rc) rc = gguf_writer_set_str(w, "x.str", "value");
+        if (!rc) rc = gguf_writer_set_u32(w, "general.alignment", 64);
+        for (int64_t i = 0; i < gguf_n_tensors(src) && !rc; i++) {
+            const struct gguf_tensor_info *t = gguf_tensor(src, i);
+            rc = gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->n_bytes);
+        }
+        if (!rc) rc = gguf_writer_write_file(w, out, &err);
+        mem_fail_after(-1);
+        gguf_writer_free(w);
+        EXPECT_MSG(rc == 0 || rc == ERR_NOMEM, "writer, failing alloc %lld: %d", (long long)k, rc);
+        done = rc == 0;
+        EXPECT_EQ_INT(mem_live_bytes(), live0);
+    }
+    EXPECT(done);
+    mem_free(bytes);
+    gguf_close(src);
 }
