@@ -626,6 +626,9 @@ TEST(quant_imatrix_weights) {
             e_weighted += w[i] * ((double)x[i] - y[i]) * ((double)x[i] - y[i]);
         EXPECT_MSG(e_weighted < 0.9 * e_plain, "%s: weighted error %g vs unweighted %g", tr->name,
                    e_weighted, e_plain);
+        if (getenv("HEARTH_TEST_VERBOSE"))
+            printf("    %-6s weighted error with / without the weights: %.3f\n", tr->name,
+                   e_weighted / e_plain);
         tr->from_float_imatrix(x, q2, N, zero);
         EXPECT_MSG(memcmp(q1, q2, dtype_row_bytes(t, N)) == 0, "%s: zero weights differ", tr->name);
     }

@@ -6,10 +6,10 @@
  * much of the range on one outlier. These functions instead minimise the weighted squared error
  * E(d) = sum_i w_i (x_i - d q_i)^2 of the group directly:
  *
- *   1. Grid: for a few dozen trial scales around the "largest magnitude lands on the last level"
- *      scale, round every x_i to its level, then solve for the best d for those levels in closed
- *      form (for fixed q, E is quadratic in d: d* = sum w x q / sum w q^2, and E(d*) =
- *      sum w x^2 - (sum w x q)^2 / sum w q^2, so candidates compare by (sum w x q)^2 / sum w q^2).
+ *   1. Grid: for about a dozen trial scales around the "largest magnitude lands on the last
+ *      level" scale, round every x_i to its level, then solve for the best d for those levels in
+ * closed form (for fixed q, E is quadratic in d: d* = sum w x q / sum w q^2, and E(d*) = sum w x^2
+ * - (sum w x q)^2 / sum w q^2, so candidates compare by (sum w x q)^2 / sum w q^2).
  *   2. Refine: alternate "round x to levels of the current d" and "best d for these levels"
  *      (Lloyd iteration) while the error drops.
  *
@@ -24,8 +24,9 @@
 #include <math.h>
 #include <string.h>
 
-#define FIT_GRID_STEPS                                                                             \
-    5 /* trial scales on each side of the start (Lloyd refinement does the rest) */
+/* Trial scales on each side of the starting one. A denser grid buys < 0.05% relative error on
+ * gaussian data at twice the time: the Lloyd refinement does the fine work. */
+#define FIT_GRID_STEPS 5
 #define FIT_MAX_REFINE 4 /* Lloyd iterations after the grid */
 
 float quant_fp16_round(float v) {
@@ -68,7 +69,8 @@ static float signed_max(int n, const float *x) {
  * Symmetric: x ~ d q, q in [lo, hi]
  * ====================================================================================== */
 
-float quant_error_scale(int n, const float *x, const float *w, float d, const int8_t *q) {
+/* sum w (x - d q)^2 */
+static float error_scale(int n, const float *x, const float *w, float d, const int8_t *q) {
     double err = 0.0;
     for (int i = 0; i < n; i++) {
         double e = (double)x[i] - (double)d * q[i];
@@ -80,7 +82,7 @@ float quant_error_scale(int n, const float *x, const float *w, float d, const in
 float quant_round_scale(int n, const float *x, const float *w, float d, int lo, int hi, int8_t *q) {
     float id = d != 0.0f ? 1.0f / d : 0.0f;
     for (int i = 0; i < n; i++) q[i] = (int8_t)(d != 0.0f ? round_clamp(x[i] * id, lo, hi) : 0);
-    return quant_error_scale(n, x, w, d, q);
+    return error_scale(n, x, w, d, q);
 }
 
 /* Levels for inverse scale id; returns the best d for them and its score (sum wxq)^2/sum wq^2
