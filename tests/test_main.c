@@ -57,10 +57,12 @@ int test_failed(void) {
 }
 
 const char *test_model_path(const char *rel) {
-    static char path[4096];
+    static char paths[8][4096]; /* rotating, so a test can hold a few results at once */
+    static int next;
+    char *path = paths[next++ % 8];
     const char *root = getenv("HEARTH_SHARED");
     if (!root || !*root) root = "../shared";
-    snprintf(path, sizeof(path), "%s/models/%s", root, rel);
+    snprintf(path, sizeof(paths[0]), "%s/models/%s", root, rel);
     struct stat st;
     if (stat(path, &st) != 0) return NULL;
     return path;

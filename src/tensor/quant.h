@@ -22,6 +22,7 @@
 
 #include "dtype.h"
 
+#include <math.h>
 #include <stdint.h>
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "block layouts assume little-endian");
@@ -205,6 +206,8 @@ float bf16_dot_bf16_ref(const void *x, const void *y, int64_t n);
 void q8_0_dequantize_row_ref(const void *x, float *y, int64_t n);
 void q8_0_quantize_row_ref(const float *x, void *y, int64_t n);
 float q8_0_dot_q8_0_ref(const void *x, const void *y, int64_t n);
+/* Activation-row quantizer used by the matmuls (scale 127/amax, round half to even). */
+void q8_0_quantize_row_act(const float *x, void *y, int64_t n);
 void q8_1_dequantize_row_ref(const void *x, float *y, int64_t n);
 void q8_1_quantize_row_ref(const float *x, void *y, int64_t n);
 
@@ -212,6 +215,8 @@ void q8_1_quantize_row_ref(const float *x, void *y, int64_t n);
 void q8_k_dequantize_row_ref(const void *x, float *y, int64_t n);
 void q8_k_quantize_row_ref(const float *x, void *y, int64_t n);
 float q8_k_dot_q8_k_ref(const void *x, const void *y, int64_t n);
+/* Activation-row quantizer used by the K-quant matmuls (positive scale, round half to even). */
+void q8_k_quantize_row_act(const float *x, void *y, int64_t n);
 
 /* quant_q4_0.c, quant_q4_1.c, quant_q5_0.c, quant_q5_1.c. _ref quantizers take the scale from
  * the largest magnitude (Q4_0/Q5_0) or the min..max range (Q4_1/Q5_1) and round to nearest,
@@ -286,6 +291,22 @@ static inline int quant_nearest_int(float f) {
     } u;
     u.f = f + 12582912.0f;
     return (u.i & 0x007fffff) - 0x00400000;
+}
+
+/* Round half to even for any finite f (what a vector unit's round instruction does); the
+ * result is returned as a float holding an integer. */
+static inline float quant_rint(float f) {
+    if (!(fabsf(f) < 8388608.0f)) return f; /* already an integer (or NaN) */
+    float r = f + (f >= 0 ? 8388608.0f : -8388608.0f);
+    return r - (f >= 0 ? 8388608.0f : -8388608.0f);
+}
+
+/* Pairwise sum of 8 lanes: (l0+l4, l1+l5, l2+l6, l3+l7), then (a0+a2, a1+a3), then the two —
+ * the horizontal add of an 8-wide f32 vector register. */
+static inline float quant_sum_lanes8(const float lane[8]) {
+    float a[4];
+    for (int l = 0; l < 4; l++) a[l] = lane[l + 4] + lane[l];
+    return (a[0] + a[2]) + (a[1] + a[3]);
 }
 
 /* K-quant 12-byte scale/min packing (Q4_K, Q5_K; quant-formats.md §4): sub-block s in 0..7. */

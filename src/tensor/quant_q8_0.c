@@ -43,18 +43,40 @@ void q8_0_quantize_row_ref(const float *x, void *vy, int64_t n) {
     }
 }
 
-/* Per block: (sum_j qx * qy) * (dx * dy), accumulated in f32. */
+/* Activation quantizer (what the matmuls use for Q8_0's activation rows): like the reference
+ * but with the scale applied as 127/amax and round-half-to-even, which is what a vector unit
+ * does and what llama.cpp's x86 backend computes; values that sit exactly on a rounding edge
+ * then land on the same side in both engines. */
+void q8_0_quantize_row_act(const float *x, void *vy, int64_t n) {
+    CHECK(n % QK8_0 == 0);
+    struct block_q8_0 *y = vy;
+    for (int64_t ib = 0; ib < n / QK8_0; ib++) {
+        const float *xb = x + ib * QK8_0;
+        float amax = block_amax(xb, QK8_0);
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        y[ib].d = fp32_to_fp16(amax / 127.0f);
+        for (int j = 0; j < QK8_0; j++) y[ib].qs[j] = (int8_t)quant_rint(xb[j] * id);
+    }
+}
+
+/* Per block: the 32 products summed as 8 partial integer sums of 4 (the lanes of an 8-wide
+ * vector unit), each scaled by dx*dy and accumulated in its own f32 lane; the 8 lanes are added
+ * pairwise at the end. This fixed order is the one the SIMD kernels use too. */
 float q8_0_dot_q8_0_ref(const void *vx, const void *vy, int64_t n) {
     CHECK(n % QK8_0 == 0);
     const struct block_q8_0 *x = vx;
     const struct block_q8_0 *y = vy;
-    float sum = 0.0f;
+    float lane[8] = {0};
     for (int64_t ib = 0; ib < n / QK8_0; ib++) {
-        int32_t sumi = 0;
-        for (int j = 0; j < QK8_0; j++) sumi += (int32_t)x[ib].qs[j] * (int32_t)y[ib].qs[j];
-        sum += (float)sumi * (fp16_to_fp32(x[ib].d) * fp16_to_fp32(y[ib].d));
+        float d = fp16_to_fp32(x[ib].d) * fp16_to_fp32(y[ib].d);
+        for (int l = 0; l < 8; l++) {
+            int32_t sumi = 0;
+            for (int j = 4 * l; j < 4 * l + 4; j++)
+                sumi += (int32_t)x[ib].qs[j] * (int32_t)y[ib].qs[j];
+            lane[l] = fmaf(d, (float)sumi, lane[l]);
+        }
     }
-    return sum;
+    return quant_sum_lanes8(lane);
 }
 
 /* ---- Q8_1 ---- */

@@ -48,6 +48,31 @@ void q8_k_quantize_row_ref(const float *x, void *vy, int64_t n) {
     }
 }
 
+/* Activation quantizer for the K-quant matmuls: the reference with a positive scale 127/amax
+ * (so the largest-magnitude value maps to +-127 with its own sign) and round-half-to-even. */
+void q8_k_quantize_row_act(const float *x, void *vy, int64_t n) {
+    CHECK(n % QK_K == 0);
+    struct block_q8_k *y = vy;
+    for (int64_t ib = 0; ib < n / QK_K; ib++) {
+        const float *xb = x + ib * QK_K;
+        float amax = 0.0f;
+        for (int j = 0; j < QK_K; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        memset(&y[ib], 0, sizeof(y[ib]));
+        if (amax == 0.0f) continue;
+        float iscale = 127.0f / amax;
+        for (int j = 0; j < QK_K; j++) {
+            float q = quant_rint(iscale * xb[j]);
+            y[ib].qs[j] = (int8_t)(q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q);
+        }
+        for (int i = 0; i < QK_K / 16; i++) {
+            int sum = 0;
+            for (int j = 0; j < 16; j++) sum += y[ib].qs[16 * i + j];
+            y[ib].bsums[i] = (int16_t)sum;
+        }
+        y[ib].d = 1.0f / iscale;
+    }
+}
+
 /* Q8_K x Q8_K (not used by ggml's CPU backend; kept for symmetry and tests). */
 float q8_k_dot_q8_k_ref(const void *vx, const void *vy, int64_t n) {
     CHECK(n % QK_K == 0);

@@ -112,7 +112,7 @@ static void rms_norm_task(void *p, int ith, int nth) {
         const float *x = a->x + r * a->x_stride;
         float *y = a->out + r * a->out_stride;
         double sum = 0; /* ggml accumulates the sum of squares in double */
-        for (int i = 0; i < a->dim; i++) sum += (double)x[i] * x[i];
+        for (int i = 0; i < a->dim; i++) sum += (double)(x[i] * x[i]);
         float scale = 1.0f / sqrtf((float)(sum / a->dim) + a->eps);
         if (a->w)
             for (int i = 0; i < a->dim; i++) y[i] = x[i] * scale * a->w[i];
@@ -351,7 +351,8 @@ static void cpu_moe_route(struct backend *be, const float *logits, int n, int n_
             p[e] = expf(l[e] - mx);
             sum += p[e];
         }
-        for (int e = 0; e < n_expert; e++) p[e] = (float)(p[e] / sum);
+        float inv = (float)(1.0 / sum); /* scale by the reciprocal, as ggml's soft_max does */
+        for (int e = 0; e < n_expert; e++) p[e] *= inv;
         float wsum = 0;
         for (int j = 0; j < k; j++) { /* k largest, descending; ties keep the lower id */
             int best = -1;
@@ -496,44 +497,87 @@ static void cpu_kv_store(struct backend *be, void *k_cache, void *v_cache, enum 
 struct attn_task_args {
     const struct attn_args *a;
     const struct cpu_kernels *kern;
-    float *work; /* per thread: 2*head_dim floats */
+    float *work; /* per thread: 3*head_dim floats */
 };
+
+/* F16 cache: the arithmetic of llama.cpp's CPU flash attention, so logits agree with it to
+ * float rounding: the query is rounded to f16 (to dot with f16 keys), scores are f16 products
+ * summed in f32, and the running value sum is kept in f16 (rounded after every update). */
+static void attention_f16_row(const struct attn_args *a, const float *q, int g, int n_kv,
+                              size_t row_bytes, float *qh, float *acc, float *o) {
+    int hd = a->head_dim;
+    for (int i = 0; i < hd; i++) qh[i] = fp16_to_fp32(fp32_to_fp16(q[i]));
+    float m = -INFINITY, l = 0;
+    for (int i = 0; i < hd; i++) acc[i] = 0;
+    for (int j = 0; j < n_kv; j++) {
+        const uint16_t *kr = (const uint16_t *)((const char *)a->k + (size_t)j * row_bytes) + g * hd;
+        const uint16_t *vr = (const uint16_t *)((const char *)a->v + (size_t)j * row_bytes) + g * hd;
+        float s = 0;
+        for (int i = 0; i < hd; i++) s += qh[i] * fp16_to_fp32(kr[i]);
+        s *= a->scale;
+        float ms = 1.0f, vs = 1.0f;
+        if (s > m) {
+            ms = expf(m - s); /* 0 on the first position */
+            m = s;
+            for (int i = 0; i < hd; i++) acc[i] = fp16_to_fp32(fp32_to_fp16(acc[i] * ms));
+        } else {
+            vs = expf(s - m);
+        }
+        for (int i = 0; i < hd; i++)
+            acc[i] = fp16_to_fp32(fp32_to_fp16(fmaf(fp16_to_fp32(vr[i]), vs, acc[i])));
+        l = l * ms + vs;
+    }
+    float inv = l > 0 ? 1.0f / l : 0.0f;
+    for (int i = 0; i < hd; i++) o[i] = acc[i] * inv;
+}
+
+/* F32 / block-quantized cache: plain online softmax in f32. */
+static void attention_f32_row(const struct attn_args *a, const float *q, int g, int n_kv,
+                              size_t row_bytes, const struct cpu_kernels *kern, float *kbuf,
+                              float *vbuf, float *acc, float *o) {
+    int hd = a->head_dim;
+    float m = -INFINITY, l = 0;
+    for (int i = 0; i < hd; i++) acc[i] = 0;
+    for (int j = 0; j < n_kv; j++) {
+        kv_row_to_float(a->kv_type, (const char *)a->k + (size_t)j * row_bytes, (int64_t)g * hd,
+                        hd, kbuf, kern);
+        float s = 0;
+        for (int i = 0; i < hd; i++) s += q[i] * kbuf[i];
+        s *= a->scale;
+        kv_row_to_float(a->kv_type, (const char *)a->v + (size_t)j * row_bytes, (int64_t)g * hd,
+                        hd, vbuf, kern);
+        float ms = 1.0f, vs = 1.0f;
+        if (s > m) {
+            ms = expf(m - s);
+            m = s;
+            for (int i = 0; i < hd; i++) acc[i] *= ms;
+        } else {
+            vs = expf(s - m);
+        }
+        for (int i = 0; i < hd; i++) acc[i] = fmaf(vbuf[i], vs, acc[i]);
+        l = l * ms + vs;
+    }
+    float inv = l > 0 ? 1.0f / l : 0.0f;
+    for (int i = 0; i < hd; i++) o[i] = acc[i] * inv;
+}
 
 static void attention_task(void *p, int ith, int nth) {
     struct attn_task_args *ta = p;
     const struct attn_args *a = ta->a;
     int hd = a->head_dim, kv_dim = a->n_head_kv * hd, group = a->n_head / a->n_head_kv;
     size_t row_bytes = dtype_row_bytes(a->kv_type, kv_dim);
-    float *kbuf = ta->work + (size_t)ith * 3 * hd, *vbuf = kbuf + hd, *acc = vbuf + hd;
+    float *b0 = ta->work + (size_t)ith * 3 * hd, *b1 = b0 + hd, *acc = b1 + hd;
     int64_t lo, hi;
     split_range((int64_t)a->n_tokens * a->n_head, ith, nth, &lo, &hi);
     for (int64_t task = lo; task < hi; task++) {
         int it = (int)(task / a->n_head), h = (int)(task % a->n_head), g = h / group;
         const float *q = a->q + (int64_t)it * a->q_stride + (int64_t)h * hd;
-        int n_kv = a->pos0 + it + 1;
-        float m = -INFINITY, l = 0;
-        for (int i = 0; i < hd; i++) acc[i] = 0;
-        for (int j = 0; j < n_kv; j++) {
-            kv_row_to_float(a->kv_type, (const char *)a->k + (size_t)j * row_bytes,
-                            (int64_t)g * hd, hd, kbuf, ta->kern);
-            float s = 0;
-            for (int i = 0; i < hd; i++) s += q[i] * kbuf[i];
-            s *= a->scale;
-            kv_row_to_float(a->kv_type, (const char *)a->v + (size_t)j * row_bytes,
-                            (int64_t)g * hd, hd, vbuf, ta->kern);
-            if (s > m) {
-                float corr = expf(m - s); /* exp(-inf) = 0 on the first step */
-                for (int i = 0; i < hd; i++) acc[i] = acc[i] * corr + vbuf[i];
-                l = l * corr + 1.0f;
-                m = s;
-            } else {
-                float e = expf(s - m);
-                for (int i = 0; i < hd; i++) acc[i] += e * vbuf[i];
-                l += e;
-            }
-        }
         float *o = a->out + (int64_t)it * a->n_head * hd + (int64_t)h * hd;
-        for (int i = 0; i < hd; i++) o[i] = acc[i] / l;
+        int n_kv = a->pos0 + it + 1;
+        if (a->kv_type == DTYPE_F16)
+            attention_f16_row(a, q, g, n_kv, row_bytes, b0, acc, o);
+        else
+            attention_f32_row(a, q, g, n_kv, row_bytes, ta->kern, b0, b1, acc, o);
     }
 }
 

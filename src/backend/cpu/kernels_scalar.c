@@ -1,6 +1,10 @@
 /* kernels_scalar.c: the scalar kernel table, built from the reference functions in src/tensor.
- * It is both the portable fallback and the oracle the SIMD tables are tested against. */
+ * It is both the portable fallback and the oracle the SIMD tables are tested against.
+ * Activation rows use the activation quantizers (round half to even, as a vector unit does), not
+ * the weight quantizers, so every ISA rounds activations identically. */
 #include "cpu_kernels.h"
+
+#include "../../tensor/quant.h"
 
 #include <string.h>
 
@@ -14,5 +18,7 @@ int cpu_kernels_fill_scalar(struct cpu_kernels *k) {
         k->from_float[t] = tr->from_float;
         k->to_float[t] = tr->to_float;
     }
+    k->from_float[DTYPE_Q8_0] = q8_0_quantize_row_act;
+    k->from_float[DTYPE_Q8_K] = q8_k_quantize_row_act;
     return 0;
 }
