@@ -39,6 +39,8 @@ int32_t tokenizer_eos(const struct tokenizer *t);  /* -1 if none */
 int tokenizer_add_bos(const struct tokenizer *t);  /* tokenizer.ggml.add_bos_token (with llama.cpp's default per model) */
 /* End of generation: eos, eot, eom and the other tokens llama.cpp treats as EOG. */
 int tokenizer_is_eog(const struct tokenizer *t, int32_t id);
+/* The EOG ids, ascending, valid until tokenizer_free; returns their count. */
+int tokenizer_eog_ids(const struct tokenizer *t, const int32_t **ids);
 int tokenizer_is_control(const struct tokenizer *t, int32_t id);
 enum token_type tokenizer_token_type(const struct tokenizer *t, int32_t id);
 const char *tokenizer_token_text(const struct tokenizer *t, int32_t id); /* raw vocab string */
