@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GGUF_MAX_DIMS         4
+#define GGUF_MAX_DIMS          4
 #define GGUF_DEFAULT_ALIGNMENT 32
 
 enum gguf_type {
@@ -46,22 +46,23 @@ struct gguf_str {
 };
 
 struct gguf_tensor_info {
-    const char *name;           /* NUL-terminated copy, valid until gguf_close */
-    uint32_t type;              /* ggml type id (enum dtype in tensor/dtype.h) */
-    int n_dims;                 /* 1..4 */
-    int64_t ne[GGUF_MAX_DIMS];  /* elements per dim, innermost first; unused dims are 1 */
-    uint64_t offset;            /* relative to its shard's data section */
-    uint64_t n_bytes;           /* payload size */
-    const void *data;           /* inside the mapping */
-    int shard;                  /* 0-based shard index */
-    uint64_t file_offset;       /* absolute byte offset of the data in its shard file */
+    const char *name;          /* NUL-terminated copy, valid until gguf_close */
+    uint32_t type;             /* ggml type id (enum dtype in tensor/dtype.h) */
+    int n_dims;                /* 1..4 */
+    int64_t ne[GGUF_MAX_DIMS]; /* elements per dim, innermost first; unused dims are 1 */
+    uint64_t offset;           /* relative to its shard's data section */
+    uint64_t n_bytes;          /* payload size */
+    const void *data;          /* inside the mapping */
+    int shard;                 /* 0-based shard index */
+    uint64_t file_offset;      /* absolute byte offset of the data in its shard file */
 };
 
 struct gguf;
 
 /* Opens and validates path. A name matching *-00001-of-NNNNN.gguf opens all N shards.
- * Errors: ERR_IO (cannot open/map), ERR_FORMAT (malformed; message names the byte offset),
- * ERR_UNSUPPORTED (version, big-endian), ERR_NOMEM. */
+ * Errors: ERR_NOT_FOUND (the file or a shard does not exist), ERR_IO (cannot open/map),
+ * ERR_FORMAT (malformed; message names the path and byte offset), ERR_UNSUPPORTED (version,
+ * big-endian, a tensor type id newer than this reader), ERR_NOMEM. */
 int gguf_open(struct gguf **out, const char *path, struct error *err);
 /* Same, over bytes the caller keeps alive until gguf_close (no shards). For tests and fuzzing. */
 int gguf_open_memory(struct gguf **out, const void *data, size_t n_bytes, struct error *err);
@@ -81,22 +82,24 @@ enum gguf_type gguf_kv_type(const struct gguf *g, int64_t i);
 enum gguf_type gguf_kv_arr_type(const struct gguf *g, int64_t i);
 uint64_t gguf_kv_arr_n(const struct gguf *g, int64_t i);
 /* Raw pointer to the packed array elements (numeric element types only, little-endian,
- * possibly unaligned: read with memcpy or the getters below). NULL for string arrays. */
+ * possibly unaligned: read with memcpy or the getters below). NULL for string arrays. For a
+ * numeric scalar: its value bytes (gguf_type_size of its type); NULL for a string. */
 const void *gguf_kv_arr_data(const struct gguf *g, int64_t i);
 /* Element j of a string array / numeric array converted. Index must be in range (CHECKed). */
 struct gguf_str gguf_kv_arr_str(const struct gguf *g, int64_t i, uint64_t j);
-int64_t gguf_kv_arr_int(const struct gguf *g, int64_t i, uint64_t j);   /* any integer/bool */
-double gguf_kv_arr_float(const struct gguf *g, int64_t i, uint64_t j);  /* any numeric */
+/* any integer/bool element; a u64 above INT64_MAX reads as INT64_MAX */
+int64_t gguf_kv_arr_int(const struct gguf *g, int64_t i, uint64_t j);
+double gguf_kv_arr_float(const struct gguf *g, int64_t i, uint64_t j); /* any numeric */
 /* Scalars. The typed getter converts between integer widths and reports ERR_FORMAT on a
  * type mismatch (e.g. string for an int) or a value that does not fit. */
 struct gguf_str gguf_kv_str(const struct gguf *g, int64_t i); /* CHECKs type == STRING */
 
 /* Convenience lookups by key. Return 0 on success, ERR_NOT_FOUND if the key is absent (out
  * untouched), ERR_FORMAT if present with an incompatible type or out-of-range value. */
-int gguf_get_int(const struct gguf *g, const char *key, int64_t *out);   /* any int type, bool */
+int gguf_get_int(const struct gguf *g, const char *key, int64_t *out); /* any int type, bool */
 int gguf_get_uint32(const struct gguf *g, const char *key, uint32_t *out);
-int gguf_get_float(const struct gguf *g, const char *key, double *out);  /* f32/f64/any int */
-int gguf_get_bool(const struct gguf *g, const char *key, int *out);
+int gguf_get_float(const struct gguf *g, const char *key, double *out); /* f32/f64/any int */
+int gguf_get_bool(const struct gguf *g, const char *key, int *out);     /* bool, or int != 0 */
 int gguf_get_str(const struct gguf *g, const char *key, struct gguf_str *out);
 /* String value as a NUL-terminated copy (caller frees with mem_free); NULL if absent/not a
  * string or on allocation failure. */
@@ -104,6 +107,8 @@ char *gguf_get_strdup(const struct gguf *g, const char *key);
 
 /* Human-readable type name ("u32", "string", "array", ...). */
 const char *gguf_type_name(enum gguf_type t);
+/* Bytes of one scalar value of type t; 0 for STRING, ARRAY and invalid ids. */
+size_t gguf_type_size(enum gguf_type t);
 
 /* ---- tensor type ids (ggml's numbering) ----
  * Block geometry of every type id a file may hold, including types hearth cannot compute with

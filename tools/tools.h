@@ -1,0 +1,17 @@
+/* tools.h: entry points of the `hearth <tool>` subcommands in tools/ (one .c file each).
+ *
+ * Each tool is a function `tool_<name>_main(argc, argv)` with argv[0] = the tool name; it prints
+ * its own output and errors and returns the process exit code (0 ok, 1 error). The CLI
+ * dispatches to them; tests call the `_run` variants that take the output streams.
+ */
+#ifndef HEARTH_TOOLS_H
+#define HEARTH_TOOLS_H
+
+#include <stdio.h>
+
+/* `hearth inspect FILE [--all]`: header, metadata, tensor table and per-type summary of a GGUF
+ * (all shards for NAME-00001-of-0000N.gguf). */
+int tool_inspect_main(int argc, char **argv);
+int tool_inspect_run(int argc, char **argv, FILE *out, FILE *err_out);
+
+#endif
