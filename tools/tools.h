@@ -14,4 +14,7 @@
 int tool_inspect_main(int argc, char **argv);
 int tool_inspect_run(int argc, char **argv, FILE *out, FILE *err_out);
 
+/* `hearth synth --preset NAME -o OUT [--type T] ...`: a random-weight GGUF at a real shape. */
+int tool_synth_main(int argc, char **argv);
+
 #endif

@@ -1,17 +1,33 @@
-/* cli_main.c: `hearth <command>` dispatch. */
+/* cli_main.c: `hearth <command>` dispatch. Only main() exits. */
+#include "cli.h"
+
 #include "../../tools/tools.h"
+#include "../base/log.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+static void usage(FILE *f) {
+    fprintf(f, "usage: hearth <command> [options]\n"
+               "commands:\n"
+               "  run       generate text from a prompt (hearth run --help)\n"
+               "  inspect   print a GGUF file's metadata and tensor table: inspect FILE [--all]\n"
+               "  tokenize  print the token ids of stdin's text: tokenize -m FILE [--bos]\n"
+               "  synth     write a random-weight GGUF of a given architecture and shape\n");
+}
+
 int main(int argc, char **argv) {
+    const char *lvl = getenv("HEARTH_LOG");
+    if (lvl && *lvl) log_set_level((enum log_level)atoi(lvl));
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        fprintf(stderr, "usage: hearth <command> [options]\n"
-                        "commands:\n"
-                        "  inspect FILE.gguf [--all]   print a GGUF's metadata and tensors\n");
+        usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 1 : 0;
     }
-    if (!strcmp(argv[1], "inspect")) return tool_inspect_main(argc - 1, argv + 1);
-    fprintf(stderr, "hearth: unknown command '%s'\n", argv[1]);
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "run")) return cli_run_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "inspect")) return tool_inspect_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "synth")) return tool_synth_main(argc - 1, argv + 1);
+    fprintf(stderr, "hearth: unknown command '%s' (try hearth --help)\n", cmd);
     return 1;
 }

@@ -41,18 +41,22 @@ enum dtype {
 typedef void (*dtype_to_float_fn)(const void *x, float *y, int64_t n);
 /* y = quantized x[0..n); n is a multiple of block_size. Reference quantizer. */
 typedef void (*dtype_from_float_fn)(const float *x, void *y, int64_t n);
+/* Same as dtype_from_float_fn, but the search minimises sum_i w[i] (x[i] - x'[i])^2 (x' = the
+ * dequantized result); w has n entries (one row: pass the importance matrix row), NULL = ones. */
+typedef void (*dtype_from_float_imatrix_fn)(const float *x, void *y, int64_t n, const float *w);
 /* Dot product of n elements: x in this dtype, y in its vec_dot_type. */
 typedef float (*dtype_vec_dot_fn)(const void *x, const void *y, int64_t n);
 
 struct dtype_traits {
-    const char *name;              /* "Q4_K" */
-    int64_t block_size;            /* elements per block */
-    int64_t type_size;             /* bytes per block */
+    const char *name;   /* "Q4_K" */
+    int64_t block_size; /* elements per block */
+    int64_t type_size;  /* bytes per block */
     int is_quantized;
-    enum dtype vec_dot_type;       /* activation format for dot products */
-    dtype_to_float_fn to_float;    /* NULL if unsupported */
+    enum dtype vec_dot_type;        /* activation format for dot products */
+    dtype_to_float_fn to_float;     /* NULL if unsupported */
     dtype_from_float_fn from_float; /* reference quantizer; NULL if none */
-    dtype_vec_dot_fn vec_dot;      /* reference dot with vec_dot_type; NULL if none */
+    dtype_vec_dot_fn vec_dot;       /* reference dot with vec_dot_type; NULL if none */
+    dtype_from_float_imatrix_fn from_float_imatrix; /* weighted quantizer; NULL if none */
 };
 
 /* Traits of a supported dtype, or NULL if hearth does not compute with this type id. */

@@ -1,0 +1,112 @@
+/* cpu_features.c: CPUID detection and the one-time choice of the kernel table. */
+#include "cpu_kernels.h"
+
+#include "../../base/log.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+
+static unsigned long long xgetbv0(void) {
+    unsigned eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((unsigned long long)edx << 32) | eax;
+}
+
+void cpu_features_detect(struct cpu_features *f) {
+    memset(f, 0, sizeof(*f));
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+    int has_osxsave = (c >> 27) & 1;
+    f->has_fma = (c >> 12) & 1;
+    f->has_f16c = (c >> 29) & 1;
+    int has_avx = (c >> 28) & 1;
+    unsigned long long xcr0 = has_osxsave ? xgetbv0() : 0;
+    int os_avx = (xcr0 & 0x6) == 0x6;
+    int os_avx512 = (xcr0 & 0xe6) == 0xe6;
+    if (!has_avx || !os_avx) return;
+    if (__get_cpuid_max(0, NULL) < 7) return;
+    __cpuid_count(7, 0, a, b, c, d);
+    f->has_avx2 = (b >> 5) & 1;
+    if (os_avx512) {
+        f->has_avx512f = (b >> 16) & 1;
+        f->has_avx512dq = (b >> 17) & 1;
+        f->has_avx512bw = (b >> 30) & 1;
+        f->has_avx512vl = (b >> 31) & 1;
+        f->has_avx512vnni = (c >> 11) & 1;
+    }
+    __cpuid_count(7, 1, a, b, c, d);
+    f->has_avxvnni = (a >> 4) & 1;
+    if (os_avx512) f->has_avx512bf16 = (a >> 5) & 1;
+}
+#else
+void cpu_features_detect(struct cpu_features *f) {
+    memset(f, 0, sizeof(*f));
+}
+#endif
+
+enum cpu_isa cpu_isa_best(const struct cpu_features *f) {
+    if (f->has_avx512f && f->has_avx512bw && f->has_avx512vl && f->has_avx512dq &&
+        f->has_avx512vnni && f->has_avx512bf16 && f->has_fma && f->has_f16c && f->has_avx2)
+        return CPU_ISA_AVX512;
+    if (f->has_avx2 && f->has_fma && f->has_f16c) return CPU_ISA_AVX2;
+    return CPU_ISA_SCALAR;
+}
+
+static struct cpu_kernels g_tables[3];
+static int g_table_ok[3];
+static pthread_once_t g_tables_once = PTHREAD_ONCE_INIT;
+static const struct cpu_kernels *g_active;
+
+static void merge_over_scalar(struct cpu_kernels *dst, const struct cpu_kernels *isa) {
+    for (int t = 0; t < DTYPE_COUNT; t++) {
+        if (isa->vec_dot[t]) dst->vec_dot[t] = isa->vec_dot[t];
+        if (isa->from_float[t]) dst->from_float[t] = isa->from_float[t];
+        if (isa->to_float[t]) dst->to_float[t] = isa->to_float[t];
+    }
+    dst->name = isa->name;
+}
+
+static void tables_init(void) {
+    struct cpu_features f;
+    cpu_features_detect(&f);
+    enum cpu_isa best = cpu_isa_best(&f);
+    cpu_kernels_fill_scalar(&g_tables[CPU_ISA_SCALAR]);
+    g_table_ok[CPU_ISA_SCALAR] = 1;
+    static int (*const fill[3])(struct cpu_kernels *) = {
+        cpu_kernels_fill_scalar, cpu_kernels_fill_avx2, cpu_kernels_fill_avx512};
+    for (int isa = CPU_ISA_AVX2; isa <= CPU_ISA_AVX512; isa++) {
+        struct cpu_kernels tmp;
+        if ((int)best < isa || fill[isa](&tmp) != 0) continue;
+        g_tables[isa] = g_tables[CPU_ISA_SCALAR];
+        merge_over_scalar(&g_tables[isa], &tmp);
+        g_table_ok[isa] = 1;
+    }
+    int want = (int)best;
+    const char *env = getenv("HEARTH_CPU");
+    if (env && *env) {
+        if (!strcmp(env, "scalar")) want = CPU_ISA_SCALAR;
+        else if (!strcmp(env, "avx2")) want = CPU_ISA_AVX2;
+        else if (!strcmp(env, "avx512")) want = CPU_ISA_AVX512;
+        else LOG_WARN("HEARTH_CPU=%s not recognised (scalar, avx2, avx512); using the best", env);
+        if (!g_table_ok[want]) {
+            LOG_WARN("HEARTH_CPU=%s: this CPU or build lacks it; using the best available", env);
+            want = (int)best;
+        }
+    }
+    while (!g_table_ok[want]) want--;
+    g_active = &g_tables[want];
+}
+
+const struct cpu_kernels *cpu_kernels_get(void) {
+    pthread_once(&g_tables_once, tables_init);
+    return g_active;
+}
+
+const struct cpu_kernels *cpu_kernels_for(enum cpu_isa isa) {
+    pthread_once(&g_tables_once, tables_init);
+    return g_table_ok[isa] ? &g_tables[isa] : NULL;
+}

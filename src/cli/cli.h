@@ -1,0 +1,16 @@
+/* cli.h: the `hearth` subcommands. Each takes argv with argv[0] = the subcommand name, prints
+ * errors as one line on stderr and returns the process exit code. */
+#ifndef HEARTH_CLI_H
+#define HEARTH_CLI_H
+
+#include <stddef.h>
+
+int cli_run_main(int argc, char **argv);
+
+/* Shared option helpers: parse a whole-string integer / float; 0 on success. */
+int cli_parse_int(const char *s, long long lo, long long hi, long long *out);
+int cli_parse_float(const char *s, double *out);
+/* Reads a whole file (for -f); caller frees with mem_free; NULL on failure. */
+char *cli_read_file(const char *path, size_t *n_bytes);
+
+#endif

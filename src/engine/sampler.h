@@ -1,0 +1,46 @@
+/* sampler.h: turning logits into the next token.
+ *
+ * The chain, in llama.cpp's default order: logit bias -> repetition/presence/frequency
+ * penalties over the last penalty_last_n tokens -> top-k -> top-p -> min-p -> temperature ->
+ * draw with the sampler's own seeded PRNG. temperature <= 0 is greedy (argmax, lowest id on
+ * ties) and ignores the rest. The same seed and the same logits give the same tokens.
+ * A sampler owns its buffers; it is sized once for n_vocab and never allocates while sampling.
+ */
+#ifndef HEARTH_SAMPLER_H
+#define HEARTH_SAMPLER_H
+
+#include "../base/error.h"
+
+#include <stdint.h>
+
+struct sampler_params {
+    float temperature;       /* default 0.8; <= 0: greedy */
+    int top_k;               /* default 40; <= 0: off */
+    float top_p;             /* default 0.95; >= 1: off */
+    float min_p;             /* default 0.05; <= 0: off */
+    float repeat_penalty;    /* default 1.0 (off) */
+    float presence_penalty;  /* default 0 */
+    float frequency_penalty; /* default 0 */
+    int penalty_last_n;      /* default 64; -1 = whole history */
+    uint64_t seed;           /* SAMPLER_SEED_RANDOM (default): from the clock; else fixed */
+};
+
+#define SAMPLER_SEED_RANDOM UINT64_MAX
+
+struct sampler;
+
+void sampler_params_default(struct sampler_params *p);
+int sampler_create(struct sampler **out, const struct sampler_params *p, int n_vocab,
+                   struct error *err);
+void sampler_free(struct sampler *s);
+/* Adds a bias to one token's logit before sampling (OpenAI logit_bias); -INFINITY bans it. */
+int sampler_set_logit_bias(struct sampler *s, int32_t id, float bias);
+/* Records tokens (e.g. the prompt) in the penalty history without sampling. */
+void sampler_accept(struct sampler *s, int32_t id);
+void sampler_reset(struct sampler *s); /* clears history (keeps params, biases, RNG state) */
+/* Picks a token from logits[n_vocab] (not modified) and records it in the history.
+ * If probs_out is non-NULL it receives the probability of the picked token under the
+ * final distribution. */
+int32_t sampler_sample(struct sampler *s, const float *logits, float *prob_out);
+
+#endif
