@@ -43,12 +43,12 @@ void pretok_buf_free(struct pretok_buf *b) {
 #define SPAN_OUT 0xFFFFFFFFu
 
 struct span {
-    const uint32_t *cpts;  /* [n] codepoints of the whole text */
-    const uint8_t *flags;  /* [n] their classes */
-    size_t ini, end;       /* the chunk being split, codepoint indices */
-    size_t *out;           /* word ends (codepoint index, exclusive), appended */
-    size_t n_out;          /* entries of out */
-    size_t prev;           /* end of the last emitted word */
+    const uint32_t *cpts; /* [n] codepoints of the whole text */
+    const uint8_t *flags; /* [n] their classes */
+    size_t ini, end;      /* the chunk being split, codepoint indices */
+    size_t *out;          /* word ends (codepoint index, exclusive), appended */
+    size_t n_out;         /* entries of out */
+    size_t prev;          /* end of the last emitted word */
 };
 
 static unsigned fl(const struct span *s, size_t pos) {
@@ -256,8 +256,8 @@ static int is_ascii_digit(uint32_t c) {
 static void split_three_digits(struct span *s) {
     size_t pos = s->ini;
     while (pos < s->end) {
-        if (pos + 3 <= s->end && is_ascii_digit(s->cpts[pos]) &&
-            is_ascii_digit(s->cpts[pos + 1]) && is_ascii_digit(s->cpts[pos + 2])) {
+        if (pos + 3 <= s->end && is_ascii_digit(s->cpts[pos]) && is_ascii_digit(s->cpts[pos + 1]) &&
+            is_ascii_digit(s->cpts[pos + 2])) {
             emit(s, pos);
             pos += 3;
             emit(s, pos);
@@ -295,8 +295,15 @@ static int reserve(struct pretok_buf *b, size_t n_cpts) {
     return 0;
 }
 
-enum split_step { STEP_GPT2, STEP_LLAMA3, STEP_QWEN2, STEP_QWEN35, STEP_PUNCT, STEP_NUMBER,
-                  STEP_DIGITS3 };
+enum split_step {
+    STEP_GPT2,
+    STEP_LLAMA3,
+    STEP_QWEN2,
+    STEP_QWEN35,
+    STEP_PUNCT,
+    STEP_NUMBER,
+    STEP_DIGITS3
+};
 
 /* Splits each piece listed in in[0..n_in) (ends) with one step into out; returns out's count. */
 static size_t run_step(struct pretok_buf *b, enum split_step step, const size_t *in, size_t n_in,
@@ -308,13 +315,27 @@ static size_t run_step(struct pretok_buf *b, enum split_step step, const size_t 
         s.end = in[i];
         s.prev = ini;
         switch (step) {
-        case STEP_GPT2: split_gpt2(&s); break;
-        case STEP_LLAMA3: split_llama3(&s, 3, 0); break;
-        case STEP_QWEN2: split_llama3(&s, 1, 0); break;
-        case STEP_QWEN35: split_llama3(&s, 1, 1); break;
-        case STEP_PUNCT: split_runs(&s, 0); break;
-        case STEP_NUMBER: split_runs(&s, 1); break;
-        case STEP_DIGITS3: split_three_digits(&s); break;
+        case STEP_GPT2:
+            split_gpt2(&s);
+            break;
+        case STEP_LLAMA3:
+            split_llama3(&s, 3, 0);
+            break;
+        case STEP_QWEN2:
+            split_llama3(&s, 1, 0);
+            break;
+        case STEP_QWEN35:
+            split_llama3(&s, 1, 1);
+            break;
+        case STEP_PUNCT:
+            split_runs(&s, 0);
+            break;
+        case STEP_NUMBER:
+            split_runs(&s, 1);
+            break;
+        case STEP_DIGITS3:
+            split_three_digits(&s);
+            break;
         }
         ini = in[i];
     }
@@ -347,10 +368,18 @@ int pretokenize_split(enum pretok_kind kind, const char *text, size_t len, struc
         steps = steps_default;
         n_steps = sizeof(steps_default) / sizeof(steps_default[0]);
         break;
-    case PRETOK_GPT2: one = STEP_GPT2; break;
-    case PRETOK_LLAMA3: one = STEP_LLAMA3; break;
-    case PRETOK_QWEN2: one = STEP_QWEN2; break;
-    case PRETOK_QWEN35: one = STEP_QWEN35; break;
+    case PRETOK_GPT2:
+        one = STEP_GPT2;
+        break;
+    case PRETOK_LLAMA3:
+        one = STEP_LLAMA3;
+        break;
+    case PRETOK_QWEN2:
+        one = STEP_QWEN2;
+        break;
+    case PRETOK_QWEN35:
+        one = STEP_QWEN35;
+        break;
     }
 
     /* ping-pong between ends and tmp; start with one piece covering everything */

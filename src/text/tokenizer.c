@@ -232,8 +232,8 @@ static int load_tokens(struct tokenizer *t, const struct gguf *g, struct error *
     /* scores: optional, f32 or i32, at least n entries */
     int64_t si = gguf_find_key(g, "tokenizer.ggml.scores");
     if (si >= 0) {
-        enum gguf_type et = gguf_kv_type(g, si) == GGUF_TYPE_ARRAY ? gguf_kv_arr_type(g, si)
-                                                                   : GGUF_TYPE_COUNT;
+        enum gguf_type et =
+            gguf_kv_type(g, si) == GGUF_TYPE_ARRAY ? gguf_kv_arr_type(g, si) : GGUF_TYPE_COUNT;
         if (et != GGUF_TYPE_FLOAT32 && et != GGUF_TYPE_INT32) {
             return error_set(err, ERR_FORMAT, "tokenizer: tokenizer.ggml.scores must be f32/i32");
         }
@@ -271,13 +271,27 @@ static int load_tokens(struct tokenizer *t, const struct gguf *g, struct error *
         if (types) memcpy(&ty, types + 4 * i, 4);
         uint8_t attr = 0;
         switch (ty) {
-        case TOKEN_TYPE_NORMAL: attr = TOKEN_ATTR_NORMAL; break;
-        case TOKEN_TYPE_UNKNOWN: attr = TOKEN_ATTR_UNKNOWN; break;
-        case TOKEN_TYPE_CONTROL: attr = TOKEN_ATTR_CONTROL; break;
-        case TOKEN_TYPE_USER_DEFINED: attr = TOKEN_ATTR_USER_DEFINED; break;
-        case TOKEN_TYPE_UNUSED: attr = TOKEN_ATTR_UNUSED; break;
-        case TOKEN_TYPE_BYTE: attr = TOKEN_ATTR_BYTE; break;
-        default: ty = TOKEN_TYPE_UNDEFINED; break;
+        case TOKEN_TYPE_NORMAL:
+            attr = TOKEN_ATTR_NORMAL;
+            break;
+        case TOKEN_TYPE_UNKNOWN:
+            attr = TOKEN_ATTR_UNKNOWN;
+            break;
+        case TOKEN_TYPE_CONTROL:
+            attr = TOKEN_ATTR_CONTROL;
+            break;
+        case TOKEN_TYPE_USER_DEFINED:
+            attr = TOKEN_ATTR_USER_DEFINED;
+            break;
+        case TOKEN_TYPE_UNUSED:
+            attr = TOKEN_ATTR_UNUSED;
+            break;
+        case TOKEN_TYPE_BYTE:
+            attr = TOKEN_ATTR_BYTE;
+            break;
+        default:
+            ty = TOKEN_TYPE_UNDEFINED;
+            break;
         }
         t->type[i] = (uint8_t)ty;
         t->attr[i] = attr;
@@ -324,7 +338,8 @@ static int load_merges(struct tokenizer *t, const struct gguf *g, struct error *
         t->n_merges += tokenizer_bpe_add_merge(t, left, right, (int32_t)i, result);
     }
     mem_free(joined);
-    if (n_skipped) LOG_WARN("tokenizer: %lld merges are not token pairs, ignored", (long long)n_skipped);
+    if (n_skipped)
+        LOG_WARN("tokenizer: %lld merges are not token pairs, ignored", (long long)n_skipped);
     return 0;
 }
 
@@ -394,31 +409,82 @@ static int cmp_longest_first(const void *a, const void *b) {
     return (x->id > y->id) - (x->id < y->id);
 }
 
-static const char *const k_eot_texts[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
-    "<EOT>", "_<EOT>", "[EOT]", "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
-    "<end_of_utterance>", NULL};
+static const char *const k_eot_texts[] = {"<|eot_id|>",
+                                          "<|im_end|>",
+                                          "<|end|>",
+                                          "<end_of_turn>",
+                                          "<|endoftext|>",
+                                          "<|end_of_text|>",
+                                          "<EOT>",
+                                          "_<EOT>",
+                                          "[EOT]",
+                                          "<\xef\xbd\x9c"
+                                          "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
+                                          "<end_of_utterance>",
+                                          NULL};
 static const char *const k_eom_texts[] = {"<|eom_id|>", NULL};
-static const char *const k_fim_pre_texts[] = {
-    "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>",
-    "<PRE>", "\xe2\x96\x81<PRE>", "<|code_prefix|>", "<|prefix|>", NULL};
-static const char *const k_fim_suf_texts[] = {
-    "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<\xef\xbd\x9c" "fim\xe2\x96\x81hole\xef\xbd\x9c>",
-    "<SUF>", "\xe2\x96\x81<SUF>", "<|code_suffix|>", "<|suffix|>", NULL};
-static const char *const k_fim_mid_texts[] = {
-    "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "end\xef\xbd\x9c>",
-    "<MID>", "\xe2\x96\x81<MID>", "<|code_middle|>", "<|middle|>", NULL};
-static const char *const k_fim_pad_texts[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>",
-                                              "[PAD]", NULL};
+static const char *const k_fim_pre_texts[] = {"<|fim_prefix|>",
+                                              "<fim-prefix>",
+                                              "<fim_prefix>",
+                                              "<\xef\xbd\x9c"
+                                              "fim\xe2\x96\x81"
+                                              "begin\xef\xbd\x9c>",
+                                              "<PRE>",
+                                              "\xe2\x96\x81<PRE>",
+                                              "<|code_prefix|>",
+                                              "<|prefix|>",
+                                              NULL};
+static const char *const k_fim_suf_texts[] = {"<|fim_suffix|>",
+                                              "<fim-suffix>",
+                                              "<fim_suffix>",
+                                              "<\xef\xbd\x9c"
+                                              "fim\xe2\x96\x81hole\xef\xbd\x9c>",
+                                              "<SUF>",
+                                              "\xe2\x96\x81<SUF>",
+                                              "<|code_suffix|>",
+                                              "<|suffix|>",
+                                              NULL};
+static const char *const k_fim_mid_texts[] = {"<|fim_middle|>",
+                                              "<fim-middle>",
+                                              "<fim_middle>",
+                                              "<\xef\xbd\x9c"
+                                              "fim\xe2\x96\x81"
+                                              "end\xef\xbd\x9c>",
+                                              "<MID>",
+                                              "\xe2\x96\x81<MID>",
+                                              "<|code_middle|>",
+                                              "<|middle|>",
+                                              NULL};
+static const char *const k_fim_pad_texts[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>",
+                                              "<PAD>",       "[PAD]",     NULL};
 static const char *const k_fim_rep_texts[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>",
-                                              "<REPO>", "<reponame>", NULL};
+                                              "<REPO>",       "<reponame>",    NULL};
 static const char *const k_fim_sep_texts[] = {"<|file_sep|>", NULL};
 /* Tokens that end generation by their text (llama.cpp's special_eog_ids list). */
-static const char *const k_eog_texts[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
-    "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
-    "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
-    "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", "[e~[", NULL};
+static const char *const k_eog_texts[] = {"<|eot_id|>",
+                                          "<|im_end|>",
+                                          "<|end|>",
+                                          "<|return|>",
+                                          "<|call|>",
+                                          "<|flush|>",
+                                          "<|calls|>",
+                                          "<end_of_turn>",
+                                          "<|endoftext|>",
+                                          "</s>",
+                                          "<|eom_id|>",
+                                          "<EOT>",
+                                          "_<EOT>",
+                                          "[EOT]",
+                                          "[EOS]",
+                                          "<|end_of_text|>",
+                                          "<end_of_utterance>",
+                                          "<eos>",
+                                          "<turn|>",
+                                          "<|tool_response>",
+                                          "<\xef\xbd\x9c"
+                                          "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
+                                          "[e~[",
+                                          NULL};
 
 static int load_special(struct tokenizer *t, const struct gguf *g, struct error *err) {
     const int32_t n = t->n_vocab;
@@ -502,8 +568,8 @@ static int load_special(struct tokenizer *t, const struct gguf *g, struct error 
     /* tokens matched whole in the text, longest first (ties: lower id first) */
     int32_t n_special = 0;
     for (int32_t id = 0; id < n; id++) {
-        n_special += (t->attr[id] & (TOKEN_ATTR_CONTROL | TOKEN_ATTR_USER_DEFINED |
-                                     TOKEN_ATTR_UNKNOWN)) != 0;
+        n_special += (t->attr[id] &
+                      (TOKEN_ATTR_CONTROL | TOKEN_ATTR_USER_DEFINED | TOKEN_ATTR_UNKNOWN)) != 0;
     }
     struct len_id *order = mem_alloc(((size_t)n_special + 1) * sizeof(*order));
     t->special = mem_alloc(((size_t)n_special + 1) * sizeof(*t->special));
@@ -691,9 +757,9 @@ int tokenizer_eog_ids(const struct tokenizer *t, const int32_t **ids) {
  * ====================================================================================== */
 
 struct frag {
-    size_t off;  /* raw text: byte range in the input */
+    size_t off; /* raw text: byte range in the input */
     size_t len;
-    int32_t id;  /* >= 0: a special token; -1: raw text */
+    int32_t id; /* >= 0: a special token; -1: raw text */
 };
 
 struct frag_list {
@@ -933,8 +999,8 @@ static size_t clean_spaces(char *s, size_t n, char *tmp) {
     return k;
 }
 
-void tokenizer_decode(const struct tokenizer *t, const int32_t *ids, int64_t n,
-                      int render_special, struct buf *out) {
+void tokenizer_decode(const struct tokenizer *t, const int32_t *ids, int64_t n, int render_special,
+                      struct buf *out) {
     size_t start = out->len;
     int remove_space = t->add_space_prefix;
     for (int64_t i = 0; i < n; i++) {

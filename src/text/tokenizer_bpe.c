@@ -17,21 +17,21 @@
 #include <string.h>
 
 struct bpe_pair {
-    int32_t rank;     /* merge rank */
-    int32_t left;     /* symbol indices; right is left's next when pushed */
+    int32_t rank; /* merge rank */
+    int32_t left; /* symbol indices; right is left's next when pushed */
     int32_t right;
-    int32_t left_id;  /* token ids when pushed (staleness check) */
+    int32_t left_id; /* token ids when pushed (staleness check) */
     int32_t right_id;
-    int32_t result;   /* token id of the merge */
+    int32_t result; /* token id of the merge */
 };
 
 struct bpe_scratch {
-    int32_t *ids;          /* [cap_sym] token id of each symbol, -1 once merged away */
-    int32_t *prev, *next;  /* [cap_sym] neighbour symbol indices, -1 at the ends */
+    int32_t *ids;         /* [cap_sym] token id of each symbol, -1 once merged away */
+    int32_t *prev, *next; /* [cap_sym] neighbour symbol indices, -1 at the ends */
     size_t cap_sym;
     struct bpe_pair *heap; /* [n_heap] min-heap by (rank, left) */
     size_t n_heap, cap_heap;
-    char *word;            /* [cap_word] a word in GPT-2 codepoints (ignore_merges lookup) */
+    char *word; /* [cap_word] a word in GPT-2 codepoints (ignore_merges lookup) */
     size_t cap_word;
     struct pretok_buf pre;
 };
@@ -139,8 +139,12 @@ static int try_add_pair(const struct tokenizer *t, struct bpe_scratch *s, int32_
     if (lid < 0 || rid < 0) return 0;
     const struct bpe_merge *m = find_merge(t, lid, rid);
     if (!m) return 0;
-    struct bpe_pair p = {.rank = m->rank, .left = left, .right = right, .left_id = lid,
-                         .right_id = rid, .result = m->result};
+    struct bpe_pair p = {.rank = m->rank,
+                         .left = left,
+                         .right = right,
+                         .left_id = lid,
+                         .right_id = rid,
+                         .result = m->result};
     return heap_push(s, p);
 }
 

@@ -40,38 +40,39 @@ struct bpe_merge {
 
 struct tokenizer {
     enum tokenizer_kind kind;
-    enum pretok_kind pre;  /* BPE only */
+    enum pretok_kind pre; /* BPE only */
     int32_t n_vocab;
 
-    char *arena;           /* every token text, NUL-terminated, back to back */
-    uint32_t *text_off;    /* [n_vocab] offset of each token's text in arena */
-    uint32_t *text_len;    /* [n_vocab] bytes */
-    float *scores;         /* [n_vocab] SentencePiece scores (0 when absent) */
-    uint8_t *type;         /* [n_vocab] enum token_type as in the file */
-    uint8_t *attr;         /* [n_vocab] enum token_attr bits */
-    size_t max_token_len;  /* bytes of the longest token text */
+    char *arena;          /* every token text, NUL-terminated, back to back */
+    uint32_t *text_off;   /* [n_vocab] offset of each token's text in arena */
+    uint32_t *text_len;   /* [n_vocab] bytes */
+    float *scores;        /* [n_vocab] SentencePiece scores (0 when absent) */
+    uint8_t *type;        /* [n_vocab] enum token_type as in the file */
+    uint8_t *attr;        /* [n_vocab] enum token_attr bits */
+    size_t max_token_len; /* bytes of the longest token text */
 
-    int32_t *index;        /* [index_mask + 1] token ids by text hash, -1 empty */
+    int32_t *index; /* [index_mask + 1] token ids by text hash, -1 empty */
     uint32_t index_mask;
 
     struct bpe_merge *merges; /* [merge_mask + 1] BPE merges by id pair */
     uint32_t merge_mask;
-    int32_t n_merges;         /* merges used (both parts and the result are tokens) */
+    int32_t n_merges; /* merges used (both parts and the result are tokens) */
 
     /* BPE: token of each byte's GPT-2 codepoint. SPM: the <0xXX> token (else the one-byte
      * token, else -1). */
     int32_t byte_token[256];
 
-    int32_t *special;   /* [n_special] CONTROL/USER_DEFINED/UNKNOWN ids, longest text first */
+    int32_t *special; /* [n_special] CONTROL/USER_DEFINED/UNKNOWN ids, longest text first */
     int32_t n_special;
 
     int32_t bos, eos, eot, eom, unk, sep, pad; /* -1 when none */
     int32_t fim_pre, fim_suf, fim_mid, fim_pad, fim_rep, fim_sep;
-    int32_t *eog;       /* [n_eog] end-of-generation ids, ascending */
+    int32_t *eog; /* [n_eog] end-of-generation ids, ascending */
     int32_t n_eog;
 
     int add_bos;          /* tokenizer.ggml.add_bos_token or llama.cpp's default */
-    int add_space_prefix; /* SPM: prefix " " to a text that starts the input or follows a special token */
+    int add_space_prefix; /* SPM: prefix " " to a text that starts the input or follows a special
+                             token */
     int ignore_merges;    /* BPE (llama-bpe): a word that is a whole token is not merged */
     int clean_spaces;     /* decode: llama.cpp's clean_up_tokenization_spaces passes */
 };

@@ -1,12 +1,14 @@
 /* tokenizer_spm.c: SentencePiece-style BPE by score (llama.cpp's llm_tokenizer_spm).
  *
- * The text is split into UTF-8 characters (by lead byte, without validation, so invalid bytes
- * become one-byte symbols). Every adjacent pair whose concatenation is a token goes into a
- * max-heap ordered by that token's score (ties: leftmost first). The best pair is merged, its
- * neighbours are re-examined, and stale pairs (a side already merged away or grown) are
- * skipped when popped. Symbols are contiguous in the text, so a pair is just a byte range.
- * What remains are tokens, or characters that are not: those become byte tokens <0xXX>
- * (byte fallback), or the unknown token when the vocabulary has no byte tokens.
+ * The text is split into UTF-8 characters; a byte that does not start a well-formed sequence
+ * is a symbol of its own. (llama.cpp trusts the lead byte, so an invalid lead swallows the
+ * next bytes, e.g. the first two bytes of an escaped space, and the text no longer round
+ * trips; for valid UTF-8 the two agree.) Every adjacent pair whose concatenation is a token goes
+ * into a max-heap ordered by that token's score (ties: leftmost first). The best pair is merged,
+ * its neighbours are re-examined, and stale pairs (a side already merged away or grown) are skipped
+ * when popped. Symbols are contiguous in the text, so a pair is just a byte range. What remains are
+ * tokens, or characters that are not: those become byte tokens <0xXX> (byte fallback), or the
+ * unknown token when the vocabulary has no byte tokens.
  */
 #include "../base/error.h"
 #include "../base/mem.h"
@@ -24,7 +26,7 @@ struct spm_pair {
     float score;  /* score of the token left+right */
     int64_t left; /* symbol indices */
     int64_t right;
-    size_t n;     /* bytes of left+right when pushed (staleness check) */
+    size_t n; /* bytes of left+right when pushed (staleness check) */
 };
 
 /* Heap order: higher score first, then smaller left index. */
@@ -102,8 +104,8 @@ int tokenizer_spm_encode(const struct tokenizer *t, const char *text, size_t len
 
     int64_t n_sym = 0;
     for (size_t off = 0; off < len; n_sym++) {
-        size_t n = unicode_len_utf8((unsigned char)text[off]);
-        if (n > len - off) n = len - off;
+        uint32_t cpt;
+        size_t n = unicode_decode_utf8(text + off, len - off, &cpt);
         sym[n_sym] = (struct spm_symbol){.off = off, .n = n, .prev = n_sym - 1, .next = n_sym + 1};
         off += n;
     }

@@ -17,12 +17,6 @@ unsigned unicode_flags(uint32_t cpt) {
     return unicode_runs[lo] & 0xFF;
 }
 
-size_t unicode_len_utf8(unsigned char lead) {
-    static const uint8_t len_by_high_nibble[16] = {1, 1, 1, 1, 1, 1, 1, 1,
-                                                   1, 1, 1, 1, 2, 2, 3, 4};
-    return len_by_high_nibble[lead >> 4];
-}
-
 static int is_cont(unsigned char c) {
     return (c & 0xC0) == 0x80;
 }

@@ -31,9 +31,6 @@ unsigned unicode_flags(uint32_t cpt);
  * and surrogates are not rejected); anything else consumes 1 byte and gives U+FFFD. Returns
  * the number of bytes consumed (1..4). */
 size_t unicode_decode_utf8(const char *s, size_t n, uint32_t *cpt);
-/* Bytes of the sequence a lead byte announces (1 for continuation/invalid bytes), as
- * llama.cpp's unicode_len_utf8. */
-size_t unicode_len_utf8(unsigned char lead);
 /* Writes cpt (<= 0x10FFFF) as UTF-8 into out; returns 1..4. */
 size_t unicode_encode_utf8(uint32_t cpt, char out[4]);
 
