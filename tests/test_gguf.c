@@ -965,6 +965,8 @@ TEST(gguf_writer_streaming) {
 
 /* ---- split files ---- */
 
+static int run_inspect(int argc, const char **args, char **out_text, char **err_text);
+
 /* Writes g as n_split shards prefix-0000k-of-0000n.gguf: shard 1 holds all metadata, every shard
  * the split keys and a contiguous run of the tensors. bad_no is added to split.no of shard 2
  * (to make a bad file). */
@@ -1050,6 +1052,15 @@ static void check_split_roundtrip(const char *src_path, const char *prefix) {
     EXPECT_EQ_INT(gguf_n_shards(s), 1);
     EXPECT_EQ_INT(gguf_n_kv(s), 3);
     gguf_close(s);
+
+    /* inspect lists every shard and the shard of each tensor. */
+    char *out, *errs;
+    const char *args[] = {"inspect", first};
+    EXPECT_EQ_INT(run_inspect(2, args, &out, &errs), 0);
+    EXPECT(strstr(out, "shards: 3\n") && strstr(out, "-00003-of-00003.gguf\n") &&
+           strstr(out, "  shard\n"));
+    mem_free(out);
+    mem_free(errs);
 
     /* split.no disagreeing with the file name. */
     ASSERT_MSG(write_split(g, prefix, 3, 1, &err) == 0, "%s", err.msg);
@@ -1343,7 +1354,7 @@ static size_t header_bytes(const unsigned char *data, size_t n) {
 static void corrupt_sweep(const unsigned char *data, size_t n, int light,
                           struct corrupt_stats *st) {
     size_t hdr = header_bytes(data, n);
-    size_t dense = light ? 512 : 4096, stride = light ? 61 : 5;
+    size_t dense = light ? 2048 : 4096, stride = light ? 17 : 5;
     /* 1. Truncation: every length in the first bytes, then a stride through the header, then
      * a few points in the data section. */
     for (size_t len = 0; len < n; len += len < dense ? 1 : len < hdr ? stride : n / 16 + 1) {

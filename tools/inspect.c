@@ -207,7 +207,13 @@ int tool_inspect_run(int argc, char **argv, FILE *out, FILE *err_out) {
         return 1;
     }
     fprintf(out, "file: %s\n", path);
-    if (gguf_n_shards(g) > 1) fprintf(out, "shards: %d\n", gguf_n_shards(g));
+    if (gguf_n_shards(g) > 1) {
+        /* gguf_open accepted the name, so it ends in -00001-of-NNNNN.gguf (20 bytes). */
+        int prefix_len = (int)strlen(path) - 20;
+        fprintf(out, "shards: %d\n", gguf_n_shards(g));
+        for (int k = 0; k < gguf_n_shards(g); k++)
+            fprintf(out, "  %.*s-%05d-of-%05d.gguf\n", prefix_len, path, k + 1, gguf_n_shards(g));
+    }
     fprintf(out, "version: %u\nalignment: %u\nkv count: %lld\ntensor count: %lld\n",
             gguf_version(g), gguf_alignment(g), (long long)gguf_n_kv(g),
             (long long)gguf_n_tensors(g));

@@ -5,7 +5,8 @@
  * duplicate keys and tensor names, tensor offsets and sizes inside the file) and reports the
  * first problem with its byte offset. After a successful open every accessor is safe: tensor
  * data pointers point inside the mapping and cover n_bytes. All returned pointers (keys,
- * strings, arrays, tensor data) are borrowed and valid until gguf_close.
+ * strings, arrays, tensor data) are borrowed and valid until gguf_close. An open gguf is
+ * never modified, so any number of threads may query it at once.
  * Metadata comes from the first shard; tensors from all shards (in shard order).
  *
  * Writing: struct gguf_writer collects key/values and tensors (data borrowed until written)
@@ -127,8 +128,13 @@ struct gguf_writer;
 
 int gguf_writer_create(struct gguf_writer **out, struct error *err);
 void gguf_writer_free(struct gguf_writer *w);
+/* alignment: a power of two (CHECKed). Default GGUF_DEFAULT_ALIGNMENT. */
 void gguf_writer_set_alignment(struct gguf_writer *w, uint32_t alignment);
-/* Key/value setters copy key and value. Setting an existing key replaces it in place. */
+/* Key/value setters copy key and value. Setting an existing key replaces it in place. They
+ * return 0, ERR_INVALID (empty key or longer than 65535 bytes, string or array over 2^30,
+ * bool array element not 0/1, general.alignment not a u32 power of two) or ERR_NOMEM.
+ * general.alignment and gguf_writer_set_alignment are one setting: the file holds the key,
+ * with the current alignment, when it was set or the alignment is not the default 32. */
 int gguf_writer_set_u8(struct gguf_writer *w, const char *key, uint8_t v);
 int gguf_writer_set_i8(struct gguf_writer *w, const char *key, int8_t v);
 int gguf_writer_set_u16(struct gguf_writer *w, const char *key, uint16_t v);
@@ -150,7 +156,9 @@ int gguf_writer_set_arr_str(struct gguf_writer *w, const char *key, const char *
 int gguf_writer_copy_kv(struct gguf_writer *w, const struct gguf *g, int64_t i);
 int gguf_writer_remove_key(struct gguf_writer *w, const char *key); /* 0 or ERR_NOT_FOUND */
 /* Adds a tensor; data (n_bytes must equal the dtype size of ne, checked) is borrowed until the
- * write, or NULL for streaming (below). */
+ * write, or NULL for streaming (below; n_bytes may then be 0). Returns 0, ERR_INVALID (name
+ * empty, >= 64 bytes or already added; n_dims not 1..4; ne < 0 or overflowing; unknown type;
+ * ne[0] not a multiple of the block size; n_bytes wrong) or ERR_NOMEM. */
 int gguf_writer_add_tensor(struct gguf_writer *w, const char *name, uint32_t type, int n_dims,
                            const int64_t *ne, const void *data, uint64_t n_bytes);
 /* Writes header, metadata, tensor infos and all tensor data (every tensor must have data). */
@@ -158,7 +166,10 @@ int gguf_writer_write_file(struct gguf_writer *w, const char *path, struct error
 /* Streaming, for outputs too big to hold (quantize): add tensors with data = NULL, then
  * gguf_writer_stream_begin writes everything up to the data section; call
  * gguf_writer_stream_tensor once per tensor in the order they were added (n_bytes must match);
- * gguf_writer_stream_end pads and closes the file. */
+ * gguf_writer_stream_end pads and closes the file. Errors: ERR_IO (message names the path),
+ * ERR_INVALID (misuse: wrong size, too few/many tensors), ERR_NOMEM. Any failure closes and
+ * removes the partial file; the writer stays usable. Keys and tensors cannot change while a
+ * stream is open (CHECKed). */
 int gguf_writer_stream_begin(struct gguf_writer *w, const char *path, struct error *err);
 int gguf_writer_stream_tensor(struct gguf_writer *w, const void *data, uint64_t n_bytes,
                               struct error *err);

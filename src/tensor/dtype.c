@@ -8,6 +8,7 @@
 #include "quant.h"
 
 #include "../base/error.h"
+#include "../gguf/gguf.h"
 
 #include <string.h>
 
@@ -90,30 +91,7 @@ uint16_t fp32_to_bf16(float f) {
 }
 
 /* ======================================================================================
- * Names
- * ====================================================================================== */
-
-/* Every ggml type id a GGUF file may carry, supported or not (quant-formats.md §2). */
-static const char *const g_type_names[] = {
-    [0] = "F32",     [1] = "F16",         [2] = "Q4_0",        [3] = "Q4_1",        [4] = "Q4_2",
-    [5] = "Q4_3",    [6] = "Q5_0",        [7] = "Q5_1",        [8] = "Q8_0",        [9] = "Q8_1",
-    [10] = "Q2_K",   [11] = "Q3_K",       [12] = "Q4_K",       [13] = "Q5_K",       [14] = "Q6_K",
-    [15] = "Q8_K",   [16] = "IQ2_XXS",    [17] = "IQ2_XS",     [18] = "IQ3_XXS",    [19] = "IQ1_S",
-    [20] = "IQ4_NL", [21] = "IQ3_S",      [22] = "IQ2_S",      [23] = "IQ4_XS",     [24] = "I8",
-    [25] = "I16",    [26] = "I32",        [27] = "I64",        [28] = "F64",        [29] = "IQ1_M",
-    [30] = "BF16",   [31] = "Q4_0_4_4",   [32] = "Q4_0_4_8",   [33] = "Q4_0_8_8",   [34] = "TQ1_0",
-    [35] = "TQ2_0",  [36] = "IQ4_NL_4_4", [37] = "IQ4_NL_4_8", [38] = "IQ4_NL_8_8", [39] = "MXFP4",
-    [40] = "NVFP4",  [41] = "Q1_0",       [42] = "Q2_0",
-};
-
-const char *dtype_name(uint32_t type) {
-    if (type < sizeof(g_type_names) / sizeof(g_type_names[0]) && g_type_names[type])
-        return g_type_names[type];
-    return "?";
-}
-
-/* ======================================================================================
- * The table
+ * The table and names
  * ====================================================================================== */
 
 static const struct dtype_traits g_traits[DTYPE_COUNT] = {
@@ -164,6 +142,12 @@ static const struct dtype_traits g_traits[DTYPE_COUNT] = {
 const struct dtype_traits *dtype_traits(uint32_t type) {
     if (type >= DTYPE_COUNT || g_traits[type].name == NULL) return NULL;
     return &g_traits[type];
+}
+
+/* Types hearth does not compute with are named by the GGUF layer's table of every type id. */
+const char *dtype_name(uint32_t type) {
+    const struct dtype_traits *tr = dtype_traits(type);
+    return tr ? tr->name : gguf_tensor_type_name(type);
 }
 
 size_t dtype_row_bytes(enum dtype type, int64_t n) {

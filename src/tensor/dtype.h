@@ -48,10 +48,10 @@ typedef void (*dtype_from_float_imatrix_fn)(const float *x, void *y, int64_t n, 
 typedef float (*dtype_vec_dot_fn)(const void *x, const void *y, int64_t n);
 
 struct dtype_traits {
-    const char *name;   /* "Q4_K" */
-    int64_t block_size; /* elements per block */
-    int64_t type_size;  /* bytes per block */
-    int is_quantized;
+    const char *name;               /* "Q4_K" */
+    int64_t block_size;             /* elements per block */
+    int64_t type_size;              /* bytes per block */
+    int is_quantized;               /* 1 for block formats (Q*, IQ*, MXFP4); 0 for F32, F16, BF16 */
     enum dtype vec_dot_type;        /* activation format for dot products */
     dtype_to_float_fn to_float;     /* NULL if unsupported */
     dtype_from_float_fn from_float; /* reference quantizer; NULL if none */
@@ -64,7 +64,8 @@ const struct dtype_traits *dtype_traits(uint32_t type);
 const char *dtype_name(uint32_t type); /* also names unsupported ids, "?" if unknown */
 /* Bytes of a row of n elements (n must be a multiple of the block size; CHECKed). */
 size_t dtype_row_bytes(enum dtype type, int64_t n);
-/* Parses "Q4_K", "q8_0", "f16"...; returns 0 and sets *out, or -1. */
+/* Parses "Q4_K", "q8_0", "f16"... (case-insensitive, supported types only); returns 0 and
+ * sets *out, or -1. */
 int dtype_from_name(const char *name, enum dtype *out);
 
 /* Scalar conversions (IEEE binary16 with subnormals/inf/NaN; bf16 round-to-nearest-even). */

@@ -313,8 +313,6 @@ float quant_fit_scale_offset(int n, const float *x, const float *w, int hi, int 
 float quant_fit_iq4(int n, const float *x, const float *w, uint8_t *q);
 /* Index of the kvalues_iq4nl level nearest to v (v in table units). */
 int quant_iq4_nearest(float v);
-/* sum w (x - d q)^2 for given d, q (w NULL = ones). */
-float quant_error_scale(int n, const float *x, const float *w, float d, const int8_t *q);
 /* q = clamp(round(x / d), lo, hi) (q = 0 where d == 0); returns the weighted squared error. */
 float quant_round_scale(int n, const float *x, const float *w, float d, int lo, int hi, int8_t *q);
 /* q = clamp(round((x - m) / d), 0, hi); returns sum w (x - (d q + m))^2. */
