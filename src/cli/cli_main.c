@@ -13,7 +13,7 @@ static void usage(FILE *f) {
                "commands:\n"
                "  run       generate text from a prompt (hearth run --help)\n"
                "  inspect   print a GGUF file's metadata and tensor table: inspect FILE [--all]\n"
-               "  tokenize  print the token ids of stdin's text: tokenize -m FILE [--bos] [--no-parse-special]\n"
+               "  tokenize  token ids of stdin: tokenize -m FILE [--bos] [--no-parse-special]\n"
                "  synth     write a random-weight GGUF of a given architecture and shape\n");
 }
 
