@@ -14,6 +14,12 @@
 int tool_inspect_main(int argc, char **argv);
 int tool_inspect_run(int argc, char **argv, FILE *out, FILE *err_out);
 
+/* `hearth tokenize -m FILE [--bos] [--no-parse-special]`: the token ids of stdin's text, one
+ * line, space-separated (special tokens matched unless --no-parse-special; BOS only with
+ * --bos). */
+int tool_tokenize_main(int argc, char **argv);
+int tool_tokenize_run(int argc, char **argv, FILE *in, FILE *out, FILE *err_out);
+
 /* `hearth synth --preset NAME -o OUT [--type T] ...`: a random-weight GGUF at a real shape. */
 int tool_synth_main(int argc, char **argv);
 

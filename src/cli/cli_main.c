@@ -13,7 +13,7 @@ static void usage(FILE *f) {
                "commands:\n"
                "  run       generate text from a prompt (hearth run --help)\n"
                "  inspect   print a GGUF file's metadata and tensor table: inspect FILE [--all]\n"
-               "  tokenize  print the token ids of stdin's text: tokenize -m FILE [--bos]\n"
+               "  tokenize  token ids of stdin: tokenize -m FILE [--bos] [--no-parse-special]\n"
                "  synth     write a random-weight GGUF of a given architecture and shape\n");
 }
 
@@ -27,6 +27,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "run")) return cli_run_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "inspect")) return tool_inspect_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize")) return tool_tokenize_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "synth")) return tool_synth_main(argc - 1, argv + 1);
     fprintf(stderr, "hearth: unknown command '%s' (try hearth --help)\n", cmd);
     return 1;
