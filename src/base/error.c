@@ -23,13 +23,20 @@ int error_set(struct error *err, int code, const char *fmt, ...) {
 
 void error_prefix(struct error *err, const char *fmt, ...) {
     if (!err) return;
-    char prefix[256], old[sizeof(err->msg)];
+    char old[sizeof(err->msg)];
+    memcpy(old, err->msg, sizeof(old));
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof(prefix), fmt, ap);
+    int n = vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
     va_end(ap);
-    memcpy(old, err->msg, sizeof(old));
-    snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+    if (n < 0 || (size_t)n >= sizeof(err->msg) - 2) return; /* prefix alone fills the line */
+    size_t used = (size_t)n;
+    memcpy(err->msg + used, ": ", 2);
+    used += 2;
+    size_t room = sizeof(err->msg) - used - 1, len = strlen(old);
+    if (len > room) len = room;
+    memcpy(err->msg + used, old, len);
+    err->msg[used + len] = 0;
 }
 
 const char *error_name(int code) {
