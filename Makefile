@@ -31,7 +31,7 @@ TOOL_OBJ  := $(TOOL_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all test test-scalar asan tsan fuzz bench format format-check clean
+.PHONY: all deps run test test-scalar asan tsan fuzz bench format format-check clean
 
 all: hearth
 
@@ -65,8 +65,21 @@ $(BUILD)/tests/test_main.o: tests/test_main.c $(BUILD)/tests/tests_list.h
 $(BUILD)/test_runner: $(BUILD)/tests/test_main.o $(TEST_OBJ) $(TOOL_OBJ) $(LIB_OBJ)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $^ $(LDSAN) $(LDLIBS)
 
+# Installs missing Debian packages (no-op when everything is there).
+deps:
+	@scripts/deps.sh
+
+# The main job of README: generate from a prompt. make run MODEL=path.gguf PROMPT="text" [N=128]
+MODEL  ?=
+PROMPT ?= Once upon a time
+N      ?= 128
+run: hearth
+	@test -n "$(MODEL)" || { echo "usage: make run MODEL=path/to/model.gguf [PROMPT=...] [N=...]"; exit 1; }
+	./hearth run -m "$(MODEL)" -p "$(PROMPT)" -n $(N)
+
 # The test command of README and CI. Tests that need ../shared print SKIP without it.
-test: $(BUILD)/test_runner hearth
+test: deps
+	@$(MAKE) --no-print-directory $(BUILD)/test_runner hearth
 	./$(BUILD)/test_runner $(T)
 
 test-scalar: $(BUILD)/test_runner hearth

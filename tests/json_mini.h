@@ -9,11 +9,11 @@ enum jm_type { JM_NULL, JM_BOOL, JM_NUM, JM_STR, JM_ARR, JM_OBJ };
 
 struct jm {
     enum jm_type type;
-    double num;        /* JM_NUM, JM_BOOL (0/1) */
-    char *str;         /* JM_STR (NUL-terminated) */
-    size_t len;        /* JM_STR bytes; JM_ARR/JM_OBJ element count */
-    struct jm *items;  /* JM_ARR / JM_OBJ values */
-    char **keys;       /* JM_OBJ keys */
+    double num;       /* JM_NUM, JM_BOOL (0/1) */
+    char *str;        /* JM_STR (NUL-terminated) */
+    size_t len;       /* JM_STR bytes; JM_ARR/JM_OBJ element count */
+    struct jm *items; /* JM_ARR / JM_OBJ values */
+    char **keys;      /* JM_OBJ keys */
 };
 
 /* Parses text; returns NULL on malformed input. Free with jm_free. */

@@ -24,7 +24,8 @@ TEST(cli_run_print_ids_matches_golden) {
     const char *m = test_model_path("stories/stories260K.gguf");
     if (!m) SKIP_TEST("../shared/models/stories not found");
     char cmd[8192], out[65536];
-    snprintf(cmd, sizeof(cmd), "./hearth run -m %s --ids 1 -n 16 --temp 0 --print-ids 2>/dev/null", m);
+    snprintf(cmd, sizeof(cmd), "./hearth run -m %s --ids 1 -n 16 --temp 0 --print-ids 2>/dev/null",
+             m);
     EXPECT_EQ_INT(run_cmd(cmd, out, sizeof(out)), 0);
     EXPECT_MSG(!strcmp(out, "403 407 261 378 432 383 286 261 376 298 315 421 395 317 426 338\n"),
                "got '%s'", out);
@@ -37,7 +38,8 @@ TEST(cli_run_print_ids_matches_golden) {
     EXPECT_MSG(strstr(out, "tok/s") != NULL, "stderr: '%s'", out);
     /* same seed, same text; sampling on */
     char a[4096], b[4096];
-    snprintf(cmd, sizeof(cmd), "./hearth run -m %s -n 30 --temp 1 --seed 7 --print-ids 2>/dev/null", m);
+    snprintf(cmd, sizeof(cmd), "./hearth run -m %s -n 30 --temp 1 --seed 7 --print-ids 2>/dev/null",
+             m);
     run_cmd(cmd, a, sizeof(a));
     run_cmd(cmd, b, sizeof(b));
     EXPECT(strlen(a) > 10 && !strcmp(a, b));

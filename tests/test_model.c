@@ -178,7 +178,7 @@ static double compare_top(const struct jm *pos, const float *logits, int n_vocab
  *   ../shared/peer/logits.mjs), and the goldens were recorded on another CPU. 0.25 bounds that.
  *   Greedy ids must match, except at a step where hearth's own top-2 margin is inside that
  *   tolerance (a near-tie); at most one such step is allowed, and the golden id is then fed. */
-#define TOL_F32 5e-3
+#define TOL_F32   5e-3
 #define TOL_QUANT 0.25
 
 /* Runs one golden file the way it was recorded: the log-probs come from one batched evaluation
@@ -321,8 +321,7 @@ static void check_batched_equals_sequential(const char *rel, double tol) {
         const float *l = session_logits(b);
         for (int j = 0; j < V; j++) worst = fmax(worst, fabs(l[j] - all[(size_t)i * V + j]));
     }
-    EXPECT_MSG(worst <= tol, "%s: batched vs token-by-token max diff %g (tol %g)", rel, worst,
-               tol);
+    EXPECT_MSG(worst <= tol, "%s: batched vs token-by-token max diff %g (tol %g)", rel, worst, tol);
 done:
     mem_free(all);
     session_free(a);

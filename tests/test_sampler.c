@@ -56,7 +56,8 @@ TEST(sampler_seed_reproducible_and_distribution) {
     p2.seed = 1234;
     struct sampler *d = make(&p2, 4);
     int differ = 0;
-    for (int i = 0; i < 100; i++) differ |= sampler_sample(c, l, NULL) != sampler_sample(d, l, NULL);
+    for (int i = 0; i < 100; i++)
+        differ |= sampler_sample(c, l, NULL) != sampler_sample(d, l, NULL);
     EXPECT(differ);
     sampler_free(c);
     sampler_free(d);

@@ -19,7 +19,8 @@ static void ws(struct jp *p) {
 static int parse_value(struct jp *p, struct jm *out);
 
 static void put_utf8(char *dst, size_t *n, unsigned cp) {
-    if (cp < 0x80) dst[(*n)++] = (char)cp;
+    if (cp < 0x80)
+        dst[(*n)++] = (char)cp;
     else if (cp < 0x800) {
         dst[(*n)++] = (char)(0xC0 | (cp >> 6));
         dst[(*n)++] = (char)(0x80 | (cp & 0x3F));
@@ -40,10 +41,14 @@ static int hex4(const char *s, unsigned *out) {
     for (int i = 0; i < 4; i++) {
         char c = s[i];
         v <<= 4;
-        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
-        else return -1;
+        if (c >= '0' && c <= '9')
+            v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (unsigned)(c - 'A' + 10);
+        else
+            return -1;
     }
     *out = v;
     return 0;
@@ -64,11 +69,21 @@ static int parse_string(struct jp *p, char **out, size_t *out_len) {
         if (p->s >= p->end) break;
         c = *p->s++;
         switch (c) {
-        case 'n': buf[n++] = '\n'; break;
-        case 't': buf[n++] = '\t'; break;
-        case 'r': buf[n++] = '\r'; break;
-        case 'b': buf[n++] = '\b'; break;
-        case 'f': buf[n++] = '\f'; break;
+        case 'n':
+            buf[n++] = '\n';
+            break;
+        case 't':
+            buf[n++] = '\t';
+            break;
+        case 'r':
+            buf[n++] = '\r';
+            break;
+        case 'b':
+            buf[n++] = '\b';
+            break;
+        case 'f':
+            buf[n++] = '\f';
+            break;
         case 'u': {
             unsigned cp, lo;
             if (p->end - p->s < 4 || hex4(p->s, &cp)) goto bad;
@@ -81,7 +96,9 @@ static int parse_string(struct jp *p, char **out, size_t *out_len) {
             put_utf8(buf, &n, cp);
             break;
         }
-        default: buf[n++] = c; break;
+        default:
+            buf[n++] = c;
+            break;
         }
     }
     if (p->s >= p->end) goto bad;
@@ -167,8 +184,7 @@ static int parse_value(struct jp *p, struct jm *out) {
     } else {
         char tmp[64];
         size_t n = 0;
-        while (p->s + n < p->end && n < sizeof(tmp) - 1 && strchr("+-0123456789.eE", p->s[n]))
-            n++;
+        while (p->s + n < p->end && n < sizeof(tmp) - 1 && strchr("+-0123456789.eE", p->s[n])) n++;
         if (n == 0) return -1;
         memcpy(tmp, p->s, n);
         tmp[n] = 0;

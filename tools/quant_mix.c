@@ -5,13 +5,20 @@
 #include <strings.h>
 
 static const struct ftype_info g_ftypes[] = {
-    {"F32", FTYPE_ALL_F32, DTYPE_F32},         {"F16", FTYPE_MOSTLY_F16, DTYPE_F16},
-    {"BF16", FTYPE_MOSTLY_BF16, DTYPE_BF16},   {"Q8_0", FTYPE_MOSTLY_Q8_0, DTYPE_Q8_0},
-    {"Q4_0", FTYPE_MOSTLY_Q4_0, DTYPE_Q4_0},   {"Q4_1", FTYPE_MOSTLY_Q4_1, DTYPE_Q4_1},
-    {"Q5_0", FTYPE_MOSTLY_Q5_0, DTYPE_Q5_0},   {"Q5_1", FTYPE_MOSTLY_Q5_1, DTYPE_Q5_1},
-    {"Q6_K", FTYPE_MOSTLY_Q6_K, DTYPE_Q6_K},   {"Q5_K_M", FTYPE_MOSTLY_Q5_K_M, DTYPE_Q5_K},
-    {"Q5_K_S", FTYPE_MOSTLY_Q5_K_S, DTYPE_Q5_K}, {"Q4_K_M", FTYPE_MOSTLY_Q4_K_M, DTYPE_Q4_K},
-    {"Q4_K_S", FTYPE_MOSTLY_Q4_K_S, DTYPE_Q4_K}, {"IQ4_XS", FTYPE_MOSTLY_IQ4_XS, DTYPE_IQ4_XS},
+    {"F32", FTYPE_ALL_F32, DTYPE_F32},
+    {"F16", FTYPE_MOSTLY_F16, DTYPE_F16},
+    {"BF16", FTYPE_MOSTLY_BF16, DTYPE_BF16},
+    {"Q8_0", FTYPE_MOSTLY_Q8_0, DTYPE_Q8_0},
+    {"Q4_0", FTYPE_MOSTLY_Q4_0, DTYPE_Q4_0},
+    {"Q4_1", FTYPE_MOSTLY_Q4_1, DTYPE_Q4_1},
+    {"Q5_0", FTYPE_MOSTLY_Q5_0, DTYPE_Q5_0},
+    {"Q5_1", FTYPE_MOSTLY_Q5_1, DTYPE_Q5_1},
+    {"Q6_K", FTYPE_MOSTLY_Q6_K, DTYPE_Q6_K},
+    {"Q5_K_M", FTYPE_MOSTLY_Q5_K_M, DTYPE_Q5_K},
+    {"Q5_K_S", FTYPE_MOSTLY_Q5_K_S, DTYPE_Q5_K},
+    {"Q4_K_M", FTYPE_MOSTLY_Q4_K_M, DTYPE_Q4_K},
+    {"Q4_K_S", FTYPE_MOSTLY_Q4_K_S, DTYPE_Q4_K},
+    {"IQ4_XS", FTYPE_MOSTLY_IQ4_XS, DTYPE_IQ4_XS},
     {"IQ4_NL", FTYPE_MOSTLY_IQ4_NL, DTYPE_IQ4_NL},
 };
 
@@ -38,8 +45,8 @@ static int has_part(const char *name, const char *part) {
 int quant_mix_is_quantizable(const char *name, int n_dims) {
     if (n_dims < 2 || !ends_with(name, ".weight")) return 0;
     /* never quantized: routers, norms, recurrent-layer parameters, position tables */
-    static const char *const keep[] = {"_norm", "ffn_gate_inp", "ssm_conv1d", "ssm_a",
-                                       "ssm_dt", "rope_freqs", "pos_embd"};
+    static const char *const keep[] = {"_norm",  "ffn_gate_inp", "ssm_conv1d", "ssm_a",
+                                       "ssm_dt", "rope_freqs",   "pos_embd"};
     for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
         if (has_part(name, keep[i])) return 0;
     return 1;
@@ -55,11 +62,16 @@ static enum dtype fallback_32(enum dtype t) {
     switch (t) {
     case DTYPE_Q2_K:
     case DTYPE_Q3_K:
-    case DTYPE_IQ4_XS: return DTYPE_IQ4_NL;
-    case DTYPE_Q4_K: return DTYPE_Q5_0;
-    case DTYPE_Q5_K: return DTYPE_Q5_1;
-    case DTYPE_Q6_K: return DTYPE_Q8_0;
-    default: return t;
+    case DTYPE_IQ4_XS:
+        return DTYPE_IQ4_NL;
+    case DTYPE_Q4_K:
+        return DTYPE_Q5_0;
+    case DTYPE_Q5_K:
+        return DTYPE_Q5_1;
+    case DTYPE_Q6_K:
+        return DTYPE_Q8_0;
+    default:
+        return t;
     }
 }
 
@@ -76,13 +88,17 @@ enum dtype quant_mix_choose(const struct ftype_info *ft, const struct mix_tensor
     if (is_head) {
         if (ft->ftype != FTYPE_MOSTLY_Q8_0) type = DTYPE_Q6_K;
     } else if (has_part(t->name, "attn_v.weight") && t->layer >= 0) {
-        if (is_m && use_more_bits(t->layer, t->n_layer)) type = DTYPE_Q6_K;
-        else if (ft->ftype == FTYPE_MOSTLY_Q4_K_S && t->layer < 4) type = DTYPE_Q5_K;
+        if (is_m && use_more_bits(t->layer, t->n_layer))
+            type = DTYPE_Q6_K;
+        else if (ft->ftype == FTYPE_MOSTLY_Q4_K_S && t->layer < 4)
+            type = DTYPE_Q5_K;
     } else if ((has_part(t->name, "ffn_down") || has_part(t->name, "ffn_down_exps") ||
                 has_part(t->name, "ffn_down_shexp")) &&
                t->layer >= 0) {
-        if (is_m && use_more_bits(t->layer, t->n_layer)) type = DTYPE_Q6_K;
-        else if (ft->ftype == FTYPE_MOSTLY_Q4_K_S && t->layer < t->n_layer / 8) type = DTYPE_Q5_K;
+        if (is_m && use_more_bits(t->layer, t->n_layer))
+            type = DTYPE_Q6_K;
+        else if (ft->ftype == FTYPE_MOSTLY_Q4_K_S && t->layer < t->n_layer / 8)
+            type = DTYPE_Q5_K;
     } else if (has_part(t->name, "attn_qkv.weight") && is_m) {
         type = ft->ftype == FTYPE_MOSTLY_Q4_K_M ? DTYPE_Q5_K : DTYPE_Q6_K;
     }

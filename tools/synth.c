@@ -63,8 +63,7 @@ static const struct synth_cfg g_presets[] = {
     {"llama-3-8b", "llama", 128256, 4096, 32, 32, 8, 128, 14336, 0, 0, 0, 8192, 5e5f, 1e-5f, 0, 0,
      0},
     {"qwen3-tiny", "qwen3", 512, 256, 2, 2, 1, 128, 512, 0, 0, 0, 4096, 1e6f, 1e-6f, 1, 0, 1},
-    {"qwen3moe-tiny", "qwen3moe", 512, 256, 2, 2, 1, 128, 0, 8, 2, 256, 4096, 1e6f, 1e-6f, 0, 0,
-     1},
+    {"qwen3moe-tiny", "qwen3moe", 512, 256, 2, 2, 1, 128, 0, 8, 2, 256, 4096, 1e6f, 1e-6f, 0, 0, 1},
     {"qwen2-tiny", "qwen2", 512, 256, 2, 4, 2, 64, 512, 0, 0, 0, 4096, 1e6f, 1e-6f, 1, 1, 0},
     {"llama-tiny", "llama", 512, 256, 2, 4, 2, 64, 512, 0, 0, 0, 4096, 1e4f, 1e-5f, 0, 0, 0},
 };
@@ -225,8 +224,7 @@ static int set_hparams(struct gguf_writer *w, const struct synth_cfg *c,
     if (c->n_expert > 0) {
         rc |= gguf_writer_set_u32(w, ARCH_KEY("expert_count"), (uint32_t)c->n_expert);
         rc |= gguf_writer_set_u32(w, ARCH_KEY("expert_used_count"), (uint32_t)c->n_expert_used);
-        rc |= gguf_writer_set_u32(w, ARCH_KEY("expert_feed_forward_length"),
-                                  (uint32_t)c->n_ff_exp);
+        rc |= gguf_writer_set_u32(w, ARCH_KEY("expert_feed_forward_length"), (uint32_t)c->n_ff_exp);
     }
 #undef ARCH_KEY
     return rc ? ERR_NOMEM : 0;
@@ -242,11 +240,16 @@ static int set_builtin_vocab(struct gguf_writer *w, int n_vocab) {
     if (!toks || !scores || !types) goto done;
     for (int i = 0; i < n_vocab; i++) {
         char s[32];
-        if (i == 0) snprintf(s, sizeof(s), "<unk>"), types[i] = 2;
-        else if (i == 1) snprintf(s, sizeof(s), "<s>"), types[i] = 3;
-        else if (i == 2) snprintf(s, sizeof(s), "</s>"), types[i] = 3;
-        else if (i < 259) snprintf(s, sizeof(s), "<0x%02X>", i - 3), types[i] = 6;
-        else snprintf(s, sizeof(s), "[PAD%d]", i), types[i] = 5;
+        if (i == 0)
+            snprintf(s, sizeof(s), "<unk>"), types[i] = 2;
+        else if (i == 1)
+            snprintf(s, sizeof(s), "<s>"), types[i] = 3;
+        else if (i == 2)
+            snprintf(s, sizeof(s), "</s>"), types[i] = 3;
+        else if (i < 259)
+            snprintf(s, sizeof(s), "<0x%02X>", i - 3), types[i] = 6;
+        else
+            snprintf(s, sizeof(s), "[PAD%d]", i), types[i] = 5;
         scores[i] = i < 259 ? 0.0f : -1e9f;
         if (!(toks[i] = mem_strdup(s))) goto done;
     }
@@ -385,19 +388,20 @@ static void gen_task(void *p, int ith, int nth) {
  * ============================================================================================ */
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: hearth synth --preset NAME -o OUT.gguf [--type T] [options]\n"
-            "  --preset NAME      qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, qwen3moe-30b-a3b,\n"
-            "                     qwen2.5-0.5b, qwen2.5-7b, llama-3-8b, qwen3-tiny, qwen3moe-tiny,\n"
-            "                     qwen2-tiny, llama-tiny\n"
-            "  --type T           file type preset (default F16): %s\n"
-            "  --layers N         override the number of blocks (e.g. a few layers of a big MoE)\n"
-            "  --n-vocab N --n-embd N --n-head N --n-head-kv N --head-dim N --n-ff N\n"
-            "  --n-expert N --n-expert-used N --n-ff-exp N   other shape overrides\n"
-            "  --vocab-from FILE  copy tokenizer.* from FILE (padded to n_vocab)\n"
-            "  --seed S --std X   weight seed (default 1) and standard deviation (default 0.02)\n"
-            "  -t N               threads (default: all CPUs)\n",
-            ftype_list());
+    fprintf(
+        f,
+        "usage: hearth synth --preset NAME -o OUT.gguf [--type T] [options]\n"
+        "  --preset NAME      qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, qwen3moe-30b-a3b,\n"
+        "                     qwen2.5-0.5b, qwen2.5-7b, llama-3-8b, qwen3-tiny, qwen3moe-tiny,\n"
+        "                     qwen2-tiny, llama-tiny\n"
+        "  --type T           file type preset (default F16): %s\n"
+        "  --layers N         override the number of blocks (e.g. a few layers of a big MoE)\n"
+        "  --n-vocab N --n-embd N --n-head N --n-head-kv N --head-dim N --n-ff N\n"
+        "  --n-expert N --n-expert-used N --n-ff-exp N   other shape overrides\n"
+        "  --vocab-from FILE  copy tokenizer.* from FILE (padded to n_vocab)\n"
+        "  --seed S --std X   weight seed (default 1) and standard deviation (default 0.02)\n"
+        "  -t N               threads (default: all CPUs)\n",
+        ftype_list());
 }
 
 int tool_synth_main(int argc, char **argv) {
@@ -408,10 +412,9 @@ int tool_synth_main(int argc, char **argv) {
     int have_preset = 0;
     long long overrides[11];
     for (int i = 0; i < 11; i++) overrides[i] = -1;
-    static const char *const ov_names[11] = {"--layers",    "--n-vocab",       "--n-embd",
-                                             "--n-head",    "--n-head-kv",     "--head-dim",
-                                             "--n-ff",      "--n-expert",      "--n-expert-used",
-                                             "--n-ff-exp",  "--ctx"};
+    static const char *const ov_names[11] = {
+        "--layers", "--n-vocab",  "--n-embd",        "--n-head",   "--n-head-kv", "--head-dim",
+        "--n-ff",   "--n-expert", "--n-expert-used", "--n-ff-exp", "--ctx"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -425,10 +428,14 @@ int tool_synth_main(int argc, char **argv) {
         const char *v = argv[++i];
         char *end;
         errno = 0;
-        if (!strcmp(a, "--preset")) preset = v;
-        else if (!strcmp(a, "-o") || !strcmp(a, "--out")) out_path = v;
-        else if (!strcmp(a, "--type")) type_name = v;
-        else if (!strcmp(a, "--vocab-from")) vocab_from = v;
+        if (!strcmp(a, "--preset"))
+            preset = v;
+        else if (!strcmp(a, "-o") || !strcmp(a, "--out"))
+            out_path = v;
+        else if (!strcmp(a, "--type"))
+            type_name = v;
+        else if (!strcmp(a, "--vocab-from"))
+            vocab_from = v;
         else if (!strcmp(a, "--std")) {
             std = strtod(v, &end);
             if (*end || errno || !(std > 0)) goto bad_value;
@@ -472,8 +479,8 @@ int tool_synth_main(int argc, char **argv) {
         fprintf(stderr, "hearth synth: unknown type '%s' (one of %s)\n", type_name, ftype_list());
         return 1;
     }
-    int *fields[11] = {&c.n_layer,  &c.n_vocab,  &c.n_embd,        &c.n_head,
-                       &c.n_head_kv, &c.head_dim, &c.n_ff,          &c.n_expert,
+    int *fields[11] = {&c.n_layer,       &c.n_vocab,  &c.n_embd, &c.n_head,
+                       &c.n_head_kv,     &c.head_dim, &c.n_ff,   &c.n_expert,
                        &c.n_expert_used, &c.n_ff_exp, &c.n_ctx};
     for (int k = 0; k < 11; k++)
         if (overrides[k] >= 0) *fields[k] = (int)overrides[k];
@@ -518,7 +525,8 @@ int tool_synth_main(int argc, char **argv) {
     if (threadpool_create(&pool, n_threads > 0 ? (int)n_threads : threads_n_cpus())) goto oom;
     const int64_t chunk_rows = 256;
     f32 = mem_alloc((size_t)chunk_rows * (size_t)(c.n_embd > c.n_ff ? c.n_embd : c.n_ff) *
-                    sizeof(float) * 4 + (1 << 20));
+                        sizeof(float) * 4 +
+                    (1 << 20));
     qbuf = mem_alloc((size_t)max_tensor_bytes);
     if (!f32 || !qbuf) goto oom;
     fprintf(stderr, "hearth synth: %s (%s), %d layers, %d tensors, %.2f GiB -> %s\n", c.preset,
@@ -531,14 +539,18 @@ int tool_synth_main(int argc, char **argv) {
         struct synth_tensor *t = &tl.t[i];
         int64_t rows = t->ne[1] * t->ne[2];
         size_t row_bytes = dtype_row_bytes(t->type, t->ne[0]);
-        int64_t max_rows_f32 = ((int64_t)chunk_rows * (c.n_embd > c.n_ff ? c.n_embd : c.n_ff) * 4) /
-                               t->ne[0];
+        int64_t max_rows_f32 =
+            ((int64_t)chunk_rows * (c.n_embd > c.n_ff ? c.n_embd : c.n_ff) * 4) / t->ne[0];
         if (max_rows_f32 < 1) max_rows_f32 = 1;
         for (int64_t r0 = 0; r0 < rows; r0 += max_rows_f32) {
-            struct gen_args ga = {t,        (uint64_t)seed,
-                                  (float)std, out_gain,
-                                  rows - r0 < max_rows_f32 ? rows - r0 : max_rows_f32, r0,
-                                  f32,      (char *)qbuf + (size_t)r0 * row_bytes,
+            struct gen_args ga = {t,
+                                  (uint64_t)seed,
+                                  (float)std,
+                                  out_gain,
+                                  rows - r0 < max_rows_f32 ? rows - r0 : max_rows_f32,
+                                  r0,
+                                  f32,
+                                  (char *)qbuf + (size_t)r0 * row_bytes,
                                   row_bytes};
             threadpool_run(pool, gen_task, &ga);
         }

@@ -49,8 +49,8 @@ struct attn_args {
     enum dtype kv_type; /* F32, F16 or Q8_0 */
     int n_tokens, pos0;
     int n_head, n_head_kv, head_dim;
-    float scale;        /* usually 1/sqrt(head_dim) */
-    float *out;         /* [n_tokens][n_head*head_dim] */
+    float scale; /* usually 1/sqrt(head_dim) */
+    float *out;  /* [n_tokens][n_head*head_dim] */
 };
 
 struct backend {
@@ -95,8 +95,8 @@ struct backend {
     /* MoE routing: for each of n rows of logits [n][n_expert]: p = softmax(logits); pick the
      * k largest p (ids in descending p), weights = p of the picked, renormalised to sum 1 when
      * norm (denominator clamped at 6.1035e-5). ids/weights: [n][k]. */
-    void (*moe_route)(struct backend *be, const float *logits, int n, int n_expert, int k,
-                      int norm, int32_t *ids, float *weights);
+    void (*moe_route)(struct backend *be, const float *logits, int n, int n_expert, int k, int norm,
+                      int32_t *ids, float *weights);
     /* Expert matmul: w is a stack {K, N, n_expert}; for t < n, j < k:
      * y[t][j] = W[ids[t][j]] x_row, with x_row = x[t] when x_per_slot == 0 ([n][K]) or
      * x[t*k + j] when x_per_slot ([n][k][K]); y is [n][k][N]. Tokens routed to the same expert

@@ -18,8 +18,8 @@ struct buf {
 };
 
 void buf_init(struct buf *b);
-void buf_free(struct buf *b); /* releases data and re-inits */
-void buf_clear(struct buf *b); /* len = 0, keeps the allocation */
+void buf_free(struct buf *b);                 /* releases data and re-inits */
+void buf_clear(struct buf *b);                /* len = 0, keeps the allocation */
 int buf_reserve(struct buf *b, size_t extra); /* 0 or ERR_NOMEM */
 void buf_append(struct buf *b, const void *data, size_t n);
 void buf_append_str(struct buf *b, const char *s);

@@ -41,15 +41,24 @@ void error_prefix(struct error *err, const char *fmt, ...) {
 
 const char *error_name(int code) {
     switch (code) {
-    case ERR_OK: return "ok";
-    case ERR_IO: return "io";
-    case ERR_FORMAT: return "format";
-    case ERR_UNSUPPORTED: return "unsupported";
-    case ERR_NOMEM: return "out of memory";
-    case ERR_INVALID: return "invalid";
-    case ERR_RANGE: return "range";
-    case ERR_NOT_FOUND: return "not found";
-    case ERR_CANCELLED: return "cancelled";
+    case ERR_OK:
+        return "ok";
+    case ERR_IO:
+        return "io";
+    case ERR_FORMAT:
+        return "format";
+    case ERR_UNSUPPORTED:
+        return "unsupported";
+    case ERR_NOMEM:
+        return "out of memory";
+    case ERR_INVALID:
+        return "invalid";
+    case ERR_RANGE:
+        return "range";
+    case ERR_NOT_FOUND:
+        return "not found";
+    case ERR_CANCELLED:
+        return "cancelled";
     }
     return "unknown";
 }

@@ -12,11 +12,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-void *mem_alloc(size_t n_bytes);               /* uninitialised; NULL on failure */
-void *mem_calloc(size_t n, size_t size);       /* zeroed; NULL on failure or overflow */
-void *mem_realloc(void *p, size_t n_bytes);    /* NULL on failure (p stays valid) */
+void *mem_alloc(size_t n_bytes);                       /* uninitialised; NULL on failure */
+void *mem_calloc(size_t n, size_t size);               /* zeroed; NULL on failure or overflow */
+void *mem_realloc(void *p, size_t n_bytes);            /* NULL on failure (p stays valid) */
 void *mem_alloc_aligned(size_t align, size_t n_bytes); /* align: power of two >= 16 */
-void mem_free(void *p);                        /* p may be NULL */
+void mem_free(void *p);                                /* p may be NULL */
 char *mem_strdup(const char *s);
 char *mem_strndup(const char *s, size_t n);
 

@@ -18,15 +18,15 @@
 #define SPIN_ITERS 20000
 
 struct threadpool {
-    int n_threads;                /* including the caller */
-    pthread_t *workers;           /* [n_threads - 1] */
+    int n_threads;      /* including the caller */
+    pthread_t *workers; /* [n_threads - 1] */
     pthread_mutex_t mutex;
     pthread_cond_t cond;
-    _Atomic unsigned generation;  /* bumped once per job */
-    _Atomic int n_done;           /* workers finished with the current job */
+    _Atomic unsigned generation; /* bumped once per job */
+    _Atomic int n_done;          /* workers finished with the current job */
     _Atomic int stop;
-    _Atomic int n_sleeping;       /* workers blocked (or about to block) on cond */
-    threadpool_task_fn fn;        /* current job */
+    _Atomic int n_sleeping; /* workers blocked (or about to block) on cond */
+    threadpool_task_fn fn;  /* current job */
     void *ctx;
 };
 

@@ -62,21 +62,22 @@ char *cli_read_file(const char *path, size_t *n_bytes) {
 }
 
 static void usage(void) {
-    fprintf(stderr,
-            "usage: hearth run -m MODEL [-p TEXT | -f FILE | --ids 1,2,3] [options]\n"
-            "  -n N                  tokens to generate (default -1: until end of text or context)\n"
-            "  -c N                  context size (default: min(model, 4096))\n"
-            "  -t N                  threads (default: all CPUs)\n"
-            "  -b N                  batch size for prompt processing (default 512)\n"
-            "  --temp T              temperature (default 0.8; 0 = greedy)\n"
-            "  --top-k K --top-p P --min-p P   filters (defaults 40, 0.95, 0.05)\n"
-            "  --repeat-penalty X --repeat-last-n N --presence-penalty X --frequency-penalty X\n"
-            "  --seed S              sampling seed (default: random)\n"
-            "  --cache-type T        KV cache type: f16 (default), f32, q8_0\n"
-            "  --print-ids           print only the generated ids, space-separated, one line\n"
-            "  --ignore-eos          keep generating after an end-of-generation token\n"
-            "  --no-bos              do not prepend BOS to -p/-f text\n"
-            "  -v                    verbose load information\n");
+    fprintf(
+        stderr,
+        "usage: hearth run -m MODEL [-p TEXT | -f FILE | --ids 1,2,3] [options]\n"
+        "  -n N                  tokens to generate (default -1: until end of text or context)\n"
+        "  -c N                  context size (default: min(model, 4096))\n"
+        "  -t N                  threads (default: all CPUs)\n"
+        "  -b N                  batch size for prompt processing (default 512)\n"
+        "  --temp T              temperature (default 0.8; 0 = greedy)\n"
+        "  --top-k K --top-p P --min-p P   filters (defaults 40, 0.95, 0.05)\n"
+        "  --repeat-penalty X --repeat-last-n N --presence-penalty X --frequency-penalty X\n"
+        "  --seed S              sampling seed (default: random)\n"
+        "  --cache-type T        KV cache type: f16 (default), f32, q8_0\n"
+        "  --print-ids           print only the generated ids, space-separated, one line\n"
+        "  --ignore-eos          keep generating after an end-of-generation token\n"
+        "  --no-bos              do not prepend BOS to -p/-f text\n"
+        "  -v                    verbose load information\n");
 }
 
 static int parse_ids(struct engine *e, const char *s, int32_t **ids, int64_t *n) {
@@ -153,9 +154,12 @@ int cli_run_main(int argc, char **argv) {
         } else if (!strcmp(a, "--cache-type") || !strcmp(a, "-ctk")) {
             NEED_ARG();
             const char *t = argv[++i];
-            if (!strcmp(t, "f16")) ssp.kv_type = KV_TYPE_F16;
-            else if (!strcmp(t, "f32")) ssp.kv_type = KV_TYPE_F32;
-            else if (!strcmp(t, "q8_0")) ssp.kv_type = KV_TYPE_Q8_0;
+            if (!strcmp(t, "f16"))
+                ssp.kv_type = KV_TYPE_F16;
+            else if (!strcmp(t, "f32"))
+                ssp.kv_type = KV_TYPE_F32;
+            else if (!strcmp(t, "q8_0"))
+                ssp.kv_type = KV_TYPE_Q8_0;
             else {
                 fprintf(stderr, "hearth run: --cache-type must be f16, f32 or q8_0\n");
                 return 1;
@@ -203,11 +207,14 @@ int cli_run_main(int argc, char **argv) {
                             v, opts[k].lo, opts[k].hi);
                     return 1;
                 }
-                if (!strcmp(opts[k].name, "--top-k")) sp.top_k = (int)iv;
-                else if (!strcmp(opts[k].name, "--repeat-last-n")) sp.penalty_last_n = (int)iv;
+                if (!strcmp(opts[k].name, "--top-k"))
+                    sp.top_k = (int)iv;
+                else if (!strcmp(opts[k].name, "--repeat-last-n"))
+                    sp.penalty_last_n = (int)iv;
                 else if (!strcmp(opts[k].name, "--seed"))
                     sp.seed = iv < 0 ? SAMPLER_SEED_RANDOM : (uint64_t)iv;
-                else *(long long *)opts[k].dst = iv;
+                else
+                    *(long long *)opts[k].dst = iv;
             }
         }
     }
@@ -321,8 +328,10 @@ int cli_run_main(int argc, char **argv) {
         if (session_eval(s, &id, 1, NULL, &err)) goto fail;
     }
     double t_gen = now_ms() - t2;
-    if (print_ids) printf("\n");
-    else fflush(stdout);
+    if (print_ids)
+        printf("\n");
+    else
+        fflush(stdout);
     fprintf(stderr,
             "\nhearth: prompt %lld tokens in %.1f ms (%.1f tok/s); generated %lld tokens in %.1f "
             "ms (%.1f tok/s)\n",

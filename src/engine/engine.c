@@ -27,12 +27,12 @@ struct session {
     struct kv_cache *kv;
     int n_ctx;
     int n_past;
-    int32_t *tokens;    /* [n_ctx] */
-    float *logits;      /* [n_vocab] logits after the last token */
+    int32_t *tokens; /* [n_ctx] */
+    float *logits;   /* [n_vocab] logits after the last token */
     int has_logits;
-    int32_t *pos_buf;   /* [n_batch] */
-    int32_t *seq_buf;   /* [n_batch] zeros */
-    int32_t *out_rows;  /* [n_batch] */
+    int32_t *pos_buf;  /* [n_batch] */
+    int32_t *seq_buf;  /* [n_batch] zeros */
+    int32_t *out_rows; /* [n_batch] */
 };
 
 /* ============================================================================================
@@ -159,17 +159,16 @@ int session_create(struct session **out, struct engine *e, const struct session_
     const struct model_hparams *hp = model_hparams(e->model);
     int n_ctx = p->n_ctx > 0 ? p->n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
     if (n_ctx > (1 << 24)) return error_set(err, ERR_INVALID, "context size %d too large", n_ctx);
-    enum dtype kt = p->kv_type == KV_TYPE_F32 ? DTYPE_F32
+    enum dtype kt = p->kv_type == KV_TYPE_F32    ? DTYPE_F32
                     : p->kv_type == KV_TYPE_Q8_0 ? DTYPE_Q8_0
-                                                  : DTYPE_F16;
+                                                 : DTYPE_F16;
     struct session *s = mem_calloc(1, sizeof(*s));
     if (!s) return error_set(err, ERR_NOMEM, "out of memory");
     s->e = e;
     s->n_ctx = n_ctx;
     int nb = model_n_batch(e->model);
     int rc = kv_cache_create(&s->kv, model_backend(e->model), hp->n_layer, NULL, n_ctx,
-                             hp->n_head_kv * hp->head_dim, hp->n_head_kv * hp->head_dim_v, kt,
-                             err);
+                             hp->n_head_kv * hp->head_dim, hp->n_head_kv * hp->head_dim_v, kt, err);
     if (rc) goto fail;
     s->tokens = mem_calloc((size_t)n_ctx, sizeof(int32_t));
     s->logits = mem_calloc((size_t)hp->n_vocab, sizeof(float));

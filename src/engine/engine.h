@@ -27,14 +27,14 @@ struct engine_params {
 };
 
 struct engine_info {
-    const char *arch;      /* general.architecture */
-    const char *name;      /* general.name or the file name */
+    const char *arch; /* general.architecture */
+    const char *name; /* general.name or the file name */
     int n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, n_expert, n_expert_used;
     uint64_t n_params;     /* weights, elements */
     uint64_t weight_bytes; /* bytes of tensor data */
     uint64_t file_bytes;
     int n_threads;
-    const char *kernels;   /* CPU kernel set in use ("scalar", "avx2", "avx512") */
+    const char *kernels; /* CPU kernel set in use ("scalar", "avx2", "avx512") */
 };
 
 void engine_params_default(struct engine_params *p);
@@ -72,7 +72,7 @@ int session_create(struct session **out, struct engine *e, const struct session_
 void session_free(struct session *s);
 
 int session_n_ctx(const struct session *s);
-int session_n_past(const struct session *s); /* tokens in the cache */
+int session_n_past(const struct session *s);            /* tokens in the cache */
 const int32_t *session_tokens(const struct session *s); /* [n_past] the tokens in the cache */
 
 /* Appends n tokens at position n_past (split into batches internally) and computes the logits

@@ -24,13 +24,13 @@ struct cand {
 struct sampler {
     struct sampler_params p;
     int n_vocab;
-    float *bias;        /* [n_vocab] additive logit bias */
+    float *bias; /* [n_vocab] additive logit bias */
     int has_bias;
     struct cand *cands; /* [n_vocab] */
     int32_t *counts;    /* [n_vocab] occurrences in the penalty window (zero between uses) */
     int32_t *history;   /* [hist_cap] ring of recent tokens */
     int hist_cap, hist_len, hist_head;
-    uint64_t rng[4];    /* xoshiro256** state */
+    uint64_t rng[4]; /* xoshiro256** state */
 };
 
 /* ---- PRNG: splitmix64 seeding, xoshiro256** draws (public-domain algorithms) ---- */
@@ -143,8 +143,8 @@ static void apply_penalties(struct sampler *s) {
     if (s->hist_len == 0 ||
         (p->repeat_penalty == 1.0f && p->presence_penalty == 0 && p->frequency_penalty == 0))
         return;
-    int n = p->penalty_last_n < 0 || p->penalty_last_n > s->hist_len ? s->hist_len
-                                                                       : p->penalty_last_n;
+    int n =
+        p->penalty_last_n < 0 || p->penalty_last_n > s->hist_len ? s->hist_len : p->penalty_last_n;
     for (int i = 0; i < n; i++) {
         int32_t id = hist_at(s, i);
         if (id >= 0 && id < s->n_vocab) s->counts[id]++;

@@ -22,13 +22,12 @@ static int llama_load(struct model *m, struct error *err) {
                                 err)))
             return rc;
     }
-    if ((rc = model_get_int(m, "feed_forward_length", 1, 0, 1, 1 << 20, &hp->n_ff, err)))
-        return rc;
+    if ((rc = model_get_int(m, "feed_forward_length", 1, 0, 1, 1 << 20, &hp->n_ff, err))) return rc;
     if (hp->n_expert > 0) hp->n_ff_exp = hp->n_ff;
     if ((rc = block_bind_io(m, err))) return rc;
     struct error e2 = {0};
-    const struct tensor *ff = model_bind(m, 0, 1, (int64_t[]){hp->rope.n_rot / 2}, &e2,
-                                         "rope_freqs.weight");
+    const struct tensor *ff =
+        model_bind(m, 0, 1, (int64_t[]){hp->rope.n_rot / 2}, &e2, "rope_freqs.weight");
     if (!ff && e2.code) return error_set(err, e2.code, "%s", e2.msg);
     if (ff) {
         if (ff->type != DTYPE_F32) return error_set(err, ERR_UNSUPPORTED, "rope_freqs must be F32");

@@ -10,8 +10,7 @@ void block_embed(struct model *m, const struct batch *b) {
     be->get_rows(be, *model_tok_embd(m), b->tokens, b->n_tokens, model_scratch(m)->x);
 }
 
-void block_attention(struct model *m, int il, const struct batch *b, const float *in,
-                     float *out) {
+void block_attention(struct model *m, int il, const struct batch *b, const float *in, float *out) {
     const struct model_hparams *hp = model_hparams(m);
     const struct layer *l = &model_layers(m)[il];
     struct backend *be = model_backend(m);
@@ -145,8 +144,8 @@ int block_bind_classic_layer(struct model *m, int il, int flags, struct error *e
         (rc = bind_opt(m, &l->attn_q, 1, 2, (int64_t[]){E, q_dim}, err, "attn_q.weight", il)) ||
         (rc = bind_opt(m, &l->attn_k, 1, 2, (int64_t[]){E, k_dim}, err, "attn_k.weight", il)) ||
         (rc = bind_opt(m, &l->attn_v, 1, 2, (int64_t[]){E, v_dim}, err, "attn_v.weight", il)) ||
-        (rc = bind_opt(m, &l->attn_output, 1, 2, (int64_t[]){o_dim, E}, err,
-                       "attn_output.weight", il)) ||
+        (rc = bind_opt(m, &l->attn_output, 1, 2, (int64_t[]){o_dim, E}, err, "attn_output.weight",
+                       il)) ||
         (rc = bind_opt(m, &l->attn_q_bias, bias, 1, (int64_t[]){q_dim}, err, "attn_q.bias", il)) ||
         (rc = bind_opt(m, &l->attn_k_bias, bias, 1, (int64_t[]){k_dim}, err, "attn_k.bias", il)) ||
         (rc = bind_opt(m, &l->attn_v_bias, bias, 1, (int64_t[]){v_dim}, err, "attn_v.bias", il)) ||
@@ -162,12 +161,13 @@ int block_bind_classic_layer(struct model *m, int il, int flags, struct error *e
                                      l->attn_output_bias};
     const struct tensor *norms[] = {l->attn_norm, l->attn_q_norm, l->attn_k_norm, l->ffn_norm};
     for (int i = 0; i < 4; i++)
-        if ((biases[i] && biases[i]->type != DTYPE_F32) || (norms[i] && norms[i]->type != DTYPE_F32))
+        if ((biases[i] && biases[i]->type != DTYPE_F32) ||
+            (norms[i] && norms[i]->type != DTYPE_F32))
             return error_set(err, ERR_UNSUPPORTED, "layer %d: norms and biases must be F32", il);
     if (flags & BIND_MOE) {
         const int64_t F = hp->n_ff_exp, X = hp->n_expert;
-        if ((rc = bind_opt(m, &l->ffn_gate_inp, 1, 2, (int64_t[]){E, X}, err,
-                           "ffn_gate_inp.weight", il)) ||
+        if ((rc = bind_opt(m, &l->ffn_gate_inp, 1, 2, (int64_t[]){E, X}, err, "ffn_gate_inp.weight",
+                           il)) ||
             (rc = bind_opt(m, &l->ffn_gate_exps, 1, 3, (int64_t[]){E, F, X}, err,
                            "ffn_gate_exps.weight", il)) ||
             (rc = bind_opt(m, &l->ffn_up_exps, 1, 3, (int64_t[]){E, F, X}, err,

@@ -27,12 +27,11 @@ void block_moe(struct model *m, const struct layer *l, int n, const float *in, f
 /* Final norm and LM head for the batch's output rows of scratch x -> batch->logits. */
 void block_output(struct model *m, const struct batch *b);
 
-
 /* ---- weight binding helpers for the classic pre-norm block ---- */
 enum bind_flags {
-    BIND_QKV_BIAS = 1,  /* attn_q/k/v.bias required (qwen2); otherwise optional */
-    BIND_QK_NORM = 2,   /* attn_q_norm/attn_k_norm required (qwen3, qwen3moe) */
-    BIND_MOE = 4,       /* routed experts instead of a dense FFN */
+    BIND_QKV_BIAS = 1, /* attn_q/k/v.bias required (qwen2); otherwise optional */
+    BIND_QK_NORM = 2,  /* attn_q_norm/attn_k_norm required (qwen3, qwen3moe) */
+    BIND_MOE = 4,      /* routed experts instead of a dense FFN */
 };
 
 /* Binds token_embd (sets n_vocab), output_norm, output (tied to token_embd when absent). */

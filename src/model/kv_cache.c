@@ -55,7 +55,8 @@ size_t kv_cache_bytes(const struct kv_cache *kv) {
     size_t n = 0;
     for (int il = 0; il < kv->n_layer; il++)
         if (kv->k[il])
-            n += (dtype_row_bytes(kv->type, kv->kv_dim_k) + dtype_row_bytes(kv->type, kv->kv_dim_v)) *
+            n += (dtype_row_bytes(kv->type, kv->kv_dim_k) +
+                  dtype_row_bytes(kv->type, kv->kv_dim_v)) *
                  (size_t)kv->n_ctx;
     return n;
 }

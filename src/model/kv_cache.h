@@ -15,10 +15,10 @@ struct kv_cache {
     enum dtype type;    /* F32, F16 or Q8_0 */
     int n_ctx;          /* positions */
     int n_layer;
-    int kv_dim_k;       /* n_head_kv * head_dim */
-    int kv_dim_v;       /* n_head_kv * head_dim_v */
-    void **k;           /* [n_layer] buffers [n_ctx][kv_dim_k] or NULL for a layer without KV */
-    void **v;           /* [n_layer] buffers [n_ctx][kv_dim_v] or NULL */
+    int kv_dim_k; /* n_head_kv * head_dim */
+    int kv_dim_v; /* n_head_kv * head_dim_v */
+    void **k;     /* [n_layer] buffers [n_ctx][kv_dim_k] or NULL for a layer without KV */
+    void **v;     /* [n_layer] buffers [n_ctx][kv_dim_v] or NULL */
 };
 
 /* has_kv[il] says which layers get buffers (NULL = all). ERR_NOMEM on failure,

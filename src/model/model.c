@@ -16,14 +16,14 @@
 #include <string.h>
 
 struct model {
-    struct gguf *gguf;           /* owns the mapping */
+    struct gguf *gguf; /* owns the mapping */
     const struct arch *arch;
     struct model_hparams hp;
-    struct backend *be;          /* owned */
+    struct backend *be; /* owned */
     int64_t n_tensors;
-    struct tensor *tensors;      /* [n_tensors] views, one per GGUF tensor */
-    uint8_t *bound;              /* [n_tensors] 1 once an arch bound it */
-    struct layer *layers;        /* [MODEL_MAX_LAYERS] */
+    struct tensor *tensors; /* [n_tensors] views, one per GGUF tensor */
+    uint8_t *bound;         /* [n_tensors] 1 once an arch bound it */
+    struct layer *layers;   /* [MODEL_MAX_LAYERS] */
     const struct tensor *tok_embd, *output_norm, *output;
     struct scratch sc;
     int n_batch;
@@ -175,8 +175,8 @@ int model_load_common_hparams(struct model *m, enum rope_mode mode, struct error
                             &hp->n_head_kv, err)) ||
         (rc = model_get_int(m, "attention.key_length", 0, hp->n_embd / hp->n_head, 1, 4096,
                             &hp->head_dim, err)) ||
-        (rc = model_get_int(m, "attention.value_length", 0, hp->head_dim, 1, 4096,
-                            &hp->head_dim_v, err)) ||
+        (rc = model_get_int(m, "attention.value_length", 0, hp->head_dim, 1, 4096, &hp->head_dim_v,
+                            err)) ||
         (rc = model_get_float(m, "attention.layer_norm_rms_epsilon", 1, 0, &hp->rms_eps, err)))
         return rc;
     if (hp->n_head % hp->n_head_kv)
@@ -190,8 +190,8 @@ int model_load_common_hparams(struct model *m, enum rope_mode mode, struct error
     struct rope_params *rp = &hp->rope;
     memset(rp, 0, sizeof(*rp));
     rp->mode = mode;
-    if ((rc = model_get_int(m, "rope.dimension_count", 0, hp->head_dim, 2, hp->head_dim,
-                            &rp->n_rot, err)) ||
+    if ((rc = model_get_int(m, "rope.dimension_count", 0, hp->head_dim, 2, hp->head_dim, &rp->n_rot,
+                            err)) ||
         (rc = model_get_float(m, "rope.freq_base", 0, 10000.0, &rp->freq_base, err)))
         return rc;
     if (rp->n_rot % 2) return error_set(err, ERR_FORMAT, "rope.dimension_count must be even");
@@ -215,8 +215,8 @@ int model_load_common_hparams(struct model *m, enum rope_mode mode, struct error
     if (rp->is_yarn) {
         if ((rc = model_get_int(m, "rope.scaling.original_context_length", 0, hp->n_ctx_train, 1,
                                 INT32_MAX, &rp->n_ctx_orig, err)) ||
-            (rc = model_get_float(m, "rope.scaling.yarn_ext_factor", 0, -1, &rp->ext_factor,
-                                  err)) ||
+            (rc =
+                 model_get_float(m, "rope.scaling.yarn_ext_factor", 0, -1, &rp->ext_factor, err)) ||
             (rc = model_get_float(m, "rope.scaling.attn_factor", 0, 1, &rp->attn_factor, err)) ||
             (rc = model_get_float(m, "rope.scaling.yarn_beta_fast", 0, 32, &rp->beta_fast, err)) ||
             (rc = model_get_float(m, "rope.scaling.yarn_beta_slow", 0, 1, &rp->beta_slow, err)))
@@ -235,11 +235,10 @@ static int scratch_alloc(struct model *m, struct error *err) {
     struct backend *be = m->be;
     struct scratch *sc = &m->sc;
     size_t B = (size_t)m->n_batch;
-    size_t q_dim = (size_t)hp->n_head * (size_t)(hp->head_dim > hp->head_dim_v ? hp->head_dim
-                                                                               : hp->head_dim_v);
-    size_t kv_dim = (size_t)hp->n_head_kv * (size_t)(hp->head_dim > hp->head_dim_v
-                                                         ? hp->head_dim
-                                                         : hp->head_dim_v);
+    size_t q_dim = (size_t)hp->n_head *
+                   (size_t)(hp->head_dim > hp->head_dim_v ? hp->head_dim : hp->head_dim_v);
+    size_t kv_dim = (size_t)hp->n_head_kv *
+                    (size_t)(hp->head_dim > hp->head_dim_v ? hp->head_dim : hp->head_dim_v);
     size_t ff = (size_t)hp->n_ff;
     size_t ff_moe = (size_t)hp->n_expert_used * (size_t)hp->n_ff_exp;
     if (ff_moe > ff) ff = ff_moe;
@@ -250,7 +249,7 @@ static int scratch_alloc(struct model *m, struct error *err) {
     sc->n_batch = m->n_batch;
 #define ALLOC(field, n)                                                                            \
     do {                                                                                           \
-        sc->field = be->buffer_alloc(be, (n) * sizeof(*sc->field));                               \
+        sc->field = be->buffer_alloc(be, (n) * sizeof(*sc->field));                                \
         if (!sc->field) goto nomem;                                                                \
     } while (0)
     ALLOC(x, B * E);
@@ -280,8 +279,8 @@ static void scratch_free(struct model *m) {
     struct scratch *sc = &m->sc;
     struct backend *be = m->be;
     if (!be) return;
-    float *bufs[] = {sc->x,     sc->xn,    sc->q,      sc->k,     sc->v,     sc->attn,
-                     sc->ffn_a, sc->ffn_b, sc->moe_y, sc->router, sc->y,     sc->out_h, sc->logits};
+    float *bufs[] = {sc->x,     sc->xn,    sc->q,      sc->k, sc->v,     sc->attn,  sc->ffn_a,
+                     sc->ffn_b, sc->moe_y, sc->router, sc->y, sc->out_h, sc->logits};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) be->buffer_free(be, bufs[i]);
     mem_free(sc->ids);
     mem_free(sc->ew);
@@ -297,8 +296,8 @@ int model_load(struct model **out, const char *path, const struct model_params *
     if (rc) goto fail;
     struct gguf_str arch;
     if (gguf_get_str(m->gguf, "general.architecture", &arch) != 0) {
-        rc = error_set(err, ERR_FORMAT, "%s: no general.architecture key (not a model file?)",
-                       path);
+        rc =
+            error_set(err, ERR_FORMAT, "%s: no general.architecture key (not a model file?)", path);
         goto fail;
     }
     if (arch.len >= sizeof(m->hp.arch)) arch.len = sizeof(m->hp.arch) - 1;

@@ -19,39 +19,39 @@
 #define MODEL_MAX_LAYERS 512
 
 struct model_hparams {
-    char arch[32];        /* general.architecture */
-    int n_vocab;          /* rows of token_embd */
-    int n_ctx_train;      /* <arch>.context_length */
+    char arch[32];   /* general.architecture */
+    int n_vocab;     /* rows of token_embd */
+    int n_ctx_train; /* <arch>.context_length */
     int n_embd;
-    int n_layer;          /* trunk blocks (block_count minus nextn layers) */
-    int n_layer_all;      /* block_count */
+    int n_layer;     /* trunk blocks (block_count minus nextn layers) */
+    int n_layer_all; /* block_count */
     int n_head, n_head_kv;
-    int head_dim;         /* key_length (qwen3: not n_embd/n_head) */
-    int head_dim_v;       /* value_length */
-    int n_ff;             /* dense FFN width (0 for MoE-only) */
+    int head_dim;   /* key_length (qwen3: not n_embd/n_head) */
+    int head_dim_v; /* value_length */
+    int n_ff;       /* dense FFN width (0 for MoE-only) */
     int n_expert, n_expert_used, n_ff_exp;
     float rms_eps;
-    float attn_scale;     /* 1/sqrt(head_dim) unless the file says otherwise */
+    float attn_scale; /* 1/sqrt(head_dim) unless the file says otherwise */
     struct rope_params rope;
 };
 
 /* Weights of one block; NULL where the architecture or file has none. Names follow GGUF. */
 struct layer {
-    const struct tensor *attn_norm;    /* {n_embd} */
-    const struct tensor *attn_q;       /* {n_embd, n_head*head_dim} */
-    const struct tensor *attn_k;       /* {n_embd, n_head_kv*head_dim} */
-    const struct tensor *attn_v;       /* {n_embd, n_head_kv*head_dim_v} */
-    const struct tensor *attn_output;  /* {n_head*head_dim_v, n_embd} */
+    const struct tensor *attn_norm;   /* {n_embd} */
+    const struct tensor *attn_q;      /* {n_embd, n_head*head_dim} */
+    const struct tensor *attn_k;      /* {n_embd, n_head_kv*head_dim} */
+    const struct tensor *attn_v;      /* {n_embd, n_head_kv*head_dim_v} */
+    const struct tensor *attn_output; /* {n_head*head_dim_v, n_embd} */
     const struct tensor *attn_q_bias, *attn_k_bias, *attn_v_bias, *attn_output_bias;
-    const struct tensor *attn_q_norm;  /* {head_dim} (qwen3) */
-    const struct tensor *attn_k_norm;  /* {head_dim} */
-    const struct tensor *ffn_norm;     /* {n_embd} */
-    const struct tensor *ffn_gate;     /* {n_embd, n_ff} */
-    const struct tensor *ffn_up;       /* {n_embd, n_ff} */
-    const struct tensor *ffn_down;     /* {n_ff, n_embd} */
-    const struct tensor *ffn_gate_inp; /* {n_embd, n_expert} router */
+    const struct tensor *attn_q_norm;   /* {head_dim} (qwen3) */
+    const struct tensor *attn_k_norm;   /* {head_dim} */
+    const struct tensor *ffn_norm;      /* {n_embd} */
+    const struct tensor *ffn_gate;      /* {n_embd, n_ff} */
+    const struct tensor *ffn_up;        /* {n_embd, n_ff} */
+    const struct tensor *ffn_down;      /* {n_ff, n_embd} */
+    const struct tensor *ffn_gate_inp;  /* {n_embd, n_expert} router */
     const struct tensor *ffn_gate_exps; /* {n_embd, n_ff_exp, n_expert} */
-    const struct tensor *ffn_up_exps;  /* {n_embd, n_ff_exp, n_expert} */
+    const struct tensor *ffn_up_exps;   /* {n_embd, n_ff_exp, n_expert} */
     const struct tensor *ffn_down_exps; /* {n_ff_exp, n_embd, n_expert} */
 };
 
@@ -103,11 +103,11 @@ struct arch {
 };
 
 const struct arch *arch_find(const char *name); /* NULL if unsupported */
-const char *arch_supported_list(void);         /* "llama, qwen2, ..." */
+const char *arch_supported_list(void);          /* "llama, qwen2, ..." */
 
 struct model_params {
-    int n_threads;  /* 0 = all CPUs */
-    int n_batch;    /* max tokens per forward pass (scratch sizing), default 512 */
+    int n_threads; /* 0 = all CPUs */
+    int n_batch;   /* max tokens per forward pass (scratch sizing), default 512 */
 };
 
 int model_load(struct model **out, const char *path, const struct model_params *p,
@@ -129,7 +129,7 @@ int model_forward(struct model *m, const struct batch *b, struct error *err);
 
 /* Mutable access to hparams and weight slots while loading. */
 struct model_hparams *model_hparams_mut(struct model *m);
-struct layer *model_layers(struct model *m);          /* [n_layer_all] */
+struct layer *model_layers(struct model *m); /* [n_layer_all] */
 const struct tensor **model_tok_embd(struct model *m);
 const struct tensor **model_output_norm(struct model *m);
 const struct tensor **model_output(struct model *m);

@@ -124,8 +124,8 @@ static void rms_norm_task(void *p, int ith, int nth) {
 static void cpu_rms_norm(struct backend *be, const float *x, int x_stride, const struct tensor *w,
                          float *out, int out_stride, int n_rows, int dim, float eps) {
     CHECK(!w || (w->type == DTYPE_F32 && w->ne[0] == dim));
-    struct rms_norm_args a = {x,          x_stride, w ? (const float *)w->data : NULL,
-                              out,        out_stride, n_rows, dim, eps};
+    struct rms_norm_args a = {
+        x, x_stride, w ? (const float *)w->data : NULL, out, out_stride, n_rows, dim, eps};
     if ((int64_t)n_rows * dim < 4096)
         rms_norm_task(&a, 0, 1);
     else
@@ -331,8 +331,8 @@ static void cpu_matmul(struct backend *be, const struct tensor *w, const struct 
     CHECK(!bias || (bias->type == DTYPE_F32 && bias->ne[0] == w->ne[1]));
     size_t row_bytes;
     const void *xq = quantize_rows(be, tr->vec_dot_type, x, w->ne[0], n, &row_bytes, 0);
-    struct matmul_args a = {c->kern->vec_dot[w->type], w, bias ? (const float *)bias->data : NULL,
-                            xq, row_bytes, y, n};
+    struct matmul_args a = {
+        c->kern->vec_dot[w->type], w, bias ? (const float *)bias->data : NULL, xq, row_bytes, y, n};
     threadpool_run(c->pool, matmul_task, &a);
 }
 
@@ -378,7 +378,7 @@ struct matmul_id_args {
     const void *xq;
     size_t xq_row_bytes;
     int x_per_slot, k;
-    const int32_t *slot_of;  /* [n*k] slots grouped by expert */
+    const int32_t *slot_of;      /* [n*k] slots grouped by expert */
     const int32_t *expert_start; /* [n_expert+1] offsets into slot_of */
     float *y;
 };
@@ -432,8 +432,8 @@ static void cpu_matmul_id(struct backend *be, const struct tensor *w, const floa
     for (int s = 0; s < n_slots; s++) slot_of[start[ids[s]]++] = s;
     for (int64_t e = n_expert; e > 0; e--) start[e] = start[e - 1];
     start[0] = 0;
-    struct matmul_id_args a = {c->kern->vec_dot[w->type], w, xq, row_bytes, x_per_slot, k,
-                               slot_of, start, y};
+    struct matmul_id_args a = {
+        c->kern->vec_dot[w->type], w, xq, row_bytes, x_per_slot, k, slot_of, start, y};
     threadpool_run(c->pool, matmul_id_task, &a);
 }
 
@@ -460,7 +460,9 @@ static void cpu_moe_combine(struct backend *be, const float *y, const float *wei
 static void kv_row_to_float(enum dtype type, const void *row, int64_t off, int n, float *out,
                             const struct cpu_kernels *kern) {
     switch (type) {
-    case DTYPE_F32: memcpy(out, (const float *)row + off, (size_t)n * sizeof(float)); break;
+    case DTYPE_F32:
+        memcpy(out, (const float *)row + off, (size_t)n * sizeof(float));
+        break;
     case DTYPE_F16: {
         const uint16_t *h = (const uint16_t *)row + off;
         for (int i = 0; i < n; i++) out[i] = fp16_to_fp32(h[i]);
@@ -486,8 +488,7 @@ static void cpu_kv_store(struct backend *be, void *k_cache, void *v_cache, enum 
             if (kv_type == DTYPE_F32)
                 memcpy(dst[i], src[i], (size_t)kv_dim * sizeof(float));
             else if (kv_type == DTYPE_F16)
-                for (int j = 0; j < kv_dim; j++)
-                    ((uint16_t *)dst[i])[j] = fp32_to_fp16(src[i][j]);
+                for (int j = 0; j < kv_dim; j++) ((uint16_t *)dst[i])[j] = fp32_to_fp16(src[i][j]);
             else
                 kern->from_float[kv_type](src[i], dst[i], kv_dim);
         }
@@ -510,8 +511,10 @@ static void attention_f16_row(const struct attn_args *a, const float *q, int g, 
     float m = -INFINITY, l = 0;
     for (int i = 0; i < hd; i++) acc[i] = 0;
     for (int j = 0; j < n_kv; j++) {
-        const uint16_t *kr = (const uint16_t *)((const char *)a->k + (size_t)j * row_bytes) + g * hd;
-        const uint16_t *vr = (const uint16_t *)((const char *)a->v + (size_t)j * row_bytes) + g * hd;
+        const uint16_t *kr =
+            (const uint16_t *)((const char *)a->k + (size_t)j * row_bytes) + g * hd;
+        const uint16_t *vr =
+            (const uint16_t *)((const char *)a->v + (size_t)j * row_bytes) + g * hd;
         float s = 0;
         for (int i = 0; i < hd; i++) s += qh[i] * fp16_to_fp32(kr[i]);
         s *= a->scale;
@@ -539,13 +542,13 @@ static void attention_f32_row(const struct attn_args *a, const float *q, int g, 
     float m = -INFINITY, l = 0;
     for (int i = 0; i < hd; i++) acc[i] = 0;
     for (int j = 0; j < n_kv; j++) {
-        kv_row_to_float(a->kv_type, (const char *)a->k + (size_t)j * row_bytes, (int64_t)g * hd,
-                        hd, kbuf, kern);
+        kv_row_to_float(a->kv_type, (const char *)a->k + (size_t)j * row_bytes, (int64_t)g * hd, hd,
+                        kbuf, kern);
         float s = 0;
         for (int i = 0; i < hd; i++) s += q[i] * kbuf[i];
         s *= a->scale;
-        kv_row_to_float(a->kv_type, (const char *)a->v + (size_t)j * row_bytes, (int64_t)g * hd,
-                        hd, vbuf, kern);
+        kv_row_to_float(a->kv_type, (const char *)a->v + (size_t)j * row_bytes, (int64_t)g * hd, hd,
+                        vbuf, kern);
         float ms = 1.0f, vs = 1.0f;
         if (s > m) {
             ms = expf(m - s);

@@ -88,10 +88,14 @@ static void tables_init(void) {
     int want = (int)best;
     const char *env = getenv("HEARTH_CPU");
     if (env && *env) {
-        if (!strcmp(env, "scalar")) want = CPU_ISA_SCALAR;
-        else if (!strcmp(env, "avx2")) want = CPU_ISA_AVX2;
-        else if (!strcmp(env, "avx512")) want = CPU_ISA_AVX512;
-        else LOG_WARN("HEARTH_CPU=%s not recognised (scalar, avx2, avx512); using the best", env);
+        if (!strcmp(env, "scalar"))
+            want = CPU_ISA_SCALAR;
+        else if (!strcmp(env, "avx2"))
+            want = CPU_ISA_AVX2;
+        else if (!strcmp(env, "avx512"))
+            want = CPU_ISA_AVX512;
+        else
+            LOG_WARN("HEARTH_CPU=%s not recognised (scalar, avx2, avx512); using the best", env);
         if (!g_table_ok[want]) {
             LOG_WARN("HEARTH_CPU=%s: this CPU or build lacks it; using the best available", env);
             want = (int)best;

@@ -21,10 +21,10 @@ typedef void (*cpu_from_float_fn)(const float *x, void *y, int64_t n);
 typedef void (*cpu_to_float_fn)(const void *x, float *y, int64_t n);
 
 struct cpu_kernels {
-    const char *name;                        /* "scalar", "avx2", "avx512" */
-    cpu_vec_dot_fn vec_dot[DTYPE_COUNT];     /* indexed by weight dtype */
+    const char *name;                          /* "scalar", "avx2", "avx512" */
+    cpu_vec_dot_fn vec_dot[DTYPE_COUNT];       /* indexed by weight dtype */
     cpu_from_float_fn from_float[DTYPE_COUNT]; /* indexed by activation dtype */
-    cpu_to_float_fn to_float[DTYPE_COUNT];   /* indexed by dtype */
+    cpu_to_float_fn to_float[DTYPE_COUNT];     /* indexed by dtype */
 };
 
 enum cpu_isa { CPU_ISA_SCALAR = 0, CPU_ISA_AVX2 = 1, CPU_ISA_AVX512 = 2 };
