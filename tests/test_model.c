@@ -379,3 +379,53 @@ TEST(model_errors_are_clean) {
     session_free(s);
     engine_close(e);
 }
+
+/* Several sessions in one forward pass give the same logits as each session alone, and a
+ * copied prefix continues exactly like the original. */
+TEST(model_eval_batch_equals_separate) {
+    const char *p = test_model_path("synthetic/qwen3-f32.gguf");
+    if (!p) SKIP_TEST("../shared/models/synthetic not found");
+    struct engine *e = open_engine(p, 2);
+    ASSERT(e);
+    struct error err = {0};
+    struct session *a = new_session(e, 64, KV_TYPE_F16), *b = new_session(e, 64, KV_TYPE_F16);
+    struct session *c = new_session(e, 64, KV_TYPE_F16), *ra = new_session(e, 64, KV_TYPE_F16);
+    struct session *rb = new_session(e, 64, KV_TYPE_F16), *rc = new_session(e, 64, KV_TYPE_F16);
+    int32_t pa[5] = {1, 13, 42, 100, 7}, pb[3] = {1, 300, 55}, pc[7] = {1, 2, 3, 4, 5, 6, 7};
+    ASSERT(session_eval(ra, pa, 5, NULL, &err) == 0);
+    ASSERT(session_eval(rb, pb, 3, NULL, &err) == 0);
+    ASSERT(session_eval(rc, pc, 7, NULL, &err) == 0);
+    struct session_batch_item items[3] = {{a, pa, 5, NULL}, {b, pb, 3, NULL}, {c, pc, 7, NULL}};
+    ASSERT(engine_eval_batch(e, items, 3, &err) == 0);
+    EXPECT(memcmp(session_logits(a), session_logits(ra), 512 * sizeof(float)) == 0);
+    EXPECT(memcmp(session_logits(b), session_logits(rb), 512 * sizeof(float)) == 0);
+    EXPECT(memcmp(session_logits(c), session_logits(rc), 512 * sizeof(float)) == 0);
+    EXPECT_EQ_INT(session_n_past(c), 7);
+    /* one decode step for all three at once */
+    int32_t t1 = 9, t2 = 10, t3 = 11;
+    struct session_batch_item step[3] = {{a, &t1, 1, NULL}, {b, &t2, 1, NULL}, {c, &t3, 1, NULL}};
+    ASSERT(engine_eval_batch(e, step, 3, &err) == 0);
+    ASSERT(session_eval(ra, &t1, 1, NULL, &err) == 0);
+    ASSERT(session_eval(rb, &t2, 1, NULL, &err) == 0);
+    EXPECT(memcmp(session_logits(a), session_logits(ra), 512 * sizeof(float)) == 0);
+    EXPECT(memcmp(session_logits(b), session_logits(rb), 512 * sizeof(float)) == 0);
+    /* prefix copy: c continues from a's first 4 tokens */
+    ASSERT(session_copy_prefix(c, a, 4, &err) == 0);
+    EXPECT_EQ_INT(session_common_prefix(c, pa, 5), 4);
+    int32_t t4 = 7;
+    ASSERT(session_eval(c, &t4, 1, NULL, &err) == 0);
+    struct session *f = new_session(e, 64, KV_TYPE_F16);
+    ASSERT(session_eval(f, pa, 5, NULL, &err) == 0);
+    EXPECT(memcmp(session_logits(c), session_logits(f), 512 * sizeof(float)) == 0);
+    /* errors: duplicate session, context overflow */
+    struct session_batch_item dup[2] = {{a, &t1, 1, NULL}, {a, &t2, 1, NULL}};
+    EXPECT(engine_eval_batch(e, dup, 2, &err) == ERR_INVALID);
+    session_free(a);
+    session_free(b);
+    session_free(c);
+    session_free(ra);
+    session_free(rb);
+    session_free(rc);
+    session_free(f);
+    engine_close(e);
+}

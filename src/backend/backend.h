@@ -64,6 +64,8 @@ struct backend {
     /* Copy between host memory and backend buffers (memcpy on the CPU). */
     void (*upload)(struct backend *be, void *dst, const void *src, size_t n_bytes);
     void (*download)(struct backend *be, void *dst, const void *src, size_t n_bytes);
+    /* Copy between two backend buffers. */
+    void (*copy)(struct backend *be, void *dst, const void *src, size_t n_bytes);
 
     /* ---- ops ---- */
     /* out[i] = row ids[i] of w (dequantized to f32); w is {dim, n_rows}. */

@@ -20,7 +20,28 @@ struct engine {
     struct model *model;
     struct tokenizer *tok;
     char *name;
+    /* engine_eval_batch staging, sized n_batch tokens (outputs) and batch_cap sequences */
+    int32_t *b_tok, *b_pos, *b_seq, *b_out; /* [n_batch] */
+    float **b_dst;                          /* [n_batch] where each output row goes */
+    float *b_logits;                        /* [n_batch][n_vocab] */
+    struct kv_cache **b_kv;                 /* [batch_cap] cache of each sequence in a pass */
+    struct session **b_ses;                 /* [batch_cap] its session */
+    int *b_take;                            /* [batch_cap] its tokens in the pass */
+    int batch_cap;
 };
+
+/* Grows the per-pass sequence table; token-sized buffers are allocated at open. */
+static int batch_reserve(struct engine *e, int n_seq, struct error *err) {
+    struct kv_cache **kv = mem_realloc(e->b_kv, (size_t)n_seq * sizeof(*kv));
+    if (kv) e->b_kv = kv;
+    struct session **ses = kv ? mem_realloc(e->b_ses, (size_t)n_seq * sizeof(*ses)) : NULL;
+    if (ses) e->b_ses = ses;
+    int *take = ses ? mem_realloc(e->b_take, (size_t)n_seq * sizeof(*take)) : NULL;
+    if (!take) return error_set(err, ERR_NOMEM, "out of memory");
+    e->b_take = take;
+    e->batch_cap = n_seq;
+    return 0;
+}
 
 struct session {
     struct engine *e;
@@ -66,6 +87,19 @@ int engine_open(struct engine **out, const char *path, const struct engine_param
                        tokenizer_n_vocab(e->tok), model_hparams(e->model)->n_vocab);
         goto fail;
     }
+    {
+        size_t nb = (size_t)model_n_batch(e->model), V = (size_t)model_hparams(e->model)->n_vocab;
+        e->b_tok = mem_calloc(nb, sizeof(int32_t));
+        e->b_pos = mem_calloc(nb, sizeof(int32_t));
+        e->b_seq = mem_calloc(nb, sizeof(int32_t));
+        e->b_out = mem_calloc(nb, sizeof(int32_t));
+        e->b_dst = mem_calloc(nb, sizeof(float *));
+        e->b_logits = mem_calloc(nb * V, sizeof(float));
+        if (!e->b_tok || !e->b_pos || !e->b_seq || !e->b_out || !e->b_dst || !e->b_logits) {
+            rc = error_set(err, ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+    }
     e->name = gguf_get_strdup(model_gguf(e->model), "general.name");
     if (!e->name) {
         const char *base = strrchr(path, '/');
@@ -87,6 +121,15 @@ void engine_close(struct engine *e) {
     tokenizer_free(e->tok);
     model_free(e->model);
     mem_free(e->name);
+    mem_free(e->b_tok);
+    mem_free(e->b_pos);
+    mem_free(e->b_seq);
+    mem_free(e->b_out);
+    mem_free(e->b_dst);
+    mem_free(e->b_logits);
+    mem_free(e->b_kv);
+    mem_free(e->b_ses);
+    mem_free(e->b_take);
     mem_free(e);
 }
 
@@ -257,6 +300,116 @@ int session_eval(struct session *s, const int32_t *ids, int n, float *all_logits
     if (all_logits)
         memcpy(s->logits, all_logits + (int64_t)(n - 1) * n_vocab, (size_t)n_vocab * sizeof(float));
     s->has_logits = 1;
+    return 0;
+}
+
+int session_copy_prefix(struct session *dst, const struct session *src, int n_past,
+                        struct error *err) {
+    if (dst->e != src->e) return error_set(err, ERR_INVALID, "sessions of different engines");
+    if (n_past < 0 || n_past > src->n_past || n_past > dst->n_ctx)
+        return error_set(err, ERR_INVALID, "cannot copy %d positions (source has %d, room %d)",
+                         n_past, src->n_past, dst->n_ctx);
+    if (dst->kv->type != src->kv->type)
+        return error_set(err, ERR_INVALID, "sessions have different KV cache types");
+    struct backend *be = model_backend(dst->e->model);
+    size_t rk = dtype_row_bytes(src->kv->type, src->kv->kv_dim_k);
+    size_t rv = dtype_row_bytes(src->kv->type, src->kv->kv_dim_v);
+    for (int il = 0; il < src->kv->n_layer; il++) {
+        if (!src->kv->k[il]) continue;
+        be->copy(be, dst->kv->k[il], src->kv->k[il], rk * (size_t)n_past);
+        be->copy(be, dst->kv->v[il], src->kv->v[il], rv * (size_t)n_past);
+    }
+    memcpy(dst->tokens, src->tokens, (size_t)n_past * sizeof(int32_t));
+    dst->n_past = n_past;
+    dst->has_logits = 0;
+    return 0;
+}
+
+int session_common_prefix(const struct session *s, const int32_t *ids, int n) {
+    int i = 0;
+    while (i < n && i < s->n_past && s->tokens[i] == ids[i]) i++;
+    return i;
+}
+
+int engine_eval_batch(struct engine *e, struct session_batch_item *items, int n_items,
+                      struct error *err) {
+    struct model *m = e->model;
+    int n_vocab = model_hparams(m)->n_vocab, nb = model_n_batch(m);
+    if (n_items <= 0) return error_set(err, ERR_INVALID, "empty batch");
+    for (int i = 0; i < n_items; i++) {
+        struct session *s = items[i].s;
+        if (s->e != e) return error_set(err, ERR_INVALID, "session of another engine");
+        if (items[i].n <= 0) return error_set(err, ERR_INVALID, "item %d has no tokens", i);
+        if (items[i].n > s->n_ctx - s->n_past)
+            return error_set(err, ERR_RANGE,
+                             "%d tokens do not fit in the context: %d of %d positions used",
+                             items[i].n, s->n_past, s->n_ctx);
+        for (int j = 0; j < i; j++)
+            if (items[j].s == s) return error_set(err, ERR_INVALID, "a session appears twice");
+        for (int t = 0; t < items[i].n; t++)
+            if (items[i].ids[t] < 0 || items[i].ids[t] >= n_vocab)
+                return error_set(err, ERR_INVALID, "token id %d out of range (vocabulary %d)",
+                                 items[i].ids[t], n_vocab);
+    }
+    if (e->batch_cap < n_items && batch_reserve(e, n_items, err)) return ERR_NOMEM;
+    /* Fill passes of up to nb tokens; an item may be split across passes. */
+    int item = 0, done = 0; /* done = tokens of `item` already evaluated */
+    while (item < n_items) {
+        int nt = 0, n_seq = 0, n_out = 0;
+        while (item < n_items && nt < nb) {
+            struct session_batch_item *it = &items[item];
+            int take = it->n - done < nb - nt ? it->n - done : nb - nt;
+            struct session *s = it->s;
+            e->b_kv[n_seq] = s->kv;
+            e->b_ses[n_seq] = s;
+            e->b_take[n_seq] = take;
+            for (int t = 0; t < take; t++) {
+                e->b_tok[nt + t] = it->ids[done + t];
+                e->b_pos[nt + t] = s->n_past + t;
+                e->b_seq[nt + t] = n_seq;
+            }
+            int last = done + take == it->n;
+            if (it->all_logits) {
+                for (int t = 0; t < take; t++) {
+                    e->b_out[n_out] = nt + t;
+                    e->b_dst[n_out++] = it->all_logits + (int64_t)(done + t) * n_vocab;
+                }
+            } else if (last) {
+                e->b_out[n_out] = nt + take - 1;
+                e->b_dst[n_out++] = s->logits;
+            }
+            memcpy(s->tokens + s->n_past, it->ids + done, (size_t)take * sizeof(int32_t));
+            nt += take;
+            n_seq++;
+            done += take;
+            if (last) {
+                item++;
+                done = 0;
+            }
+        }
+        struct batch b = {
+            .n_tokens = nt,
+            .tokens = e->b_tok,
+            .pos = e->b_pos,
+            .seq = e->b_seq,
+            .kv = e->b_kv,
+            .n_outputs = n_out,
+            .out_rows = e->b_out,
+            .logits = e->b_logits,
+        };
+        int rc = model_forward(m, &b, err);
+        if (rc) return rc;
+        for (int o = 0; o < n_out; o++)
+            memcpy(e->b_dst[o], e->b_logits + (int64_t)o * n_vocab,
+                   (size_t)n_vocab * sizeof(float));
+        for (int q = 0; q < n_seq; q++) e->b_ses[q]->n_past += e->b_take[q];
+    }
+    for (int i = 0; i < n_items; i++) {
+        if (items[i].all_logits)
+            memcpy(items[i].s->logits, items[i].all_logits + (int64_t)(items[i].n - 1) * n_vocab,
+                   (size_t)n_vocab * sizeof(float));
+        items[i].s->has_logits = 1;
+    }
     return 0;
 }
 

@@ -87,6 +87,30 @@ const float *session_logits(const struct session *s);
 /* Forgets everything from position n_past on (0 <= n_past <= current). */
 int session_truncate(struct session *s, int n_past, struct error *err);
 
+/* Copies the first n_past positions (KV rows and tokens) of src into dst, which must belong to
+ * the same engine and have room; dst's previous content is dropped. Used by the prefix cache:
+ * a new request starts from a cached session's common prefix instead of re-evaluating it. */
+int session_copy_prefix(struct session *dst, const struct session *src, int n_past,
+                        struct error *err);
+
+/* Length of the common prefix of the session's tokens and ids[0..n). */
+int session_common_prefix(const struct session *s, const int32_t *ids, int n);
+
+/* ---- several sessions in one forward pass (continuous batching) ---- */
+struct session_batch_item {
+    struct session *s;
+    const int32_t *ids; /* tokens to append to s */
+    int n;              /* >= 1 */
+    float *all_logits;  /* optional [n][n_vocab]; else only the last token's logits are kept */
+};
+
+/* Evaluates every item's tokens in as few forward passes as possible (all items share each
+ * pass; a pass holds up to n_batch tokens), then each session's logits are those of its last
+ * token, exactly as if session_eval had been called on each. Sessions must be distinct and
+ * belong to e. On error nothing is evaluated (checks happen first). */
+int engine_eval_batch(struct engine *e, struct session_batch_item *items, int n_items,
+                      struct error *err);
+
 /* ---- generation helper ---- */
 /* Samples the next token from the session's current logits with sampler (which also records
  * the token in its penalty history). */

@@ -620,6 +620,7 @@ int backend_cpu_create(struct backend **out, int n_threads, struct error *err) {
     be->buffer_free = cpu_buffer_free;
     be->upload = cpu_copy;
     be->download = cpu_copy;
+    be->copy = cpu_copy;
     be->get_rows = cpu_get_rows;
     be->matmul = cpu_matmul;
     be->rms_norm = cpu_rms_norm;
