@@ -389,6 +389,8 @@ int model_forward(struct model *m, const struct batch *b, struct error *err) {
             return error_set(err, ERR_INVALID, "token id %d out of range (vocabulary %d)",
                              b->tokens[i], m->hp.n_vocab);
         const struct kv_cache *kv = b->kv[b->seq[i]];
+        if (kv->n_layer < m->hp.n_layer || kv->n_rs_layer != m->hp.n_layer_recurrent)
+            return error_set(err, ERR_INVALID, "cache does not fit this model's layers");
         if (b->pos[i] < 0 || b->pos[i] >= kv->n_ctx)
             return error_set(err, ERR_RANGE, "position %d outside the context (%d)", b->pos[i],
                              kv->n_ctx);
