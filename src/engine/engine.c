@@ -182,6 +182,33 @@ int engine_add_bos(const struct engine *e) {
     return tokenizer_add_bos(e->tok);
 }
 
+const char *engine_token_text(const struct engine *e, int32_t id) {
+    return tokenizer_token_text(e->tok, id);
+}
+
+int engine_check_vocab_compatible(const struct engine *target, const struct engine *draft,
+                                  struct error *err) {
+    int nt = tokenizer_n_vocab(target->tok), nd = tokenizer_n_vocab(draft->tok);
+    if (nt - nd > 128 || nd - nt > 128)
+        return error_set(err, ERR_INVALID,
+                         "draft model vocabulary (%d tokens) differs too much from the target's "
+                         "(%d)",
+                         nd, nt);
+    if (model_hparams(target->model)->n_vocab != model_hparams(draft->model)->n_vocab)
+        return error_set(err, ERR_INVALID, "draft model has %d logits, the target %d",
+                         model_hparams(draft->model)->n_vocab,
+                         model_hparams(target->model)->n_vocab);
+    int n = nt < nd ? nt : nd;
+    for (int i = 0; i < n; i++) {
+        const char *a = tokenizer_token_text(target->tok, i),
+                   *b = tokenizer_token_text(draft->tok, i);
+        if (strcmp(a ? a : "", b ? b : ""))
+            return error_set(err, ERR_INVALID,
+                             "draft model vocabulary differs from the target's at token %d", i);
+    }
+    return 0;
+}
+
 /* ============================================================================================
  * Sessions
  * ============================================================================================ */
@@ -238,6 +265,10 @@ void session_free(struct session *s) {
     mem_free(s->seq_buf);
     mem_free(s->out_rows);
     mem_free(s);
+}
+
+struct engine *session_engine(const struct session *s) {
+    return s->e;
 }
 
 int session_n_ctx(const struct session *s) {

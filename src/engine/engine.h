@@ -14,6 +14,7 @@
 #include "../base/buf.h"
 #include "../base/error.h"
 #include "sampler.h"
+#include "speculative.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -57,6 +58,11 @@ int engine_token_is_eog(const struct engine *e, int32_t id);
 int32_t engine_token_bos(const struct engine *e); /* -1 if none */
 int32_t engine_token_eos(const struct engine *e); /* -1 if none */
 int engine_add_bos(const struct engine *e);       /* whether prompts should start with BOS */
+const char *engine_token_text(const struct engine *e, int32_t id); /* raw vocabulary string */
+/* A draft model must share the target's vocabulary: sizes within 128 of each other and every
+ * common id with the same text. 0 or ERR_INVALID naming the first mismatch. */
+int engine_check_vocab_compatible(const struct engine *target, const struct engine *draft,
+                                  struct error *err);
 
 /* ---- sessions ---- */
 enum kv_type { KV_TYPE_F16 = 0, KV_TYPE_F32 = 1, KV_TYPE_Q8_0 = 2 };
@@ -71,6 +77,7 @@ int session_create(struct session **out, struct engine *e, const struct session_
                    struct error *err);
 void session_free(struct session *s);
 
+struct engine *session_engine(const struct session *s);
 int session_n_ctx(const struct session *s);
 int session_n_past(const struct session *s);            /* tokens in the cache */
 const int32_t *session_tokens(const struct session *s); /* [n_past] the tokens in the cache */
