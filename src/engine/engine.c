@@ -18,6 +18,8 @@
 
 struct engine {
     struct model *model;
+    engine_observe_fn observe; /* optional, see engine_set_observer */
+    void *observe_ctx;
     struct tokenizer *tok;
     char *name;
     /* engine_eval_batch staging, sized n_batch tokens (outputs) and batch_cap sequences */
@@ -150,6 +152,18 @@ void engine_get_info(const struct engine *e, struct engine_info *info) {
     info->weight_bytes = model_weight_bytes(e->model);
     info->file_bytes = gguf_file_bytes(model_gguf(e->model));
     info->kernels = cpu_kernels_get()->name;
+}
+
+static void engine_observe_trampoline(void *ctx, const struct tensor *w, const float *x, int n_rows,
+                                      int row_len, const int32_t *ids, int n_used, int x_per_slot) {
+    struct engine *e = ctx;
+    e->observe(e->observe_ctx, w->name ? w->name : "", x, n_rows, row_len, ids, n_used, x_per_slot);
+}
+
+void engine_set_observer(struct engine *e, engine_observe_fn fn, void *ctx) {
+    e->observe = fn;
+    e->observe_ctx = ctx;
+    model_set_observer(e->model, fn ? engine_observe_trampoline : NULL, fn ? e : NULL);
 }
 
 int engine_tokenize(const struct engine *e, const char *text, size_t len, int add_bos,

@@ -64,6 +64,14 @@ const char *engine_token_text(const struct engine *e, int32_t id); /* raw vocabu
 int engine_check_vocab_compatible(const struct engine *target, const struct engine *draft,
                                   struct error *err);
 
+/* Observer of every matrix product's input rows (importance-matrix collection): tensor is the
+ * GGUF name of the weight; rows are row_len floats; for expert stacks ids gives the routed
+ * experts ([n_tokens][n_used], rows per token when !x_per_slot, else per (token, slot)).
+ * NULL fn removes it. Called from the thread running the forward pass. */
+typedef void (*engine_observe_fn)(void *ctx, const char *tensor, const float *rows, int n_rows,
+                                  int row_len, const int32_t *ids, int n_used, int x_per_slot);
+void engine_set_observer(struct engine *e, engine_observe_fn fn, void *ctx);
+
 /* ---- sessions ---- */
 enum kv_type { KV_TYPE_F16 = 0, KV_TYPE_F32 = 1, KV_TYPE_Q8_0 = 2 };
 
