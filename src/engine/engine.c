@@ -22,6 +22,8 @@
 
 struct engine {
     struct model *model;
+    engine_observe_fn observe; /* optional, see engine_set_observer */
+    void *observe_ctx;
     struct tokenizer *tok;
     char *name;
     /* engine_eval_batch staging, sized n_batch tokens (outputs) and batch_cap sequences */
@@ -180,6 +182,18 @@ void engine_get_info(const struct engine *e, struct engine_info *info) {
     info->n_nextn = hp->n_nextn;
 }
 
+static void engine_observe_trampoline(void *ctx, const struct tensor *w, const float *x, int n_rows,
+                                      int row_len, const int32_t *ids, int n_used, int x_per_slot) {
+    struct engine *e = ctx;
+    e->observe(e->observe_ctx, w->name ? w->name : "", x, n_rows, row_len, ids, n_used, x_per_slot);
+}
+
+void engine_set_observer(struct engine *e, engine_observe_fn fn, void *ctx) {
+    e->observe = fn;
+    e->observe_ctx = ctx;
+    model_set_observer(e->model, fn ? engine_observe_trampoline : NULL, fn ? e : NULL);
+}
+
 int engine_tokenize(const struct engine *e, const char *text, size_t len, int add_bos,
                     int parse_special, int32_t **ids, int64_t *n_ids, struct error *err) {
     return tokenizer_encode(e->tok, text, len, add_bos, parse_special, ids, n_ids, err);
@@ -210,6 +224,33 @@ int engine_add_bos(const struct engine *e) {
     return tokenizer_add_bos(e->tok);
 }
 
+const char *engine_token_text(const struct engine *e, int32_t id) {
+    return tokenizer_token_text(e->tok, id);
+}
+
+int engine_check_vocab_compatible(const struct engine *target, const struct engine *draft,
+                                  struct error *err) {
+    int nt = tokenizer_n_vocab(target->tok), nd = tokenizer_n_vocab(draft->tok);
+    if (nt - nd > 128 || nd - nt > 128)
+        return error_set(err, ERR_INVALID,
+                         "draft model vocabulary (%d tokens) differs too much from the target's "
+                         "(%d)",
+                         nd, nt);
+    if (model_hparams(target->model)->n_vocab != model_hparams(draft->model)->n_vocab)
+        return error_set(err, ERR_INVALID, "draft model has %d logits, the target %d",
+                         model_hparams(draft->model)->n_vocab,
+                         model_hparams(target->model)->n_vocab);
+    int n = nt < nd ? nt : nd;
+    for (int i = 0; i < n; i++) {
+        const char *a = tokenizer_token_text(target->tok, i),
+                   *b = tokenizer_token_text(draft->tok, i);
+        if (strcmp(a ? a : "", b ? b : ""))
+            return error_set(err, ERR_INVALID,
+                             "draft model vocabulary differs from the target's at token %d", i);
+    }
+    return 0;
+}
+
 /* ============================================================================================
  * Sessions
  * ============================================================================================ */
@@ -223,7 +264,6 @@ void session_params_default(struct session_params *p) {
 static int session_create_recurrent(struct session *s, const struct session_params *p,
                                     struct error *err) {
     const struct model_hparams *hp = model_hparams(s->e->model);
-    struct backend *be = model_backend(s->e->model);
     int C = 2 * hp->ssm_n_group * hp->ssm_d_state + hp->ssm_d_inner;
     int ssm = hp->ssm_d_inner * hp->ssm_d_state; /* H_v * d_v * d_k */
     int rc = kv_cache_add_recurrent(s->kv, hp->is_recurrent, (hp->ssm_d_conv - 1) * C, ssm, err);
@@ -235,22 +275,39 @@ static int session_create_recurrent(struct session *s, const struct session_para
                          "(each 0..64)",
                          p->n_rs_checkpoints, p->n_rs_tail);
     s->n_ckpt = p->n_rs_checkpoints;
-    s->n_tail = p->n_rs_tail;
-    int n_slots = s->n_ckpt + s->n_tail;
-    s->ckpt = mem_calloc((size_t)n_slots + 1, sizeof(struct rs_slot));
     s->want = mem_calloc((size_t)s->n_ckpt + 1, sizeof(int32_t));
-    s->plan_pos = mem_calloc((size_t)n_slots + 1, sizeof(int32_t));
-    s->plan_dst = mem_calloc((size_t)n_slots + 1, sizeof(float *));
     s->snap_buf = mem_calloc((size_t)model_n_batch(s->e->model), sizeof(float *));
-    if (!s->ckpt || !s->want || !s->plan_pos || !s->plan_dst || !s->snap_buf)
-        return error_set(err, ERR_NOMEM, "out of memory");
+    if (!s->want || !s->snap_buf) return error_set(err, ERR_NOMEM, "out of memory");
+    return session_set_rs_tail(s, p->n_rs_tail, err);
+}
+
+int session_set_rs_tail(struct session *s, int n_tail, struct error *err) {
+    if (s->kv->n_rs_layer == 0) return 0;
+    if (n_tail < 0 || n_tail > 64)
+        return error_set(err, ERR_INVALID, "rollback depth %d out of range (0..64)", n_tail);
+    struct backend *be = model_backend(s->e->model);
+    int n_old = s->ckpt ? s->n_ckpt + s->n_tail : 0, n_new = s->n_ckpt + n_tail;
+    for (int i = n_new; i < n_old; i++) be->buffer_free(be, s->ckpt[i].data);
+    if (n_new < n_old) s->n_tail = n_tail; /* the freed slots are gone even if realloc fails */
+    struct rs_slot *slots = mem_realloc(s->ckpt, ((size_t)n_new + 1) * sizeof(*slots));
+    int32_t *pp = slots ? mem_realloc(s->plan_pos, ((size_t)n_new + 1) * sizeof(int32_t)) : NULL;
+    if (slots) s->ckpt = slots;
+    if (pp) s->plan_pos = pp;
+    float **pd = pp ? mem_realloc(s->plan_dst, ((size_t)n_new + 1) * sizeof(float *)) : NULL;
+    if (pd) s->plan_dst = pd;
+    if (!slots || !pp || !pd) return error_set(err, ERR_NOMEM, "out of memory");
+    for (int i = n_old; i < n_new; i++) s->ckpt[i] = (struct rs_slot){-1, 0, NULL};
+    s->n_tail = n_tail;
     s->tail = s->ckpt + s->n_ckpt;
-    for (int i = 0; i < n_slots; i++) {
-        s->ckpt[i].pos = -1;
+    for (int i = 0; i < n_tail; i++) s->tail[i].pos = -1;
+    for (int i = n_old; i < n_new; i++) {
         s->ckpt[i].data = be->buffer_alloc(be, kv_cache_rs_bytes(s->kv));
-        if (!s->ckpt[i].data)
-            return error_set(err, ERR_NOMEM, "out of memory allocating %d recurrent-state slots",
-                             n_slots);
+        if (!s->ckpt[i].data) { /* keep the slots that exist */
+            s->n_tail = i > s->n_ckpt ? i - s->n_ckpt : 0;
+            return error_set(err, ERR_NOMEM,
+                             "out of memory allocating %d recurrent-state slots of %zu bytes",
+                             n_new - i, kv_cache_rs_bytes(s->kv));
+        }
     }
     return 0;
 }
@@ -314,6 +371,10 @@ void session_free(struct session *s) {
     mem_free(s->seq_buf);
     mem_free(s->out_rows);
     mem_free(s);
+}
+
+struct engine *session_engine(const struct session *s) {
+    return s->e;
 }
 
 int session_n_ctx(const struct session *s) {

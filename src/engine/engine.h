@@ -14,6 +14,7 @@
 #include "../base/buf.h"
 #include "../base/error.h"
 #include "sampler.h"
+#include "speculative.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -59,6 +60,19 @@ int engine_token_is_eog(const struct engine *e, int32_t id);
 int32_t engine_token_bos(const struct engine *e); /* -1 if none */
 int32_t engine_token_eos(const struct engine *e); /* -1 if none */
 int engine_add_bos(const struct engine *e);       /* whether prompts should start with BOS */
+const char *engine_token_text(const struct engine *e, int32_t id); /* raw vocabulary string */
+/* A draft model must share the target's vocabulary: sizes within 128 of each other and every
+ * common id with the same text. 0 or ERR_INVALID naming the first mismatch. */
+int engine_check_vocab_compatible(const struct engine *target, const struct engine *draft,
+                                  struct error *err);
+
+/* Observer of every matrix product's input rows (importance-matrix collection): tensor is the
+ * GGUF name of the weight; rows are row_len floats; for expert stacks ids gives the routed
+ * experts ([n_tokens][n_used], rows per token when !x_per_slot, else per (token, slot)).
+ * NULL fn removes it. Called from the thread running the forward pass. */
+typedef void (*engine_observe_fn)(void *ctx, const char *tensor, const float *rows, int n_rows,
+                                  int row_len, const int32_t *ids, int n_used, int x_per_slot);
+void engine_set_observer(struct engine *e, engine_observe_fn fn, void *ctx);
 
 /* ---- sessions ---- */
 enum kv_type { KV_TYPE_F16 = 0, KV_TYPE_F32 = 1, KV_TYPE_Q8_0 = 2 };
@@ -78,6 +92,7 @@ int session_create(struct session **out, struct engine *e, const struct session_
                    struct error *err);
 void session_free(struct session *s);
 
+struct engine *session_engine(const struct session *s);
 int session_n_ctx(const struct session *s);
 int session_n_past(const struct session *s);            /* tokens in the cache */
 const int32_t *session_tokens(const struct session *s); /* [n_past] the tokens in the cache */
@@ -123,6 +138,11 @@ int session_checkpoint(struct session *s, struct error *err);
 /* Asks the next evals to save the state at position pos (> n_past; pos == n_past is
  * session_checkpoint). At most n_rs_checkpoints requests are pending (ERR_INVALID beyond). */
 int session_checkpoint_at(struct session *s, int pos, struct error *err);
+/* Changes the rollback depth (session_params.n_rs_tail) of an existing session, allocating or
+ * freeing slots; tail snapshots taken so far are dropped. For a decode loop that verifies up
+ * to k drafted tokens per pass, k makes every rejection a copy. No-op for other models.
+ * ERR_INVALID outside 0..64, ERR_NOMEM. */
+int session_set_rs_tail(struct session *s, int n_tail, struct error *err);
 /* Tokens that session_truncate(s, n_past) would evaluate again: 0 when it is a copy (or the
  * model has no recurrent state), -1 if n_past is out of range. */
 int session_truncate_cost(const struct session *s, int n_past);

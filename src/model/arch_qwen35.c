@@ -249,10 +249,10 @@ static void gdn_block(struct model *m, int il, const struct batch *b, const floa
     int n = b->n_tokens, hk = hp->ssm_n_group, hv = hp->ssm_dt_rank, dk = hp->ssm_d_state;
     int V = hp->ssm_d_inner, dv = V / hv, C = 2 * hk * dk + V;
 
-    be->matmul(be, l->attn_qkv, NULL, in, sc->mix, n);
-    be->matmul(be, l->attn_gate, NULL, in, sc->ssm_z, n);
-    be->matmul(be, l->ssm_beta, NULL, in, sc->ssm_beta, n);
-    be->matmul(be, l->ssm_alpha, NULL, in, sc->ssm_alpha, n);
+    model_matmul(m, l->attn_qkv, NULL, in, sc->mix, n);
+    model_matmul(m, l->attn_gate, NULL, in, sc->ssm_z, n);
+    model_matmul(m, l->ssm_beta, NULL, in, sc->ssm_beta, n);
+    model_matmul(m, l->ssm_alpha, NULL, in, sc->ssm_alpha, n);
     for (int i0 = 0; i0 < n;) {
         int i1 = i0 + 1;
         while (i1 < n && b->seq[i1] == b->seq[i0]) i1++;
@@ -298,7 +298,7 @@ static void gdn_block(struct model *m, int il, const struct batch *b, const floa
     /* gated RMSNorm per head: norm(o_h; ssm_norm) * silu(z_h) */
     be->rms_norm(be, sc->ssm_o, dv, l->ssm_norm, sc->ssm_o, dv, n * hv, dv, hp->rms_eps);
     be->swiglu(be, sc->ssm_z, sc->ssm_o, sc->ssm_o, (int64_t)n * V);
-    be->matmul(be, l->ssm_out, NULL, sc->ssm_o, out, n);
+    model_matmul(m, l->ssm_out, NULL, sc->ssm_o, out, n);
 }
 
 /* Gated full attention of layer il: per head, the query is normed and rotated, the attention
@@ -312,16 +312,16 @@ static void gated_attention(struct model *m, int il, const struct batch *b, cons
     int n = b->n_tokens, hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv;
 
     /* mix row t = [q_0, gate_0, q_1, gate_1, ...]: rows of one head sit 2*hd apart */
-    be->matmul(be, l->attn_q, NULL, in, sc->mix, n);
+    model_matmul(m, l->attn_q, NULL, in, sc->mix, n);
     be->rms_norm(be, sc->mix, 2 * hd, l->attn_q_norm, sc->q, hd, n * nh, hd, hp->rms_eps);
-    be->matmul(be, l->attn_k, NULL, in, sc->k, n);
-    be->matmul(be, l->attn_v, NULL, in, sc->v, n);
+    model_matmul(m, l->attn_k, NULL, in, sc->k, n);
+    model_matmul(m, l->attn_v, NULL, in, sc->v, n);
     be->rms_norm(be, sc->k, hd, l->attn_k_norm, sc->k, hd, n * nkv, hd, hp->rms_eps);
     be->rope(be, sc->q, nh * hd, b->pos, n, nh, hd, &hp->rope);
     be->rope(be, sc->k, nkv * hd, b->pos, n, nkv, hd, &hp->rope);
     block_attend(m, il, b);
     be->sigmoid_mul(be, sc->attn, sc->mix + hd, 2 * hd, 0, sc->attn, n * nh, hd);
-    be->matmul(be, l->attn_output, NULL, sc->attn, out, n);
+    model_matmul(m, l->attn_output, NULL, sc->attn, out, n);
 }
 
 /* qwen35moe FFN: routed experts + sigmoid(ffn_gate_inp_shexp . x) * SharedFFN(x). */
@@ -332,11 +332,11 @@ static void moe_shared(struct model *m, const struct layer *l, int n, const floa
     int E = hp->n_embd;
     block_moe(m, l, n, in, out);
     if (!l->ffn_up_shexp) return;
-    be->matmul(be, l->ffn_gate_shexp, NULL, in, sc->ffn_a, n);
-    be->matmul(be, l->ffn_up_shexp, NULL, in, sc->ffn_b, n);
+    model_matmul(m, l->ffn_gate_shexp, NULL, in, sc->ffn_a, n);
+    model_matmul(m, l->ffn_up_shexp, NULL, in, sc->ffn_b, n);
     be->swiglu(be, sc->ffn_a, sc->ffn_b, sc->ffn_a, (int64_t)n * hp->n_ff_shexp);
-    be->matmul(be, l->ffn_down_shexp, NULL, sc->ffn_a, sc->y2, n);
-    be->matmul(be, l->ffn_gate_inp_shexp, NULL, in, sc->shexp_gate, n);
+    model_matmul(m, l->ffn_down_shexp, NULL, sc->ffn_a, sc->y2, n);
+    model_matmul(m, l->ffn_gate_inp_shexp, NULL, in, sc->shexp_gate, n);
     be->sigmoid_mul(be, sc->y2, sc->shexp_gate, 1, 1, sc->y2, n, E);
     be->add(be, out, sc->y2, out, (int64_t)n * E);
 }

@@ -27,6 +27,8 @@ struct model {
     const struct tensor *tok_embd, *output_norm, *output;
     struct scratch sc;
     int n_batch;
+    model_observe_fn observe; /* optional matmul-input observer */
+    void *observe_ctx;
 };
 
 /* ============================================================================================
@@ -374,6 +376,24 @@ void model_free(struct model *m) {
     mem_free(m->layers);
     gguf_close(m->gguf);
     mem_free(m);
+}
+
+void model_set_observer(struct model *m, model_observe_fn fn, void *ctx) {
+    m->observe = fn;
+    m->observe_ctx = ctx;
+}
+
+void model_matmul(struct model *m, const struct tensor *w, const struct tensor *bias,
+                  const float *x, float *y, int n) {
+    if (m->observe) m->observe(m->observe_ctx, w, x, n, (int)w->ne[0], NULL, 0, 0);
+    m->be->matmul(m->be, w, bias, x, y, n);
+}
+
+void model_matmul_id(struct model *m, const struct tensor *w, const float *x, int x_per_slot,
+                     const int32_t *ids, int n, int k, float *y) {
+    if (m->observe)
+        m->observe(m->observe_ctx, w, x, x_per_slot ? n * k : n, (int)w->ne[0], ids, k, x_per_slot);
+    m->be->matmul_id(m->be, w, x, x_per_slot, ids, n, k, y);
 }
 
 /* ============================================================================================

@@ -167,6 +167,20 @@ int model_n_batch(const struct model *m);
 uint64_t model_n_params(const struct model *m);
 uint64_t model_weight_bytes(const struct model *m);
 
+/* Observer of matmul inputs (for importance matrices): called before every matrix product with
+ * the weight, the n_rows input rows of row_len floats (host memory on the CPU backend), and for
+ * expert stacks the routed expert ids ([n_tokens][n_used]; x rows are per token when
+ * x_per_slot == 0, per (token, slot) otherwise). NULL ids for ordinary matrices. */
+typedef void (*model_observe_fn)(void *ctx, const struct tensor *w, const float *x, int n_rows,
+                                 int row_len, const int32_t *ids, int n_used, int x_per_slot);
+void model_set_observer(struct model *m, model_observe_fn fn, void *ctx);
+
+/* The matmuls model code must use (they feed the observer): see backend.h matmul/matmul_id. */
+void model_matmul(struct model *m, const struct tensor *w, const struct tensor *bias,
+                  const float *x, float *y, int n);
+void model_matmul_id(struct model *m, const struct tensor *w, const float *x, int x_per_slot,
+                     const int32_t *ids, int n, int k, float *y);
+
 /* Runs a batch after validating it (token ids < n_vocab, positions inside each cache,
  * sequences contiguous, n_tokens <= n_batch). ERR_INVALID / ERR_RANGE otherwise. */
 int model_forward(struct model *m, const struct batch *b, struct error *err);
