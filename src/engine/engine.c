@@ -8,6 +8,10 @@
  * Hybrid models add a recurrent state to the session (kv->rs) that cannot be truncated; the
  * session keeps snapshots of it at chosen positions, planned before each eval and written by
  * the forward pass's ops as they pass those tokens (see "Recurrent-state snapshots").
+ *
+ * Models with an MTP block can draft tokens with it (see "MTP"): a session with MTP enabled runs
+ * the block after every forward pass, over the same tokens, to keep the MTP layer's own KV cache
+ * in step with the trunk's.
  */
 #include "engine.h"
 
@@ -18,6 +22,8 @@
 #include "../text/tokenizer.h"
 #include "../backend/cpu/cpu_kernels.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 struct engine {
@@ -35,6 +41,11 @@ struct engine {
     struct session **b_ses;                 /* [batch_cap] its session */
     int *b_take;                            /* [batch_cap] its tokens in the pass */
     int batch_cap;
+    /* MTP passes (models with nextn layers; NULL otherwise) */
+    float *b_hid; /* [n_batch][n_embd] trunk hidden states of one pass */
+    float *b_hin; /* [n_batch][n_embd] MTP input: the hidden state before each row */
+    int32_t *m_tok, *m_pos, *m_seq; /* [n_batch] rows of the MTP pass */
+    struct kv_cache **m_kv;         /* [n_batch] cache of each of its sequences */
 };
 
 /* Grows the per-pass sequence table; token-sized buffers are allocated at open. */
@@ -79,7 +90,15 @@ struct session {
     int32_t *plan_pos; /* [n_ckpt + n_tail] position */
     float **plan_dst;  /* [n_ckpt + n_tail] slot data */
     float **snap_buf;  /* [n_batch] per-token targets of one pass of session_eval */
+    /* MTP (session_enable_mtp): the trunk's final normed hidden states of the last positions
+     * evaluated, so that drafting can start after any of them (rollback of a verify batch) */
+    int mtp;      /* 1: every eval also runs the MTP block over its tokens */
+    float *mtp_h; /* [MTP_KEEP][n_embd] hidden states of positions mtp_h_pos .. +mtp_h_n-1 */
+    int mtp_h_pos, mtp_h_n;
 };
+
+/* Hidden states a session keeps: enough to truncate back over a 64-token verify batch. */
+#define MTP_KEEP 66
 
 /* ============================================================================================
  * Engine
@@ -126,6 +145,19 @@ int engine_open(struct engine **out, const char *path, const struct engine_param
             rc = error_set(err, ERR_NOMEM, "out of memory");
             goto fail;
         }
+        if (model_has_mtp(e->model)) {
+            size_t E = (size_t)model_hparams(e->model)->n_embd;
+            e->b_hid = mem_calloc(nb * E, sizeof(float));
+            e->b_hin = mem_calloc(nb * E, sizeof(float));
+            e->m_tok = mem_calloc(nb, sizeof(int32_t));
+            e->m_pos = mem_calloc(nb, sizeof(int32_t));
+            e->m_seq = mem_calloc(nb, sizeof(int32_t));
+            e->m_kv = mem_calloc(nb, sizeof(struct kv_cache *));
+            if (!e->b_hid || !e->b_hin || !e->m_tok || !e->m_pos || !e->m_seq || !e->m_kv) {
+                rc = error_set(err, ERR_NOMEM, "out of memory");
+                goto fail;
+            }
+        }
     }
     e->name = gguf_get_strdup(model_gguf(e->model), "general.name");
     if (!e->name) {
@@ -158,7 +190,45 @@ void engine_close(struct engine *e) {
     mem_free(e->b_kv);
     mem_free(e->b_ses);
     mem_free(e->b_take);
+    mem_free(e->b_hid);
+    mem_free(e->b_hin);
+    mem_free(e->m_tok);
+    mem_free(e->m_pos);
+    mem_free(e->m_seq);
+    mem_free(e->m_kv);
     mem_free(e);
+}
+
+/* Weight bytes read to produce one token: every trunk tensor, routed-expert stacks scaled by
+ * n_expert_used/n_expert, the LM head, but one row of the embeddings; for an MTP draft step the
+ * same over the nextn blocks plus the head they use. */
+static void weights_per_token(const struct engine *e, uint64_t *trunk, uint64_t *mtp) {
+    const struct model_hparams *hp = model_hparams(e->model);
+    const struct gguf *g = model_gguf(e->model);
+    double t = 0, d = 0, head = 0, mtp_head = -1;
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const struct gguf_tensor_info *ti = gguf_tensor(g, i);
+        double nb = (double)ti->n_bytes;
+        int il = -1;
+        if (sscanf(ti->name, "blk.%d.", &il) != 1) il = -1;
+        if (ti->n_dims >= 3 && ti->ne[2] > 1 && hp->n_expert > 0)
+            nb *= (double)hp->n_expert_used / (double)hp->n_expert;
+        if (!strcmp(ti->name, "output.weight")) {
+            head = nb;
+        } else if (!strcmp(ti->name, "token_embd.weight")) {
+            if (!gguf_find_tensor(g, "output.weight")) head = nb;
+        } else if (strstr(ti->name, ".nextn.shared_head_head.")) {
+            mtp_head = nb;
+        } else if (strstr(ti->name, ".nextn.embed_tokens.")) {
+            continue; /* one row per token */
+        } else if (il >= hp->n_layer) {
+            d += nb;
+        } else {
+            t += nb;
+        }
+    }
+    *trunk = (uint64_t)(t + head);
+    *mtp = model_has_mtp(e->model) ? (uint64_t)(d + (mtp_head >= 0 ? mtp_head : head)) : 0;
 }
 
 void engine_get_info(const struct engine *e, struct engine_info *info) {
@@ -180,6 +250,8 @@ void engine_get_info(const struct engine *e, struct engine_info *info) {
     info->kernels = cpu_kernels_get()->name;
     info->n_layer_recurrent = hp->n_layer_recurrent;
     info->n_nextn = hp->n_nextn;
+    info->has_mtp = model_has_mtp(e->model);
+    weights_per_token(e, &info->bytes_per_token, &info->mtp_bytes_per_token);
 }
 
 static void engine_observe_trampoline(void *ctx, const struct tensor *w, const float *x, int n_rows,
@@ -331,12 +403,14 @@ int session_create(struct session **out, struct engine *e, const struct session_
     s->e = e;
     s->n_ctx = n_ctx;
     int nb = model_n_batch(e->model);
-    int has_kv[MODEL_MAX_LAYERS];
-    for (int il = 0; il < hp->n_layer; il++) has_kv[il] = !hp->is_recurrent[il];
-    int rc = kv_cache_create(&s->kv, model_backend(e->model), hp->n_layer, has_kv, n_ctx,
+    /* the trunk's layers, plus the MTP layer (allocated by session_enable_mtp) */
+    int has_kv[MODEL_MAX_LAYERS], n_kv_layer = hp->n_layer + (model_has_mtp(e->model) ? 1 : 0);
+    for (int il = 0; il < n_kv_layer; il++) has_kv[il] = il < hp->n_layer && !hp->is_recurrent[il];
+    int rc = kv_cache_create(&s->kv, model_backend(e->model), n_kv_layer, has_kv, n_ctx,
                              hp->n_head_kv * hp->head_dim, hp->n_head_kv * hp->head_dim_v, kt, err);
     if (rc) goto fail;
     if (hp->n_layer_recurrent > 0 && (rc = session_create_recurrent(s, p, err))) goto fail;
+    if (p->mtp && (rc = session_enable_mtp(s, err))) goto fail;
     s->tokens = mem_calloc((size_t)n_ctx, sizeof(int32_t));
     s->logits = mem_calloc((size_t)hp->n_vocab, sizeof(float));
     s->pos_buf = mem_calloc((size_t)nb, sizeof(int32_t));
@@ -370,6 +444,7 @@ void session_free(struct session *s) {
     mem_free(s->pos_buf);
     mem_free(s->seq_buf);
     mem_free(s->out_rows);
+    mem_free(s->mtp_h);
     mem_free(s);
 }
 
@@ -552,6 +627,146 @@ static int session_replay(struct session *s, int from, int to, struct error *err
 }
 
 /* ============================================================================================
+ * MTP
+ * llama.cpp's MTP driver (common/speculative.cpp, draft-mtp for qwen35/qwen35moe) runs the MTP
+ * block after every target batch, prompt batches included, over the same tokens: the token at
+ * position p is paired with the trunk's hidden state at p-1 (the previous batch's last row for
+ * the first token, zeros at position 0), which fills the MTP layer's KV cache for every
+ * position, so a draft's attention sees the whole context. hearth does the same (mtp_pass after
+ * each forward pass of an MTP session). Rows of a verify batch that are rejected leave stale
+ * MTP cache entries beyond n_past, which the next eval overwrites, as in the trunk's cache. The
+ * session keeps the last MTP_KEEP hidden states so that drafting can start after any accepted
+ * prefix of a verify batch; a truncation further back (or a copied prefix without them) starts
+ * from zeros, which only lowers the first draft's quality.
+ * ============================================================================================ */
+
+/* dst := the trunk's hidden state at pos, or zeros when there is none (pos < 0, not kept). */
+static void mtp_h_lookup(const struct session *s, int pos, float *dst) {
+    size_t E = (size_t)model_hparams(s->e->model)->n_embd;
+    if (pos >= s->mtp_h_pos && pos < s->mtp_h_pos + s->mtp_h_n && pos >= 0)
+        memcpy(dst, s->mtp_h + (size_t)(pos - s->mtp_h_pos) * E, E * sizeof(float));
+    else
+        memset(dst, 0, E * sizeof(float));
+}
+
+/* After n tokens at positions p0.. whose hidden states are rows (h_prev: the one at p0-1):
+ * keeps the last MTP_KEEP of [h_prev, rows]. */
+static void mtp_h_store(struct session *s, int p0, int n, const float *h_prev, const float *rows) {
+    size_t E = (size_t)model_hparams(s->e->model)->n_embd;
+    int lo = p0 + n - MTP_KEEP > p0 - 1 ? p0 + n - MTP_KEEP : p0 - 1;
+    float *d = s->mtp_h;
+    if (lo == p0 - 1) {
+        memcpy(d, h_prev, E * sizeof(float));
+        d += E;
+    }
+    int r0 = lo == p0 - 1 ? 0 : lo - p0;
+    memcpy(d, rows + (size_t)r0 * E, (size_t)(n - r0) * E * sizeof(float));
+    s->mtp_h_pos = lo;
+    s->mtp_h_n = p0 + n - lo;
+}
+
+/* The MTP pass after trunk pass b (whose hidden rows are in e->b_hid): for every sequence q of
+ * b whose session ses[q] has MTP, its rows paired with the hidden state before each. */
+static int mtp_pass(struct engine *e, const struct batch *b, struct session *const *ses,
+                    struct error *err) {
+    size_t E = (size_t)model_hparams(e->model)->n_embd;
+    int n = 0, nq = 0;
+    for (int i0 = 0; i0 < b->n_tokens;) {
+        int i1 = i0 + 1;
+        while (i1 < b->n_tokens && b->seq[i1] == b->seq[i0]) i1++;
+        struct session *s = ses[b->seq[i0]];
+        if (s->mtp) {
+            int p0 = b->pos[i0], nt = i1 - i0;
+            float *hin = e->b_hin + (size_t)n * E;
+            mtp_h_lookup(s, p0 - 1, hin);
+            memcpy(hin + E, e->b_hid + (size_t)i0 * E, (size_t)(nt - 1) * E * sizeof(float));
+            mtp_h_store(s, p0, nt, hin, e->b_hid + (size_t)i0 * E);
+            for (int t = 0; t < nt; t++) {
+                e->m_tok[n + t] = b->tokens[i0 + t];
+                e->m_pos[n + t] = p0 + t;
+                e->m_seq[n + t] = nq;
+            }
+            e->m_kv[nq++] = s->kv;
+            n += nt;
+        }
+        i0 = i1;
+    }
+    if (n == 0) return 0;
+    struct batch mb = {
+        .n_tokens = n,
+        .tokens = e->m_tok,
+        .pos = e->m_pos,
+        .seq = e->m_seq,
+        .kv = e->m_kv,
+        .h_in = e->b_hin,
+    };
+    return model_forward_mtp(e->model, &mb, err);
+}
+
+int session_enable_mtp(struct session *s, struct error *err) {
+    const struct model_hparams *hp = model_hparams(s->e->model);
+    if (!model_has_mtp(s->e->model))
+        return error_set(err, ERR_UNSUPPORTED,
+                         "the model has no MTP (nextn) layers; MTP drafting needs an MTP GGUF");
+    if (s->mtp) return 0;
+    int rc = kv_cache_alloc_layer(s->kv, hp->n_layer, err);
+    if (rc) return rc;
+    s->mtp_h = mem_calloc((size_t)MTP_KEEP * (size_t)hp->n_embd, sizeof(float));
+    if (!s->mtp_h) return error_set(err, ERR_NOMEM, "out of memory");
+    s->mtp_h_n = 0;
+    s->mtp = 1;
+    return 0;
+}
+
+int session_mtp_draft(struct session *s, int32_t next, int n, float p_min, int32_t *out,
+                      float *probs, struct error *err) {
+    struct engine *e = s->e;
+    const struct model_hparams *hp = model_hparams(e->model);
+    if (!s->mtp) return error_set(err, ERR_INVALID, "MTP is not enabled on this session");
+    if (next < 0 || next >= hp->n_vocab)
+        return error_set(err, ERR_INVALID, "token id %d out of range (vocabulary %d)", next,
+                         hp->n_vocab);
+    size_t E = (size_t)hp->n_embd, V = (size_t)hp->n_vocab;
+    struct kv_cache *kvs[1] = {s->kv};
+    mtp_h_lookup(s, s->n_past - 1, e->b_hin);
+    int32_t tok = next;
+    int k = 0;
+    while (k < n && s->n_past + k < s->n_ctx) {
+        s->pos_buf[0] = s->n_past + k;
+        s->seq_buf[0] = 0;
+        s->out_rows[0] = 0;
+        struct batch b = {
+            .n_tokens = 1,
+            .tokens = &tok,
+            .pos = s->pos_buf,
+            .seq = s->seq_buf,
+            .kv = kvs,
+            .n_outputs = 1,
+            .out_rows = s->out_rows,
+            .logits = e->b_logits,
+            .hidden = e->b_hid,
+            .h_in = e->b_hin,
+        };
+        int rc = model_forward_mtp(e->model, &b, err);
+        if (rc) return rc;
+        const float *l = e->b_logits;
+        size_t best = 0;
+        for (size_t v = 1; v < V; v++)
+            if (l[v] > l[best]) best = v;
+        double sum = 0;
+        for (size_t v = 0; v < V; v++) sum += exp((double)l[v] - (double)l[best]);
+        float p = (float)(1.0 / sum);
+        if (p < p_min) break;
+        out[k] = (int32_t)best;
+        if (probs) probs[k] = p;
+        k++;
+        tok = (int32_t)best;
+        memcpy(e->b_hin, e->b_hid, E * sizeof(float)); /* chain on the block's own output */
+    }
+    return k;
+}
+
+/* ============================================================================================
  * Evaluation
  * ============================================================================================ */
 
@@ -584,6 +799,7 @@ int session_eval(struct session *s, const int32_t *ids, int n, float *all_logits
             .seq = s->seq_buf,
             .kv = kvs,
             .rs_snap = any_snap ? s->snap_buf : NULL,
+            .hidden = s->mtp ? s->e->b_hid : NULL,
         };
         if (all_logits) {
             for (int i = 0; i < nt; i++) s->out_rows[i] = i;
@@ -597,6 +813,7 @@ int session_eval(struct session *s, const int32_t *ids, int n, float *all_logits
             b.logits = s->logits;
         }
         int rc = model_forward(m, &b, err);
+        if (!rc && s->mtp) rc = mtp_pass(s->e, &b, &s, err);
         if (rc) return rc; /* cannot happen after the checks above, but keep state consistent */
         memmove(s->tokens + s->n_past, ids + i0,
                 (size_t)nt * sizeof(int32_t)); /* may be a replay */
@@ -636,13 +853,20 @@ int session_copy_prefix(struct session *dst, const struct session *src, int n_pa
     size_t rk = dtype_row_bytes(src->kv->type, src->kv->kv_dim_k);
     size_t rv = dtype_row_bytes(src->kv->type, src->kv->kv_dim_v);
     for (int il = 0; il < src->kv->n_layer; il++) {
-        if (!src->kv->k[il]) continue;
+        if (!src->kv->k[il] || il >= dst->kv->n_layer || !dst->kv->k[il]) continue;
         be->copy(be, dst->kv->k[il], src->kv->k[il], rk * (size_t)n_past);
         be->copy(be, dst->kv->v[il], src->kv->v[il], rv * (size_t)n_past);
     }
     memcpy(dst->tokens, src->tokens, (size_t)n_past * sizeof(int32_t));
     dst->n_past = n_past;
     dst->has_logits = 0;
+    if (dst->mtp) { /* the hidden states, where src has them (else drafts start from zeros) */
+        dst->mtp_h_n = src->mtp ? src->mtp_h_n : 0;
+        dst->mtp_h_pos = src->mtp_h_pos;
+        if (src->mtp)
+            memcpy(dst->mtp_h, src->mtp_h,
+                   (size_t)MTP_KEEP * (size_t)model_hparams(dst->e->model)->n_embd * sizeof(float));
+    }
     if (!is_hybrid(dst)) return 0;
     rs_drop_after(dst, -1);
     dst->n_want = 0;
@@ -683,7 +907,7 @@ int engine_eval_batch(struct engine *e, struct session_batch_item *items, int n_
     /* Fill passes of up to nb tokens; an item may be split across passes. */
     int item = 0, done = 0; /* done = tokens of `item` already evaluated */
     while (item < n_items) {
-        int nt = 0, n_seq = 0, n_out = 0, any_snap = 0;
+        int nt = 0, n_seq = 0, n_out = 0, any_snap = 0, any_mtp = 0;
         while (item < n_items && nt < nb) {
             struct session_batch_item *it = &items[item];
             int take = it->n - done < nb - nt ? it->n - done : nb - nt;
@@ -691,6 +915,7 @@ int engine_eval_batch(struct engine *e, struct session_batch_item *items, int n_
             e->b_kv[n_seq] = s->kv;
             e->b_ses[n_seq] = s;
             e->b_take[n_seq] = take;
+            any_mtp |= s->mtp;
             for (int t = 0; t < take; t++) {
                 e->b_tok[nt + t] = it->ids[done + t];
                 e->b_pos[nt + t] = s->n_past + t;
@@ -727,8 +952,10 @@ int engine_eval_batch(struct engine *e, struct session_batch_item *items, int n_
             .out_rows = e->b_out,
             .logits = e->b_logits,
             .rs_snap = any_snap ? e->b_snap : NULL,
+            .hidden = any_mtp ? e->b_hid : NULL,
         };
         int rc = model_forward(m, &b, err);
+        if (!rc && any_mtp) rc = mtp_pass(e, &b, e->b_ses, err);
         if (rc) return rc;
         for (int o = 0; o < n_out; o++)
             memcpy(e->b_dst[o], e->b_logits + (int64_t)o * n_vocab,

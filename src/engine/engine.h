@@ -35,9 +35,13 @@ struct engine_info {
     uint64_t weight_bytes; /* bytes of tensor data */
     uint64_t file_bytes;
     int n_threads;
-    const char *kernels;   /* CPU kernel set in use ("scalar", "avx2", "avx512") */
-    int n_layer_recurrent; /* hybrid models (qwen35*): trunk layers with a recurrent state */
-    int n_nextn;           /* MTP ("nextn") blocks in the file (not part of n_layer) */
+    const char *kernels;          /* CPU kernel set in use ("scalar", "avx2", "avx512") */
+    int n_layer_recurrent;        /* hybrid models (qwen35*): trunk layers with a recurrent state */
+    int n_nextn;                  /* MTP ("nextn") blocks in the file (not part of n_layer) */
+    int has_mtp;                  /* the MTP block can draft (session_enable_mtp) */
+    uint64_t bytes_per_token;     /* weight bytes read per generated token (routed experts: the
+                                     used share; the embeddings: one row) */
+    uint64_t mtp_bytes_per_token; /* the same for one MTP draft step (its block and LM head) */
 };
 
 void engine_params_default(struct engine_params *p);
@@ -85,6 +89,7 @@ struct session_params {
     int n_rs_checkpoints; /* slots for session_checkpoint / session_checkpoint_at; default 0 */
     int n_rs_tail;        /* rollback depth: positions n_past-1 .. n_past-n_rs_tail stay a copy
                              away after every eval (speculative decoding); default 0 */
+    int mtp;              /* models with an MTP block: session_enable_mtp at creation */
 };
 
 void session_params_default(struct session_params *p);
@@ -146,6 +151,28 @@ int session_set_rs_tail(struct session *s, int n_tail, struct error *err);
 /* Tokens that session_truncate(s, n_past) would evaluate again: 0 when it is a copy (or the
  * model has no recurrent state), -1 if n_past is out of range. */
 int session_truncate_cost(const struct session *s, int n_past);
+
+/* ---- MTP drafting (models with nextn layers: qwen35, qwen35moe MTP files) ----
+ * The MTP block predicts the token after next from a token and the trunk's hidden state at the
+ * position before it. A session with MTP enabled keeps the MTP layer's own KV cache (one
+ * attention layer, positions as the trunk's) in step with the trunk: every eval also runs the
+ * block over the evaluated tokens (llama.cpp does the same, prompt included), which costs about
+ * one extra layer per token, and keeps the trunk's hidden states of the last 66 positions.
+ * Truncation and prefix copies need nothing more: stale entries beyond n_past are overwritten. */
+
+/* Allocates the MTP layer's cache and starts running the block with every eval. Positions
+ * evaluated before this call are missing from that cache (zeros): enable it before the prompt.
+ * Idempotent. ERR_UNSUPPORTED if the model has no MTP block, ERR_NOMEM. */
+int session_enable_mtp(struct session *s, struct error *err);
+/* Drafts up to n tokens to follow the session's tokens and `next` (the token for position
+ * n_past, chosen but not evaluated yet): each the MTP head's argmax, chained on the head's own
+ * hidden state, stopping before the first one whose probability is below p_min (0: never) or
+ * at the end of the context. out (and probs, if non-NULL) get the tokens and their
+ * probabilities under the head. Writes only MTP cache rows at positions >= n_past, which the
+ * next eval overwrites. Returns the number drafted (0..n), ERR_INVALID without MTP enabled or
+ * for a bad token id. */
+int session_mtp_draft(struct session *s, int32_t next, int n, float p_min, int32_t *out,
+                      float *probs, struct error *err);
 
 /* Length of the common prefix of the session's tokens and ids[0..n). */
 int session_common_prefix(const struct session *s, const int32_t *ids, int n);

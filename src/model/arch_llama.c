@@ -38,4 +38,4 @@ static int llama_load(struct model *m, struct error *err) {
     return 0;
 }
 
-const struct arch arch_llama = {"llama", llama_load, block_forward_classic};
+const struct arch arch_llama = {"llama", llama_load, block_forward_classic, NULL};

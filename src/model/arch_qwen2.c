@@ -17,4 +17,4 @@ static int qwen2_load(struct model *m, struct error *err) {
     return 0;
 }
 
-const struct arch arch_qwen2 = {"qwen2", qwen2_load, block_forward_classic};
+const struct arch arch_qwen2 = {"qwen2", qwen2_load, block_forward_classic, NULL};

@@ -18,4 +18,4 @@ static int qwen3_load(struct model *m, struct error *err) {
     return 0;
 }
 
-const struct arch arch_qwen3 = {"qwen3", qwen3_load, block_forward_classic};
+const struct arch arch_qwen3 = {"qwen3", qwen3_load, block_forward_classic, NULL};

@@ -5,8 +5,8 @@
  * full-attention layer. Both kinds sit in the same pre-norm block, whose pre-FFN norm is called
  * post_attention_norm in these files. The two archs differ only in the FFN: dense SwiGLU
  * (qwen35) or routed experts plus a sigmoid-gated shared expert (qwen35moe), so they share this
- * file. block_count includes the MTP ("nextn") blocks appended after the trunk; they are bound
- * here for speculative decoding but the trunk forward never runs them.
+ * file. block_count includes the MTP ("nextn") blocks appended after the trunk; the trunk forward
+ * never runs them: qwen35_forward_mtp runs the first one for speculative drafting.
  * Source of truth: llama.cpp src/models/qwen35.cpp, qwen35moe.cpp, delta-net-base.cpp and
  * ggml's CPU ssm_conv / l2_norm / gated_delta_net ops; architectures.md sections 5 and 6.
  */
@@ -341,29 +341,69 @@ static void moe_shared(struct model *m, const struct layer *l, int n, const floa
     be->add(be, out, sc->y2, out, (int64_t)n * E);
 }
 
-static void qwen35_forward(struct model *m, const struct batch *b) {
+/* One pre-norm block on scratch x (trunk layers and the MTP block share it). */
+static void qwen35_layer(struct model *m, int il, const struct batch *b) {
     const struct model_hparams *hp = model_hparams(m);
+    const struct layer *l = &model_layers(m)[il];
     struct backend *be = model_backend(m);
     struct scratch *sc = model_scratch(m);
     int n = b->n_tokens, E = hp->n_embd;
+    be->rms_norm(be, sc->x, E, l->attn_norm, sc->xn, E, n, E, hp->rms_eps);
+    if (hp->is_recurrent[il])
+        gdn_block(m, il, b, sc->xn, sc->y);
+    else
+        gated_attention(m, il, b, sc->xn, sc->y);
+    be->add(be, sc->x, sc->y, sc->x, (int64_t)n * E);
+    be->rms_norm(be, sc->x, E, l->post_attention_norm, sc->xn, E, n, E, hp->rms_eps);
+    if (l->ffn_gate_inp)
+        moe_shared(m, l, n, sc->xn, sc->y);
+    else
+        block_ffn(m, l, n, sc->xn, sc->y);
+    be->add(be, sc->x, sc->y, sc->x, (int64_t)n * E);
+}
+
+static void qwen35_forward(struct model *m, const struct batch *b) {
+    const struct model_hparams *hp = model_hparams(m);
     block_embed(m, b);
-    for (int il = 0; il < hp->n_layer; il++) { /* the trunk only: MTP blocks are not run */
-        const struct layer *l = &model_layers(m)[il];
-        be->rms_norm(be, sc->x, E, l->attn_norm, sc->xn, E, n, E, hp->rms_eps);
-        if (hp->is_recurrent[il])
-            gdn_block(m, il, b, sc->xn, sc->y);
-        else
-            gated_attention(m, il, b, sc->xn, sc->y);
-        be->add(be, sc->x, sc->y, sc->x, (int64_t)n * E);
-        be->rms_norm(be, sc->x, E, l->post_attention_norm, sc->xn, E, n, E, hp->rms_eps);
-        if (l->ffn_gate_inp)
-            moe_shared(m, l, n, sc->xn, sc->y);
-        else
-            block_ffn(m, l, n, sc->xn, sc->y);
-        be->add(be, sc->x, sc->y, sc->x, (int64_t)n * E);
-    }
+    for (int il = 0; il < hp->n_layer; il++) /* the trunk only: MTP blocks are not run */
+        qwen35_layer(m, il, b);
+    if (b->hidden) block_hidden(m, b, *model_output_norm(m)); /* the MTP seed h_t */
     if (b->n_outputs > 0) block_output(m, b);
 }
 
-const struct arch arch_qwen35 = {"qwen35", qwen35_load, qwen35_forward};
-const struct arch arch_qwen35moe = {"qwen35moe", qwen35moe_load, qwen35_forward};
+/* ============================================================================================
+ * MTP ("nextn") block
+ * llama.cpp graph_mtp for qwen35/qwen35moe: for token x at position p and the trunk's final
+ * normed hidden state h at p-1, c = eh_proj [RMSNorm(embed(x); enorm) ; RMSNorm(h; hnorm)]
+ * (embedding first), then one gated full-attention block with the MTP layer's own KV cache
+ * (same positions as the trunk) and its FFN, then RMSNorm(shared_head_norm, else output_norm)
+ * and the LM head (shared_head_head, else output): logits for the token after x. The normed
+ * output is also the h of the next chained draft. Only the first MTP block is run (llama.cpp
+ * supports exactly one for these architectures).
+ * ============================================================================================ */
+
+static void qwen35_forward_mtp(struct model *m, const struct batch *b) {
+    const struct model_hparams *hp = model_hparams(m);
+    struct backend *be = model_backend(m);
+    struct scratch *sc = model_scratch(m);
+    int il = hp->n_layer, n = b->n_tokens, E = hp->n_embd;
+    const struct layer *l = &model_layers(m)[il];
+    const struct tensor *embd = l->nextn_embed_tokens ? l->nextn_embed_tokens : *model_tok_embd(m);
+    const struct tensor *norm =
+        l->nextn_shared_head_norm ? l->nextn_shared_head_norm : *model_output_norm(m);
+    const struct tensor *head =
+        l->nextn_shared_head_head ? l->nextn_shared_head_head : *model_output(m);
+
+    be->get_rows(be, embd, b->tokens, n, sc->x);
+    be->rms_norm(be, sc->x, E, l->nextn_enorm, sc->mtp_in, 2 * E, n, E, hp->rms_eps);
+    be->upload(be, sc->xn, b->h_in, (size_t)n * (size_t)E * sizeof(float));
+    be->rms_norm(be, sc->xn, E, l->nextn_hnorm, sc->mtp_in + E, 2 * E, n, E, hp->rms_eps);
+    model_matmul(m, l->nextn_eh_proj, NULL, sc->mtp_in, sc->x, n);
+    qwen35_layer(m, il, b);
+    if (b->hidden) block_hidden(m, b, norm);
+    if (b->n_outputs > 0) block_output_head(m, b, norm, head);
+}
+
+const struct arch arch_qwen35 = {"qwen35", qwen35_load, qwen35_forward, qwen35_forward_mtp};
+const struct arch arch_qwen35moe = {"qwen35moe", qwen35moe_load, qwen35_forward,
+                                    qwen35_forward_mtp};

@@ -21,4 +21,4 @@ static int qwen3moe_load(struct model *m, struct error *err) {
     return 0;
 }
 
-const struct arch arch_qwen3moe = {"qwen3moe", qwen3moe_load, block_forward_classic};
+const struct arch arch_qwen3moe = {"qwen3moe", qwen3moe_load, block_forward_classic, NULL};

@@ -88,6 +88,11 @@ void block_moe(struct model *m, const struct layer *l, int n, const float *in, f
 }
 
 void block_output(struct model *m, const struct batch *b) {
+    block_output_head(m, b, *model_output_norm(m), *model_output(m));
+}
+
+void block_output_head(struct model *m, const struct batch *b, const struct tensor *norm,
+                       const struct tensor *head) {
     const struct model_hparams *hp = model_hparams(m);
     struct backend *be = model_backend(m);
     struct scratch *sc = model_scratch(m);
@@ -95,14 +100,22 @@ void block_output(struct model *m, const struct batch *b) {
     for (int i = 0; i < b->n_outputs; i++)
         memcpy(sc->out_h + (int64_t)i * E, sc->x + (int64_t)b->out_rows[i] * E,
                (size_t)E * sizeof(float));
-    be->rms_norm(be, sc->out_h, E, *model_output_norm(m), sc->out_h, E, b->n_outputs, E,
-                 hp->rms_eps);
+    be->rms_norm(be, sc->out_h, E, norm, sc->out_h, E, b->n_outputs, E, hp->rms_eps);
     for (int i0 = 0; i0 < b->n_outputs; i0 += SCRATCH_LOGIT_ROWS) {
         int nr = b->n_outputs - i0 < SCRATCH_LOGIT_ROWS ? b->n_outputs - i0 : SCRATCH_LOGIT_ROWS;
-        model_matmul(m, *model_output(m), NULL, sc->out_h + (int64_t)i0 * E, sc->logits, nr);
+        model_matmul(m, head, NULL, sc->out_h + (int64_t)i0 * E, sc->logits, nr);
         be->download(be, b->logits + (int64_t)i0 * hp->n_vocab, sc->logits,
                      (size_t)nr * (size_t)hp->n_vocab * sizeof(float));
     }
+}
+
+void block_hidden(struct model *m, const struct batch *b, const struct tensor *norm) {
+    const struct model_hparams *hp = model_hparams(m);
+    struct backend *be = model_backend(m);
+    struct scratch *sc = model_scratch(m);
+    int E = hp->n_embd, n = b->n_tokens;
+    be->rms_norm(be, sc->x, E, norm, sc->out_h, E, n, E, hp->rms_eps);
+    be->download(be, b->hidden, sc->out_h, (size_t)n * (size_t)E * sizeof(float));
 }
 
 /* ============================================================================================

@@ -31,6 +31,11 @@ void block_moe(struct model *m, const struct layer *l, int n, const float *in, f
 
 /* Final norm and LM head for the batch's output rows of scratch x -> batch->logits. */
 void block_output(struct model *m, const struct batch *b);
+/* The same with another norm weight and head matrix (MTP blocks with their own). */
+void block_output_head(struct model *m, const struct batch *b, const struct tensor *norm,
+                       const struct tensor *head);
+/* RMSNorm(x; norm) of every row of scratch x -> batch->hidden (host), through scratch out_h. */
+void block_hidden(struct model *m, const struct batch *b, const struct tensor *norm);
 
 /* ---- weight binding helpers for the classic pre-norm block ---- */
 enum bind_flags {

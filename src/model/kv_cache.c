@@ -40,6 +40,21 @@ nomem:
     return error_set(err, ERR_NOMEM, "out of memory allocating the KV cache (%d positions)", n_ctx);
 }
 
+int kv_cache_alloc_layer(struct kv_cache *kv, int il, struct error *err) {
+    CHECK(il >= 0 && il < kv->n_layer);
+    if (kv->k[il]) return 0;
+    kv->k[il] =
+        kv->be->buffer_alloc(kv->be, dtype_row_bytes(kv->type, kv->kv_dim_k) * (size_t)kv->n_ctx);
+    kv->v[il] =
+        kv->be->buffer_alloc(kv->be, dtype_row_bytes(kv->type, kv->kv_dim_v) * (size_t)kv->n_ctx);
+    if (kv->k[il] && kv->v[il]) return 0;
+    kv->be->buffer_free(kv->be, kv->k[il]);
+    kv->be->buffer_free(kv->be, kv->v[il]);
+    kv->k[il] = kv->v[il] = NULL;
+    return error_set(err, ERR_NOMEM, "out of memory allocating a KV cache layer (%d positions)",
+                     kv->n_ctx);
+}
+
 int kv_cache_add_recurrent(struct kv_cache *kv, const uint8_t *is_recurrent, int conv_floats,
                            int ssm_floats, struct error *err) {
     CHECK(!kv->rs_index && conv_floats >= 0 && ssm_floats > 0);

@@ -37,6 +37,9 @@ struct kv_cache {
  * ERR_INVALID for a type that can't hold these rows (Q8_0 needs kv_dim % 32 == 0). */
 int kv_cache_create(struct kv_cache **out, struct backend *be, int n_layer, const int *has_kv,
                     int n_ctx, int kv_dim_k, int kv_dim_v, enum dtype type, struct error *err);
+/* Allocates (zeroed) K and V buffers for layer il if it has none: the MTP layer of a session
+ * that starts drafting with it. ERR_NOMEM on failure. */
+int kv_cache_alloc_layer(struct kv_cache *kv, int il, struct error *err);
 /* Adds the recurrent state for the layers with is_recurrent[il] != 0: conv_floats + ssm_floats
  * f32 per layer (zeroed). ERR_NOMEM on failure. */
 int kv_cache_add_recurrent(struct kv_cache *kv, const uint8_t *is_recurrent, int conv_floats,

@@ -280,6 +280,7 @@ static int scratch_alloc(struct model *m, struct error *err) {
         ALLOC(ssm_o, B * V);
         ALLOC(y2, B * E * shexp);
         ALLOC(shexp_gate, B * shexp);
+        ALLOC(mtp_in, B * 2 * E * (hp->n_nextn > 0 ? 1 : 0));
     }
 #undef ALLOC
     sc->ids = mem_calloc(B * used, sizeof(int32_t));
@@ -295,10 +296,10 @@ static void scratch_free(struct model *m) {
     struct scratch *sc = &m->sc;
     struct backend *be = m->be;
     if (!be) return;
-    float *bufs[] = {sc->x,      sc->xn,    sc->q,         sc->k,      sc->v,         sc->attn,
-                     sc->ffn_a,  sc->ffn_b, sc->moe_y,     sc->router, sc->y,         sc->out_h,
-                     sc->logits, sc->mix,   sc->conv,      sc->ssm_z,  sc->ssm_alpha, sc->ssm_beta,
-                     sc->ssm_o,  sc->y2,    sc->shexp_gate};
+    float *bufs[] = {sc->x,      sc->xn,    sc->q,          sc->k,      sc->v,         sc->attn,
+                     sc->ffn_a,  sc->ffn_b, sc->moe_y,      sc->router, sc->y,         sc->out_h,
+                     sc->logits, sc->mix,   sc->conv,       sc->ssm_z,  sc->ssm_alpha, sc->ssm_beta,
+                     sc->ssm_o,  sc->y2,    sc->shexp_gate, sc->mtp_in};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) be->buffer_free(be, bufs[i]);
     mem_free(sc->ids);
     mem_free(sc->ew);
@@ -400,7 +401,8 @@ void model_matmul_id(struct model *m, const struct tensor *w, const float *x, in
  * Forward entry
  * ============================================================================================ */
 
-int model_forward(struct model *m, const struct batch *b, struct error *err) {
+/* Checks shared by model_forward and model_forward_mtp. */
+static int check_batch(const struct model *m, const struct batch *b, struct error *err) {
     if (b->n_tokens <= 0 || b->n_tokens > m->n_batch)
         return error_set(err, ERR_INVALID, "batch of %d tokens (allowed 1..%d)", b->n_tokens,
                          m->n_batch);
@@ -421,6 +423,32 @@ int model_forward(struct model *m, const struct batch *b, struct error *err) {
         if (b->out_rows[i] < 0 || b->out_rows[i] >= b->n_tokens ||
             (i > 0 && b->out_rows[i] <= b->out_rows[i - 1]))
             return error_set(err, ERR_INVALID, "bad output rows");
+    return 0;
+}
+
+int model_forward(struct model *m, const struct batch *b, struct error *err) {
+    int rc = check_batch(m, b, err);
+    if (rc) return rc;
     m->arch->forward(m, b);
+    return 0;
+}
+
+int model_has_mtp(const struct model *m) {
+    return m->hp.n_nextn > 0 && m->arch->forward_mtp != NULL;
+}
+
+int model_forward_mtp(struct model *m, const struct batch *b, struct error *err) {
+    if (!model_has_mtp(m))
+        return error_set(err, ERR_UNSUPPORTED, "the model has no MTP (nextn) block hearth can run");
+    int rc = check_batch(m, b, err);
+    if (rc) return rc;
+    if (!b->h_in) return error_set(err, ERR_INVALID, "an MTP pass needs the hidden-state input");
+    int il = m->hp.n_layer;
+    for (int i = 0; i < b->n_tokens; i++) {
+        const struct kv_cache *kv = b->kv[b->seq[i]];
+        if (kv->n_layer <= il || !kv->k[il])
+            return error_set(err, ERR_INVALID, "cache has no MTP layer");
+    }
+    m->arch->forward_mtp(m, b);
     return 0;
 }

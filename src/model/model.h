@@ -105,6 +105,13 @@ struct batch {
     /* Hybrid models: NULL, or [n_tokens] where a non-NULL entry asks for a copy of that token's
      * sequence's whole recurrent state (layout of kv->rs) after the token, written there. */
     float *const *rs_snap;
+    /* Architectures with MTP blocks (arch->forward_mtp): NULL, or [n_tokens][n_embd] host memory
+     * that receives every row's final normed hidden state (the trunk: RMSNorm(x; output_norm),
+     * the MTP seed; an MTP pass: its shared_head_norm output, the seed of the next draft). */
+    float *hidden;
+    /* MTP passes only (model_forward_mtp): [n_tokens][n_embd] host memory, for each token the
+     * hidden state of its sequence at the position before it (zeros where there is none). */
+    const float *h_in;
 };
 
 /* Activation buffers for one forward pass of up to n_batch tokens, in backend memory. Shared by
@@ -133,6 +140,7 @@ struct scratch {
     float *ssm_o;      /* [n_batch][V] GDN output */
     float *y2;         /* [n_batch][n_embd] shared-expert output */
     float *shexp_gate; /* [n_batch] shared-expert gate logits */
+    float *mtp_in;     /* [n_batch][2*n_embd] MTP: [RMSNorm(embed); RMSNorm(h)] (nextn files) */
     float *logits;     /* [SCRATCH_LOGIT_ROWS][n_vocab] */
 };
 
@@ -146,6 +154,11 @@ struct arch {
     int (*load)(struct model *m, struct error *err);
     /* Runs the batch; fills batch->logits. Never fails: inputs are checked by the caller. */
     void (*forward)(struct model *m, const struct batch *b);
+    /* (optional) Runs the first MTP ("nextn") block over the batch: token x at position p with
+     * batch->h_in = the trunk's hidden state at p-1; writes the block's K/V at p into the MTP
+     * layer's cache (layer n_layer), the logits for the token after x into batch->logits (output
+     * rows) and the block's normed output into batch->hidden (if set). */
+    void (*forward_mtp)(struct model *m, const struct batch *b);
 };
 
 const struct arch *arch_find(const char *name); /* NULL if unsupported */
@@ -184,6 +197,14 @@ void model_matmul_id(struct model *m, const struct tensor *w, const float *x, in
 /* Runs a batch after validating it (token ids < n_vocab, positions inside each cache,
  * sequences contiguous, n_tokens <= n_batch). ERR_INVALID / ERR_RANGE otherwise. */
 int model_forward(struct model *m, const struct batch *b, struct error *err);
+
+/* Whether the model can draft with its MTP block: the file has nextn layers and the
+ * architecture runs them (qwen35, qwen35moe). */
+int model_has_mtp(const struct model *m);
+/* The MTP pass (arch->forward_mtp) after the same validation as model_forward, plus: the model
+ * has MTP, batch->h_in is set and every cache has the MTP layer (kv_cache_alloc_layer of layer
+ * n_layer). ERR_UNSUPPORTED without MTP, ERR_INVALID otherwise. */
+int model_forward_mtp(struct model *m, const struct batch *b, struct error *err);
 
 /* ---- used by the architecture files (model.c) ---- */
 
