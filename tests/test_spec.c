@@ -21,10 +21,11 @@ static struct engine *open_stories(void) {
     return e;
 }
 
-/* Generates n tokens from prompt with the given speculation; returns the count written. */
-static int generate(struct engine *e, enum spec_mode mode, struct engine *draft, float temp,
-                    uint64_t seed, const int32_t *prompt, int n_prompt, int32_t *out, int n,
-                    struct spec_stats *st) {
+/* Generates n tokens from prompt with the given speculation (spp: NULL = defaults with mode and
+ * draft); returns the count written. */
+static int generate_p(struct engine *e, const struct spec_params *spp_in, float temp, uint64_t seed,
+                      const int32_t *prompt, int n_prompt, int32_t *out, int n,
+                      struct spec_stats *st) {
     struct error err = {0};
     struct session *s = NULL;
     struct session_params sp;
@@ -39,13 +40,10 @@ static int generate(struct engine *e, enum spec_mode mode, struct engine *draft,
     smp_p.seed = seed;
     struct sampler *smp = NULL;
     struct generator *g = NULL;
-    struct spec_params spp;
-    spec_params_default(&spp);
-    spp.mode = mode;
-    spp.draft_engine = draft;
     int got = 0;
     if (session_create(&s, e, &sp, &err) || sampler_create(&smp, &smp_p, 512, &err) ||
-        generator_create(&g, s, smp, &spp, &err) || generator_prefill(g, prompt, n_prompt, &err)) {
+        generator_create(&g, s, smp, spp_in, &err) ||
+        generator_prefill(g, prompt, n_prompt, &err)) {
         test_fail(__FILE__, __LINE__, "setup: %s", err.msg);
         goto done;
     }
@@ -65,6 +63,16 @@ done:
     return got;
 }
 
+static int generate(struct engine *e, enum spec_mode mode, struct engine *draft, float temp,
+                    uint64_t seed, const int32_t *prompt, int n_prompt, int32_t *out, int n,
+                    struct spec_stats *st) {
+    struct spec_params spp;
+    spec_params_default(&spp);
+    spp.mode = mode;
+    spp.draft_engine = draft;
+    return generate_p(e, &spp, temp, seed, prompt, n_prompt, out, n, st);
+}
+
 TEST(spec_greedy_identical_all_modes) {
     struct engine *e = open_stories();
     if (!e) SKIP_TEST("../shared/models/stories not found");
@@ -78,12 +86,26 @@ TEST(spec_greedy_identical_all_modes) {
     EXPECT(memcmp(base, out, sizeof(base)) == 0);
     EXPECT_MSG(st.n_accepted > 20 && st.n_steps < 240, "ngram: %lld accepted in %lld passes",
                (long long)st.n_accepted, (long long)st.n_steps);
+    /* self-drafting: everything accepted; a draft costs as much as the target, so the adaptive
+     * length stays at 1 token */
     memset(out, 0, sizeof(out));
     ASSERT(generate(e, SPEC_DRAFT, e, 0, 1, &bos, 1, out, 256, &st) == 256);
     EXPECT(memcmp(base, out, sizeof(base)) == 0);
-    EXPECT_MSG(st.n_accepted == st.n_drafted && st.n_steps < 64,
+    EXPECT_MSG(st.n_accepted == st.n_drafted && st.n_steps <= 128,
                "self-draft: %lld of %lld accepted in %lld passes", (long long)st.n_accepted,
                (long long)st.n_drafted, (long long)st.n_steps);
+    EXPECT(st.n_drafted_by[SPEC_SRC_DRAFT] == st.n_drafted && st.n_accepted_by[SPEC_SRC_DRAFT]);
+    struct spec_params fixed;
+    spec_params_default(&fixed);
+    fixed.mode = SPEC_DRAFT;
+    fixed.draft_engine = e;
+    fixed.adaptive = 0; /* always draft_max (8) */
+    memset(out, 0, sizeof(out));
+    ASSERT(generate_p(e, &fixed, 0, 1, &bos, 1, out, 256, &st) == 256);
+    EXPECT(memcmp(base, out, sizeof(base)) == 0);
+    EXPECT_MSG(st.n_accepted == st.n_drafted && st.n_steps < 64,
+               "self-draft, fixed length: %lld of %lld accepted in %lld passes",
+               (long long)st.n_accepted, (long long)st.n_drafted, (long long)st.n_steps);
     memset(out, 0, sizeof(out));
     ASSERT(generate(e, SPEC_AUTO, NULL, 0, 1, &bos, 1, out, 256, NULL) == 256);
     EXPECT(memcmp(base, out, sizeof(base)) == 0);
@@ -136,10 +158,18 @@ TEST(spec_errors) {
     spec_params_default(&p);
     p.mode = SPEC_DRAFT;
     EXPECT(generator_create(&g, s, smp, &p, &err) == ERR_INVALID); /* no draft model */
-    p.mode = SPEC_MTP;
+    p.mode = SPEC_MTP; /* stories260K has no MTP block */
     EXPECT(generator_create(&g, s, smp, &p, &err) == ERR_UNSUPPORTED);
+    p.mode = SPEC_AUTO; /* falls back to n-gram */
+    ASSERT(generator_create(&g, s, smp, &p, &err) == 0);
+    generator_free(g);
+    g = NULL;
+    EXPECT(!strcmp(spec_source_name(SPEC_SRC_MTP), "mtp"));
     p.mode = SPEC_NGRAM;
     p.draft_max = 1000;
+    EXPECT(generator_create(&g, s, smp, &p, &err) == ERR_INVALID);
+    p.draft_max = 8;
+    p.mtp_max = -1;
     EXPECT(generator_create(&g, s, smp, &p, &err) == ERR_INVALID);
     enum spec_mode m;
     EXPECT(spec_mode_parse("ngram", &m) == 0 && m == SPEC_NGRAM);
@@ -194,5 +224,136 @@ TEST(spec_qwen35_greedy_identical) {
     EXPECT_MSG(st.n_accepted == st.n_drafted, "self-draft: %lld of %lld accepted",
                (long long)st.n_accepted, (long long)st.n_drafted);
     engine_close(d);
+    engine_close(e);
+}
+
+/* MTP drafting (qwen35-mtp-f32: random weights, so the head rarely agrees with the trunk):
+ * greedy output is identical with every mode; rejected drafts roll back the trunk, the
+ * recurrent state and the MTP layer's cache. */
+TEST(spec_mtp_greedy_identical) {
+    const char *path = test_model_path("synthetic/qwen35-mtp-f32.gguf");
+    if (!path) SKIP_TEST("../shared/models/synthetic not found");
+    struct error err = {0};
+    struct engine *e = NULL;
+    ASSERT(engine_open(&e, path, NULL, &err) == 0);
+    int32_t prompt[16] = {1, 13, 42, 100, 7, 300, 55, 211, 480, 99, 3, 256, 17, 400, 64, 128};
+    int32_t base[48], out[48];
+    struct spec_stats st;
+    ASSERT(generate(e, SPEC_NONE, NULL, 0, 1, prompt, 16, base, 48, NULL) == 48);
+    EXPECT_EQ_INT(base[0], 420); /* llama.cpp's greedy continuation (golden) starts 420 273 117 */
+    EXPECT_EQ_INT(base[2], 117);
+    const enum spec_mode modes[3] = {SPEC_MTP, SPEC_AUTO, SPEC_NGRAM};
+    for (int i = 0; i < 3; i++) {
+        memset(out, 0, sizeof(out));
+        ASSERT(generate(e, modes[i], NULL, 0, 1, prompt, 16, out, 48, &st) == 48);
+        EXPECT_MSG(memcmp(base, out, sizeof(base)) == 0, "%s differs", spec_mode_name(modes[i]));
+        if (getenv("HEARTH_TEST_VERBOSE"))
+            printf("    %s: %lld passes, mtp %lld/%lld, ngram %lld/%lld accepted\n",
+                   spec_mode_name(modes[i]), (long long)st.n_steps,
+                   (long long)st.n_accepted_by[SPEC_SRC_MTP],
+                   (long long)st.n_drafted_by[SPEC_SRC_MTP],
+                   (long long)st.n_accepted_by[SPEC_SRC_NGRAM],
+                   (long long)st.n_drafted_by[SPEC_SRC_NGRAM]);
+        if (modes[i] == SPEC_MTP) {
+            /* a draft every pass; the length adapts down to 1 at this acceptance */
+            EXPECT(st.n_drafted_by[SPEC_SRC_MTP] >= st.n_steps - 1);
+            EXPECT(st.n_drafted_by[SPEC_SRC_MTP] <= st.n_steps + 8);
+            EXPECT(st.n_drafted == st.n_drafted_by[SPEC_SRC_MTP]);
+        }
+    }
+    /* fixed draft length 3 with every token verified: long rejected tails */
+    struct spec_params fixed;
+    spec_params_default(&fixed);
+    fixed.mode = SPEC_MTP;
+    fixed.adaptive = 0;
+    ASSERT(generate_p(e, &fixed, 0, 1, prompt, 16, out, 48, &st) == 48);
+    EXPECT(memcmp(base, out, sizeof(base)) == 0);
+    EXPECT(st.n_drafted >= 3 * (st.n_steps - 4)); /* shorter at the end: n - got left */
+    engine_close(e);
+}
+
+/* Samples two tokens after prompt[0..6) on session s (which holds prompt[0..5) and a checkpoint
+ * there) and returns the second one, whose step verified a draft. */
+static int32_t second_token(struct session *s, const struct spec_params *spp, const int32_t *prompt,
+                            uint64_t seed) {
+    struct error err = {0};
+    struct sampler_params smp_p;
+    sampler_params_default(&smp_p);
+    smp_p.temperature = 0.6f;
+    smp_p.top_k = 0;
+    smp_p.top_p = 1.0f;
+    smp_p.min_p = 0;
+    smp_p.seed = seed;
+    struct sampler *smp = NULL;
+    struct generator *g = NULL;
+    int32_t out[2] = {-1, -1};
+    int got = 0;
+    if (session_truncate(s, 5, &err) || sampler_create(&smp, &smp_p, 512, &err) ||
+        generator_create(&g, s, smp, spp, &err) || generator_prefill(g, prompt + 5, 1, &err)) {
+        test_fail(__FILE__, __LINE__, "setup: %s", err.msg);
+    } else {
+        while (got < 2) {
+            int k = generator_next(g, out + got, 2 - got, &err);
+            if (k <= 0) {
+                test_fail(__FILE__, __LINE__, "generator_next: %s", err.msg);
+                break;
+            }
+            got += k;
+        }
+    }
+    generator_free(g);
+    sampler_free(smp);
+    return out[1];
+}
+
+/* With sampling, MTP drafts (mostly rejected here, so the residual draw is what is tested)
+ * leave the distribution unchanged. */
+TEST(spec_mtp_sampling_distribution_unchanged) {
+    const char *path = test_model_path("synthetic/qwen35-mtp-f32.gguf");
+    if (!path) SKIP_TEST("../shared/models/synthetic not found");
+    struct error err = {0};
+    struct engine_params ep;
+    engine_params_default(&ep);
+    ep.n_threads = 1;
+    struct engine *e = NULL;
+    ASSERT(engine_open(&e, path, &ep, &err) == 0);
+    int32_t prompt[6] = {1, 13, 42, 100, 7, 300};
+    enum { RUNS = 400 };
+    static int hist_a[512], hist_b[512];
+    memset(hist_a, 0, sizeof(hist_a));
+    memset(hist_b, 0, sizeof(hist_b));
+    struct spec_params none, fixed;
+    spec_params_default(&none);
+    spec_params_default(&fixed);
+    fixed.mode = SPEC_MTP;
+    fixed.adaptive = 0;
+    fixed.mtp_max = 2;
+    struct session_params sp;
+    session_params_default(&sp);
+    sp.n_ctx = 64;
+    sp.n_rs_checkpoints = 1;
+    sp.mtp = 1;
+    struct session *s = NULL;
+    ASSERT(session_create(&s, e, &sp, &err) == 0);
+    ASSERT(session_eval(s, prompt, 5, NULL, &err) == 0 && session_checkpoint(s, &err) == 0);
+    for (int r = 0; r < RUNS; r++) {
+        int32_t a = second_token(s, &none, prompt, 1000 + (uint64_t)r);
+        int32_t b = second_token(s, &fixed, prompt, 9000 + (uint64_t)r);
+        ASSERT(a >= 0 && a < 512 && b >= 0 && b < 512);
+        hist_a[a]++;
+        hist_b[b]++;
+    }
+    double tv = 0;
+    int distinct = 0;
+    for (int i = 0; i < 512; i++) {
+        tv += fabs((double)(hist_a[i] - hist_b[i])) / (2.0 * RUNS);
+        distinct += hist_a[i] > 0;
+    }
+    if (getenv("HEARTH_TEST_VERBOSE")) printf("    TV %.3f over %d outcomes\n", tv, distinct);
+    EXPECT_MSG(distinct >= 3, "distribution too peaked to test (%d distinct)", distinct);
+    /* two samples of 400 from one distribution over ~16 outcomes: TV ~0.05; a rule that kept
+     * (or always discarded) the head's drafts moves far more mass */
+    EXPECT_MSG(tv < 0.12, "total variation %.3f between plain and MTP-speculative sampling", tv);
+    session_free(s);
     engine_close(e);
 }

@@ -77,6 +77,10 @@ static void usage(void) {
         "  --print-ids           print only the generated ids, space-separated, one line\n"
         "  --ignore-eos          keep generating after an end-of-generation token\n"
         "  --no-bos              do not prepend BOS to -p/-f text\n"
+        "  --spec MODE           speculative decoding: none (default), ngram, draft, mtp (the\n"
+        "                        model's MTP block), auto (MTP if present + n-gram)\n"
+        "  --draft-max N         most drafted tokens per step (default 8; MTP 3)\n"
+        "  --draft-model FILE    draft model for --spec draft (same vocabulary)\n"
         "  -v                    verbose load information\n");
 }
 
@@ -226,6 +230,8 @@ int cli_run_main(int argc, char **argv) {
                     sp.penalty_last_n = (int)iv;
                 else if (!strcmp(opts[k].name, "--seed"))
                     sp.seed = iv < 0 ? SAMPLER_SEED_RANDOM : (uint64_t)iv;
+                else if (!strcmp(opts[k].name, "--draft-max"))
+                    spp.draft_max = spp.mtp_max = (int)iv;
                 else
                     *(long long *)opts[k].dst = iv;
             }
@@ -368,10 +374,15 @@ int cli_run_main(int argc, char **argv) {
         generator_stats(gen, &st);
         fprintf(stderr,
                 "hearth: speculation %s: %lld drafted, %lld accepted (%.1f%%), %.2f tokens "
-                "per target pass\n",
+                "per target pass",
                 spec_mode_name(spp.mode), (long long)st.n_drafted, (long long)st.n_accepted,
                 st.n_drafted ? 100.0 * (double)st.n_accepted / (double)st.n_drafted : 0.0,
                 st.n_steps ? (double)(st.n_emitted - 1) / (double)st.n_steps : 0.0);
+        for (int k = 0; k < SPEC_SRC_COUNT && spp.mode == SPEC_AUTO; k++)
+            if (st.n_drafted_by[k])
+                fprintf(stderr, "; %s %lld/%lld", spec_source_name((enum spec_source)k),
+                        (long long)st.n_accepted_by[k], (long long)st.n_drafted_by[k]);
+        fprintf(stderr, "\n");
     }
     ret = 0;
 fail:

@@ -12,19 +12,44 @@
 #include "../base/mem.h"
 #include "engine.h"
 
+#include <math.h>
 #include <string.h>
+
+/* Marginal cost of one more row in a verify pass, relative to a one-token decode step. On the
+ * CPU a few extra rows reuse the weights already streamed for the first, but their arithmetic
+ * is not free; 0.1 is an estimate (speculative-decoding.md: dense verify passes cost "little
+ * more than one", MoE passes more). It only steers the draft length. */
+#define SPEC_VERIFY_ROW_COST 0.1
+/* Weight of older steps in the acceptance estimate (an exponential window of ~10 steps). */
+#define SPEC_DECAY 0.9
+/* SPEC_AUTO: after an MTP draft that was not worth verifying, wait 1, 2, 4 .. this many steps
+ * before drafting with the head again (each try costs draft steps). */
+#define SPEC_MTP_BACKOFF_MAX 16
+
+/* One drafter's adaptive state. */
+struct drafter {
+    int on;       /* used by this generator */
+    int k_max;    /* longest draft */
+    double cost;  /* cost of one drafted token relative to a decode step: a verify row plus
+                     drafting it (the drafter's weight bytes per token over the target's) */
+    double n_acc; /* decayed count of accepted draft tokens */
+    double n_rej; /* decayed count of rejected ones (at most one per step) */
+};
 
 struct generator {
     struct session *s;    /* borrowed target session */
     struct sampler *smp;  /* borrowed */
-    struct spec_params p; /* resolved: mode is NONE, NGRAM, DRAFT or MTP */
+    struct spec_params p; /* resolved: mode is NONE, NGRAM, DRAFT, MTP or AUTO */
     int n_vocab;
-    int greedy;         /* sampler temperature <= 0 */
-    int32_t pending;    /* emitted, not yet evaluated; -1 before the first token */
-    int cur_k;          /* current draft length (adaptive) */
-    int32_t *batch;     /* [draft_max + 1] pending + drafts */
-    float *logits;      /* [draft_max + 1][n_vocab] */
-    struct session *ds; /* SPEC_DRAFT: the draft model's session */
+    int greedy;      /* sampler temperature <= 0 */
+    int32_t pending; /* emitted, not yet evaluated; -1 before the first token */
+    struct drafter d[SPEC_SRC_COUNT];
+    int mtp_wait, mtp_backoff; /* SPEC_AUTO: steps until the next MTP try, current backoff */
+    int32_t *batch;            /* [draft_max + 1] pending + the chosen draft */
+    int32_t *alt;              /* [draft_max] the other candidate draft (SPEC_AUTO) */
+    float *probs;              /* [draft_max] MTP probabilities of the drafted tokens */
+    float *logits;             /* [draft_max + 1][n_vocab] */
+    struct session *ds;        /* SPEC_DRAFT: the draft model's session */
     struct spec_stats st;
 };
 
@@ -32,12 +57,15 @@ void spec_params_default(struct spec_params *p) {
     memset(p, 0, sizeof(*p));
     p->mode = SPEC_NONE;
     p->draft_max = 8;
+    p->mtp_max = 3;
+    p->mtp_p_min = 0.0f;
     p->ngram_min = 2;
     p->ngram_max = 4;
     p->adaptive = 1;
 }
 
 static const char *const g_mode_names[] = {"none", "ngram", "draft", "mtp", "auto"};
+static const char *const g_source_names[] = {"ngram", "draft", "mtp"};
 
 int spec_mode_parse(const char *name, enum spec_mode *out) {
     for (int i = 0; i < 5; i++)
@@ -50,6 +78,66 @@ int spec_mode_parse(const char *name, enum spec_mode *out) {
 
 const char *spec_mode_name(enum spec_mode m) {
     return (unsigned)m < 5 ? g_mode_names[m] : "?";
+}
+
+const char *spec_source_name(enum spec_source src) {
+    return (unsigned)src < SPEC_SRC_COUNT ? g_source_names[src] : "?";
+}
+
+/* ============================================================================================
+ * Draft length
+ * With per-token acceptance a, a draft of k tokens yields 1 + a + ... + a^k tokens per target
+ * pass on average (the accepted prefix plus the target's own token), and costs 1 + k * cost
+ * decode steps. choose_length takes the k in 1..k_max with the most tokens per unit of cost;
+ * a is the drafter's decayed acceptance rate with a uniform prior (1/2 before any evidence).
+ * Everything here depends on token counts only, so a seeded run drafts the same way each time.
+ * ============================================================================================ */
+
+static double acceptance(const struct drafter *d) {
+    return (d->n_acc + 1.0) / (d->n_acc + d->n_rej + 2.0);
+}
+
+static int choose_length(const struct generator *g, const struct drafter *d) {
+    if (!g->p.adaptive) return d->k_max;
+    double a = acceptance(d), yield = 1.0, ak = 1.0, best_v = 0;
+    int best = 1;
+    for (int k = 1; k <= d->k_max; k++) {
+        ak *= a;
+        yield += ak;
+        double v = yield / (1.0 + d->cost * k);
+        if (v > best_v + 1e-12) {
+            best_v = v;
+            best = k;
+        }
+    }
+    return best;
+}
+
+static void record(struct generator *g, enum spec_source src, int n_draft, int n_acc) {
+    struct drafter *d = &g->d[src];
+    d->n_acc = d->n_acc * SPEC_DECAY + n_acc;
+    d->n_rej = d->n_rej * SPEC_DECAY + (n_acc < n_draft ? 1 : 0);
+    g->st.n_drafted_by[src] += n_draft;
+    g->st.n_accepted_by[src] += n_acc;
+}
+
+/* Tokens per unit of cost of verifying the first m tokens of a draft whose i-th token is
+ * accepted (given the ones before) with probability q[i] (or q0 for all when q is NULL):
+ * (1 + sum_i prod_{j<=i} q_j) / (1 + cost * m). Without a draft it is 1. Also returns the best
+ * m in *m_best. */
+static double draft_value(const float *q, double q0, int n, double cost, int *m_best) {
+    double yield = 1.0, pr = 1.0, best = 1.0;
+    *m_best = 0;
+    for (int m = 1; m <= n; m++) {
+        pr *= q ? (double)q[m - 1] : q0;
+        yield += pr;
+        double v = yield / (1.0 + cost * m);
+        if (v > best) {
+            best = v;
+            *m_best = m;
+        }
+    }
+    return best;
 }
 
 /* ============================================================================================
@@ -107,6 +195,69 @@ static int draft_model(struct generator *g, int32_t *out, int k, struct error *e
     return k;
 }
 
+/* SPEC_AUTO: the n-gram draft (free) and, unless it already promises more than the head could,
+ * the MTP head's draft with its probabilities as acceptance estimates; the one with more tokens
+ * per unit of cost wins (the head's cut to its best length). An n-gram draft is verified even
+ * when it does not look worth it, so that its acceptance estimate can recover. */
+static int draft_auto(struct generator *g, int limit, enum spec_source *src, struct error *err) {
+    struct drafter *ng = &g->d[SPEC_SRC_NGRAM], *mt = &g->d[SPEC_SRC_MTP];
+    int k_ng = choose_length(g, ng), m = 0;
+    if (k_ng > limit) k_ng = limit;
+    int n_ng =
+        draft_ngram(g, session_tokens(g->s), session_n_past(g->s), g->pending, g->batch + 1, k_ng);
+    double v_ng = n_ng > 0 ? draft_value(NULL, acceptance(ng), n_ng, ng->cost, &m) : 1.0;
+    *src = SPEC_SRC_NGRAM;
+    if (!mt->on) return n_ng;
+    int k_mt = choose_length(g, mt);
+    if (k_mt > limit) k_mt = limit;
+    double v_max = (1.0 + k_mt) / (1.0 + mt->cost * k_mt); /* a draft the head is sure of */
+    if (v_ng >= v_max || g->mtp_wait > 0) {
+        if (g->mtp_wait > 0) g->mtp_wait--;
+        return n_ng;
+    }
+    int n_mt = session_mtp_draft(g->s, g->pending, k_mt, g->p.mtp_p_min, g->alt, g->probs, err);
+    if (n_mt < 0) return n_mt;
+    double v_mt = draft_value(g->probs, 0, n_mt, mt->cost, &m);
+    if (m == 0) { /* not worth verifying: back off */
+        g->mtp_backoff = g->mtp_backoff ? 2 * g->mtp_backoff : 1;
+        if (g->mtp_backoff > SPEC_MTP_BACKOFF_MAX) g->mtp_backoff = SPEC_MTP_BACKOFF_MAX;
+        g->mtp_wait = g->mtp_backoff;
+        return n_ng;
+    }
+    g->mtp_backoff = 0;
+    if (v_mt <= v_ng) return n_ng;
+    memcpy(g->batch + 1, g->alt, (size_t)m * sizeof(int32_t));
+    *src = SPEC_SRC_MTP;
+    return m;
+}
+
+/* The draft for this step in g->batch[1..]: its length (0: none) and source, or -1. */
+static int make_draft(struct generator *g, int limit, enum spec_source *src, struct error *err) {
+    int32_t *out = g->batch + 1;
+    int k;
+    switch (g->p.mode) {
+    case SPEC_NGRAM:
+        *src = SPEC_SRC_NGRAM;
+        k = choose_length(g, &g->d[SPEC_SRC_NGRAM]);
+        return draft_ngram(g, session_tokens(g->s), session_n_past(g->s), g->pending, out,
+                           k < limit ? k : limit);
+    case SPEC_DRAFT:
+        *src = SPEC_SRC_DRAFT;
+        k = choose_length(g, &g->d[SPEC_SRC_DRAFT]);
+        return draft_model(g, out, k < limit ? k : limit, err);
+    case SPEC_MTP:
+        *src = SPEC_SRC_MTP;
+        k = choose_length(g, &g->d[SPEC_SRC_MTP]);
+        return session_mtp_draft(g->s, g->pending, k < limit ? k : limit, g->p.mtp_p_min, out,
+                                 g->probs, err);
+    case SPEC_AUTO:
+        return draft_auto(g, limit, src, err);
+    default:
+        *src = SPEC_SRC_NGRAM;
+        return 0;
+    }
+}
+
 /* ============================================================================================
  * Generator
  * ============================================================================================ */
@@ -119,8 +270,9 @@ int generator_create(struct generator **out, struct session *s, struct sampler *
         spec_params_default(&def);
         p = &def;
     }
-    if (p->draft_max < 0 || p->draft_max > 64)
-        return error_set(err, ERR_INVALID, "draft length %d out of range (0..64)", p->draft_max);
+    if (p->draft_max < 0 || p->draft_max > 64 || p->mtp_max < 0 || p->mtp_max > 64)
+        return error_set(err, ERR_INVALID, "draft length %d out of range (0..64)",
+                         p->draft_max < 0 || p->draft_max > 64 ? p->draft_max : p->mtp_max);
     if (p->mode != SPEC_NONE &&
         (p->ngram_min < 1 || p->ngram_max < p->ngram_min || p->ngram_max > 64))
         return error_set(err, ERR_INVALID, "n-gram lengths %d..%d out of range", p->ngram_min,
@@ -136,22 +288,39 @@ int generator_create(struct generator **out, struct session *s, struct sampler *
     g->n_vocab = info.n_vocab;
     g->greedy = sampler_is_greedy(smp);
     g->pending = -1;
+    double trunk = info.bytes_per_token ? (double)info.bytes_per_token : 1.0;
+    int mtp_max = p->mtp_max < p->draft_max ? p->mtp_max : p->draft_max;
     int rc = 0;
     switch (p->mode) {
     case SPEC_AUTO:
-        g->p.mode = SPEC_NGRAM; /* MTP joins here once nextn heads are supported */
-        break;
+        g->d[SPEC_SRC_NGRAM] = (struct drafter){1, p->draft_max, SPEC_VERIFY_ROW_COST, 0, 0};
+        if (!info.has_mtp) break; /* else the MTP head too: */
+        /* fall through */
     case SPEC_MTP:
-        rc = error_set(err, ERR_UNSUPPORTED,
-                       "MTP speculation needs a model with nextn layers and MTP support, which "
-                       "this build does not have yet; use --spec ngram or draft");
-        goto fail;
+        if (!info.has_mtp) {
+            rc = error_set(err, ERR_UNSUPPORTED,
+                           "MTP speculation needs a model with an MTP block (nextn layers, e.g. "
+                           "an \"MTP\" GGUF of Qwen3.5/3.6); this file has none: use --spec ngram "
+                           "or draft");
+            goto fail;
+        }
+        if ((rc = session_enable_mtp(s, err))) goto fail;
+        g->d[SPEC_SRC_MTP] = (struct drafter){
+            1, mtp_max, SPEC_VERIFY_ROW_COST + (double)info.mtp_bytes_per_token / trunk, 0, 0};
+        break;
+    case SPEC_NGRAM:
+        g->d[SPEC_SRC_NGRAM] = (struct drafter){1, p->draft_max, SPEC_VERIFY_ROW_COST, 0, 0};
+        break;
     case SPEC_DRAFT: {
         if (!p->draft_engine) {
             rc = error_set(err, ERR_INVALID, "draft speculation needs a draft model");
             goto fail;
         }
         if ((rc = engine_check_vocab_compatible(e, p->draft_engine, err))) goto fail;
+        struct engine_info di;
+        engine_get_info(p->draft_engine, &di);
+        g->d[SPEC_SRC_DRAFT] = (struct drafter){
+            1, p->draft_max, SPEC_VERIFY_ROW_COST + (double)di.bytes_per_token / trunk, 0, 0};
         struct session_params sp;
         session_params_default(&sp);
         sp.n_ctx = session_n_ctx(s);
@@ -165,10 +334,12 @@ int generator_create(struct generator **out, struct session *s, struct sampler *
     if (g->p.mode == SPEC_NONE) g->p.draft_max = 0;
     /* hybrid targets: keep the state after each verified token so a rejection is a copy */
     if (g->p.draft_max > 0 && (rc = session_set_rs_tail(s, g->p.draft_max, err))) goto fail;
-    g->cur_k = g->p.draft_max;
-    g->batch = mem_calloc((size_t)g->p.draft_max + 1, sizeof(int32_t));
-    g->logits = mem_calloc(((size_t)g->p.draft_max + 1) * (size_t)g->n_vocab, sizeof(float));
-    if (!g->batch || !g->logits) {
+    size_t k1 = (size_t)g->p.draft_max + 1;
+    g->batch = mem_calloc(k1, sizeof(int32_t));
+    g->alt = mem_calloc(k1, sizeof(int32_t));
+    g->probs = mem_calloc(k1, sizeof(float));
+    g->logits = mem_calloc(k1 * (size_t)g->n_vocab, sizeof(float));
+    if (!g->batch || !g->alt || !g->probs || !g->logits) {
         rc = error_set(err, ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -183,6 +354,8 @@ void generator_free(struct generator *g) {
     if (!g) return;
     session_free(g->ds);
     mem_free(g->batch);
+    mem_free(g->alt);
+    mem_free(g->probs);
     mem_free(g->logits);
     mem_free(g);
 }
@@ -206,14 +379,6 @@ static float dist_prob(const struct token_prob *d, int n, int32_t id) {
     return 0.0f;
 }
 
-static void adapt(struct generator *g, int n_draft, int n_acc) {
-    if (!g->p.adaptive || n_draft == 0) return;
-    if (n_acc == n_draft && g->cur_k < g->p.draft_max)
-        g->cur_k++;
-    else if (n_acc * 2 < n_draft && g->cur_k > 1)
-        g->cur_k = (g->cur_k + 1) / 2;
-}
-
 int generator_next(struct generator *g, int32_t *out, int max, struct error *err) {
     if (max < 1) return error_set(err, ERR_INVALID, "no room for tokens");
     if (g->pending < 0) { /* first token after the prompt */
@@ -225,18 +390,14 @@ int generator_next(struct generator *g, int32_t *out, int max, struct error *err
     }
     int room = session_n_ctx(g->s) - session_n_past(g->s);
     if (room < 1) return error_set(err, ERR_RANGE, "context full (%d tokens)", session_n_ctx(g->s));
-    int k = g->cur_k;
-    if (k > room - 1) k = room - 1;
-    if (k > max - 1) k = max - 1;
+    int limit = g->p.draft_max;
+    if (limit > room - 1) limit = room - 1;
+    if (limit > max - 1) limit = max - 1;
     int nd = 0;
-    if (k > 0) {
-        if (g->p.mode == SPEC_NGRAM) {
-            nd = draft_ngram(g, session_tokens(g->s), session_n_past(g->s), g->pending,
-                             g->batch + 1, k);
-        } else if (g->p.mode == SPEC_DRAFT) {
-            nd = draft_model(g, g->batch + 1, k, err);
-            if (nd < 0) return err ? err->code : ERR_INVALID;
-        }
+    enum spec_source src = SPEC_SRC_NGRAM;
+    if (limit > 0) {
+        nd = make_draft(g, limit, &src, err);
+        if (nd < 0) return err ? err->code : ERR_INVALID;
     }
     g->batch[0] = g->pending;
     int rc = session_eval(g->s, g->batch, nd + 1, nd > 0 ? g->logits : NULL, err);
@@ -263,7 +424,7 @@ int generator_next(struct generator *g, int32_t *out, int max, struct error *err
         g->pending = x;
         g->st.n_accepted += i;
         g->st.n_emitted += n_out;
-        adapt(g, nd, i);
+        record(g, src, nd, i);
         return n_out;
     }
     const float *last = nd > 0 ? g->logits + (size_t)nd * g->n_vocab : session_logits(g->s);
@@ -272,6 +433,6 @@ int generator_next(struct generator *g, int32_t *out, int max, struct error *err
     g->pending = x;
     g->st.n_accepted += nd;
     g->st.n_emitted += n_out;
-    adapt(g, nd, nd);
+    if (nd > 0) record(g, src, nd, nd);
     return n_out;
 }

@@ -10,8 +10,12 @@
  * identical to plain greedy decoding (the engine's batched and one-token passes are bit-equal).
  *
  * Drafters: n-gram (prompt lookup in the session's own tokens), a draft model (a second engine
- * with the same vocabulary), MTP heads (qwen35 files with nextn layers; when available). The
- * draft length adapts to the measured acceptance rate.
+ * with the same vocabulary), the model's own MTP head (qwen35/qwen35moe files with nextn layers;
+ * the generator enables MTP on the session, see session_enable_mtp). SPEC_AUTO uses the MTP head
+ * and n-gram lookup together and verifies whichever draft promises more tokens per unit of
+ * work. Each drafter's draft length adapts to its measured acceptance rate: the length that
+ * maximises expected tokens per target pass over the pass's cost (one verify row and the
+ * drafting itself are charged per drafted token; see choose_length in speculative.c).
  */
 #ifndef HEARTH_SPECULATIVE_H
 #define HEARTH_SPECULATIVE_H
@@ -34,17 +38,26 @@ enum spec_mode {
 
 struct spec_params {
     enum spec_mode mode;
-    int draft_max;               /* most tokens drafted per step (default 8 for n-gram) */
+    int draft_max;               /* most tokens drafted per step (default 8) */
+    int mtp_max;                 /* most tokens the MTP head drafts per step (default 3; llama.cpp
+                                    measured 2-3 best for Qwen3.6); capped by draft_max */
+    float mtp_p_min;             /* MTP: end a draft before a token the head gives less
+                                    probability (default 0: never) */
     int ngram_min, ngram_max;    /* n-gram lengths to look up (default 2..4) */
     struct engine *draft_engine; /* SPEC_DRAFT: borrowed; must outlive the generator */
     int adaptive;                /* adapt the draft length to the acceptance rate (default 1) */
 };
 
+/* Who proposed a draft (per-drafter statistics). */
+enum spec_source { SPEC_SRC_NGRAM = 0, SPEC_SRC_DRAFT = 1, SPEC_SRC_MTP = 2, SPEC_SRC_COUNT = 3 };
+
 struct spec_stats {
-    int64_t n_steps;    /* target forward passes in the decode loop */
-    int64_t n_drafted;  /* draft tokens proposed and verified */
-    int64_t n_accepted; /* of which accepted */
-    int64_t n_emitted;  /* tokens produced */
+    int64_t n_steps;                       /* target forward passes in the decode loop */
+    int64_t n_drafted;                     /* draft tokens proposed and verified */
+    int64_t n_accepted;                    /* of which accepted */
+    int64_t n_emitted;                     /* tokens produced */
+    int64_t n_drafted_by[SPEC_SRC_COUNT];  /* n_drafted per drafter */
+    int64_t n_accepted_by[SPEC_SRC_COUNT]; /* n_accepted per drafter */
 };
 
 struct generator;
@@ -53,10 +66,13 @@ void spec_params_default(struct spec_params *p);
 /* Parses "none", "ngram", "draft", "mtp", "auto"; 0 or -1. */
 int spec_mode_parse(const char *name, enum spec_mode *out);
 const char *spec_mode_name(enum spec_mode m);
+const char *spec_source_name(enum spec_source src); /* "ngram", "draft", "mtp" */
 
 /* The generator borrows the session and sampler (both must outlive it). SPEC_DRAFT checks the
  * vocabularies match (ERR_INVALID with the first differing token otherwise); SPEC_MTP on a model
- * without nextn layers is ERR_UNSUPPORTED; SPEC_AUTO quietly falls back to n-gram. */
+ * without nextn layers is ERR_UNSUPPORTED; SPEC_AUTO quietly uses n-gram alone there. MTP modes
+ * enable MTP on the session: create the generator before evaluating the prompt (positions the
+ * session already holds are missing from the MTP layer's cache, which lowers acceptance). */
 int generator_create(struct generator **out, struct session *s, struct sampler *smp,
                      const struct spec_params *p, struct error *err);
 void generator_free(struct generator *g);
