@@ -45,8 +45,10 @@ static int has_part(const char *name, const char *part) {
 int quant_mix_is_quantizable(const char *name, int n_dims) {
     if (n_dims < 2 || !ends_with(name, ".weight")) return 0;
     /* never quantized: routers, norms, recurrent-layer parameters, position tables */
-    static const char *const keep[] = {"_norm",  "ffn_gate_inp", "ssm_conv1d", "ssm_a",
-                                       "ssm_dt", "rope_freqs",   "pos_embd"};
+    /* (ssm_a and ssm_dt.bias have no ".weight"; ssm_alpha.weight is quantized, as llama.cpp does)
+     */
+    static const char *const keep[] = {"_norm", "ffn_gate_inp", "ssm_conv1d", "rope_freqs",
+                                       "pos_embd"};
     for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
         if (has_part(name, keep[i])) return 0;
     return 1;
@@ -87,7 +89,10 @@ enum dtype quant_mix_choose(const struct ftype_info *ft, const struct mix_tensor
     int is_m = ft->ftype == FTYPE_MOSTLY_Q4_K_M || ft->ftype == FTYPE_MOSTLY_Q5_K_M;
     if (is_head) {
         if (ft->ftype != FTYPE_MOSTLY_Q8_0) type = DTYPE_Q6_K;
-    } else if (has_part(t->name, "attn_v.weight") && t->layer >= 0) {
+    } else if ((has_part(t->name, "attn_v.weight") || has_part(t->name, "attn_qkv.weight")) &&
+               t->layer >= 0) {
+        /* llama.cpp counts attn_qkv (the Gated DeltaNet input projection of qwen35) with attn_v:
+         * one V-like tensor per block, so the index is the block index */
         if (is_m && use_more_bits(t->layer, t->n_layer))
             type = DTYPE_Q6_K;
         else if (ft->ftype == FTYPE_MOSTLY_Q4_K_S && t->layer < 4)
@@ -99,8 +104,6 @@ enum dtype quant_mix_choose(const struct ftype_info *ft, const struct mix_tensor
             type = DTYPE_Q6_K;
         else if (ft->ftype == FTYPE_MOSTLY_Q4_K_S && t->layer < t->n_layer / 8)
             type = DTYPE_Q5_K;
-    } else if (has_part(t->name, "attn_qkv.weight") && is_m) {
-        type = ft->ftype == FTYPE_MOSTLY_Q4_K_M ? DTYPE_Q5_K : DTYPE_Q6_K;
     }
     if (is_kq || type == DTYPE_Q6_K || type == DTYPE_Q5_K || type == DTYPE_Q4_K) {
         if (t->ne[0] % QK_K != 0) type = fallback_32(type);

@@ -50,7 +50,7 @@ struct mix_tensor {
     int n_dims;
     const int64_t *ne;
     int layer;         /* block index, -1 if not in a block */
-    int n_layer;       /* number of blocks */
+    int n_layer;       /* number of blocks (block_count: MTP blocks included) */
     int has_output;    /* file has a separate output.weight (else token_embd is the head) */
 };
 
