@@ -57,6 +57,9 @@ int engine_token_is_eog(const struct engine *e, int32_t id);
 int32_t engine_token_bos(const struct engine *e); /* -1 if none */
 int32_t engine_token_eos(const struct engine *e); /* -1 if none */
 int engine_add_bos(const struct engine *e);       /* whether prompts should start with BOS */
+/* The GGUF's tokenizer.chat_template (Jinja source), or NULL when the file has none. Valid until
+ * engine_close. */
+const char *engine_chat_template(const struct engine *e);
 
 /* ---- sessions ---- */
 enum kv_type { KV_TYPE_F16 = 0, KV_TYPE_F32 = 1, KV_TYPE_Q8_0 = 2 };
@@ -74,6 +77,9 @@ void session_free(struct session *s);
 int session_n_ctx(const struct session *s);
 int session_n_past(const struct session *s);            /* tokens in the cache */
 const int32_t *session_tokens(const struct session *s); /* [n_past] the tokens in the cache */
+/* Bytes the session holds (KV cache for n_ctx positions plus its buffers): what a prefix cache
+ * entry of this size costs in RAM. */
+size_t session_bytes(const struct session *s);
 
 /* Appends n tokens at position n_past (split into batches internally) and computes the logits
  * of the last one. If all_logits is non-NULL it receives [n][n_vocab] logits, one row per
