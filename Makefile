@@ -41,12 +41,13 @@ SERVER_TESTS := $(if $(call probe_header,curl/curl.h),1,0)
 endif
 else
 LIB_SRC   := $(filter-out src/server/%,$(LIB_SRC))
+TEST_SRC  := $(filter-out tests/test_server%,$(TEST_SRC))
 SERVER_TESTS := 0
 endif
 ifeq ($(SERVER_TESTS),1)
 TEST_LDLIBS := -lcurl
 else
-TEST_SRC  := $(filter-out tests/test_server%,$(TEST_SRC))
+TEST_SRC  := $(filter-out tests/test_server_http.c,$(TEST_SRC))
 endif
 
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)

@@ -49,6 +49,8 @@ struct server {
     struct sched *sched;
     struct http_server *http;
     struct chat_prompt_cfg prompt_cfg;
+    struct chat_template *tpl; /* NULL: built-in ChatML */
+    char *tpl_src;             /* its source (owned) */
     char *bos_text, *eos_text; /* token texts for templates */
     char *alias;
     int64_t t_start; /* unix seconds */

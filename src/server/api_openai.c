@@ -39,12 +39,15 @@ static json_t *chat_logprobs(struct server *s, const struct sched_tokens *toks, 
     buf_init(&tmp);
     for (int i = from; arr && i < to; i++) {
         const struct sched_token *t = &toks->v[i];
-        json_t *e = token_json(s, t->id, t->logprob, &tmp);
-        json_t *top = json_array();
+        json_t *e = token_json(s, t->id, t->logprob, &tmp), *top = e ? json_array() : NULL;
         for (int k = 0; top && k < t->n_top; k++)
             json_array_append_new(top, token_json(s, t->top_id[k], t->top_logprob[k], &tmp));
-        if (!e || !top || json_object_set_new(e, "top_logprobs", top) ||
-            json_array_append_new(arr, e)) {
+        /* set_new/append_new take their value even when they fail */
+        if (!e || json_object_set_new(e, "top_logprobs", top)) {
+            json_decref(e);
+            json_decref(arr);
+            arr = NULL;
+        } else if (json_array_append_new(arr, e)) {
             json_decref(arr);
             arr = NULL;
         }

@@ -9,6 +9,7 @@
 #include "chat_prompt.h"
 
 #include "../base/mem.h"
+#include "../text/chat_template.h"
 #include "json.h"
 
 #include <string.h>
@@ -108,6 +109,94 @@ static int render_chatml(const struct gen_request *r, size_t n_msgs, struct buf 
     return 0;
 }
 
+/* ---- Jinja templates ---- */
+
+/* v as a template value in arena a (NULL when out of memory). Tool-call arguments strings are
+ * turned into objects on the way (parse_args), as the Qwen templates iterate them. */
+static struct tpl_value *to_tpl(struct tpl_arena *a, const json_t *v, int depth) {
+    if (depth > 64) return NULL;
+    switch (json_typeof(v)) {
+    case JSON_NULL:
+        return tpl_value_none();
+    case JSON_TRUE:
+        return tpl_value_bool(1);
+    case JSON_FALSE:
+        return tpl_value_bool(0);
+    case JSON_INTEGER:
+        return tpl_value_int(a, (int64_t)json_integer_value(v));
+    case JSON_REAL:
+        return tpl_value_float(a, json_real_value(v));
+    case JSON_STRING:
+        return tpl_value_string(a, json_string_value(v), json_string_length(v));
+    case JSON_ARRAY: {
+        struct tpl_value *arr = tpl_value_array(a);
+        size_t i;
+        const json_t *x;
+        json_array_foreach(v, i, x) {
+            if (tpl_array_push(a, arr, to_tpl(a, x, depth + 1))) return NULL;
+        }
+        return arr;
+    }
+    case JSON_OBJECT: {
+        struct tpl_value *obj = tpl_value_object(a);
+        const char *key;
+        const json_t *x;
+        json_object_foreach((json_t *)v, key, x) {
+            struct tpl_value *tv;
+            if (!strcmp(key, "arguments") && json_is_string(x)) {
+                json_t *parsed = json_loads(json_string_value(x), 0, NULL);
+                tv = to_tpl(a, json_is_object(parsed) ? parsed : x, depth + 1);
+                json_decref(parsed);
+            } else {
+                tv = to_tpl(a, x, depth + 1);
+            }
+            if (tpl_object_set(a, obj, key, strlen(key), tv)) return NULL;
+        }
+        return obj;
+    }
+    }
+    return NULL;
+}
+
+static int render_template(const struct chat_prompt_cfg *cfg, const struct gen_request *r,
+                           size_t n_msgs, struct buf *out, struct error *err) {
+    struct tpl_arena *a = tpl_arena_create(0);
+    if (!a) return error_set(err, ERR_NOMEM, "out of memory");
+    json_t *msgs = json_array();
+    for (size_t i = 0; msgs && i < n_msgs; i++)
+        json_array_append(msgs, json_array_get(r->messages, i));
+    struct tpl_value *ctx = tpl_value_object(a);
+    const char *key;
+    const json_t *x;
+    int rc = 0;
+    /* the request's template variables first, so the standard ones below cannot be overridden */
+    json_object_foreach(r->template_kwargs, key, x) {
+        if (tpl_object_set(a, ctx, key, strlen(key), to_tpl(a, x, 0))) rc = ERR_NOMEM;
+    }
+    if (!msgs || tpl_object_set(a, ctx, "messages", 8, to_tpl(a, msgs, 0)) ||
+        (r->tools && r->tool_choice != REQ_TOOLS_NONE &&
+         tpl_object_set(a, ctx, "tools", 5, to_tpl(a, r->tools, 0))) ||
+        tpl_object_set(a, ctx, "add_generation_prompt", 21, tpl_value_bool(1)) ||
+        tpl_object_set(a, ctx, "bos_token", 9,
+                       tpl_value_string(a, cfg->bos_text, strlen(cfg->bos_text))) ||
+        tpl_object_set(a, ctx, "eos_token", 9,
+                       tpl_value_string(a, cfg->eos_text, strlen(cfg->eos_text))))
+        rc = ERR_NOMEM;
+    json_decref(msgs);
+    if (rc) {
+        tpl_arena_free(a);
+        return error_set(err, ERR_NOMEM, "out of memory");
+    }
+    rc = chat_template_render(cfg->tpl, ctx, out, err);
+    tpl_arena_free(a);
+    if (rc == ERR_NOMEM) return rc;
+    if (rc) {
+        error_prefix(err, "chat template");
+        return ERR_INVALID; /* the conversation does not fit the template: the client's 400 */
+    }
+    return 0;
+}
+
 int chat_prompt_render(const struct chat_prompt_cfg *cfg, const struct gen_request *r,
                        struct buf *out, int *reasoning_open, struct error *err) {
     *reasoning_open = 0;
@@ -117,8 +206,10 @@ int chat_prompt_render(const struct chat_prompt_cfg *cfg, const struct gen_reque
         n > 1 && !strcmp(str_of(last, "role"), "assistant") && !json_object_get(last, "tool_calls");
     size_t start = out->len;
     int rc;
-    (void)cfg;
-    rc = render_chatml(r, prefill ? n - 1 : n, out, err);
+    if (cfg->tpl)
+        rc = render_template(cfg, r, prefill ? n - 1 : n, out, err);
+    else
+        rc = render_chatml(r, prefill ? n - 1 : n, out, err);
     if (rc) return rc;
     if (prefill) buf_append_str(out, str_of(last, "content"));
     if (out->failed) return error_set(err, ERR_NOMEM, "out of memory");

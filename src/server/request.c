@@ -243,19 +243,31 @@ static int norm_tool_calls(const json_t *calls, const char *where, json_t *msg, 
             return error_set(err, ERR_INVALID,
                              "'%s.tool_calls[%zu].function.arguments' must be a string", where, i);
         }
-        json_t *c = json_object(), *f = json_object();
-        if (!c || !f || json_array_append_new(out, c)) {
-            json_decref(c);
-            json_decref(f);
+        /* json_*_set_new and append_new take the reference even when they fail */
+        json_t *f = json_object();
+        if (!f || !a || json_object_set_new(f, "name", json_incref((json_t *)name))) {
             json_decref(a);
+            json_decref(f);
             return oom(err);
         }
-        TRY(set_new(c, "id", id && json_is_string(id) ? json_incref((json_t *)id) : json_string(""),
-                    err));
-        TRY(set_new(c, "type", json_string("function"), err));
-        TRY(set_new(c, "function", f, err));
-        TRY(set_new(f, "name", json_incref((json_t *)name), err));
-        TRY(set_new(f, "arguments", a, err));
+        if (json_object_set_new(f, "arguments", a)) {
+            json_decref(f);
+            return oom(err);
+        }
+        json_t *c = json_object();
+        if (!c ||
+            set_new(c, "id", id && json_is_string(id) ? json_incref((json_t *)id) : json_string(""),
+                    err) ||
+            set_new(c, "type", json_string("function"), err)) {
+            json_decref(c);
+            json_decref(f);
+            return oom(err);
+        }
+        if (json_object_set_new(c, "function", f)) {
+            json_decref(c);
+            return oom(err);
+        }
+        if (json_array_append_new(out, c)) return oom(err);
     }
     return 0;
 }
@@ -282,10 +294,7 @@ static int parse_openai_messages(const json_t *body, struct gen_request *r, stru
             return error_set(err, ERR_INVALID, "'%s.role' must be system, user, assistant or tool",
                              where);
         json_t *nm = json_object();
-        if (!nm || json_array_append_new(r->messages, nm)) {
-            json_decref(nm);
-            return oom(err);
-        }
+        if (!nm || json_array_append_new(r->messages, nm)) return oom(err); /* taken either way */
         TRY(set_new(nm, "role", json_string(role), err));
         const json_t *calls = json_object_get(m, "tool_calls");
         int has_calls = is_asst && calls && !json_is_null(calls);
@@ -723,6 +732,7 @@ static int anthropic_user(const json_t *content, const char *where, struct gen_r
                 break;
             }
             json_t *m = new_msg(r->messages, "tool");
+            if (!m) json_decref(text);
             if (!m || !text || json_object_set_new(m, "content", text) ||
                 json_object_set(m, "tool_call_id", (json_t *)id)) {
                 rc = oom(err);

@@ -10,7 +10,10 @@
 
 #include "../base/log.h"
 #include "../base/mem.h"
+#include "../text/chat_template.h"
 #include "utf8.h"
+
+#include <stdio.h>
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -326,6 +329,32 @@ static void ep_detokenize(struct server *s, struct http_req *req) {
     api_reply_json(s, req, 200, c ? json_pack("{s:o}", "content", c) : NULL);
 }
 
+/* The rendered prompt of a chat request, without generating (llama-server's /apply-template):
+ * for debugging templates and prompt caching. */
+static void ep_apply_template(struct server *s, struct http_req *req) {
+    struct arena a;
+    arena_init(&a);
+    struct gen_request *r = NULL;
+    struct error err = {0};
+    struct api_err e = {0};
+    size_t len;
+    const char *body = http_req_body(req, &len);
+    struct buf prompt;
+    buf_init(&prompt);
+    int open = 0;
+    if (req_parse(REQ_API_CHAT, body, len, &a, &r, &err) ||
+        chat_prompt_render(&s->prompt_cfg, r, &prompt, &open, &err)) {
+        api_err_set(&e, err.code, "%s", err.msg);
+        api_reply_error(s, req, API_OPENAI, &e);
+    } else {
+        json_t *p = json_str_lossy(prompt.data ? prompt.data : "", prompt.len);
+        api_reply_json(s, req, 200, p ? json_pack("{s:o}", "prompt", p) : NULL);
+    }
+    buf_free(&prompt);
+    req_free(r);
+    arena_free(&a);
+}
+
 /* ============================================================================================
  * Routing and authentication
  * ============================================================================================ */
@@ -346,6 +375,7 @@ static const struct route g_routes[] = {
     {"/metrics", "GET", ep_metrics, API_OPENAI, 0},
     {"/tokenize", "POST", ep_tokenize, API_OPENAI, 0},
     {"/detokenize", "POST", ep_detokenize, API_OPENAI, 0},
+    {"/apply-template", "POST", ep_apply_template, API_OPENAI, 0},
     {"/chat/completions", "POST", api_openai_chat, API_OPENAI, 0},
     {"/completions", "POST", api_openai_completion, API_OPENAI, 0},
     {"/messages", "POST", api_anthropic_messages, API_ANTHROPIC, 0},
@@ -423,6 +453,50 @@ static char *token_text(struct engine *e, int32_t id) {
     return buf_detach(&b);
 }
 
+static char *read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    struct buf b;
+    buf_init(&b);
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) buf_append(&b, chunk, n);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || b.failed) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_detach(&b);
+}
+
+/* The chat template: --chat-template-file (an error if it does not parse), else the GGUF's
+ * (a warning and the built-in ChatML if it does not parse), else the built-in ChatML. */
+static int load_template(struct server *s, struct error *err) {
+    const char *file = s->o.chat_template_file;
+    const char *src = engine_chat_template(s->e);
+    if (file) {
+        s->tpl_src = read_file(file);
+        if (!s->tpl_src) return error_set(err, ERR_IO, "cannot read chat template %s", file);
+    } else if (src) {
+        s->tpl_src = mem_strdup(src);
+        if (!s->tpl_src) return error_set(err, ERR_NOMEM, "out of memory");
+    } else {
+        LOG_INFO("the model has no chat template: using built-in ChatML");
+        return 0;
+    }
+    struct error perr = {0};
+    if (chat_template_parse(&s->tpl, s->tpl_src, strlen(s->tpl_src), &perr)) {
+        if (file) return error_set(err, ERR_FORMAT, "chat template %s: %s", file, perr.msg);
+        LOG_WARN("the model's chat template does not parse (%s): using built-in ChatML", perr.msg);
+        mem_free(s->tpl_src);
+        s->tpl_src = NULL;
+        s->tpl = NULL;
+    }
+    s->prompt_cfg.tpl = s->tpl;
+    return 0;
+}
+
 int server_open(struct server **out, const struct server_opts *o, struct error *err) {
     *out = NULL;
     json_use_mem();
@@ -447,6 +521,7 @@ int server_open(struct server **out, const struct server_opts *o, struct error *
     }
     s->prompt_cfg.bos_text = s->bos_text;
     s->prompt_cfg.eos_text = s->eos_text;
+    if ((rc = load_template(s, err))) goto fail;
     struct sched_params sp = {0};
     sp.n_slots = o->n_parallel;
     sp.n_ctx = o->n_ctx > 0                                             ? o->n_ctx
@@ -476,6 +551,8 @@ void server_close(struct server *s) {
     http_close(s->http);
     sched_free(s->sched);
     engine_close(s->e);
+    chat_template_free(s->tpl);
+    mem_free(s->tpl_src);
     mem_free(s->alias);
     mem_free(s->bos_text);
     mem_free(s->eos_text);

@@ -41,7 +41,7 @@ void utf8_repair(const char *s, size_t n, struct buf *out) {
         }
         buf_append(out, s + run, i - run);
         buf_append(out, "\xEF\xBF\xBD", 3);
-        i++;
+        i = k < 0 ? n : i + 1; /* a truncated sequence at the end is one character */
         run = i;
     }
     buf_append(out, s + run, n - run);
