@@ -83,9 +83,9 @@ struct chat_delta {
 };
 
 struct chat_tool_call {
-    char *id;          /* "call_" + 24 alphanumerics, NUL-terminated */
-    char *name;        /* function name, NUL-terminated */
-    char *arguments;   /* JSON text (normally an object), NUL-terminated, always valid JSON */
+    char *id;        /* "call_" + 24 alphanumerics, NUL-terminated */
+    char *name;      /* function name, NUL-terminated */
+    char *arguments; /* JSON text (normally an object), NUL-terminated, always valid JSON */
     size_t arguments_len;
 };
 
@@ -127,7 +127,7 @@ struct chat_grammar_params {
     enum chat_reasoning reasoning;     /* NONE: output starts with the call / JSON value;
                                           PARSE: an optional <think>...</think> block first;
                                           FORCED: reasoning text, then </think>, first */
-    const char *tools_json; /* OpenAI "tools" array (JSON text) */
+    const char *tools_json;            /* OpenAI "tools" array (JSON text) */
     size_t tools_json_len;
     const char *tool_name;   /* tool_choice {"function": {"name"}}: only this tool; NULL: any */
     int parallel_tool_calls; /* 1: one or more calls, newline-separated; 0: exactly one */
@@ -141,7 +141,7 @@ int chat_grammar_tools(struct grammar **out, const struct chat_grammar_params *p
                        struct error *err);
 /* response_format: [reasoning] then one JSON value matching schema_json (json_schema), or any
  * JSON object when schema_json is NULL (json_object). Errors as json_schema_compile. */
-int chat_grammar_json(struct grammar **out, enum chat_reasoning reasoning,
-                      const char *schema_json, size_t schema_len, struct error *err);
+int chat_grammar_json(struct grammar **out, enum chat_reasoning reasoning, const char *schema_json,
+                      size_t schema_len, struct error *err);
 
 #endif

@@ -39,10 +39,10 @@ int32_t grammar_rule_add(struct grammar *g, const char *name);
 /* One alternative of rule: begin, then elements in order, then end. An alternative with no
  * elements matches the empty string. Alternatives of different rules may not interleave. */
 void grammar_alt_begin(struct grammar *g, int32_t rule);
-void grammar_alt_lit(struct grammar *g, const char *s, size_t n); /* the bytes s[0..n) */
-void grammar_alt_str(struct grammar *g, const char *s);           /* NUL-terminated literal */
+void grammar_alt_lit(struct grammar *g, const char *s, size_t n);  /* the bytes s[0..n) */
+void grammar_alt_str(struct grammar *g, const char *s);            /* NUL-terminated literal */
 void grammar_alt_range(struct grammar *g, uint8_t lo, uint8_t hi); /* one byte in [lo, hi] */
-void grammar_alt_set(struct grammar *g, const uint8_t set[32]);   /* one byte whose bit is set */
+void grammar_alt_set(struct grammar *g, const uint8_t set[32]);    /* one byte whose bit is set */
 void grammar_alt_ref(struct grammar *g, int32_t rule);
 void grammar_alt_end(struct grammar *g);
 

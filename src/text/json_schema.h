@@ -31,8 +31,12 @@
 
 /* Adds rules to g for values matching schema (a node inside the document root, which $refs are
  * resolved against) and stores the rule id in *rule. The rule matches the value only, with no
- * whitespace around it. ERR_INVALID for a malformed or unsatisfiable schema, ERR_UNSUPPORTED
- * (see above), ERR_NOMEM; the message names the schema location ("at #/properties/x"). */
+ * whitespace around it. Returns 0, or JSON_SCHEMA_NEVER when no value can match (a false
+ * schema, an empty enum, a required property that cannot exist; *rule is then untouched and g
+ * still consistent), or ERR_INVALID for a malformed schema, ERR_UNSUPPORTED (see above),
+ * ERR_NOMEM; the message names the schema location ("at #/properties/x"). After an error g may
+ * hold incomplete rules: free it. */
+#define JSON_SCHEMA_NEVER 1
 int json_schema_compile(struct grammar *g, const struct jval *root, const struct jval *schema,
                         int32_t *rule, struct error *err);
 
