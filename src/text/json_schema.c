@@ -38,7 +38,7 @@ struct jsc {
     struct ref_memo *refs;
     size_t n_refs, cap_refs;
     /* shared rules, -1 until made */
-    int32_t ws, chr, str, num, unum, intg, uint, any, any_obj;
+    int32_t ws, chr, esc, mb, str, num, unum, intg, uint, any, any_obj;
 };
 
 static int32_t fail(struct jsc *c, int code, const char *what) {
@@ -94,7 +94,14 @@ static int32_t rule_ws(struct jsc *c) {
     return c->ws = ws;
 }
 
-/* One character of a JSON string, as UTF-8 bytes (RFC 3629 ranges) or an escape. */
+/* One character of a JSON string, as UTF-8 bytes (RFC 3629 ranges) or an escape, split into
+ * plain ASCII (PLAIN_SET), escapes (c->esc) and multi-byte characters (c->mb). */
+static void plain_set(uint8_t set[32]) {
+    memset(set, 0, 32);
+    for (unsigned b = 0x20; b < 0x80; b++)
+        if (b != '"' && b != '\\') set[b >> 3] |= (uint8_t)(1u << (b & 7));
+}
+
 static int32_t rule_char(struct jsc *c) {
     if (c->chr >= 0) return c->chr;
     struct grammar *g = c->g;
@@ -108,20 +115,14 @@ static int32_t rule_char(struct jsc *c) {
     grammar_alt_begin(g, hex);
     grammar_alt_range(g, 'A', 'F');
     grammar_alt_end(g);
-    int32_t r = grammar_rule_add(g, "char");
-    uint8_t plain[32] = {0};
-    for (unsigned b = 0x20; b < 0x80; b++)
-        if (b != '"' && b != '\\') plain[b >> 3] |= (uint8_t)(1u << (b & 7));
-    grammar_alt_begin(g, r);
-    grammar_alt_set(g, plain);
-    grammar_alt_end(g);
+    c->esc = grammar_rule_add(g, "escape");
     uint8_t esc[32] = {0};
     for (const char *e = "\"\\/bfnrt"; *e; e++) esc[(uint8_t)*e >> 3] |= (uint8_t)(1u << (*e & 7));
-    grammar_alt_begin(g, r);
+    grammar_alt_begin(g, c->esc);
     grammar_alt_str(g, "\\");
     grammar_alt_set(g, esc);
     grammar_alt_end(g);
-    grammar_alt_begin(g, r);
+    grammar_alt_begin(g, c->esc);
     grammar_alt_str(g, "\\u");
     for (int i = 0; i < 4; i++) grammar_alt_ref(g, hex);
     grammar_alt_end(g);
@@ -136,12 +137,25 @@ static int32_t rule_char(struct jsc *c) {
         {{0xF1, 0xF3}, {0x80, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
         {{0xF4, 0xF4}, {0x80, 0x8F}, {0x80, 0xBF}, {0x80, 0xBF}},
     };
+    c->mb = grammar_rule_add(g, "utf8");
     for (size_t i = 0; i < sizeof(seq) / sizeof(seq[0]); i++) {
-        grammar_alt_begin(g, r);
+        grammar_alt_begin(g, c->mb);
         for (int k = 0; k < 4 && seq[i][k][0]; k++)
             grammar_alt_range(g, seq[i][k][0], seq[i][k][1]);
         grammar_alt_end(g);
     }
+    int32_t r = grammar_rule_add(g, "char");
+    uint8_t plain[32];
+    plain_set(plain);
+    grammar_alt_begin(g, r);
+    grammar_alt_set(g, plain);
+    grammar_alt_end(g);
+    grammar_alt_begin(g, r);
+    grammar_alt_ref(g, c->esc);
+    grammar_alt_end(g);
+    grammar_alt_begin(g, r);
+    grammar_alt_ref(g, c->mb);
+    grammar_alt_end(g);
     return c->chr = r;
 }
 
@@ -626,6 +640,119 @@ static int collect_members(struct jsc *c, const struct jval *s, struct members *
     return 0;
 }
 
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A member name that is none of keys[] (so an extra member cannot repeat a declared one): a
+ * trie of the names, where leaving the trie at any character frees the rest of the string.
+ * Only names of plain printable ASCII are excluded (others are too rare to be worth it). */
+static int32_t rule_key_except(struct jsc *c, const char *const *keys, size_t n) {
+    struct grammar *g = c->g;
+    int32_t str = rule_string_len(c, 0, -1);
+    const char **ks = mem_alloc((n ? n : 1) * sizeof(char *));
+    if (!ks) return fail(c, ERR_NOMEM, "out of memory");
+    size_t nk = 0, total = 1;
+    for (size_t i = 0; i < n; i++) {
+        const char *k = keys[i];
+        int ok = 1;
+        for (const char *p = k; *p && ok; p++)
+            ok = (unsigned char)*p >= 0x20 && (unsigned char)*p < 0x7F && *p != '"' && *p != '\\';
+        if (ok) {
+            ks[nk++] = k;
+            total += strlen(k);
+        }
+    }
+    if (nk == 0) {
+        mem_free(ks);
+        return str;
+    }
+    qsort(ks, nk, sizeof(*ks), cmp_str);
+    /* trie nodes in preorder: parent, byte, terminal; children found through parent links */
+    int32_t *parent = mem_alloc(total * sizeof(int32_t)),
+            *rule = mem_alloc(total * sizeof(int32_t));
+    int32_t *first = mem_alloc(total * sizeof(int32_t)),
+            *sibling = mem_alloc(total * sizeof(int32_t));
+    uint8_t *byte = mem_alloc(total), *term = mem_calloc(total, 1);
+    int32_t *path = mem_alloc(total * sizeof(int32_t));
+    int32_t result = FAILED;
+    if (!parent || !rule || !first || !sibling || !byte || !term || !path) {
+        fail(c, ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    size_t n_nodes = 1, depth = 0;
+    path[0] = 0;
+    parent[0] = first[0] = sibling[0] = -1;
+    const char *prev = "";
+    for (size_t i = 0; i < nk; i++) {
+        size_t common = 0;
+        while (prev[common] && prev[common] == ks[i][common]) common++;
+        if (common > depth) common = depth;
+        depth = common;
+        for (const char *p = ks[i] + common; *p; p++) {
+            int32_t k = (int32_t)n_nodes++, up = path[depth];
+            parent[k] = up;
+            byte[k] = (uint8_t)*p;
+            first[k] = -1;
+            sibling[k] = first[up]; /* children end up in reverse order: fine */
+            first[up] = k;
+            path[++depth] = k;
+        }
+        term[path[depth]] = 1;
+        prev = ks[i];
+    }
+    int32_t chars = grammar_rule_repeat(g, rule_char(c), 0, -1);
+    int32_t free_rest = grammar_rule_add(g, "key_rest"); /* any characters, then the quote */
+    grammar_alt_begin(g, free_rest);
+    grammar_alt_ref(g, chars);
+    grammar_alt_str(g, "\"");
+    grammar_alt_end(g);
+    for (size_t k = 0; k < n_nodes; k++) rule[k] = grammar_rule_add(g, "key_except");
+    for (size_t k = 0; k < n_nodes; k++) {
+        uint8_t others[32];
+        plain_set(others);
+        for (int32_t j = first[k]; j >= 0; j = sibling[j]) {
+            others[byte[j] >> 3] &= (uint8_t) ~(1u << (byte[j] & 7));
+            grammar_alt_begin(g, rule[k]);
+            grammar_alt_range(g, byte[j], byte[j]);
+            grammar_alt_ref(g, rule[j]);
+            grammar_alt_end(g);
+        }
+        if (!term[k]) {
+            grammar_alt_begin(g, rule[k]);
+            grammar_alt_str(g, "\"");
+            grammar_alt_end(g);
+        }
+        grammar_alt_begin(g, rule[k]);
+        grammar_alt_set(g, others);
+        grammar_alt_ref(g, free_rest);
+        grammar_alt_end(g);
+        grammar_alt_begin(g, rule[k]);
+        grammar_alt_ref(g, c->esc);
+        grammar_alt_ref(g, free_rest);
+        grammar_alt_end(g);
+        grammar_alt_begin(g, rule[k]);
+        grammar_alt_ref(g, c->mb);
+        grammar_alt_ref(g, free_rest);
+        grammar_alt_end(g);
+    }
+    result = grammar_rule_add(g, "extra_key");
+    grammar_alt_begin(g, result);
+    grammar_alt_str(g, "\"");
+    grammar_alt_ref(g, rule[0]);
+    grammar_alt_end(g);
+done:
+    mem_free(ks);
+    mem_free(parent);
+    mem_free(first);
+    mem_free(sibling);
+    mem_free(rule);
+    mem_free(byte);
+    mem_free(term);
+    mem_free(path);
+    return result;
+}
+
 /* "{" ws first[0] "}" with first[i] / rest[i] chains over the members in order (see the
  * header: required members always, optional ones may be skipped, extra keys last). */
 static int32_t compile_object(struct jsc *c, const struct jval *s) {
@@ -649,46 +776,53 @@ static int32_t compile_object(struct jsc *c, const struct jval *s) {
         fail(c, ERR_NOMEM, "out of memory");
         goto done;
     }
-    struct buf key;
-    buf_init(&key);
+    struct buf lit;
+    buf_init(&lit);
     for (size_t i = 0; i < m.n; i++) {
         size_t old = path_push(c, m.keys[i]);
         int32_t v = m.schemas[i] ? compile(c, m.schemas[i]) : rule_any(c, 0);
         path_pop(c, old);
         if (v == FAILED) {
-            buf_free(&key);
+            buf_free(&lit);
             goto done;
         }
         if (v == NEVER) {
             kv[i] = NEVER;
             if (m.required[i]) {
-                buf_free(&key);
+                buf_free(&lit);
                 result = NEVER;
                 goto done;
             }
             continue;
         }
-        buf_clear(&key);
-        jval_write_string(m.keys[i], strlen(m.keys[i]), &key);
+        buf_clear(&lit);
+        jval_write_string(m.keys[i], strlen(m.keys[i]), &lit);
         kv[i] = grammar_rule_add(g, "member");
         grammar_alt_begin(g, kv[i]);
-        grammar_alt_lit(g, key.data ? key.data : "", key.len);
+        grammar_alt_lit(g, lit.data ? lit.data : "", lit.len);
         grammar_alt_ref(g, ws);
         grammar_alt_str(g, ":");
         grammar_alt_ref(g, ws);
         grammar_alt_ref(g, v);
         grammar_alt_end(g);
     }
-    buf_free(&key);
+    if (lit.failed) {
+        buf_free(&lit);
+        fail(c, ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    buf_free(&lit);
     int32_t kvx = NEVER;
     if (extras_any) {
         int32_t v = m.additional && m.additional->type == JVAL_OBJECT ? compile(c, m.additional)
                                                                       : rule_any(c, 0);
         if (v == FAILED) goto done;
+        int32_t key = v == NEVER ? NEVER : rule_key_except(c, m.keys, m.n);
+        if (key == FAILED) goto done;
         if (v != NEVER) {
             kvx = grammar_rule_add(g, "extra");
             grammar_alt_begin(g, kvx);
-            grammar_alt_ref(g, rule_string_len(c, 0, -1));
+            grammar_alt_ref(g, key);
             grammar_alt_ref(g, ws);
             grammar_alt_str(g, ":");
             grammar_alt_ref(g, ws);
@@ -1026,7 +1160,8 @@ static void jsc_init(struct jsc *c, struct grammar *g, const struct jval *root, 
     c->g = g;
     c->root = root;
     c->err = err;
-    c->ws = c->chr = c->str = c->num = c->unum = c->intg = c->uint = c->any = c->any_obj = -1;
+    c->ws = c->chr = c->esc = c->mb = c->str = c->num = c->unum = c->intg = c->uint = c->any =
+        c->any_obj = -1;
 }
 
 int json_schema_compile(struct grammar *g, const struct jval *root, const struct jval *schema,
