@@ -899,3 +899,202 @@ TEST(grammar_constrained_greedy_stories260k) {
 TEST(grammar_constrained_greedy_synthetic_qwen3) {
     constrained_generation("synthetic/qwen3-f32.gguf", GEN_SCHEMAS, 2, 0);
 }
+
+/* ---- cost on a real 151k vocabulary (Qwen3's tokenizer.json) ---- */
+
+/* GPT-2 byte-level alphabet: the code point standing for each byte, inverted. */
+static int byte_of_cp(unsigned cp) {
+    static int table[324];
+    static int ready;
+    if (!ready) {
+        for (int i = 0; i < 324; i++) table[i] = -1;
+        int n = 0;
+        for (int b = 0; b < 256; b++) {
+            int printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
+            if (printable)
+                table[b] = b;
+            else
+                table[256 + n++] = b;
+        }
+        ready = 1;
+    }
+    return cp < 324 ? table[cp] : -1;
+}
+
+static int decode_byte_level(const char *s, size_t n, struct buf *out) {
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        unsigned cp;
+        size_t k = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+        if (i + k > n) return -1;
+        cp = k == 1 ? c : k == 2 ? (c & 0x1Fu) : k == 3 ? (c & 0x0Fu) : (c & 0x07u);
+        for (size_t j = 1; j < k; j++) cp = cp << 6 | ((unsigned char)s[i + j] & 0x3Fu);
+        int b = byte_of_cp(cp);
+        if (b < 0) return -1;
+        buf_append_char(out, (char)b);
+        i += k;
+    }
+    return 0;
+}
+
+struct qwen_vocab {
+    int32_t n;
+    char **pieces;
+    size_t *lens;
+    uint8_t *eog;
+};
+
+static void qwen_vocab_free(struct qwen_vocab *q) {
+    for (int32_t i = 0; i < q->n; i++) mem_free(q->pieces[i]);
+    mem_free(q->pieces);
+    mem_free(q->lens);
+    mem_free(q->eog);
+}
+
+/* Qwen3's 151,643 BPE tokens + its added tokens, padded to 151,936 like the GGUFs. */
+static int load_qwen_vocab(struct qwen_vocab *q) {
+    const char *path = test_model_path("tokenizers/qwen3/tokenizer.json");
+    if (!path) return 0;
+    size_t n = 0;
+    char *text = test_read_file(path, &n);
+    if (!text) return 0;
+    const char *v = strstr(text, "\"vocab\": {");
+    struct jval *vocab = NULL;
+    size_t used = 0;
+    int ok = v && jval_parse_prefix(&vocab, v + 9, n - (size_t)(v + 9 - text), &used, NULL) == 0;
+    memset(q, 0, sizeof(*q));
+    q->n = 151936;
+    q->pieces = mem_calloc((size_t)q->n, sizeof(char *));
+    q->lens = mem_calloc((size_t)q->n, sizeof(size_t));
+    q->eog = mem_calloc((size_t)q->n, 1);
+    struct buf b;
+    buf_init(&b);
+    for (size_t i = 0; ok && i < vocab->n; i++) {
+        const struct jval *id = &vocab->items[i];
+        buf_clear(&b);
+        if (id->type != JVAL_NUMBER || id->number < 0 || id->number >= q->n ||
+            decode_byte_level(vocab->keys[i], vocab->key_lens[i], &b)) {
+            ok = 0;
+            break;
+        }
+        int32_t k = (int32_t)id->number;
+        q->pieces[k] = mem_strndup(b.data ? b.data : "", b.len);
+        q->lens[k] = b.len;
+    }
+    static const char *const added[] = {"<tool_call>",      "</tool_call>", "<tool_response>",
+                                        "</tool_response>", "<think>",      "</think>"};
+    static const int32_t added_id[] = {151657, 151658, 151665, 151666, 151667, 151668};
+    for (int i = 0; ok && i < 6; i++) {
+        q->pieces[added_id[i]] = mem_strdup(added[i]);
+        q->lens[added_id[i]] = strlen(added[i]);
+    }
+    q->eog[151643] = q->eog[151645] = 1; /* <|endoftext|>, <|im_end|> */
+    for (int32_t i = 0; i < q->n; i++)
+        if (!q->pieces[i]) q->pieces[i] = mem_strdup(""); /* control and padding */
+    buf_free(&b);
+    jval_free(vocab);
+    mem_free(text);
+    if (!ok) qwen_vocab_free(q);
+    return ok;
+}
+
+static uint64_t mix_hash(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* Longest-match split of text into vocabulary tokens (a stand-in for BPE: similar lengths). */
+static int32_t longest_token(const struct qwen_vocab *q, const int32_t *index, size_t cap,
+                             const char *s, size_t n) {
+    for (size_t len = n < 32 ? n : 32; len > 0; len--) {
+        size_t h = (size_t)(mix_hash(s, len) & (cap - 1));
+        while (index[h] >= 0) {
+            int32_t id = index[h];
+            if (q->lens[id] == len && memcmp(q->pieces[id], s, len) == 0) return id;
+            h = (h + 1) & (cap - 1);
+        }
+    }
+    return -1;
+}
+
+static double ms_since(const struct timespec *t0) {
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* Drives a tool-call grammar through a realistic output on Qwen3's vocabulary and reports the
+ * cost of each mask. Every token of the output must be allowed when it comes. */
+TEST(grammar_constraint_qwen_vocab_cost) {
+    struct qwen_vocab q;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (!load_qwen_vocab(&q)) SKIP_TEST("../shared/models/tokenizers/qwen3 not found");
+    double t_load = ms_since(&t0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct constraint_vocab *v = NULL;
+    ASSERT(constraint_vocab_create_from_pieces(&v, q.n, (const char *const *)q.pieces, q.lens,
+                                               q.eog, NULL) == 0);
+    double t_trie = ms_since(&t0);
+    size_t cap = 1 << 19;
+    int32_t *index = mem_alloc(cap * sizeof(int32_t));
+    ASSERT(index);
+    for (size_t i = 0; i < cap; i++) index[i] = -1;
+    for (int32_t id = 0; id < q.n; id++) {
+        if (!q.lens[id]) continue;
+        size_t h = (size_t)(mix_hash(q.pieces[id], q.lens[id]) & (cap - 1));
+        while (index[h] >= 0) h = (h + 1) & (cap - 1);
+        index[h] = id;
+    }
+    const char *out =
+        "<think>\nThe user wants the first lines of the main source file, and also which "
+        "functions mention the allocator. I will read the file and grep for \"mem_alloc\".\n"
+        "</think>\n\n<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": "
+        "\"src/main.c\", \"line\": 120, \"mode\": \"fast\", \"opts\": {\"deep\": false}, "
+        "\"tags\": [\"c\", \"core\"]}}\n</tool_call>\n<tool_call>\n{\"name\": \"grep\", "
+        "\"arguments\": {\"pattern\": \"mem_alloc\\\\(.*\\\\) with a long explanation of why "
+        "this pattern matters for the memory accounting of every request in the server\"}}\n"
+        "</tool_call>";
+    struct grammar *g = tools_grammar(CHAT_TOOL_FORMAT_JSON, CHAT_REASONING_PARSE, NULL, 1);
+    ASSERT(g);
+    struct constraint *c = NULL;
+    ASSERT(constraint_create(&c, v, g, NULL) == 0);
+    float *logits = mem_alloc((size_t)q.n * sizeof(float));
+    ASSERT(logits);
+    size_t pos = 0, len = strlen(out);
+    int n_tok = 0;
+    double worst = 0, total = 0;
+    while (pos < len) {
+        int32_t id = longest_token(&q, index, cap, out + pos, len - pos);
+        ASSERT_MSG(id >= 0, "no token at %zu", pos);
+        for (int32_t i = 0; i < q.n; i++) logits[i] = 0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int n_allowed = constraint_apply(c, logits);
+        double ms = ms_since(&t0);
+        total += ms;
+        if (ms > worst) worst = ms;
+        ASSERT_MSG(logits[id] == 0 && n_allowed > 0, "token %d '%.*s' refused at %zu", id,
+                   (int)q.lens[id], q.pieces[id], pos);
+        ASSERT(constraint_accept(c, id) == 0);
+        pos += q.lens[id];
+        n_tok++;
+    }
+    for (int32_t i = 0; i < q.n; i++) logits[i] = 0;
+    EXPECT(constraint_apply(c, logits) >= 2 && logits[151645] == 0 && logits[151643] == 0);
+    EXPECT(logits[151657] == -INFINITY); /* <tool_call> needs the newline first */
+    EXPECT(constraint_is_complete(c));
+    struct constraint_stats st;
+    constraint_get_stats(c, &st);
+    printf("    qwen3 vocab %d tokens: load %.0f ms, trie %.0f ms; %d tokens generated: mask "
+           "%.3f ms/token on average, worst %.2f ms; %lld trie walks, %lld cached masks, %lld "
+           "automaton states\n",
+           q.n, t_load, t_trie, n_tok, total / n_tok, worst, (long long)st.n_walks,
+           (long long)st.n_cached, (long long)st.n_states);
+    mem_free(logits);
+    mem_free(index);
+    constraint_free(c);
+    grammar_free(g);
+    constraint_vocab_free(v);
+    qwen_vocab_free(&q);
+}

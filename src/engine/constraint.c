@@ -290,8 +290,15 @@ static void compute_mask(struct constraint *c, int32_t s0, uint64_t *mask) {
     st[0] = s0;
     const uint8_t *byte = v->byte;
     const int32_t *depth = v->depth, *next = v->next, *tok_off = v->tok_off;
+    int32_t *const *rows = grammar_matcher_rows(m);
     for (int32_t i = 1; i < v->n_nodes;) {
-        int32_t s = grammar_matcher_next(m, st[depth[i] - 1], byte[i]);
+        int32_t from = st[depth[i] - 1];
+        const int32_t *row = rows[from];
+        int32_t s = row ? row[byte[i]] : GRAMMAR_UNKNOWN;
+        if (s == GRAMMAR_UNKNOWN) { /* first time: compute (may add states and move rows) */
+            s = grammar_matcher_next(m, from, byte[i]);
+            rows = grammar_matcher_rows(m);
+        }
         if (s < 0) {
             i = next[i];
             continue;

@@ -587,7 +587,7 @@ void grammar_print(const struct grammar *g, struct buf *out) {
  * the current state when it grows past a budget.
  * ============================================================================================ */
 
-#define UNKNOWN (-2)
+#define UNKNOWN GRAMMAR_UNKNOWN
 
 struct frame {
     int32_t pos;    /* element index */
@@ -600,7 +600,6 @@ struct mstate {
     size_t off;     /* into m->pool */
     int32_t n;      /* frames (tops) */
     int32_t accept; /* the root can be complete here */
-    int32_t *row;   /* [256] successor per byte (UNKNOWN, GRAMMAR_DEAD or id), or NULL */
 };
 
 struct grammar_matcher {
@@ -610,6 +609,8 @@ struct grammar_matcher {
     int32_t *frame_index; /* open addressing over (pos, parent), -1 empty */
     size_t frame_index_cap;
     struct mstate *states;
+    int32_t **rows; /* [cap_states] per state: [256] successor per byte (UNKNOWN, GRAMMAR_DEAD
+                       or an id), or NULL */
     int32_t n_states, cap_states;
     int32_t *state_index; /* open addressing over state hashes, -1 empty */
     size_t state_index_cap;
@@ -791,17 +792,18 @@ static int32_t state_intern(struct grammar_matcher *m) {
             return m->state_index[j];
         j = (j + 1) & mask;
     }
-    size_t cap = (size_t)m->cap_states;
+    size_t cap = (size_t)m->cap_states, cap_rows = (size_t)m->cap_states;
     if (grow_array((void **)&m->states, sizeof(struct mstate), (size_t)m->n_states + 1, &cap) ||
+        grow_array((void **)&m->rows, sizeof(int32_t *), (size_t)m->n_states + 1, &cap_rows) ||
         grow_array((void **)&m->pool, sizeof(int32_t), m->pool_n + m->n_tops + 1, &m->pool_cap))
         return -3;
-    m->cap_states = (int32_t)cap;
+    m->cap_states = (int32_t)(cap < cap_rows ? cap : cap_rows);
     struct mstate *s = &m->states[m->n_states];
     s->hash = h;
     s->off = m->pool_n;
     s->n = (int32_t)m->n_tops;
     s->accept = m->accept;
-    s->row = NULL;
+    m->rows[m->n_states] = NULL;
     memcpy(m->pool + m->pool_n, m->tops, m->n_tops * sizeof(int32_t));
     m->pool_n += m->n_tops;
     m->state_index[j] = m->n_states;
@@ -835,7 +837,9 @@ int grammar_matcher_create(struct grammar_matcher **out, const struct grammar *g
 }
 
 static void free_tables(struct grammar_matcher *m) {
-    for (int32_t s = 0; s < m->n_states; s++) mem_free(m->states[s].row);
+    for (int32_t s = 0; s < m->n_states; s++) mem_free(m->rows[s]);
+    mem_free(m->rows);
+    m->rows = NULL;
     mem_free(m->frames);
     mem_free(m->frame_index);
     mem_free(m->states);
@@ -861,16 +865,15 @@ void grammar_matcher_free(struct grammar_matcher *m) {
 
 int32_t grammar_matcher_next(struct grammar_matcher *m, int32_t state, uint8_t byte) {
     if (state < 0) return GRAMMAR_DEAD;
-    struct mstate *s = &m->states[state];
-    if (s->row && s->row[byte] != UNKNOWN) return s->row[byte];
-    if (!s->row) {
+    if (m->rows[state] && m->rows[state][byte] != UNKNOWN) return m->rows[state][byte];
+    if (!m->rows[state]) {
         int32_t *row = mem_alloc(256 * sizeof(int32_t));
         if (!row) {
             m->failed = 1;
             return GRAMMAR_DEAD;
         }
         for (int i = 0; i < 256; i++) row[i] = UNKNOWN;
-        m->states[state].row = row;
+        m->rows[state] = row;
         m->row_bytes += 256 * sizeof(int32_t);
     }
     const struct grammar *g = m->g;
@@ -895,7 +898,7 @@ int32_t grammar_matcher_next(struct grammar_matcher *m, int32_t state, uint8_t b
         m->failed = 1;
         return GRAMMAR_DEAD;
     }
-    m->states[state].row[byte] = next; /* states may have moved: index again */
+    m->rows[state][byte] = next; /* rows may have moved: index again */
     return next;
 }
 
@@ -935,6 +938,10 @@ int grammar_matcher_accepts(const struct grammar_matcher *m, int32_t state) {
     return state >= 0 && m->states[state].accept;
 }
 
+int32_t *const *grammar_matcher_rows(const struct grammar_matcher *m) {
+    return m->rows;
+}
+
 int grammar_matcher_failed(const struct grammar_matcher *m) {
     return m->failed;
 }
@@ -945,7 +952,8 @@ int32_t grammar_matcher_n_states(const struct grammar_matcher *m) {
 
 size_t grammar_matcher_memory(const struct grammar_matcher *m) {
     return m->row_bytes + (size_t)m->cap_frames * sizeof(struct frame) +
-           m->frame_index_cap * sizeof(int32_t) + (size_t)m->cap_states * sizeof(struct mstate) +
+           m->frame_index_cap * sizeof(int32_t) +
+           (size_t)m->cap_states * (sizeof(struct mstate) + sizeof(int32_t *)) +
            m->state_index_cap * sizeof(int32_t) + m->pool_cap * sizeof(int32_t);
 }
 

@@ -92,6 +92,11 @@ int32_t grammar_matcher_state(const struct grammar_matcher *m);
 void grammar_matcher_set_state(struct grammar_matcher *m, int32_t state);
 int32_t grammar_matcher_next(struct grammar_matcher *m, int32_t state, uint8_t byte);
 int grammar_matcher_accepts(const struct grammar_matcher *m, int32_t state); /* complete? */
+/* For inner loops: rows[state] is NULL or the memo of state's 256 successors, each a state id,
+ * GRAMMAR_DEAD, or GRAMMAR_UNKNOWN (not computed yet: ask grammar_matcher_next). The array is
+ * valid until the next grammar_matcher_next that computes a transition, or a trim. */
+#define GRAMMAR_UNKNOWN (-2)
+int32_t *const *grammar_matcher_rows(const struct grammar_matcher *m);
 int grammar_matcher_failed(const struct grammar_matcher *m);
 int32_t grammar_matcher_n_states(const struct grammar_matcher *m);
 /* If the memo tables hold more than max_bytes, forgets all states but the current one (which
