@@ -31,6 +31,9 @@ struct sampler {
     int32_t *history;   /* [hist_cap] ring of recent tokens */
     int hist_cap, hist_len, hist_head;
     uint64_t rng[4]; /* xoshiro256** state */
+    struct sampler_constraint constraint;
+    int has_constraint;
+    float *masked; /* [n_vocab] working copy of the logits for the constraint, or NULL */
 };
 
 /* ---- PRNG: splitmix64 seeding, xoshiro256** draws (public-domain algorithms) ---- */
@@ -111,6 +114,7 @@ void sampler_free(struct sampler *s) {
     mem_free(s->cands);
     mem_free(s->counts);
     mem_free(s->history);
+    mem_free(s->masked);
     mem_free(s);
 }
 
@@ -125,6 +129,21 @@ void sampler_accept(struct sampler *s, int32_t id) {
     s->history[s->hist_head] = id;
     s->hist_head = (s->hist_head + 1) % s->hist_cap;
     if (s->hist_len < s->hist_cap) s->hist_len++;
+}
+
+int sampler_set_constraint(struct sampler *s, const struct sampler_constraint *c) {
+    if (!c) {
+        s->has_constraint = 0;
+        return 0;
+    }
+    CHECK(c->mask != NULL);
+    if (!s->masked) {
+        s->masked = mem_alloc((size_t)s->n_vocab * sizeof(float));
+        if (!s->masked) return ERR_NOMEM;
+    }
+    s->constraint = *c;
+    s->has_constraint = 1;
+    return 0;
 }
 
 void sampler_reset(struct sampler *s) {
@@ -199,12 +218,25 @@ static void select_top_k(struct cand *c, int n, int k) {
 int32_t sampler_sample(struct sampler *s, const float *logits, float *prob_out) {
     const struct sampler_params *p = &s->p;
     int n = s->n_vocab;
+    int masked = 0;
+    if (s->has_constraint) {
+        memcpy(s->masked, logits, (size_t)n * sizeof(float));
+        s->constraint.mask(s->constraint.ctx, s->masked, n);
+        for (int i = 0; i < n && !masked; i++) masked = s->masked[i] != -INFINITY;
+        if (masked) logits = s->masked;
+    }
     for (int i = 0; i < n; i++) {
         s->cands[i].id = i;
         s->cands[i].logit = s->has_bias ? logits[i] + s->bias[i] : logits[i];
     }
     apply_penalties(s);
     struct cand *c = s->cands;
+    if (masked) { /* masked tokens leave the chain (a -INFINITY candidate could be drawn) */
+        int m = 0;
+        for (int i = 0; i < n; i++)
+            if (c[i].logit != -INFINITY) c[m++] = c[i];
+        if (m > 0) n = m;
+    }
     int32_t picked;
     float prob = 1.0f;
     if (p->temperature <= 0) { /* greedy: argmax, lowest id on ties */
@@ -263,5 +295,6 @@ int32_t sampler_sample(struct sampler *s, const float *logits, float *prob_out) 
     }
     if (prob_out) *prob_out = prob;
     sampler_accept(s, picked);
+    if (s->has_constraint && s->constraint.accept) s->constraint.accept(s->constraint.ctx, picked);
     return picked;
 }
