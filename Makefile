@@ -144,7 +144,7 @@ FUZZ_LIBS    := -lm
 # The request layer of the server (JSON -> validated request -> prompt); no HTTP, no engine.
 ifeq ($(SERVER),1)
 FUZZ_LIB     += src/server/json.c src/server/utf8.c src/server/arena.c src/server/request.c \
-                src/server/chat_prompt.c src/server/chat_output.c
+                src/server/chat_prompt.c
 FUZZ_LIBS    += -ljansson
 else
 FUZZ_SRC     := $(filter-out tests/fuzz/fuzz_request.c,$(FUZZ_SRC))

@@ -1,17 +1,17 @@
 /* test_server.c: the server's pieces without HTTP: UTF-8 release, request validation, prompt
- * rendering (built-in ChatML and a real Qwen template), and the incremental output parser
- * (any split of the text gives the same message as one piece).
+ * rendering (built-in ChatML and a real Qwen template). The output parser and the grammars are
+ * the chat module's (tests/test_chat.c, tests/test_grammar.c).
  */
 #include "test.h"
 
 #include "../src/base/buf.h"
 #include "../src/base/mem.h"
 #include "../src/server/arena.h"
-#include "../src/server/chat_output.h"
 #include "../src/server/chat_prompt.h"
 #include "../src/server/json.h"
 #include "../src/server/request.h"
 #include "../src/server/utf8.h"
+#include "../src/text/chat.h"
 #include "../src/text/chat_template.h"
 
 #include <math.h>
@@ -52,79 +52,6 @@ TEST(server_utf8_complete_and_repair) {
                                 8) == 0);
     EXPECT(utf8_valid(b.data, b.len));
     buf_free(&b);
-}
-
-/* ============================================================================================
- * Output parsing
- * ============================================================================================ */
-
-struct parsed {
-    char content[512], reasoning[512], calls[512];
-};
-
-static void collect(struct chat_out *o, struct parsed *p) {
-    snprintf(p->content, sizeof(p->content), "%.*s", (int)o->content.len,
-             o->content.data ? o->content.data : "");
-    snprintf(p->reasoning, sizeof(p->reasoning), "%.*s", (int)o->reasoning.len,
-             o->reasoning.data ? o->reasoning.data : "");
-    p->calls[0] = 0;
-    for (int i = 0; i < o->n_calls; i++) {
-        size_t n = strlen(p->calls);
-        snprintf(p->calls + n, sizeof(p->calls) - n, "%s%s", o->calls[i].name, o->calls[i].args);
-    }
-}
-
-/* Parses text in pieces of `step` bytes (0: one piece). */
-static void parse_steps(const char *text, int tools, int open, size_t step, struct parsed *p) {
-    struct chat_out o;
-    chat_out_init(&o, tools, open);
-    size_t n = strlen(text);
-    if (!step) step = n ? n : 1;
-    for (size_t i = 0; i < n; i += step) chat_out_feed(&o, text + i, i + step < n ? step : n - i);
-    chat_out_finish(&o);
-    collect(&o, p);
-    chat_out_free(&o);
-}
-
-static void expect_parse(const char *text, int tools, int open, const char *content,
-                         const char *reasoning, const char *calls) {
-    json_use_mem();
-    for (size_t step = 0; step <= 13; step++) {
-        struct parsed p;
-        parse_steps(text, tools, open, step, &p);
-        EXPECT_MSG(!strcmp(p.content, content), "step %zu content '%s' want '%s'", step, p.content,
-                   content);
-        EXPECT_MSG(!strcmp(p.reasoning, reasoning), "step %zu reasoning '%s' want '%s'", step,
-                   p.reasoning, reasoning);
-        EXPECT_MSG(!strcmp(p.calls, calls), "step %zu calls '%s' want '%s'", step, p.calls, calls);
-    }
-}
-
-TEST(server_chat_output_parse) {
-    expect_parse("Hello world", 1, 0, "Hello world", "", "");
-    expect_parse("<think>\nLet me see.\n</think>\n\nThe answer.", 1, 0, "The answer.",
-                 "Let me see.", "");
-    expect_parse("Let me see.\n</think>\n\nThe answer.", 0, 1, "The answer.", "Let me see.", "");
-    expect_parse("thinking forever", 0, 1, "", "thinking forever", ""); /* unterminated */
-    expect_parse("I will read it.\n\n<tool_call>\n{\"name\": \"read\", \"arguments\": {\"path\": "
-                 "\"a.c\"}}\n</tool_call>",
-                 1, 0, "I will read it.", "", "read{\"path\":\"a.c\"}");
-    /* two calls, the second in the XML syntax with typed and raw values */
-    expect_parse("<tool_call>\n{\"name\": \"a\", \"arguments\": {}}\n</tool_call>\n<tool_call>\n"
-                 "<function=b>\n<parameter=n>\n42\n</parameter>\n<parameter=s>\nx < y\n"
-                 "</parameter>\n</function>\n</tool_call>",
-                 1, 0, "", "", "a{}b{\"n\":42,\"s\":\"x < y\"}");
-    /* without tools the markup is content */
-    expect_parse("<tool_call>{\"name\": \"a\"}</tool_call>", 0, 0,
-                 "<tool_call>{\"name\": \"a\"}</tool_call>", "", "");
-    /* a malformed call stays content, never an error */
-    expect_parse("x <tool_call>not json</tool_call> y", 1, 0, "x<tool_call>not json</tool_call> y",
-                 "", "");
-    /* truncated at max_tokens: the open call is parsed if it can be */
-    expect_parse("<tool_call>\n{\"name\": \"a\", \"arguments\": {\"k\": 1}}", 1, 0, "", "",
-                 "a{\"k\":1}");
-    expect_parse("a <tool", 1, 0, "a <tool", "", ""); /* a held prefix is released at the end */
-    expect_parse("<thin", 1, 0, "<thin", "", "");
 }
 
 /* ============================================================================================
@@ -263,8 +190,7 @@ TEST(server_request_oom) {
             struct buf prompt;
             buf_init(&prompt);
             struct chat_prompt_cfg cfg = {NULL, "", ""};
-            int open;
-            EXPECT(chat_prompt_render(&cfg, r, &prompt, &open, &err) == 0);
+            EXPECT(chat_prompt_render(&cfg, r, &prompt, &err) == 0);
             buf_free(&prompt);
         } else {
             EXPECT_MSG(rc == ERR_NOMEM || rc == ERR_FORMAT, "n=%d rc=%d %s", n, rc, err.msg);
@@ -281,6 +207,7 @@ TEST(server_request_oom) {
  * Prompts
  * ============================================================================================ */
 
+/* Renders body's conversation; *open says whether the prompt leaves a thinking block open. */
 static char *render(const struct chat_prompt_cfg *cfg, const char *body, int *open) {
     struct arena a;
     arena_init(&a);
@@ -288,7 +215,8 @@ static char *render(const struct chat_prompt_cfg *cfg, const char *body, int *op
     struct gen_request *r = parse_req(REQ_API_CHAT, body, &a, &err);
     struct buf out;
     buf_init(&out);
-    int rc = r ? chat_prompt_render(cfg, r, &out, open, &err) : -1;
+    int rc = r ? chat_prompt_render(cfg, r, &out, &err) : -1;
+    if (!rc) *open = chat_reasoning_detect(out.data, out.len) == CHAT_REASONING_FORCED;
     if (rc) test_fail(__FILE__, __LINE__, "render: %s", err.msg);
     req_free(r);
     arena_free(&a);
@@ -375,7 +303,7 @@ TEST(server_chat_prompt_qwen_template) {
     ASSERT(r);
     struct buf out;
     buf_init(&out);
-    EXPECT_EQ_INT(chat_prompt_render(&cfg, r, &out, &open, &err), ERR_INVALID);
+    EXPECT_EQ_INT(chat_prompt_render(&cfg, r, &out, &err), ERR_INVALID);
     EXPECT(strstr(err.msg, "No user query") != NULL);
     buf_free(&out);
     req_free(r);

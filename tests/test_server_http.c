@@ -946,3 +946,157 @@ TEST(server_cli_serve_process) {
     close(pipefd[0]);
     EXPECT_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d", status);
 }
+
+/* ============================================================================================
+ * Constrained output: response_format and forced tool calls (grammars from the chat module)
+ * ============================================================================================ */
+
+TEST(server_json_schema_output) {
+    NEED_MODEL();
+    struct server *s = open_server(model, 256, 2, NULL, 0, 0);
+    ASSERT(s);
+    int port = server_port(s);
+    long st;
+    json_t *v = post_json(
+        port, "/v1/chat/completions",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"Pick\"}], \"max_tokens\": 60, "
+        "\"temperature\": 0, \"response_format\": {\"type\": \"json_schema\", \"json_schema\": "
+        "{\"name\": \"c\", \"schema\": {\"type\": \"object\", \"properties\": {\"color\": "
+        "{\"enum\": [\"red\", \"green\"]}, \"n\": {\"type\": \"integer\"}}, \"required\": "
+        "[\"color\"], \"additionalProperties\": false}}}}",
+        &st);
+    EXPECT_EQ_INT(st, 200);
+    const char *content = jstr(v, "choices.0.message.content");
+    json_t *obj = content ? json_loads(content, 0, NULL) : NULL;
+    EXPECT_MSG(json_is_object(obj), "content is not a JSON object: %s", content ? content : "");
+    const char *color = json_string_value(json_object_get(obj, "color"));
+    EXPECT(streq(color, "red") || streq(color, "green"));
+    EXPECT(streq(jstr(v, "choices.0.finish_reason"), "stop"));
+    json_decref(obj);
+    json_decref(v);
+    /* json_object on the completions endpoint */
+    v = post_json(port, "/v1/completions",
+                  "{\"prompt\": \"Once\", \"max_tokens\": 80, \"temperature\": 0, "
+                  "\"response_format\": {\"type\": \"json_object\"}}",
+                  &st);
+    EXPECT_EQ_INT(st, 200);
+    const char *text = jstr(v, "choices.0.text");
+    obj = text ? json_loads(text, 0, NULL) : NULL;
+    if (streq(jstr(v, "choices.0.finish_reason"), "stop"))
+        EXPECT_MSG(json_is_object(obj), "not an object: %s", text ? text : "");
+    else /* cut by max_tokens: at least it started as an object */
+        EXPECT(text && text[strspn(text, " \n")] == '{');
+    json_decref(obj);
+    json_decref(v);
+    /* a schema the compiler refuses is a 400, never an unconstrained answer */
+    v = post_json(port, "/v1/chat/completions",
+                  "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"response_format\": "
+                  "{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"c\", \"schema\": "
+                  "{\"type\": \"strin\"}}}}",
+                  &st);
+    EXPECT_EQ_INT(st, 400);
+    EXPECT(jstr(v, "error.message") && strstr(jstr(v, "error.message"), "response_format"));
+    json_decref(v);
+    server_close(s);
+}
+
+static const char *g_tools =
+    "\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"read\", \"parameters\": "
+    "{\"type\": \"object\", \"properties\": {\"path\": {\"enum\": [\"a.c\", \"b.c\"]}}, "
+    "\"required\": [\"path\"], \"additionalProperties\": false}}}]";
+
+TEST(server_tool_calls_forced) {
+    NEED_MODEL();
+    struct server *s = open_server(model, 512, 2, NULL, 0, (size_t)64 << 20);
+    ASSERT(s);
+    int port = server_port(s);
+    char b[1024];
+    snprintf(b, sizeof(b),
+             "{\"messages\": [{\"role\": \"user\", \"content\": \"Read\"}], \"max_tokens\": 80, "
+             "\"temperature\": 0, \"tool_choice\": \"required\", \"parallel_tool_calls\": false, "
+             "%s}",
+             g_tools);
+    long st;
+    json_t *v = post_json(port, "/v1/chat/completions", b, &st);
+    EXPECT_EQ_INT(st, 200);
+    EXPECT(streq(jstr(v, "choices.0.finish_reason"), "tool_calls"));
+    EXPECT(json_is_null(json_object_get(
+        json_object_get(json_array_get(json_object_get(v, "choices"), 0), "message"), "content")));
+    EXPECT(streq(jstr(v, "choices.0.message.tool_calls.0.function.name"), "read"));
+    EXPECT(streq(jstr(v, "choices.0.message.tool_calls.0.type"), "function"));
+    const char *id = jstr(v, "choices.0.message.tool_calls.0.id");
+    EXPECT(id && !strncmp(id, "call_", 5));
+    const char *args = jstr(v, "choices.0.message.tool_calls.0.function.arguments");
+    json_t *a = args ? json_loads(args, 0, NULL) : NULL;
+    const char *path = json_string_value(json_object_get(a, "path"));
+    EXPECT_MSG(streq(path, "a.c") || streq(path, "b.c"), "arguments %s", args ? args : "");
+    /* streamed: the head delta names the call, the argument fragments add up to the same JSON */
+    snprintf(b, sizeof(b),
+             "{\"messages\": [{\"role\": \"user\", \"content\": \"Read\"}], \"max_tokens\": 80, "
+             "\"temperature\": 0, \"tool_choice\": \"required\", \"parallel_tool_calls\": false, "
+             "\"stream\": true, %s}",
+             g_tools);
+    struct resp r;
+    EXPECT_EQ_INT(request(port, "POST", "/v1/chat/completions", b, &r), 200);
+    json_t *ev[128] = {0};
+    int done, n = sse_events(r.body.data, ev, 128, &done);
+    EXPECT(done);
+    struct buf got;
+    buf_init(&got);
+    int heads = 0;
+    const char *finish = NULL;
+    for (int i = 0; i < n; i++) {
+        if (jstr(ev[i], "choices.0.delta.tool_calls.0.function.name")) {
+            heads++;
+            EXPECT(streq(jstr(ev[i], "choices.0.delta.tool_calls.0.function.name"), "read"));
+            EXPECT(jstr(ev[i], "choices.0.delta.tool_calls.0.id") != NULL);
+            EXPECT_EQ_INT(jint(ev[i], "choices.0.delta.tool_calls.0.index"), 0);
+        }
+        const char *frag = jstr(ev[i], "choices.0.delta.tool_calls.0.function.arguments");
+        if (frag) buf_append_str(&got, frag);
+        if (jstr(ev[i], "choices.0.finish_reason")) finish = jstr(ev[i], "choices.0.finish_reason");
+    }
+    EXPECT_EQ_INT(heads, 1);
+    EXPECT_MSG(streq(got.data ? got.data : "", args), "streamed args '%s' vs '%s'",
+               got.data ? got.data : "", args ? args : "");
+    EXPECT(streq(finish, "tool_calls"));
+    for (int i = 0; i < n; i++) json_decref(ev[i]);
+    buf_free(&got);
+    resp_free(&r);
+    json_decref(a);
+    json_decref(v);
+    /* Anthropic: a named tool_choice gives a tool_use block with an object input */
+    v = post_json(port, "/v1/messages",
+                  "{\"max_tokens\": 80, \"temperature\": 0, \"tool_choice\": {\"type\": \"tool\", "
+                  "\"name\": \"read\", \"disable_parallel_tool_use\": true}, \"tools\": "
+                  "[{\"name\": \"read\", \"input_schema\": {\"type\": \"object\", \"properties\": "
+                  "{\"path\": {\"enum\": [\"a.c\", \"b.c\"]}}, \"required\": [\"path\"], "
+                  "\"additionalProperties\": false}}], \"messages\": [{\"role\": \"user\", "
+                  "\"content\": \"Read\"}]}",
+                  &st);
+    EXPECT_EQ_INT(st, 200);
+    EXPECT(streq(jstr(v, "stop_reason"), "tool_use"));
+    json_t *blocks = json_object_get(v, "content");
+    json_t *tu = json_array_get(blocks, json_array_size(blocks) - 1);
+    EXPECT(streq(json_string_value(json_object_get(tu, "type")), "tool_use"));
+    EXPECT(streq(json_string_value(json_object_get(tu, "name")), "read"));
+    path = json_string_value(json_object_get(json_object_get(tu, "input"), "path"));
+    EXPECT(streq(path, "a.c") || streq(path, "b.c"));
+    json_decref(v);
+    /* and the same as named events */
+    struct resp r2;
+    EXPECT_EQ_INT(request(port, "POST", "/v1/messages",
+                          "{\"max_tokens\": 80, \"temperature\": 0, \"stream\": true, "
+                          "\"tool_choice\": {\"type\": \"any\"}, \"tools\": [{\"name\": \"read\", "
+                          "\"input_schema\": {\"type\": \"object\", \"properties\": {\"path\": "
+                          "{\"enum\": [\"a.c\", \"b.c\"]}}, \"required\": [\"path\"], "
+                          "\"additionalProperties\": false}}], \"messages\": [{\"role\": \"user\", "
+                          "\"content\": \"Read\"}]}",
+                          &r2),
+                  200);
+    EXPECT(r2.body.data && strstr(r2.body.data, "\"type\":\"tool_use\""));
+    EXPECT(r2.body.data && strstr(r2.body.data, "\"input_json_delta\""));
+    EXPECT(r2.body.data && strstr(r2.body.data, "\"stop_reason\":\"tool_use\""));
+    resp_free(&r2);
+    server_close(s);
+}

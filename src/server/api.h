@@ -13,8 +13,9 @@
 #include "../base/buf.h"
 #include "../base/error.h"
 #include "../engine/engine.h"
+#include "../engine/constraint.h"
+#include "../text/chat.h"
 #include "arena.h"
-#include "chat_output.h"
 #include "chat_prompt.h"
 #include "http.h"
 #include "json.h"
@@ -49,9 +50,12 @@ struct server {
     struct sched *sched;
     struct http_server *http;
     struct chat_prompt_cfg prompt_cfg;
-    struct chat_template *tpl; /* NULL: built-in ChatML */
-    char *tpl_src;             /* its source (owned) */
-    char *bos_text, *eos_text; /* token texts for templates */
+    struct chat_template *tpl;         /* NULL: built-in ChatML */
+    char *tpl_src;                     /* its source (owned) */
+    enum chat_tool_format tool_format; /* the call syntax the template teaches */
+    int template_thinks;               /* the template knows <think> blocks */
+    struct constraint_vocab *vocab;    /* token bytes for grammar-constrained decoding */
+    char *bos_text, *eos_text;         /* token texts for templates */
     char *alias;
     int64_t t_start; /* unix seconds */
     atomic_uint_fast64_t id_seq;
@@ -71,17 +75,28 @@ void api_reply_json(struct server *s, struct http_req *req, int status, json_t *
 void api_new_id(struct server *s, const char *prefix, char *out, size_t cap);
 
 /* ---- generation jobs (api_gen.c) ---- */
+
+/* One decided piece of a chat choice's output, in order: what a stream sends next. Consecutive
+ * pieces of one kind (and call) are merged. */
+struct api_delta {
+    enum chat_delta_type type;
+    int tool_index;  /* TOOL_CALL / TOOL_ARGS */
+    size_t off, len; /* bytes in api_choice.dbytes (TOOL_CALL: the name) */
+    char id[40];     /* TOOL_CALL */
+};
+
 struct api_choice {
     struct sched_task *task;
     struct buf text;          /* every byte of text taken so far */
-    size_t text_sent;         /* streaming: bytes already sent (raw completions) */
+    size_t text_sent;         /* streaming: bytes already sent (completions) */
     struct sched_tokens toks; /* token records taken so far */
     int toks_sent;
-    struct chat_out out; /* chat: content / reasoning / calls */
-    size_t content_sent, reasoning_sent;
-    int calls_sent;
-    char (*call_ids)[40]; /* [cap] ids of the calls, made when first sent */
-    int n_call_ids;
+    struct chat_parser *parser; /* chat only */
+    struct api_delta *dq;       /* streaming: parser deltas not yet sent [n_dq] */
+    int n_dq, cap_dq;
+    struct buf dbytes; /* their bytes */
+    int n_calls;       /* tool calls seen so far */
+    int failed;        /* out of memory while parsing */
     int done;
     int final_sent; /* streaming: the finish chunk went out */
     struct sched_result res;
@@ -95,9 +110,10 @@ struct api_job {
     struct sched_chan *ch;
     struct api_choice *choices; /* [n_choices] */
     int n_choices;
-    int n_prompt_total; /* usage: prompt tokens, each prompt counted once */
-    int is_chat;        /* parse content/reasoning/tool calls */
-    int reasoning_open;
+    int n_prompt_total;            /* usage: prompt tokens, each prompt counted once */
+    int is_chat;                   /* parse content/reasoning/tool calls */
+    int streaming;                 /* keep the parser's deltas for the stream */
+    enum chat_reasoning reasoning; /* how the output starts (the prompt may open <think>) */
     char id[64];
     int64_t created;
     /* streaming state */
@@ -119,13 +135,13 @@ int api_job_error(const struct api_job *j, struct api_err *e);
 int api_job_completion_tokens(const struct api_job *j);
 int api_job_cached_tokens(const struct api_job *j);
 void api_job_free(struct api_job *j); /* cancels unfinished tasks; j may be NULL */
-/* The id of choice c's call k (made on first use). */
-const char *api_job_call_id(struct api_job *j, struct api_choice *c, int k);
+/* The assembled message of a finished chat choice (valid while the job lives). */
+const struct chat_message *api_choice_message(const struct api_choice *c);
 
 /* Renders and tokenizes a chat request's prompt (used by count_tokens and jobs): *ids is
- * mem_alloc'ed. */
+ * mem_alloc'ed; *reasoning (may be NULL) says how the output starts. */
 int api_chat_tokens(struct server *s, const struct gen_request *r, int32_t **ids, int64_t *n,
-                    int *reasoning_open, struct api_err *e);
+                    enum chat_reasoning *reasoning, struct api_err *e);
 
 /* ---- endpoints ---- */
 void api_openai_chat(struct server *s, struct http_req *req);

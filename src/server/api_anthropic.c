@@ -14,14 +14,14 @@
 
 #include <string.h>
 
-enum { BLOCK_THINKING, BLOCK_TEXT };
+enum { BLOCK_THINKING, BLOCK_TEXT, BLOCK_TOOL };
 
 static const char *model_name(const struct api_job *j) {
     return j->r->model ? j->r->model : j->s->alias;
 }
 
 static const char *stop_reason(const struct api_choice *c) {
-    if (c->out.n_calls) return "tool_use";
+    if (c->n_calls) return "tool_use";
     switch (c->res.finish) {
     case SCHED_LENGTH:
         return "max_tokens";
@@ -47,9 +47,9 @@ static json_t *usage_json(const struct api_job *j, int with_output) {
     return u;
 }
 
-/* The call's arguments as an object (a call's text is always an object when parsed). */
-static json_t *call_input(const struct chat_out_call *call) {
-    json_t *v = json_loads(call->args, 0, NULL);
+/* The call's arguments as an object (the parser always gives valid JSON, normally an object). */
+static json_t *call_input(const struct chat_tool_call *call) {
+    json_t *v = json_loadb(call->arguments, call->arguments_len, 0, NULL);
     if (!json_is_object(v)) {
         json_decref(v);
         v = json_object();
@@ -61,22 +61,23 @@ static json_t *call_input(const struct chat_out_call *call) {
  * Whole responses
  * ============================================================================================ */
 
-static json_t *content_blocks(struct api_job *j, struct api_choice *c) {
+static json_t *content_blocks(const struct chat_message *m) {
     json_t *arr = json_array();
-    if (!arr) return NULL;
-    struct chat_out *o = &c->out;
-    if (o->reasoning.len)
+    if (!arr || !m) {
+        json_decref(arr);
+        return NULL;
+    }
+    if (m->reasoning_len)
         json_array_append_new(arr, json_pack("{s:s,s:o,s:s}", "type", "thinking", "thinking",
-                                             json_str_lossy(o->reasoning.data, o->reasoning.len),
+                                             json_str_lossy(m->reasoning, m->reasoning_len),
                                              "signature", ""));
-    if (o->content.len || !o->n_calls)
-        json_array_append_new(
-            arr, json_pack("{s:s,s:o}", "type", "text", "text",
-                           json_str_lossy(o->content.data ? o->content.data : "", o->content.len)));
-    for (int k = 0; k < o->n_calls; k++)
+    if (m->content_len || !m->n_tool_calls)
+        json_array_append_new(arr, json_pack("{s:s,s:o}", "type", "text", "text",
+                                             json_str_lossy(m->content, m->content_len)));
+    for (int k = 0; k < m->n_tool_calls; k++)
         json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:o}", "type", "tool_use", "id",
-                                             api_job_call_id(j, c, k), "name", o->calls[k].name,
-                                             "input", call_input(&o->calls[k])));
+                                             m->tool_calls[k].id, "name", m->tool_calls[k].name,
+                                             "input", call_input(&m->tool_calls[k])));
     return arr;
 }
 
@@ -99,24 +100,32 @@ static void close_block(struct api_job *j, struct buf *out) {
     j->block_type = -1;
 }
 
-static void block_delta(struct api_job *j, struct buf *out, int type, const char *s, size_t n) {
-    if (j->block_type != type) {
-        close_block(j, out);
-        j->block_type = type;
-        json_t *cb = type == BLOCK_THINKING ? json_pack("{s:s,s:s,s:s}", "type", "thinking",
-                                                        "thinking", "", "signature", "")
-                                            : json_pack("{s:s,s:s}", "type", "text", "text", "");
-        event(out, "content_block_start",
-              json_pack("{s:s,s:i,s:o}", "type", "content_block_start", "index", j->block_index,
-                        "content_block", cb));
-    }
-    json_t *d =
-        type == BLOCK_THINKING
-            ? json_pack("{s:s,s:o}", "type", "thinking_delta", "thinking", json_str_lossy(s, n))
-            : json_pack("{s:s,s:o}", "type", "text_delta", "text", json_str_lossy(s, n));
+/* Opens a block of the given type unless it is the current one (tool blocks always open). */
+static void open_block(struct api_job *j, struct buf *out, int type, json_t *content_block) {
+    close_block(j, out);
+    j->block_type = type;
+    event(out, "content_block_start",
+          json_pack("{s:s,s:i,s:o}", "type", "content_block_start", "index", j->block_index,
+                    "content_block", content_block));
+}
+
+static void block_delta(struct api_job *j, struct buf *out, json_t *delta) {
     event(out, "content_block_delta",
           json_pack("{s:s,s:i,s:o}", "type", "content_block_delta", "index", j->block_index,
-                    "delta", d));
+                    "delta", delta));
+}
+
+static void text_delta(struct api_job *j, struct buf *out, int type, const char *s, size_t n) {
+    if (j->block_type != type)
+        open_block(j, out, type,
+                   type == BLOCK_THINKING ? json_pack("{s:s,s:s,s:s}", "type", "thinking",
+                                                      "thinking", "", "signature", "")
+                                          : json_pack("{s:s,s:s}", "type", "text", "text", ""));
+    block_delta(
+        j, out,
+        type == BLOCK_THINKING
+            ? json_pack("{s:s,s:o}", "type", "thinking_delta", "thinking", json_str_lossy(s, n))
+            : json_pack("{s:s,s:o}", "type", "text_delta", "text", json_str_lossy(s, n)));
 }
 
 static int messages_stream(void *ctx, struct http_req *req, struct buf *out) {
@@ -141,36 +150,34 @@ static int messages_stream(void *ctx, struct http_req *req, struct buf *out) {
         j->finished = 1;
         return 0;
     }
-    struct chat_out *o = &c->out;
-    if (o->reasoning.len > c->reasoning_sent) {
-        block_delta(j, out, BLOCK_THINKING, o->reasoning.data + c->reasoning_sent,
-                    o->reasoning.len - c->reasoning_sent);
-        c->reasoning_sent = o->reasoning.len;
+    for (int i = 0; i < c->n_dq; i++) {
+        const struct api_delta *d = &c->dq[i];
+        const char *text = c->dbytes.data + d->off;
+        switch (d->type) {
+        case CHAT_DELTA_REASONING:
+            text_delta(j, out, BLOCK_THINKING, text, d->len);
+            break;
+        case CHAT_DELTA_CONTENT:
+            text_delta(j, out, BLOCK_TEXT, text, d->len);
+            break;
+        case CHAT_DELTA_TOOL_CALL:
+            open_block(j, out, BLOCK_TOOL,
+                       json_pack("{s:s,s:s,s:o,s:{}}", "type", "tool_use", "id", d->id, "name",
+                                 json_str_lossy(text, d->len), "input"));
+            break;
+        case CHAT_DELTA_TOOL_ARGS:
+            if (j->block_type == BLOCK_TOOL)
+                block_delta(j, out,
+                            json_pack("{s:s,s:o}", "type", "input_json_delta", "partial_json",
+                                      json_str_lossy(text, d->len)));
+            break;
+        }
     }
-    if (o->content.len > c->content_sent) {
-        block_delta(j, out, BLOCK_TEXT, o->content.data + c->content_sent,
-                    o->content.len - c->content_sent);
-        c->content_sent = o->content.len;
-    }
-    for (; c->calls_sent < o->n_calls; c->calls_sent++) {
-        int k = c->calls_sent;
-        close_block(j, out);
-        json_t *cb = json_pack("{s:s,s:s,s:s,s:{}}", "type", "tool_use", "id",
-                               api_job_call_id(j, c, k), "name", o->calls[k].name, "input");
-        event(out, "content_block_start",
-              json_pack("{s:s,s:i,s:o}", "type", "content_block_start", "index", j->block_index,
-                        "content_block", cb));
-        event(out, "content_block_delta",
-              json_pack("{s:s,s:i,s:{s:s,s:s}}", "type", "content_block_delta", "index",
-                        j->block_index, "delta", "type", "input_json_delta", "partial_json",
-                        o->calls[k].args));
-        event(out, "content_block_stop",
-              json_pack("{s:s,s:i}", "type", "content_block_stop", "index", j->block_index));
-        j->block_index++;
-    }
+    c->n_dq = 0;
+    buf_clear(&c->dbytes);
     if (!all) return 1;
     if (j->block_index == 0 && j->block_type < 0) /* an empty answer still gets a text block */
-        block_delta(j, out, BLOCK_TEXT, "", 0);
+        text_delta(j, out, BLOCK_TEXT, "", 0);
     close_block(j, out);
     json_t *md =
         json_pack("{s:s,s:{s:s,s:o},s:o}", "type", "message_delta", "delta", "stop_reason",
@@ -213,8 +220,8 @@ void api_anthropic_messages(struct server *s, struct http_req *req) {
     struct api_choice *c = &j->choices[0];
     json_t *v = json_pack("{s:s,s:s,s:s,s:s,s:o,s:s,s:o,s:o}", "id", j->id, "type", "message",
                           "role", "assistant", "model", model_name(j), "content",
-                          content_blocks(j, c), "stop_reason", stop_reason(c), "stop_sequence",
-                          stop_sequence(j, c), "usage", usage_json(j, 1));
+                          content_blocks(api_choice_message(c)), "stop_reason", stop_reason(c),
+                          "stop_sequence", stop_sequence(j, c), "usage", usage_json(j, 1));
     api_reply_json(s, req, 200, v);
     api_job_free(j);
 }
@@ -232,8 +239,7 @@ void api_anthropic_count_tokens(struct server *s, struct http_req *req) {
     } else {
         int32_t *ids = NULL;
         int64_t n = 0;
-        int open;
-        if (!api_chat_tokens(s, r, &ids, &n, &open, &e)) {
+        if (!api_chat_tokens(s, r, &ids, &n, NULL, &e)) {
             api_reply_json(s, req, 200, json_pack("{s:I}", "input_tokens", (json_int_t)n));
             mem_free(ids);
         }

@@ -20,17 +20,18 @@ static int err_from(struct api_err *e, const struct error *err) {
 }
 
 int api_chat_tokens(struct server *s, const struct gen_request *r, int32_t **ids, int64_t *n,
-                    int *reasoning_open, struct api_err *e) {
+                    enum chat_reasoning *reasoning, struct api_err *e) {
     *ids = NULL;
     struct buf prompt;
     buf_init(&prompt);
     struct error err = {0};
-    int rc = chat_prompt_render(&s->prompt_cfg, r, &prompt, reasoning_open, &err);
+    int rc = chat_prompt_render(&s->prompt_cfg, r, &prompt, &err);
     if (rc) {
         buf_free(&prompt);
         return err_from(e, &err);
     }
     const char *p = prompt.data ? prompt.data : "";
+    if (reasoning) *reasoning = chat_reasoning_detect(p, prompt.len);
     /* templates that write the BOS text themselves get no second one */
     size_t lb = strlen(s->bos_text);
     int add_bos = engine_add_bos(s->e) && !(lb && !strncmp(p, s->bos_text, lb));
@@ -55,6 +56,96 @@ static int check_fits(struct server *s, int64_t n, struct api_err *e) {
     return 0;
 }
 
+/* ---- grammar-constrained decoding ---- */
+
+/* A scheduler constraint over one task: the grammar and its matcher-backed token mask. */
+struct api_constraint {
+    struct sched_constraint sc; /* sc.ctx points back here */
+    struct grammar *g;
+    struct constraint *c;
+    int stop_when_complete; /* end as soon as the output is a whole sentence */
+};
+
+static void cons_mask(void *ctx, float *logits, int n_vocab) {
+    (void)n_vocab;
+    struct api_constraint *ac = ctx;
+    constraint_apply(ac->c, logits);
+}
+
+static int cons_accept(void *ctx, int32_t id) {
+    struct api_constraint *ac = ctx;
+    constraint_accept(ac->c, id);
+    return ac->stop_when_complete && constraint_is_complete(ac->c);
+}
+
+static void cons_free(void *ctx) {
+    struct api_constraint *ac = ctx;
+    constraint_free(ac->c);
+    grammar_free(ac->g);
+    mem_free(ac);
+}
+
+/* The grammar a request asks for: tool_choice required/named forces calls (matching each
+ * tool's parameter schema); else response_format json_object/json_schema forces one JSON value.
+ * *out stays NULL when nothing is forced. A schema the compiler refuses is the client's 400:
+ * the request never runs unconstrained (llama.cpp #19051 "fails open"). */
+static int make_constraint(struct api_job *j, struct sched_constraint **out, struct api_err *e) {
+    *out = NULL;
+    const struct gen_request *r = j->r;
+    struct grammar *g = NULL;
+    struct error err = {0};
+    int rc = 0, stop_when_complete = 1;
+    /* A thinking block is allowed before the forced part only for templates that think and
+     * when the request did not turn thinking off: a model that never closes the block must not
+     * be able to escape the grammar into it. */
+    enum chat_reasoning reasoning = j->reasoning;
+    if (!j->s->template_thinks ||
+        json_is_false(json_object_get(r->template_kwargs, "enable_thinking")))
+        reasoning = CHAT_REASONING_NONE;
+    int force_tools = j->is_chat && r->tools &&
+                      (r->tool_choice == REQ_TOOLS_REQUIRED || r->tool_choice == REQ_TOOLS_NAMED);
+    if (force_tools) {
+        char *tools = json_dump_str(r->tools, JSON_COMPACT);
+        if (!tools) return api_err_set(e, ERR_NOMEM, "out of memory");
+        struct chat_grammar_params gp = {0};
+        gp.tool_format = j->s->tool_format == CHAT_TOOL_FORMAT_XML ? CHAT_TOOL_FORMAT_XML
+                                                                   : CHAT_TOOL_FORMAT_JSON;
+        gp.reasoning = reasoning;
+        gp.tools_json = tools;
+        gp.tools_json_len = strlen(tools);
+        gp.tool_name = r->tool_choice == REQ_TOOLS_NAMED ? r->tool_name : NULL;
+        gp.parallel_tool_calls = r->parallel_tool_calls;
+        rc = chat_grammar_tools(&g, &gp, &err);
+        mem_free(tools);
+        stop_when_complete = !r->parallel_tool_calls;
+    } else if (r->format != REQ_FORMAT_TEXT) {
+        char *schema =
+            r->format == REQ_FORMAT_JSON_SCHEMA ? json_dump_str(r->schema, JSON_COMPACT) : NULL;
+        if (r->format == REQ_FORMAT_JSON_SCHEMA && !schema)
+            return api_err_set(e, ERR_NOMEM, "out of memory");
+        rc = chat_grammar_json(&g, j->is_chat ? reasoning : CHAT_REASONING_NONE, schema,
+                               schema ? strlen(schema) : 0, &err);
+        mem_free(schema);
+    } else {
+        return 0;
+    }
+    if (rc) {
+        if (rc != ERR_NOMEM) error_prefix(&err, force_tools ? "tools" : "response_format");
+        return api_err_set(e, rc == ERR_NOMEM ? ERR_NOMEM : ERR_INVALID, "%s", err.msg);
+    }
+    struct api_constraint *ac = mem_calloc(1, sizeof(*ac));
+    if (!ac || constraint_create(&ac->c, j->s->vocab, g, &err)) {
+        mem_free(ac);
+        grammar_free(g);
+        return api_err_set(e, ERR_NOMEM, "out of memory");
+    }
+    ac->g = g;
+    ac->stop_when_complete = stop_when_complete;
+    ac->sc = (struct sched_constraint){ac, cons_mask, cons_accept, cons_free};
+    *out = &ac->sc;
+    return 0;
+}
+
 static void fill_gen(const struct gen_request *r, int choice, struct sched_gen *g) {
     memset(g, 0, sizeof(*g));
     sampler_params_default(&g->sp);
@@ -75,16 +166,40 @@ static void fill_gen(const struct gen_request *r, int choice, struct sched_gen *
     g->n_bias = r->n_bias;
     g->n_probs = r->logprobs ? r->top_logprobs : -1;
     g->ignore_eos = r->ignore_eos;
-    /* Grammar-constrained decoding (response_format json_object/json_schema, tool_choice
-     * required/named) plugs in here as g->constraint once the chat branch's constraint lands
-     * (TODO(chat): build it from r->format/r->schema/r->tools). */
 }
 
 static int submit(struct api_job *j, const int32_t *ids, int n, int choice, struct api_err *e) {
     struct sched_gen g;
     fill_gen(j->r, choice, &g);
+    int rc = make_constraint(j, &g.constraint, e);
+    if (rc) return rc;
     struct error err = {0};
-    int rc = sched_submit(j->s->sched, j->ch, ids, n, &g, &j->choices[choice].task, &err);
+    rc = sched_submit(j->s->sched, j->ch, ids, n, &g, &j->choices[choice].task, &err);
+    if (rc) return err_from(e, &err);
+    return 0;
+}
+
+/* The output parser of a chat choice: the call syntax the template teaches (both are read),
+ * the request's tools for typing XML values, and how the reasoning starts. */
+static int make_parser(struct api_job *j, struct api_choice *c, struct api_err *e) {
+    const struct gen_request *r = j->r;
+    struct chat_parser_params pp = {0};
+    char *tools = NULL;
+    if (r->tools && r->tool_choice != REQ_TOOLS_NONE) {
+        pp.tool_format = j->s->tool_format == CHAT_TOOL_FORMAT_XML ? CHAT_TOOL_FORMAT_XML
+                                                                   : CHAT_TOOL_FORMAT_JSON;
+        tools = json_dump_str(r->tools, JSON_COMPACT);
+        if (!tools) return api_err_set(e, ERR_NOMEM, "out of memory");
+        pp.tools_json = tools;
+        pp.tools_json_len = strlen(tools);
+    }
+    pp.reasoning = j->reasoning;
+    char seed[32];
+    api_new_id(j->s, "", seed, sizeof(seed));
+    for (const char *q = seed; *q; q++) pp.id_seed = pp.id_seed * 131 + (unsigned char)*q;
+    struct error err = {0};
+    int rc = chat_parser_create(&c->parser, &pp, &err);
+    mem_free(tools);
     if (rc) return err_from(e, &err);
     return 0;
 }
@@ -129,17 +244,18 @@ int api_job_start(struct server *s, struct http_req *req, enum req_api api, enum
         goto fail;
     }
     j->is_chat = api != REQ_API_COMPLETION;
-    int parse_tools = j->r->tools && j->r->tool_choice != REQ_TOOLS_NONE;
-    for (int i = 0; i < j->n_choices; i++) buf_init(&j->choices[i].text);
+    j->streaming = j->r->stream;
+    for (int i = 0; i < j->n_choices; i++) {
+        buf_init(&j->choices[i].text);
+        buf_init(&j->choices[i].dbytes);
+    }
     if (j->is_chat) {
         int32_t *ids = NULL;
         int64_t n = 0;
-        if ((rc = api_chat_tokens(s, j->r, &ids, &n, &j->reasoning_open, e))) goto fail;
+        if ((rc = api_chat_tokens(s, j->r, &ids, &n, &j->reasoning, e))) goto fail;
         rc = check_fits(s, n, e);
-        for (int i = 0; !rc && i < j->n_choices; i++) {
-            chat_out_init(&j->choices[i].out, parse_tools, j->reasoning_open);
-            rc = submit(j, ids, (int)n, i, e);
-        }
+        for (int i = 0; !rc && i < j->n_choices; i++)
+            if (!(rc = make_parser(j, &j->choices[i], e))) rc = submit(j, ids, (int)n, i, e);
         j->n_prompt_total = (int)n;
         mem_free(ids);
         if (rc) goto fail;
@@ -172,10 +288,64 @@ fail:
     return e->code;
 }
 
-static void feed(struct api_choice *c, size_t from, int is_chat) {
-    if (!is_chat) return;
-    if (c->text.len > from) chat_out_feed(&c->out, c->text.data + from, c->text.len - from);
-    if (c->done) chat_out_finish(&c->out);
+/* Keeps a parser delta for the stream, merged into the previous one when it continues it. */
+static void queue_delta(struct api_choice *c, const struct chat_delta *d) {
+    struct api_delta *last = c->n_dq ? &c->dq[c->n_dq - 1] : NULL;
+    size_t off = c->dbytes.len;
+    buf_append(&c->dbytes, d->text, d->len);
+    if (d->type != CHAT_DELTA_TOOL_CALL && last && last->type == d->type &&
+        last->tool_index == d->tool_index && last->off + last->len == off) {
+        last->len += d->len;
+        return;
+    }
+    if (c->n_dq == c->cap_dq) {
+        int cap = c->cap_dq ? 2 * c->cap_dq : 16;
+        struct api_delta *v = mem_realloc(c->dq, (size_t)cap * sizeof(*v));
+        if (!v) {
+            c->failed = 1;
+            return;
+        }
+        c->dq = v;
+        c->cap_dq = cap;
+    }
+    struct api_delta *q = &c->dq[c->n_dq++];
+    memset(q, 0, sizeof(*q));
+    q->type = d->type;
+    q->tool_index = d->tool_index;
+    q->off = off;
+    q->len = d->len;
+    if (d->id) snprintf(q->id, sizeof(q->id), "%s", d->id);
+}
+
+static void take_deltas(struct api_job *j, struct api_choice *c, const struct chat_delta *d,
+                        int n) {
+    for (int i = 0; i < n; i++) {
+        if (d[i].type == CHAT_DELTA_TOOL_CALL) c->n_calls++;
+        if (j->streaming) queue_delta(c, &d[i]);
+    }
+}
+
+static void feed(struct api_job *j, struct api_choice *c, size_t from) {
+    if (!j->is_chat || !c->parser) return;
+    const struct chat_delta *d;
+    int n;
+    if (c->text.len > from) {
+        if (chat_parser_feed(c->parser, c->text.data + from, c->text.len - from, &d, &n))
+            c->failed = 1;
+        else
+            take_deltas(j, c, d, n);
+    }
+    if (c->done) {
+        if (chat_parser_finish(c->parser, &d, &n))
+            c->failed = 1;
+        else
+            take_deltas(j, c, d, n);
+    }
+    if (c->dbytes.failed || c->text.failed) c->failed = 1;
+}
+
+const struct chat_message *api_choice_message(const struct api_choice *c) {
+    return chat_parser_message(c->parser);
 }
 
 int api_job_poll(struct api_job *j, int timeout_ms) {
@@ -189,7 +359,7 @@ int api_job_poll(struct api_job *j, int timeout_ms) {
         if (c->done) continue;
         size_t before = c->text.len;
         c->done = sched_task_take(c->task, &c->text, j->r->logprobs ? &c->toks : NULL, &c->res);
-        feed(c, before, j->is_chat);
+        feed(j, c, before);
         all &= c->done;
     }
     return all;
@@ -213,7 +383,7 @@ int api_job_error(const struct api_job *j, struct api_err *e) {
                                r->err.msg);
         if (r->finish == SCHED_CANCELLED)
             return api_err_set(e, ERR_CANCELLED, "the generation was cancelled (server stopping)");
-        if (j->choices[i].out.failed || j->choices[i].text.failed)
+        if (j->choices[i].failed || j->choices[i].text.failed)
             return api_err_set(e, ERR_NOMEM, "out of memory");
     }
     return 0;
@@ -231,20 +401,6 @@ int api_job_cached_tokens(const struct api_job *j) {
     return n;
 }
 
-const char *api_job_call_id(struct api_job *j, struct api_choice *c, int k) {
-    if (k >= c->n_call_ids) {
-        int cap = k + 4;
-        char(*v)[40] = arena_array(&j->arena, (size_t)cap, sizeof(*v));
-        if (!v) return "call_0";
-        if (c->n_call_ids) memcpy(v, c->call_ids, (size_t)c->n_call_ids * sizeof(*v));
-        for (int i = c->n_call_ids; i < cap; i++)
-            api_new_id(j->s, j->flavor == API_ANTHROPIC ? "toolu_" : "call_", v[i], sizeof(v[i]));
-        c->call_ids = v;
-        c->n_call_ids = cap;
-    }
-    return c->call_ids[k];
-}
-
 void api_job_free(struct api_job *j) {
     if (!j) return;
     for (int i = 0; j->choices && i < j->n_choices; i++) {
@@ -255,7 +411,9 @@ void api_job_free(struct api_job *j) {
         }
         buf_free(&c->text);
         mem_free(c->toks.v);
-        if (j->is_chat) chat_out_free(&c->out);
+        chat_parser_free(c->parser);
+        mem_free(c->dq);
+        buf_free(&c->dbytes);
     }
     sched_chan_free(j->ch);
     req_free(j->r);

@@ -87,7 +87,7 @@ static json_t *completion_logprobs(struct server *s, const struct sched_tokens *
 }
 
 static const char *finish_reason(const struct api_choice *c, int is_chat) {
-    if (is_chat && c->out.n_calls) return "tool_calls";
+    if (is_chat && c->n_calls) return "tool_calls";
     return c->res.finish == SCHED_LENGTH ? "length" : "stop";
 }
 
@@ -113,12 +113,13 @@ static const char *model_name(const struct api_job *j) {
     return j->r->model ? j->r->model : j->s->alias;
 }
 
-static json_t *tool_calls_json(struct api_job *j, struct api_choice *c) {
+static json_t *tool_calls_json(const struct chat_message *m) {
     json_t *arr = json_array();
-    for (int k = 0; arr && k < c->out.n_calls; k++) {
+    for (int k = 0; arr && k < m->n_tool_calls; k++) {
+        const struct chat_tool_call *t = &m->tool_calls[k];
         json_t *tc =
-            json_pack("{s:s,s:s,s:{s:s,s:s}}", "id", api_job_call_id(j, c, k), "type", "function",
-                      "function", "name", c->out.calls[k].name, "arguments", c->out.calls[k].args);
+            json_pack("{s:s,s:s,s:{s:s,s:o}}", "id", t->id, "type", "function", "function", "name",
+                      t->name, "arguments", json_str_lossy(t->arguments, t->arguments_len));
         if (!tc || json_array_append_new(arr, tc)) {
             json_decref(arr);
             arr = NULL;
@@ -169,38 +170,47 @@ static void send_chat_delta(struct api_job *j, struct buf *out, int index, json_
                    json_pack("[o]", chat_choice(index, delta, finish, logprobs))));
 }
 
-/* Sends whatever choice c has decided since the last call. */
+/* Sends the deltas choice c has decided since the last call, in order. Log-probs ride on the
+ * first content chunk (or the finish chunk) after their tokens were taken. */
 static void emit_chat(struct api_job *j, struct api_choice *c, int index, struct buf *out) {
-    struct chat_out *o = &c->out;
     json_t *lp = NULL;
-    int carrier = o->content.len > c->content_sent || (c->done && !c->final_sent);
-    if (carrier && j->r->logprobs && c->toks.n > c->toks_sent) { /* rides on content or finish */
+    int has_content = 0;
+    for (int i = 0; i < c->n_dq; i++) has_content |= c->dq[i].type == CHAT_DELTA_CONTENT;
+    if ((has_content || (c->done && !c->final_sent)) && j->r->logprobs &&
+        c->toks.n > c->toks_sent) {
         lp = chat_logprobs(j->s, &c->toks, c->toks_sent, c->toks.n);
         c->toks_sent = c->toks.n;
     }
-    if (o->reasoning.len > c->reasoning_sent) {
-        json_t *t = json_str_lossy(o->reasoning.data + c->reasoning_sent,
-                                   o->reasoning.len - c->reasoning_sent);
-        c->reasoning_sent = o->reasoning.len;
-        send_chat_delta(j, out, index, json_pack("{s:o}", "reasoning_content", t), NULL, NULL);
+    for (int i = 0; i < c->n_dq; i++) {
+        const struct api_delta *d = &c->dq[i];
+        json_t *text = json_str_lossy(c->dbytes.data + d->off, d->len);
+        json_t *delta = NULL;
+        switch (d->type) {
+        case CHAT_DELTA_CONTENT:
+            delta = json_pack("{s:o}", "content", text);
+            break;
+        case CHAT_DELTA_REASONING:
+            delta = json_pack("{s:o}", "reasoning_content", text);
+            break;
+        case CHAT_DELTA_TOOL_CALL: /* id, type and the whole name; arguments follow */
+            delta = json_pack("{s:[{s:i,s:s,s:s,s:{s:o,s:s}}]}", "tool_calls", "index",
+                              d->tool_index, "id", d->id, "type", "function", "function", "name",
+                              text, "arguments", "");
+            break;
+        case CHAT_DELTA_TOOL_ARGS:
+            delta = json_pack("{s:[{s:i,s:{s:o}}]}", "tool_calls", "index", d->tool_index,
+                              "function", "arguments", text);
+            break;
+        }
+        if (d->type == CHAT_DELTA_CONTENT) {
+            send_chat_delta(j, out, index, delta, NULL, lp);
+            lp = NULL;
+        } else {
+            send_chat_delta(j, out, index, delta, NULL, NULL);
+        }
     }
-    if (o->content.len > c->content_sent) {
-        json_t *t =
-            json_str_lossy(o->content.data + c->content_sent, o->content.len - c->content_sent);
-        c->content_sent = o->content.len;
-        send_chat_delta(j, out, index, json_pack("{s:o}", "content", t), NULL, lp);
-        lp = NULL;
-    }
-    for (; c->calls_sent < o->n_calls; c->calls_sent++) {
-        int k = c->calls_sent;
-        json_t *head = json_pack("{s:[{s:i,s:s,s:s,s:{s:s,s:s}}]}", "tool_calls", "index", k, "id",
-                                 api_job_call_id(j, c, k), "type", "function", "function", "name",
-                                 o->calls[k].name, "arguments", "");
-        send_chat_delta(j, out, index, head, NULL, NULL);
-        json_t *args = json_pack("{s:[{s:i,s:{s:s}}]}", "tool_calls", "index", k, "function",
-                                 "arguments", o->calls[k].args);
-        send_chat_delta(j, out, index, args, NULL, NULL);
-    }
+    c->n_dq = 0;
+    buf_clear(&c->dbytes);
     if (c->done && !c->final_sent) {
         c->final_sent = 1;
         send_chat_delta(j, out, index, json_object(), finish_reason(c, 1), lp);
@@ -299,17 +309,20 @@ void api_openai_chat(struct server *s, struct http_req *req) {
     json_t *choices = json_array();
     for (int i = 0; choices && i < j->n_choices; i++) {
         struct api_choice *c = &j->choices[i];
+        const struct chat_message *m = api_choice_message(c);
         json_t *msg = json_pack("{s:s}", "role", "assistant");
-        if (!msg) break;
-        json_object_set_new(
-            msg, "content",
-            c->out.content.len || !c->out.n_calls
-                ? json_str_lossy(c->out.content.data ? c->out.content.data : "", c->out.content.len)
-                : json_null());
-        if (c->out.reasoning.len)
+        if (!msg || !m) {
+            json_decref(msg);
+            break;
+        }
+        json_object_set_new(msg, "content",
+                            m->content_len || !m->n_tool_calls
+                                ? json_str_lossy(m->content, m->content_len)
+                                : json_null());
+        if (m->reasoning_len)
             json_object_set_new(msg, "reasoning_content",
-                                json_str_lossy(c->out.reasoning.data, c->out.reasoning.len));
-        if (c->out.n_calls) json_object_set_new(msg, "tool_calls", tool_calls_json(j, c));
+                                json_str_lossy(m->reasoning, m->reasoning_len));
+        if (m->n_tool_calls) json_object_set_new(msg, "tool_calls", tool_calls_json(m));
         json_t *lp = j->r->logprobs ? chat_logprobs(s, &c->toks, 0, c->toks.n) : NULL;
         json_array_append_new(choices,
                               json_pack("{s:i,s:o,s:o?,s:s}", "index", i, "message", msg,

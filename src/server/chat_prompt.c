@@ -61,19 +61,15 @@ static int render_chatml(const struct gen_request *r, size_t n_msgs, struct buf 
             buf_append_str(out, "\n\n");
             first = 1;
         }
-        buf_append_str(out, "# Tools\n\nYou may call one or more of the functions whose "
-                            "signatures are listed inside <tools></tools>, one per line:\n"
-                            "<tools>");
+        buf_append_str(out, "# Tools\n\nFunctions you may call, one signature per line:\n<tools>");
         size_t i;
         const json_t *t;
         json_array_foreach(r->tools, i, t) {
             buf_append_char(out, '\n');
             dump_spaced(t, out);
         }
-        buf_append_str(out, "\n</tools>\n\nTo call a function, write a JSON object with its "
-                            "\"name\" and \"arguments\" between <tool_call> and </tool_call>:\n"
-                            "<tool_call>\n{\"name\": <function-name>, \"arguments\": "
-                            "<args-json-object>}\n</tool_call><|im_end|>\n");
+        buf_append_str(out, "\n</tools>\n\nTo call one, write <tool_call>\n{\"name\": <name>, "
+                            "\"arguments\": <object>}\n</tool_call><|im_end|>\n");
     }
     for (size_t i = first; i < n_msgs; i++) {
         const json_t *m = json_array_get(msgs, i);
@@ -198,13 +194,11 @@ static int render_template(const struct chat_prompt_cfg *cfg, const struct gen_r
 }
 
 int chat_prompt_render(const struct chat_prompt_cfg *cfg, const struct gen_request *r,
-                       struct buf *out, int *reasoning_open, struct error *err) {
-    *reasoning_open = 0;
+                       struct buf *out, struct error *err) {
     size_t n = json_array_size(r->messages);
     const json_t *last = json_array_get(r->messages, n - 1);
     int prefill =
         n > 1 && !strcmp(str_of(last, "role"), "assistant") && !json_object_get(last, "tool_calls");
-    size_t start = out->len;
     int rc;
     if (cfg->tpl)
         rc = render_template(cfg, r, prefill ? n - 1 : n, out, err);
@@ -213,15 +207,5 @@ int chat_prompt_render(const struct chat_prompt_cfg *cfg, const struct gen_reque
     if (rc) return rc;
     if (prefill) buf_append_str(out, str_of(last, "content"));
     if (out->failed) return error_set(err, ERR_NOMEM, "out of memory");
-    /* a generation prompt that opens a thinking block (and does not close it): the last
-     * "<think>" in the prompt's final bytes, with no "</think>" after it */
-    const char *p = out->data + start;
-    size_t len = out->len - start, tail = len < 64 ? len : 64;
-    const char *open = NULL;
-    for (const char *q = p + len - tail; (q = memmem(q, (size_t)(p + len - q), "<think>", 7));
-         q += 7)
-        open = q;
-    if (!prefill && open && !memmem(open, (size_t)(p + len - open), "</think>", 8))
-        *reasoning_open = 1;
     return 0;
 }

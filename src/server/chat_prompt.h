@@ -23,10 +23,8 @@ struct chat_prompt_cfg {
     const char *eos_text;
 };
 
-/* Appends the prompt to out. *reasoning_open is set when the prompt ends inside an opened
- * thinking block (the template wrote "<think>" in the generation prompt): the model's text then
- * starts as reasoning. */
+/* Appends the prompt to out. */
 int chat_prompt_render(const struct chat_prompt_cfg *cfg, const struct gen_request *r,
-                       struct buf *out, int *reasoning_open, struct error *err);
+                       struct buf *out, struct error *err);
 
 #endif

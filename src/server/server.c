@@ -341,9 +341,8 @@ static void ep_apply_template(struct server *s, struct http_req *req) {
     const char *body = http_req_body(req, &len);
     struct buf prompt;
     buf_init(&prompt);
-    int open = 0;
     if (req_parse(REQ_API_CHAT, body, len, &a, &r, &err) ||
-        chat_prompt_render(&s->prompt_cfg, r, &prompt, &open, &err)) {
+        chat_prompt_render(&s->prompt_cfg, r, &prompt, &err)) {
         api_err_set(&e, err.code, "%s", err.msg);
         api_reply_error(s, req, API_OPENAI, &e);
     } else {
@@ -494,6 +493,10 @@ static int load_template(struct server *s, struct error *err) {
         s->tpl = NULL;
     }
     s->prompt_cfg.tpl = s->tpl;
+    if (s->tpl) {
+        s->tool_format = chat_tool_format_detect(s->tpl_src, strlen(s->tpl_src));
+        s->template_thinks = strstr(s->tpl_src, "<think>") != NULL;
+    }
     return 0;
 }
 
@@ -521,7 +524,9 @@ int server_open(struct server **out, const struct server_opts *o, struct error *
     }
     s->prompt_cfg.bos_text = s->bos_text;
     s->prompt_cfg.eos_text = s->eos_text;
+    s->tool_format = CHAT_TOOL_FORMAT_JSON; /* the built-in ChatML teaches JSON calls */
     if ((rc = load_template(s, err))) goto fail;
+    if ((rc = constraint_vocab_create(&s->vocab, s->e, err))) goto fail;
     struct sched_params sp = {0};
     sp.n_slots = o->n_parallel;
     sp.n_ctx = o->n_ctx > 0                                             ? o->n_ctx
@@ -551,6 +556,7 @@ void server_close(struct server *s) {
     http_close(s->http);
     sched_free(s->sched);
     engine_close(s->e);
+    constraint_vocab_free(s->vocab);
     chat_template_free(s->tpl);
     mem_free(s->tpl_src);
     mem_free(s->alias);
