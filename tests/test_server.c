@@ -10,6 +10,7 @@
 #include "../src/server/chat_prompt.h"
 #include "../src/server/json.h"
 #include "../src/server/request.h"
+#include "../src/server/scheduler.h"
 #include "../src/server/utf8.h"
 #include "../src/text/chat.h"
 #include "../src/text/chat_template.h"
@@ -310,4 +311,76 @@ TEST(server_chat_prompt_qwen_template) {
     arena_free(&a);
     chat_template_free(t);
     mem_free(src);
+}
+
+/* ============================================================================================
+ * Scheduler
+ * ============================================================================================ */
+
+/* A long prompt is read in n_batch chunks between the decode steps of a generating slot: the
+ * generation keeps producing a token per step while the prompt is processed, instead of
+ * stalling until it is done. */
+TEST(server_sched_prefill_interleaves) {
+    const char *path = test_model_path("stories/stories260K.gguf");
+    if (!path) SKIP_TEST("../shared/models/stories not found");
+    struct engine_params ep;
+    engine_params_default(&ep);
+    ep.n_threads = 1;
+    ep.n_batch = 16;
+    struct engine *e = NULL;
+    struct error err = {0};
+    ASSERT(engine_open(&e, path, &ep, &err) == 0);
+    struct sched_params p = {2, 1024, 16, KV_TYPE_F16, 0, 0};
+    struct sched *s = NULL;
+    ASSERT_MSG(sched_create(&s, e, &p, &err) == 0, "%s", err.msg);
+    struct sched_chan *ch = sched_chan_create();
+    ASSERT(ch);
+    struct sched_gen g;
+    memset(&g, 0, sizeof(g));
+    sampler_params_default(&g.sp);
+    g.sp.temperature = 0;
+    g.max_tokens = 700;
+    g.ignore_eos = 1;
+    g.n_probs = 0; /* token records let the test count tokens */
+    int32_t pa[2] = {1, 403};
+    struct sched_task *a = NULL, *b = NULL;
+    ASSERT(sched_submit(s, ch, pa, 2, &g, &a, &err) == 0);
+    struct buf text;
+    buf_init(&text);
+    struct sched_tokens ta = {0}, tb = {0};
+    struct sched_result ra, rb;
+    while (ta.n < 5) {
+        sched_chan_wait(ch, 100);
+        ASSERT(!sched_task_take(a, &text, &ta, &ra));
+    }
+    int32_t pb[300];
+    for (int i = 0; i < 300; i++) pb[i] = 3 + (i * 37) % 500;
+    g.max_tokens = 1;
+    ASSERT(sched_submit(s, ch, pb, 300, &g, &b, &err) == 0);
+    int before = ta.n, b_done = 0;
+    struct buf tb_text;
+    buf_init(&tb_text);
+    while (!b_done) {
+        sched_chan_wait(ch, 100);
+        b_done = sched_task_take(b, &tb_text, &tb, &rb);
+        sched_task_take(a, &text, &ta, &ra);
+    }
+    int during = ta.n - before;
+    /* 300 prompt tokens at 16 per step, less the decode token of each step: >= 20 steps */
+    EXPECT_MSG(during >= 18, "the generating slot got %d tokens while the prompt ran", during);
+    EXPECT_EQ_INT(rb.n_prompt, 300);
+    EXPECT_EQ_INT(rb.n_gen, 1);
+    EXPECT_EQ_INT(rb.finish, SCHED_LENGTH);
+    sched_task_cancel(a);
+    while (!sched_task_take(a, &text, &ta, &ra)) sched_chan_wait(ch, 100);
+    EXPECT_EQ_INT(ra.finish, SCHED_CANCELLED);
+    sched_task_release(a);
+    sched_task_release(b);
+    sched_chan_free(ch);
+    sched_free(s);
+    engine_close(e);
+    buf_free(&text);
+    buf_free(&tb_text);
+    mem_free(ta.v);
+    mem_free(tb.v);
 }

@@ -623,9 +623,9 @@ static void slot_sample(struct sched *s, struct slot *sl) {
  *
  * One step = one engine_eval_batch. Generating slots come first with one token each; the rest
  * of the n_batch budget goes to prompt chunks in assignment order, so a long prompt advances
- * n_batch tokens per step while everyone else keeps decoding (at least 32 prompt tokens per
- * step, so prompts never starve behind many decoders). Cancellation is checked before every
- * step, so a cancelled task stops within one step, in its prompt or its generation.
+ * up to n_batch tokens per step while everyone else keeps decoding (at least n_batch/4 prompt
+ * tokens per step, so prompts never starve behind many decoders). Cancellation is checked before
+ * every step, so a cancelled task stops within one step, in its prompt or its generation.
  * ============================================================================================ */
 
 struct step_stats {
@@ -660,8 +660,8 @@ static void step(struct sched *s) {
         s->item_slot[n_items++] = sl;
         n_decode++;
     }
-    int budget = s->p.n_batch - n_decode;
-    if (budget < 32) budget = 32;
+    int budget = s->p.n_batch - n_decode, floor = s->p.n_batch / 4 > 0 ? s->p.n_batch / 4 : 1;
+    if (budget < floor) budget = floor;
     for (;;) { /* prompt chunks, oldest assignment first */
         struct slot *pick = NULL;
         for (int i = 0; i < s->p.n_slots; i++) {
