@@ -11,6 +11,7 @@
 #include "jinja_internal.h"
 
 #include "../base/mem.h"
+#include "unicode.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -769,7 +770,7 @@ static struct tpl_value *f_select(struct jinja_render *st, uint32_t line, struct
         attr = args->pos[p++];
     }
     if (p < args->n_pos) test = args->pos[p++];
-    rest = args->pos + p;
+    rest = p < args->n_pos ? args->pos + p : NULL;
     n_rest = args->n_pos - p;
     if (args->n_kw) {
         jinja_fail(st, line, ERR_INVALID, "unexpected keyword argument");
@@ -810,7 +811,7 @@ static struct tpl_value *f_map(struct jinja_render *st, uint32_t line, struct tp
                        args->pos[0]->u.s.p);
             return NULL;
         }
-        fargs.pos = args->pos + 1;
+        fargs.pos = args->n_pos > 1 ? args->pos + 1 : NULL;
         fargs.n_pos = args->n_pos - 1;
         fargs.kw = args->kw;
         fargs.n_kw = args->n_kw;
@@ -1186,9 +1187,9 @@ struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int
         size_t i = 0;
         while (i < s->u.s.n) {
             uint32_t c = jinja_utf8_next(s->u.s.p, s->u.s.n, &i);
+            /* Python's \w: letters, numbers and '_' */
             int w = c == '_' || (c < 0x80 ? ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c >= '0' && c <= '9')
-                                          : !jinja_is_pyspace(c) && !(c >= 0x2000 && c <= 0x206f) &&
-                                                !(c >= 0x3000 && c <= 0x303f) && !(c >= 0xa1 && c <= 0xbf));
+                                          : (unicode_flags(c) & (UNICODE_LETTER | UNICODE_NUMBER)) != 0);
             if (w && !in_word) words++;
             in_word = w;
         }

@@ -16,6 +16,7 @@
 #include "../base/mem.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -294,6 +295,12 @@ static int decode_string(struct lexer *lx, size_t start, size_t end, struct jinj
         case 'U': hex = 8; break;
         default: break;
         }
+        if (c == 'N') { /* \N{NAME}: Unicode names are not available here */
+            buf_free(&b);
+            return lex_fail(lx, start, i + 1 < end && s[i + 1] == '{'
+                                           ? "\\N{...} escapes are not supported"
+                                           : "malformed \\N character escape", NULL);
+        }
         if (c >= '0' && c <= '7') {
             int k = 0;
             while (k < 3 && i < end && s[i] >= '0' && s[i] <= '7') {
@@ -457,9 +464,15 @@ static int lex_tag(struct lexer *lx, int is_block) {
                 if (depth == LEX_MAX_BRACKETS) return lex_fail(lx, i, "brackets nested too deeply", NULL);
                 stack[depth++] = op == OP_LBRACE ? '}' : op == OP_LPAREN ? ')' : ']';
             } else if (op == OP_RBRACE || op == OP_RPAREN || op == OP_RBRACKET) {
-                char want[2] = {(char)c, 0};
-                if (depth == 0) return lex_fail(lx, i, "unexpected ", want);
-                if (stack[depth - 1] != (char)c) return lex_fail(lx, i, "unexpected ", want);
+                char msg[32];
+                if (depth == 0) {
+                    snprintf(msg, sizeof(msg), "'%c'", c);
+                    return lex_fail(lx, i, "unexpected ", msg);
+                }
+                if (stack[depth - 1] != (char)c) {
+                    snprintf(msg, sizeof(msg), "'%c', expected '%c'", c, stack[depth - 1]);
+                    return lex_fail(lx, i, "unexpected ", msg);
+                }
                 depth--;
             }
             struct jinja_token *tok = push(lx, TK_OP, i);

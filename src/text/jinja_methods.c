@@ -165,11 +165,6 @@ static int is_cased(uint32_t c) {
     return cp_upper(c) != c || cp_lower(c) != c || c == 0xdf || c == 0x138 || c == 0x149;
 }
 
-static int is_alnum_cp(uint32_t c) {
-    if (c < 0x80) return ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c >= '0' && c <= '9');
-    return (unicode_flags(c) & (UNICODE_LETTER | UNICODE_NUMBER)) != 0;
-}
-
 /* ============================================================================================
  * String algorithms shared with the filters
  * ============================================================================================
@@ -559,7 +554,9 @@ static int format_spec(struct buf *out, struct tpl_value *v, const char *spec, s
         i++;
     }
     int width = 0, prec = -1;
+    char group = 0;
     while (i < n && spec[i] >= '0' && spec[i] <= '9' && width < 10000) width = width * 10 + (spec[i++] - '0');
+    if (i < n && (spec[i] == ',' || spec[i] == '_')) group = spec[i++];
     if (i < n && spec[i] == '.') {
         i++;
         prec = 0;
@@ -615,6 +612,25 @@ static int format_spec(struct buf *out, struct tpl_value *v, const char *spec, s
     } else {
         buf_free(&body);
         return ERR_UNSUPPORTED;
+    }
+    if (group && is_num && (!type || strchr("dfeEgG%", type))) {
+        /* insert the separator every three digits of the integer part */
+        struct buf g;
+        buf_init(&g);
+        const char *d = body.data ? body.data : "";
+        size_t len = body.len, k = 0, int_start, int_end;
+        if (k < len && d[k] == '-') k++;
+        int_start = k;
+        while (k < len && d[k] >= '0' && d[k] <= '9') k++;
+        int_end = k;
+        buf_append(&g, d, int_start);
+        for (size_t j = int_start; j < int_end; j++) {
+            if (j > int_start && (int_end - j) % 3 == 0) buf_append_char(&g, group);
+            buf_append_char(&g, d[j]);
+        }
+        buf_append(&g, d + int_end, len - int_end);
+        buf_free(&body);
+        body = g;
     }
     const char *s = body.data ? body.data : "";
     size_t len = body.len;
@@ -681,8 +697,10 @@ static struct tpl_value *str_format(struct jinja_render *st, uint32_t line, stru
             }
         }
         const char *name_end = conv ? conv : spec ? spec : end;
+        const char *first_end = field;
+        while (first_end < name_end && *first_end != '.' && *first_end != '[') first_end++;
         struct tpl_value *v = NULL;
-        size_t name_n = (size_t)(name_end - field);
+        size_t name_n = (size_t)(first_end - field);
         if (name_n == 0) {
             if (auto_idx >= args->n_pos) {
                 err = "Replacement index out of range for positional args tuple";
@@ -704,6 +722,30 @@ static struct tpl_value *str_format(struct jinja_render *st, uint32_t line, stru
                 err = "format key not found";
                 break;
             }
+        }
+        /* .attr and [key] parts: getattr / getitem (a key of digits is an index) */
+        for (const char *q = first_end; q < name_end && v && !err;) {
+            int is_item = *q == '[';
+            const char *ps = q + 1, *pe = ps;
+            while (pe < name_end && *pe != (is_item ? ']' : '.') && (is_item || *pe != '[')) pe++;
+            if (is_item && pe >= name_end) {
+                err = "Missing ']' in format string";
+                break;
+            }
+            int digits = pe > ps;
+            for (const char *d = ps; d < pe; d++) digits &= *d >= '0' && *d <= '9';
+            if (is_item) {
+                struct tpl_value *key = digits ? jinja_new_int(st, strtoll(ps, NULL, 10))
+                                               : jinja_new_string(st, ps, (size_t)(pe - ps));
+                v = key ? jinja_getitem(st, line, v, key) : NULL;
+            } else {
+                v = jinja_getattr(st, line, v, ps, (size_t)(pe - ps));
+            }
+            q = is_item ? pe + 1 : pe;
+        }
+        if (!v) {
+            buf_free(&b);
+            return NULL;
         }
         if (conv && conv + 1 < end && (conv[1] == 'r' || conv[1] == 'a')) {
             struct buf r;
@@ -1000,7 +1042,7 @@ static int matches_at(const struct tpl_value *s, size_t bs, size_t be,
 
 static struct tpl_value *str_method(struct jinja_render *st, uint32_t line, struct jinja_func *fn,
                                     struct jinja_args *args) {
-    struct tpl_value *s = fn->self, *a[3];
+    struct tpl_value *s = fn->self, *a[3] = {NULL, NULL, NULL};
     const char *name = fn->name;
     switch (fn->id) {
     case M_STRIP:
