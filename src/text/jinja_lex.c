@@ -130,8 +130,7 @@ static int emit_data(struct lexer *lx, size_t start, size_t end, char sign, int 
     } else if (sign != '+' && !is_variable) {
         size_t l_pos = len;
         while (l_pos > 0 && text[l_pos - 1] != '\n') l_pos--;
-        if ((l_pos > 0 || lx->line_starting) && l_pos < len &&
-            skip_space(text, len, l_pos) == len)
+        if ((l_pos > 0 || lx->line_starting) && l_pos < len && skip_space(text, len, l_pos) == len)
             len = l_pos;
     }
     if (len == 0) return 0;
@@ -240,7 +239,8 @@ static int parse_int_token(struct lexer *lx, size_t start, size_t end, int base,
         char c = lx->src[i];
         if (c == '_') continue;
         int d = is_digit(c) ? c - '0' : (c | 0x20) - 'a' + 10;
-        if (v > (UINT64_MAX - (uint64_t)d) / (uint64_t)base || v * (uint64_t)base + (uint64_t)d > INT64_MAX)
+        if (v > (UINT64_MAX - (uint64_t)d) / (uint64_t)base ||
+            v * (uint64_t)base + (uint64_t)d > INT64_MAX)
             return lex_fail(lx, start, "integer literal too large", NULL);
         v = v * (uint64_t)base + (uint64_t)d;
     }
@@ -279,27 +279,67 @@ static int decode_string(struct lexer *lx, size_t start, size_t end, struct jinj
         uint32_t cp = 0;
         int hex = 0;
         switch (c) {
-        case '\n': i++; continue; /* line continuation */
-        case '\\': buf_append_char(&b, '\\'); i++; continue;
-        case '\'': buf_append_char(&b, '\''); i++; continue;
-        case '"': buf_append_char(&b, '"'); i++; continue;
-        case 'a': buf_append_char(&b, '\a'); i++; continue;
-        case 'b': buf_append_char(&b, '\b'); i++; continue;
-        case 'f': buf_append_char(&b, '\f'); i++; continue;
-        case 'n': buf_append_char(&b, '\n'); i++; continue;
-        case 'r': buf_append_char(&b, '\r'); i++; continue;
-        case 't': buf_append_char(&b, '\t'); i++; continue;
-        case 'v': buf_append_char(&b, '\v'); i++; continue;
-        case 'x': hex = 2; break;
-        case 'u': hex = 4; break;
-        case 'U': hex = 8; break;
-        default: break;
+        case '\n':
+            i++;
+            continue; /* line continuation */
+        case '\\':
+            buf_append_char(&b, '\\');
+            i++;
+            continue;
+        case '\'':
+            buf_append_char(&b, '\'');
+            i++;
+            continue;
+        case '"':
+            buf_append_char(&b, '"');
+            i++;
+            continue;
+        case 'a':
+            buf_append_char(&b, '\a');
+            i++;
+            continue;
+        case 'b':
+            buf_append_char(&b, '\b');
+            i++;
+            continue;
+        case 'f':
+            buf_append_char(&b, '\f');
+            i++;
+            continue;
+        case 'n':
+            buf_append_char(&b, '\n');
+            i++;
+            continue;
+        case 'r':
+            buf_append_char(&b, '\r');
+            i++;
+            continue;
+        case 't':
+            buf_append_char(&b, '\t');
+            i++;
+            continue;
+        case 'v':
+            buf_append_char(&b, '\v');
+            i++;
+            continue;
+        case 'x':
+            hex = 2;
+            break;
+        case 'u':
+            hex = 4;
+            break;
+        case 'U':
+            hex = 8;
+            break;
+        default:
+            break;
         }
         if (c == 'N') { /* \N{NAME}: Unicode names are not available here */
             buf_free(&b);
-            return lex_fail(lx, start, i + 1 < end && s[i + 1] == '{'
-                                           ? "\\N{...} escapes are not supported"
-                                           : "malformed \\N character escape", NULL);
+            return lex_fail(lx, start,
+                            i + 1 < end && s[i + 1] == '{' ? "\\N{...} escapes are not supported"
+                                                           : "malformed \\N character escape",
+                            NULL);
         }
         if (c >= '0' && c <= '7') {
             int k = 0;
@@ -316,7 +356,7 @@ static int decode_string(struct lexer *lx, size_t start, size_t end, struct jinj
             int k = 0;
             for (; k < hex && j < end; k++, j++) {
                 char d = s[j];
-                int v = is_digit(d) ? d - '0'
+                int v = is_digit(d)                                ? d - '0'
                         : ((d | 0x20) >= 'a' && (d | 0x20) <= 'f') ? (d | 0x20) - 'a' + 10
                                                                    : -1;
                 if (v < 0) break;
@@ -373,13 +413,13 @@ static const struct {
     const char *text;
     uint8_t op;
 } k_ops[] = {
-    {"**", OP_POW},  {"//", OP_FLOORDIV}, {"==", OP_EQ},       {"!=", OP_NE},
-    {">=", OP_GTEQ}, {"<=", OP_LTEQ},     {"+", OP_ADD},       {"-", OP_SUB},
-    {"/", OP_DIV},   {"*", OP_MUL},       {"%", OP_MOD},       {"~", OP_TILDE},
-    {"[", OP_LBRACKET}, {"]", OP_RBRACKET}, {"(", OP_LPAREN},  {")", OP_RPAREN},
-    {"{", OP_LBRACE}, {"}", OP_RBRACE},   {">", OP_GT},        {"<", OP_LT},
-    {"=", OP_ASSIGN}, {".", OP_DOT},      {":", OP_COLON},     {"|", OP_PIPE},
-    {",", OP_COMMA},  {";", OP_SEMICOLON},
+    {"**", OP_POW},     {"//", OP_FLOORDIV}, {"==", OP_EQ},    {"!=", OP_NE},
+    {">=", OP_GTEQ},    {"<=", OP_LTEQ},     {"+", OP_ADD},    {"-", OP_SUB},
+    {"/", OP_DIV},      {"*", OP_MUL},       {"%", OP_MOD},    {"~", OP_TILDE},
+    {"[", OP_LBRACKET}, {"]", OP_RBRACKET},  {"(", OP_LPAREN}, {")", OP_RPAREN},
+    {"{", OP_LBRACE},   {"}", OP_RBRACE},    {">", OP_GT},     {"<", OP_LT},
+    {"=", OP_ASSIGN},   {".", OP_DOT},       {":", OP_COLON},  {"|", OP_PIPE},
+    {",", OP_COMMA},    {";", OP_SEMICOLON},
 };
 
 #define LEX_MAX_BRACKETS 256
@@ -442,7 +482,8 @@ static int lex_tag(struct lexer *lx, int is_block) {
         } else if (c == '\'' || c == '"') {
             end = i + 1;
             while (end < n && s[end] != (char)c) end += s[end] == '\\' && end + 1 < n ? 2 : 1;
-            if (end >= n) return lex_fail(lx, i, "unexpected char '", "\"'\" (unterminated string)");
+            if (end >= n)
+                return lex_fail(lx, i, "unexpected char '", "\"'\" (unterminated string)");
             struct jinja_token *tok = push(lx, TK_STRING, i);
             if (!tok) return ERR_NOMEM;
             int rc = decode_string(lx, i + 1, end, tok);
@@ -461,7 +502,8 @@ static int lex_tag(struct lexer *lx, int is_block) {
             }
             uint8_t op = k_ops[o].op;
             if (op == OP_LBRACE || op == OP_LPAREN || op == OP_LBRACKET) {
-                if (depth == LEX_MAX_BRACKETS) return lex_fail(lx, i, "brackets nested too deeply", NULL);
+                if (depth == LEX_MAX_BRACKETS)
+                    return lex_fail(lx, i, "brackets nested too deeply", NULL);
                 stack[depth++] = op == OP_LBRACE ? '}' : op == OP_LPAREN ? ')' : ']';
             } else if (op == OP_RBRACE || op == OP_RPAREN || op == OP_RBRACKET) {
                 char msg[32];
@@ -514,14 +556,14 @@ static size_t raw_begin_at(const char *s, size_t n, size_t i, const char *word, 
 
 int jinja_lex(const char *src, size_t n, struct tpl_arena *a, struct jinja_tokens *out,
               struct error *err) {
-    struct lexer lx = {.src = src, .n = n, .line = 1, .arena = a, .out = out, .err = err,
-                       .line_starting = 1};
+    struct lexer lx = {
+        .src = src, .n = n, .line = 1, .arena = a, .out = out, .err = err, .line_starting = 1};
     memset(out, 0, sizeof(*out));
     int rc = 0;
     while (lx.pos < n && !rc) {
         size_t q = lx.pos;
-        while (q + 1 < n && !(src[q] == '{' && (src[q + 1] == '{' || src[q + 1] == '%' ||
-                                                 src[q + 1] == '#')))
+        while (q + 1 < n &&
+               !(src[q] == '{' && (src[q + 1] == '{' || src[q + 1] == '%' || src[q + 1] == '#')))
             q++;
         if (q + 1 >= n) { /* the rest is data */
             rc = emit_data(&lx, lx.pos, n, 0, 1);

@@ -33,7 +33,10 @@ uint32_t jinja_utf8_next(const char *s, size_t n, size_t *i) {
         (*i)++;
         return c;
     }
-    int len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    int len = c >= 0xc2 && c <= 0xdf   ? 2
+              : c >= 0xe0 && c <= 0xef ? 3
+              : c >= 0xf0 && c <= 0xf4 ? 4
+                                       : 0;
     if (len && (size_t)len <= left) {
         uint32_t cp = c & (0x7f >> len);
         int ok = 1;
@@ -235,18 +238,29 @@ struct tpl_value *jinja_str_case(struct jinja_render *st, struct tpl_value *s, i
         uint32_t c = jinja_utf8_next(p, n, &i);
         int to = -1; /* -1 keep, 1 upper, 0 lower, 2 title */
         switch (how) {
-        case JINJA_CASE_UPPER: to = 1; break;
-        case JINJA_CASE_LOWER: to = 0; break;
-        case JINJA_CASE_CAPITALIZE: to = first ? 2 : 0; break;
-        case JINJA_CASE_TITLE_METHOD: to = prev_cased ? 0 : 2; break;
+        case JINJA_CASE_UPPER:
+            to = 1;
+            break;
+        case JINJA_CASE_LOWER:
+            to = 0;
+            break;
+        case JINJA_CASE_CAPITALIZE:
+            to = first ? 2 : 0;
+            break;
+        case JINJA_CASE_TITLE_METHOD:
+            to = prev_cased ? 0 : 2;
+            break;
         case JINJA_CASE_TITLE_FILTER: {
             /* Jinja: split on runs of [-\s({[<], then piece[0].upper() + piece[1:].lower() */
-            int sep = c == '-' || c == '(' || c == '{' || c == '[' || c == '<' || jinja_is_pyspace(c);
+            int sep =
+                c == '-' || c == '(' || c == '{' || c == '[' || c == '<' || jinja_is_pyspace(c);
             to = sep ? -1 : word_start ? 1 : 0;
             word_start = sep;
             break;
         }
-        case JINJA_CASE_SWAP: to = cp_lower(c) != c ? 0 : cp_upper(c) != c || c == 0xdf ? 1 : -1; break;
+        case JINJA_CASE_SWAP:
+            to = cp_lower(c) != c ? 0 : cp_upper(c) != c || c == 0xdf ? 1 : -1;
+            break;
         }
         uint32_t m = c;
         if (to == 1 || to == 2) {
@@ -277,8 +291,7 @@ struct tpl_value *jinja_str_case(struct jinja_render *st, struct tpl_value *s, i
 }
 
 struct tpl_value *jinja_str_replace(struct jinja_render *st, struct tpl_value *s,
-                                    struct tpl_value *old, struct tpl_value *new_,
-                                    int64_t count) {
+                                    struct tpl_value *old, struct tpl_value *new_, int64_t count) {
     struct buf b;
     buf_init(&b);
     const char *p = s->u.s.p;
@@ -333,7 +346,8 @@ struct tpl_value *jinja_str_slice(struct jinja_render *st, struct tpl_value *s, 
         jinja_utf8_next(p, n, &i);
     }
     off[chars] = n;
-    if (step == 1) return jinja_new_string(st, p + off[start], off[start + (int64_t)count] - off[start]);
+    if (step == 1)
+        return jinja_new_string(st, p + off[start], off[start + (int64_t)count] - off[start]);
     struct buf b;
     buf_init(&b);
     for (size_t k = 0; k < count; k++) {
@@ -352,12 +366,24 @@ struct tpl_value *jinja_html_escape(struct jinja_render *st, struct tpl_value *v
     for (size_t i = 0; i < s->u.s.n; i++) {
         char c = s->u.s.p[i];
         switch (c) {
-        case '&': buf_append_str(&b, "&amp;"); break;
-        case '<': buf_append_str(&b, "&lt;"); break;
-        case '>': buf_append_str(&b, "&gt;"); break;
-        case '"': buf_append_str(&b, "&#34;"); break;
-        case '\'': buf_append_str(&b, "&#39;"); break;
-        default: buf_append_char(&b, c); break;
+        case '&':
+            buf_append_str(&b, "&amp;");
+            break;
+        case '<':
+            buf_append_str(&b, "&lt;");
+            break;
+        case '>':
+            buf_append_str(&b, "&gt;");
+            break;
+        case '"':
+            buf_append_str(&b, "&#34;");
+            break;
+        case '\'':
+            buf_append_str(&b, "&#39;");
+            break;
+        default:
+            buf_append_char(&b, c);
+            break;
         }
     }
     return take_buf(st, &b, TPL_F_SAFE);
@@ -422,7 +448,8 @@ struct tpl_value *jinja_percent_format(struct jinja_render *st, uint32_t line,
         if (i < n && p[i] == '.') {
             i++;
             prec = 0;
-            while (i < n && p[i] >= '0' && p[i] <= '9' && prec < 100000) prec = prec * 10 + (p[i++] - '0');
+            while (i < n && p[i] >= '0' && p[i] <= '9' && prec < 100000)
+                prec = prec * 10 + (p[i++] - '0');
         }
         if (i >= n) {
             err = "incomplete format";
@@ -518,10 +545,13 @@ struct tpl_value *jinja_percent_format(struct jinja_render *st, uint32_t line,
             buf_append(&b, tmp.data, tmp.len);
             break;
         }
-        default: err = "unsupported format character"; break;
+        default:
+            err = "unsupported format character";
+            break;
         }
     }
-    if (!err && !is_map && next_arg < n_items) err = "not all arguments converted during string formatting";
+    if (!err && !is_map && next_arg < n_items)
+        err = "not all arguments converted during string formatting";
     buf_free(&tmp);
     if (err) {
         buf_free(&b);
@@ -555,12 +585,14 @@ static int format_spec(struct buf *out, struct tpl_value *v, const char *spec, s
     }
     int width = 0, prec = -1;
     char group = 0;
-    while (i < n && spec[i] >= '0' && spec[i] <= '9' && width < 10000) width = width * 10 + (spec[i++] - '0');
+    while (i < n && spec[i] >= '0' && spec[i] <= '9' && width < 10000)
+        width = width * 10 + (spec[i++] - '0');
     if (i < n && (spec[i] == ',' || spec[i] == '_')) group = spec[i++];
     if (i < n && spec[i] == '.') {
         i++;
         prec = 0;
-        while (i < n && spec[i] >= '0' && spec[i] <= '9' && prec < 10000) prec = prec * 10 + (spec[i++] - '0');
+        while (i < n && spec[i] >= '0' && spec[i] <= '9' && prec < 10000)
+            prec = prec * 10 + (spec[i++] - '0');
     }
     char type = i < n ? spec[i++] : 0;
     if (i != n) return ERR_UNSUPPORTED;
@@ -592,10 +624,16 @@ static int format_spec(struct buf *out, struct tpl_value *v, const char *spec, s
             char t[65];
             int k = 64;
             t[k] = 0;
-            do t[--k] = (char)('0' + (mag & 1)); while (mag >>= 1);
+            do t[--k] = (char)('0' + (mag & 1));
+            while (mag >>= 1);
             buf_append_str(&body, t + k);
         } else {
-            buf_printf(&body, type == 'd' ? "%" PRIu64 : type == 'x' ? "%" PRIx64 : type == 'X' ? "%" PRIX64 : "%" PRIo64, mag);
+            buf_printf(&body,
+                       type == 'd'   ? "%" PRIu64
+                       : type == 'x' ? "%" PRIx64
+                       : type == 'X' ? "%" PRIX64
+                                     : "%" PRIo64,
+                       mag);
         }
     } else if (strchr("feEgG%", type)) {
         if (!is_num) {
@@ -664,7 +702,7 @@ static struct tpl_value *str_format(struct jinja_render *st, uint32_t line, stru
     const char *err = NULL;
     while (i < n && !err) {
         char c = p[i];
-        if (c == '}' ) {
+        if (c == '}') {
             if (i + 1 < n && p[i + 1] == '}') {
                 buf_append_char(&b, '}');
                 i += 2;
@@ -777,13 +815,50 @@ static struct tpl_value *str_format(struct jinja_render *st, uint32_t line, stru
  */
 
 enum method_id {
-    M_STRIP, M_LSTRIP, M_RSTRIP, M_SPLIT, M_RSPLIT, M_SPLITLINES, M_STARTSWITH, M_ENDSWITH,
-    M_REPLACE, M_UPPER, M_LOWER, M_TITLE, M_CAPITALIZE, M_SWAPCASE, M_CASEFOLD, M_FIND,
-    M_RFIND, M_INDEX, M_RINDEX, M_COUNT, M_JOIN, M_FORMAT, M_CENTER, M_LJUST, M_RJUST, M_ZFILL,
-    M_ISALNUM, M_ISALPHA, M_ISDIGIT, M_ISDECIMAL, M_ISNUMERIC, M_ISSPACE, M_ISLOWER, M_ISUPPER,
-    M_PARTITION, M_RPARTITION, M_REMOVEPREFIX, M_REMOVESUFFIX,
+    M_STRIP,
+    M_LSTRIP,
+    M_RSTRIP,
+    M_SPLIT,
+    M_RSPLIT,
+    M_SPLITLINES,
+    M_STARTSWITH,
+    M_ENDSWITH,
+    M_REPLACE,
+    M_UPPER,
+    M_LOWER,
+    M_TITLE,
+    M_CAPITALIZE,
+    M_SWAPCASE,
+    M_CASEFOLD,
+    M_FIND,
+    M_RFIND,
+    M_INDEX,
+    M_RINDEX,
+    M_COUNT,
+    M_JOIN,
+    M_FORMAT,
+    M_CENTER,
+    M_LJUST,
+    M_RJUST,
+    M_ZFILL,
+    M_ISALNUM,
+    M_ISALPHA,
+    M_ISDIGIT,
+    M_ISDECIMAL,
+    M_ISNUMERIC,
+    M_ISSPACE,
+    M_ISLOWER,
+    M_ISUPPER,
+    M_PARTITION,
+    M_RPARTITION,
+    M_REMOVEPREFIX,
+    M_REMOVESUFFIX,
     /* dict */
-    M_GET, M_ITEMS, M_KEYS, M_VALUES, M_COPY,
+    M_GET,
+    M_ITEMS,
+    M_KEYS,
+    M_VALUES,
+    M_COPY,
     /* list / tuple: M_COUNT, M_INDEX, M_COPY */
     M_UNSAFE,
 };
@@ -794,56 +869,97 @@ struct method_def {
 };
 
 static const struct method_def k_str_methods[] = {
-    {"strip", M_STRIP}, {"lstrip", M_LSTRIP}, {"rstrip", M_RSTRIP}, {"split", M_SPLIT},
-    {"rsplit", M_RSPLIT}, {"splitlines", M_SPLITLINES}, {"startswith", M_STARTSWITH},
-    {"endswith", M_ENDSWITH}, {"replace", M_REPLACE}, {"upper", M_UPPER}, {"lower", M_LOWER},
-    {"title", M_TITLE}, {"capitalize", M_CAPITALIZE}, {"swapcase", M_SWAPCASE},
-    {"casefold", M_CASEFOLD}, {"find", M_FIND}, {"rfind", M_RFIND}, {"index", M_INDEX},
-    {"rindex", M_RINDEX}, {"count", M_COUNT}, {"join", M_JOIN}, {"format", M_FORMAT},
-    {"center", M_CENTER}, {"ljust", M_LJUST}, {"rjust", M_RJUST}, {"zfill", M_ZFILL},
-    {"isalnum", M_ISALNUM}, {"isalpha", M_ISALPHA}, {"isdigit", M_ISDIGIT},
-    {"isdecimal", M_ISDECIMAL}, {"isnumeric", M_ISNUMERIC}, {"isspace", M_ISSPACE},
-    {"islower", M_ISLOWER}, {"isupper", M_ISUPPER}, {"partition", M_PARTITION},
-    {"rpartition", M_RPARTITION}, {"removeprefix", M_REMOVEPREFIX},
-    {"removesuffix", M_REMOVESUFFIX}, {NULL, 0},
+    {"strip", M_STRIP},
+    {"lstrip", M_LSTRIP},
+    {"rstrip", M_RSTRIP},
+    {"split", M_SPLIT},
+    {"rsplit", M_RSPLIT},
+    {"splitlines", M_SPLITLINES},
+    {"startswith", M_STARTSWITH},
+    {"endswith", M_ENDSWITH},
+    {"replace", M_REPLACE},
+    {"upper", M_UPPER},
+    {"lower", M_LOWER},
+    {"title", M_TITLE},
+    {"capitalize", M_CAPITALIZE},
+    {"swapcase", M_SWAPCASE},
+    {"casefold", M_CASEFOLD},
+    {"find", M_FIND},
+    {"rfind", M_RFIND},
+    {"index", M_INDEX},
+    {"rindex", M_RINDEX},
+    {"count", M_COUNT},
+    {"join", M_JOIN},
+    {"format", M_FORMAT},
+    {"center", M_CENTER},
+    {"ljust", M_LJUST},
+    {"rjust", M_RJUST},
+    {"zfill", M_ZFILL},
+    {"isalnum", M_ISALNUM},
+    {"isalpha", M_ISALPHA},
+    {"isdigit", M_ISDIGIT},
+    {"isdecimal", M_ISDECIMAL},
+    {"isnumeric", M_ISNUMERIC},
+    {"isspace", M_ISSPACE},
+    {"islower", M_ISLOWER},
+    {"isupper", M_ISUPPER},
+    {"partition", M_PARTITION},
+    {"rpartition", M_RPARTITION},
+    {"removeprefix", M_REMOVEPREFIX},
+    {"removesuffix", M_REMOVESUFFIX},
+    {NULL, 0},
 };
 
 static const struct method_def k_dict_methods[] = {
-    {"get", M_GET}, {"items", M_ITEMS}, {"keys", M_KEYS}, {"values", M_VALUES},
-    {"copy", M_COPY}, {"pop", M_UNSAFE}, {"popitem", M_UNSAFE}, {"update", M_UNSAFE},
+    {"get", M_GET},           {"items", M_ITEMS},  {"keys", M_KEYS},       {"values", M_VALUES},
+    {"copy", M_COPY},         {"pop", M_UNSAFE},   {"popitem", M_UNSAFE},  {"update", M_UNSAFE},
     {"setdefault", M_UNSAFE}, {"clear", M_UNSAFE}, {"fromkeys", M_UNSAFE}, {NULL, 0},
 };
 
 static const struct method_def k_list_methods[] = {
-    {"count", M_COUNT}, {"index", M_INDEX}, {"copy", M_COPY}, {"append", M_UNSAFE},
-    {"extend", M_UNSAFE}, {"insert", M_UNSAFE}, {"pop", M_UNSAFE}, {"remove", M_UNSAFE},
-    {"reverse", M_UNSAFE}, {"sort", M_UNSAFE}, {"clear", M_UNSAFE}, {NULL, 0},
+    {"count", M_COUNT},    {"index", M_INDEX},   {"copy", M_COPY},    {"append", M_UNSAFE},
+    {"extend", M_UNSAFE},  {"insert", M_UNSAFE}, {"pop", M_UNSAFE},   {"remove", M_UNSAFE},
+    {"reverse", M_UNSAFE}, {"sort", M_UNSAFE},   {"clear", M_UNSAFE}, {NULL, 0},
 };
 
 static const struct method_def k_tuple_methods[] = {
-    {"count", M_COUNT}, {"index", M_INDEX}, {NULL, 0},
+    {"count", M_COUNT},
+    {"index", M_INDEX},
+    {NULL, 0},
 };
 
 static const struct method_def k_loop_methods[] = {
-    {"cycle", 0}, {"changed", 1}, {NULL, 0},
+    {"cycle", 0},
+    {"changed", 1},
+    {NULL, 0},
 };
 
 struct tpl_value *jinja_method_lookup(struct jinja_render *st, struct tpl_value *v,
                                       const char *name, size_t n) {
     const struct method_def *table;
     switch (v->kind) {
-    case TPL_STRING: table = k_str_methods; break;
-    case TPL_OBJECT: table = k_dict_methods; break;
-    case TPL_ARRAY: table = v->flags & TPL_F_TUPLE ? k_tuple_methods : k_list_methods; break;
-    case TPL_LOOP: table = k_loop_methods; break;
-    default: return NULL;
+    case TPL_STRING:
+        table = k_str_methods;
+        break;
+    case TPL_OBJECT:
+        table = k_dict_methods;
+        break;
+    case TPL_ARRAY:
+        table = v->flags & TPL_F_TUPLE ? k_tuple_methods : k_list_methods;
+        break;
+    case TPL_LOOP:
+        table = k_loop_methods;
+        break;
+    default:
+        return NULL;
     }
     for (const struct method_def *m = table; m->name; m++) {
         if (strlen(m->name) != n || memcmp(m->name, name, n) != 0) continue;
         if (v->kind != TPL_LOOP && m->id == M_UNSAFE) {
             /* the sandbox's unsafe_undefined: using it fails */
-            struct tpl_value *u = tpl_value_undef(st->arena, TPL_UNDEF_HINT,
-                                                  "access to a method that modifies a value is unsafe", 50, NULL);
+            struct tpl_value *u =
+                tpl_value_undef(st->arena, TPL_UNDEF_HINT,
+                                "access to a method that modifies a value is unsafe", 50, NULL);
             return u ? u : jinja_oom(st);
         }
         struct jinja_func *fn = tpl_arena_alloc(st->arena, sizeof(*fn));
@@ -996,7 +1112,8 @@ static int is_line_break(uint32_t c) {
 }
 
 /* str.splitlines(keepends) */
-static struct tpl_value *str_splitlines(struct jinja_render *st, struct tpl_value *s, int keepends) {
+static struct tpl_value *str_splitlines(struct jinja_render *st, struct tpl_value *s,
+                                        int keepends) {
     struct tpl_value *list = tpl_value_array(st->arena);
     if (!list) return jinja_oom(st);
     const char *p = s->u.s.p;
@@ -1018,8 +1135,8 @@ static struct tpl_value *str_splitlines(struct jinja_render *st, struct tpl_valu
 }
 
 /* Character offsets [start, end) of s from Python-style optional start/end arguments. */
-static void char_range(struct tpl_value *s, struct tpl_value *a, struct tpl_value *b,
-                       size_t *bs, size_t *be, size_t *char_start) {
+static void char_range(struct tpl_value *s, struct tpl_value *a, struct tpl_value *b, size_t *bs,
+                       size_t *be, size_t *char_start) {
     int64_t len = (int64_t)tpl_string_len(s), lo = 0, hi = len;
     if (a && (a->kind == TPL_INT || a->kind == TPL_BOOL)) lo = a->u.i;
     if (b && (b->kind == TPL_INT || b->kind == TPL_BOOL)) hi = b->u.i;
@@ -1103,15 +1220,19 @@ static struct tpl_value *str_method(struct jinja_render *st, uint32_t line, stru
         if (a[2] && need_int(st, line, a[2], &count)) return NULL;
         return jinja_str_replace(st, s, a[0], a[1], count);
     }
-    case M_UPPER: return jinja_str_case(st, s, JINJA_CASE_UPPER);
+    case M_UPPER:
+        return jinja_str_case(st, s, JINJA_CASE_UPPER);
     case M_LOWER:
-    case M_CASEFOLD: return jinja_str_case(st, s, JINJA_CASE_LOWER);
-    case M_TITLE: return jinja_str_case(st, s, JINJA_CASE_TITLE_METHOD);
+    case M_CASEFOLD:
+        return jinja_str_case(st, s, JINJA_CASE_LOWER);
+    case M_TITLE:
+        return jinja_str_case(st, s, JINJA_CASE_TITLE_METHOD);
     case M_CAPITALIZE: {
         struct tpl_value *low = jinja_str_case(st, s, JINJA_CASE_LOWER);
         return low ? jinja_str_case(st, low, JINJA_CASE_CAPITALIZE) : NULL;
     }
-    case M_SWAPCASE: return jinja_str_case(st, s, JINJA_CASE_SWAP);
+    case M_SWAPCASE:
+        return jinja_str_case(st, s, JINJA_CASE_SWAP);
     case M_FIND:
     case M_RFIND:
     case M_INDEX:
@@ -1170,8 +1291,9 @@ static struct tpl_value *str_method(struct jinja_render *st, uint32_t line, stru
         for (size_t i = 0; i < n; i++) {
             if (items[i]->kind != TPL_STRING) {
                 buf_free(&b);
-                jinja_fail(st, line, ERR_INVALID, "sequence item %zu: expected str instance, %s found",
-                           i, tpl_type_name(items[i]));
+                jinja_fail(st, line, ERR_INVALID,
+                           "sequence item %zu: expected str instance, %s found", i,
+                           tpl_type_name(items[i]));
                 return NULL;
             }
             if (i) buf_append(&b, s->u.s.p, s->u.s.n);
@@ -1180,7 +1302,8 @@ static struct tpl_value *str_method(struct jinja_render *st, uint32_t line, stru
         }
         return jinja_buf_to_string(st, &b);
     }
-    case M_FORMAT: return str_format(st, line, s, args);
+    case M_FORMAT:
+        return str_format(st, line, s, args);
     case M_CENTER:
     case M_LJUST:
     case M_RJUST:
@@ -1199,7 +1322,8 @@ static struct tpl_value *str_method(struct jinja_render *st, uint32_t line, stru
         if (a[1]) {
             if (!need_str(st, line, name, a[1], 0)) return NULL;
             if (jinja_utf8_count(a[1]->u.s.p, a[1]->u.s.n) != 1) {
-                jinja_fail(st, line, ERR_INVALID, "The fill character must be exactly one character long");
+                jinja_fail(st, line, ERR_INVALID,
+                           "The fill character must be exactly one character long");
                 return NULL;
             }
             fill = a[1]->u.s.p;
@@ -1248,14 +1372,28 @@ static struct tpl_value *str_method(struct jinja_render *st, uint32_t line, stru
             int lower = cp_upper(c) != c || c == 0xdf, upper = cp_lower(c) != c;
             int alpha = (c < 0x80 && (lower || upper)) || (fl & UNICODE_LETTER);
             switch (fn->id) {
-            case M_ISALNUM: ok = alpha || digit; break;
-            case M_ISALPHA: ok = alpha; break;
+            case M_ISALNUM:
+                ok = alpha || digit;
+                break;
+            case M_ISALPHA:
+                ok = alpha;
+                break;
             case M_ISDIGIT:
             case M_ISDECIMAL:
-            case M_ISNUMERIC: ok = digit; break;
-            case M_ISSPACE: ok = jinja_is_pyspace(c); break;
-            case M_ISLOWER: ok = !upper; cased |= lower; break;
-            case M_ISUPPER: ok = !lower; cased |= upper; break;
+            case M_ISNUMERIC:
+                ok = digit;
+                break;
+            case M_ISSPACE:
+                ok = jinja_is_pyspace(c);
+                break;
+            case M_ISLOWER:
+                ok = !upper;
+                cased |= lower;
+                break;
+            case M_ISUPPER:
+                ok = !lower;
+                cased |= upper;
+                break;
             }
             any = 1;
         }
@@ -1332,8 +1470,8 @@ struct tpl_value *jinja_dict_items(struct jinja_render *st, const struct tpl_obj
     return items_list(st, o, M_ITEMS);
 }
 
-struct tpl_value *jinja_method_call(struct jinja_render *st, uint32_t line,
-                                    struct jinja_func *fn, struct jinja_args *args) {
+struct tpl_value *jinja_method_call(struct jinja_render *st, uint32_t line, struct jinja_func *fn,
+                                    struct jinja_args *args) {
     struct tpl_value *self = fn->self;
     if (self->kind == TPL_STRING) return str_method(st, line, fn, args);
     if (self->kind == TPL_OBJECT) {
@@ -1356,11 +1494,13 @@ struct tpl_value *jinja_method_call(struct jinja_render *st, uint32_t line,
         case M_VALUES:
             if (args->n_pos || args->n_kw) break;
             return items_list(st, self->u.obj, fn->id);
-        case M_COPY: return self;
+        case M_COPY:
+            return self;
         }
     } else if (self->kind == TPL_ARRAY) {
         switch (fn->id) {
-        case M_COPY: return tpl_array_copy(st->arena, self, self->flags);
+        case M_COPY:
+            return tpl_array_copy(st->arena, self, self->flags);
         case M_COUNT:
         case M_INDEX: {
             if (args->n_pos < 1) break;

@@ -33,7 +33,8 @@ static struct tpl_value *build_context(struct tpl_arena *a) {
     tpl_array_push(a, msgs, message(a, "system", "You are helpful."));
     tpl_array_push(a, msgs, message(a, "user", "Hi <think>x</think> \xc3\xa9\n"));
     struct tpl_value *asst = message(a, "assistant", NULL), *calls = tpl_value_array(a);
-    struct tpl_value *call = tpl_value_object(a), *fn = tpl_value_object(a), *args = tpl_value_object(a);
+    struct tpl_value *call = tpl_value_object(a), *fn = tpl_value_object(a),
+                     *args = tpl_value_object(a);
     tpl_object_set(a, args, "city", 4, str(a, "Paris"));
     tpl_object_set(a, args, "days", 4, tpl_value_int(a, 3));
     tpl_object_set(a, args, "temp", 4, tpl_value_float(a, 1.5e-7));
