@@ -50,8 +50,8 @@ int jinja_bind(struct jinja_render *st, uint32_t line, const char *fname,
     return 0;
 }
 
-static int arg_int(struct jinja_render *st, uint32_t line, struct tpl_value *v, int64_t dflt,
-                   int64_t *out) {
+int jinja_arg_int(struct jinja_render *st, uint32_t line, struct tpl_value *v, int64_t dflt,
+                  int64_t *out) {
     if (!v || v->kind == TPL_NONE) {
         *out = dflt;
         return 0;
@@ -207,7 +207,7 @@ static struct tpl_value *sorted(struct jinja_render *st, uint32_t line, struct t
     return out;
 }
 
-static struct tpl_value *new_list(struct jinja_render *st, size_t n) {
+struct tpl_value *jinja_new_list(struct jinja_render *st, size_t n) {
     struct tpl_value *l = tpl_value_tuple(st->arena, n);
     if (!l) return jinja_oom(st);
     l->flags = 0;
@@ -218,249 +218,6 @@ static struct tpl_value *new_list(struct jinja_render *st, size_t n) {
 static struct tpl_value *undef_hint(struct jinja_render *st, const char *hint) {
     struct tpl_value *u = tpl_value_undef(st->arena, TPL_UNDEF_HINT, hint, strlen(hint), NULL);
     return u ? u : jinja_oom(st);
-}
-
-/* ============================================================================================
- * Tests
- * ============================================================================================
- */
-
-enum test_id {
-    T_BOOLEAN,
-    T_CALLABLE,
-    T_DEFINED,
-    T_DIVISIBLEBY,
-    T_EQ,
-    T_ESCAPED,
-    T_EVEN,
-    T_FALSE,
-    T_FILTER,
-    T_FLOAT,
-    T_GE,
-    T_GT,
-    T_IN,
-    T_INTEGER,
-    T_ITERABLE,
-    T_LE,
-    T_LOWER,
-    T_LT,
-    T_MAPPING,
-    T_NE,
-    T_NONE,
-    T_NUMBER,
-    T_ODD,
-    T_SAMEAS,
-    T_SEQUENCE,
-    T_STRING,
-    T_TEST,
-    T_TRUE,
-    T_UNDEFINED,
-    T_UPPER,
-};
-
-static const struct {
-    const char *name;
-    uint8_t id;
-} k_tests[] = {
-    {"!=", T_NE},
-    {"<", T_LT},
-    {"<=", T_LE},
-    {"==", T_EQ},
-    {">", T_GT},
-    {">=", T_GE},
-    {"boolean", T_BOOLEAN},
-    {"callable", T_CALLABLE},
-    {"defined", T_DEFINED},
-    {"divisibleby", T_DIVISIBLEBY},
-    {"eq", T_EQ},
-    {"equalto", T_EQ},
-    {"escaped", T_ESCAPED},
-    {"even", T_EVEN},
-    {"false", T_FALSE},
-    {"filter", T_FILTER},
-    {"float", T_FLOAT},
-    {"ge", T_GE},
-    {"greaterthan", T_GT},
-    {"gt", T_GT},
-    {"in", T_IN},
-    {"integer", T_INTEGER},
-    {"iterable", T_ITERABLE},
-    {"le", T_LE},
-    {"lessthan", T_LT},
-    {"lower", T_LOWER},
-    {"lt", T_LT},
-    {"mapping", T_MAPPING},
-    {"ne", T_NE},
-    {"none", T_NONE},
-    {"number", T_NUMBER},
-    {"odd", T_ODD},
-    {"sameas", T_SAMEAS},
-    {"sequence", T_SEQUENCE},
-    {"string", T_STRING},
-    {"test", T_TEST},
-    {"true", T_TRUE},
-    {"undefined", T_UNDEFINED},
-    {"upper", T_UPPER},
-};
-
-int jinja_test_lookup(const char *name, size_t n) {
-    for (size_t i = 0; i < sizeof(k_tests) / sizeof(k_tests[0]); i++)
-        if (strlen(k_tests[i].name) == n && memcmp(k_tests[i].name, name, n) == 0) return (int)i;
-    return -1;
-}
-
-static int compare_test(struct jinja_render *st, uint32_t line, struct tpl_value *a,
-                        struct tpl_value *b, int *c) {
-    struct error e = {0};
-    if (a->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, a), st->code;
-    if (b->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, b), st->code;
-    if (tpl_value_compare(a, b, c, &e)) return jinja_fail(st, line, e.code, "%s", e.msg);
-    return 0;
-}
-
-int jinja_test_apply(struct jinja_render *st, uint32_t line, int idx, struct tpl_value *v,
-                     struct jinja_args *args, int *out) {
-    int id = k_tests[idx].id;
-    struct tpl_value *arg = args->n_pos ? args->pos[0] : args->n_kw ? args->kw[0].v : NULL;
-    int needs_arg = id == T_DIVISIBLEBY || id == T_EQ || id == T_NE || id == T_LT || id == T_LE ||
-                    id == T_GT || id == T_GE || id == T_IN || id == T_SAMEAS;
-    if (needs_arg && !arg)
-        return jinja_fail(st, line, ERR_INVALID, "test '%s' needs an argument", k_tests[idx].name);
-    int c;
-    *out = 0;
-    switch (id) {
-    case T_BOOLEAN:
-        *out = v->kind == TPL_BOOL;
-        return 0;
-    case T_CALLABLE:
-        *out = v->kind == TPL_FUNC || v->kind == TPL_MACRO || v->kind == TPL_LOOP ||
-               v->kind == TPL_UNDEFINED;
-        return 0;
-    case T_DEFINED:
-        *out = v->kind != TPL_UNDEFINED;
-        return 0;
-    case T_UNDEFINED:
-        *out = v->kind == TPL_UNDEFINED;
-        return 0;
-    case T_DIVISIBLEBY: {
-        if (!tpl_is_number(v) || !tpl_is_number(arg)) {
-            if (v->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, v), st->code;
-            return jinja_fail(st, line, ERR_INVALID, "divisibleby needs numbers");
-        }
-        struct tpl_value *m = jinja_binop(st, line, OP_MOD, v, arg);
-        if (!m) return st->code;
-        *out = tpl_to_double(m) == 0;
-        return 0;
-    }
-    case T_EQ:
-        *out = tpl_value_equal(v, arg);
-        return 0;
-    case T_NE:
-        *out = !tpl_value_equal(v, arg);
-        return 0;
-    case T_LT:
-    case T_LE:
-    case T_GT:
-    case T_GE:
-        if (compare_test(st, line, v, arg, &c)) return st->code;
-        *out = id == T_LT   ? c == -1
-               : id == T_LE ? (c == -1 || c == 0)
-               : id == T_GT ? c == 1
-                            : (c == 1 || c == 0);
-        return 0;
-    case T_ESCAPED:
-        *out = v->kind == TPL_STRING && (v->flags & TPL_F_SAFE);
-        return 0;
-    case T_EVEN:
-    case T_ODD: {
-        if (v->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, v), st->code;
-        if (v->kind == TPL_FLOAT) {
-            double m = fmod(v->u.f, 2.0);
-            *out = id == T_EVEN ? m == 0 : (m == 1 || m == -1);
-            return 0;
-        }
-        if (v->kind != TPL_INT && v->kind != TPL_BOOL)
-            return jinja_fail(st, line, ERR_INVALID,
-                              "not all arguments converted during string formatting");
-        int64_t r = v->u.i % 2;
-        *out = id == T_EVEN ? r == 0 : r != 0;
-        return 0;
-    }
-    case T_FALSE:
-        *out = v->kind == TPL_BOOL && !v->u.i;
-        return 0;
-    case T_TRUE:
-        *out = v->kind == TPL_BOOL && v->u.i;
-        return 0;
-    case T_FILTER:
-    case T_TEST:
-        *out =
-            v->kind == TPL_STRING && (id == T_FILTER ? jinja_filter_lookup(v->u.s.p, v->u.s.n)
-                                                     : jinja_test_lookup(v->u.s.p, v->u.s.n)) >= 0;
-        return 0;
-    case T_FLOAT:
-        *out = v->kind == TPL_FLOAT;
-        return 0;
-    case T_INTEGER:
-        *out = v->kind == TPL_INT;
-        return 0;
-    case T_NUMBER:
-        *out = tpl_is_number(v);
-        return 0;
-    case T_IN:
-        return jinja_contains(st, line, arg, v, out);
-    case T_ITERABLE:
-        *out = v->kind == TPL_ARRAY || v->kind == TPL_OBJECT || v->kind == TPL_STRING ||
-               v->kind == TPL_UNDEFINED;
-        return 0;
-    case T_MAPPING:
-        *out = v->kind == TPL_OBJECT;
-        return 0;
-    case T_SEQUENCE:
-        /* len() and __getitem__: lists, tuples, strings, dicts, and Jinja's Undefined */
-        *out = v->kind == TPL_ARRAY || v->kind == TPL_OBJECT || v->kind == TPL_STRING ||
-               v->kind == TPL_UNDEFINED;
-        return 0;
-    case T_STRING:
-        *out = v->kind == TPL_STRING;
-        return 0;
-    case T_NONE:
-        *out = v->kind == TPL_NONE;
-        return 0;
-    case T_LOWER:
-    case T_UPPER: {
-        struct tpl_value *s = str_of(st, v), *t;
-        if (!s) return st->code;
-        t = jinja_str_case(st, s, id == T_LOWER ? JINJA_CASE_LOWER : JINJA_CASE_UPPER);
-        if (!t) return st->code;
-        /* str.islower(): some cased character and no opposite-case one */
-        int cased = 0;
-        for (size_t i = 0; i < s->u.s.n; i++) {
-            char ch = s->u.s.p[i];
-            cased |= (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
-        }
-        *out = cased && tpl_value_equal(s, t);
-        return 0;
-    }
-    case T_SAMEAS:
-        if (v->kind != arg->kind) return 0;
-        switch (v->kind) {
-        case TPL_NONE:
-        case TPL_UNDEFINED:
-            *out = v == arg || v->kind == TPL_NONE;
-            return 0;
-        case TPL_BOOL:
-            *out = v->u.i == arg->u.i;
-            return 0;
-        case TPL_INT:
-            *out = v->u.i == arg->u.i && v->u.i >= -5 && v->u.i <= 256;
-            return 0;
-        default:
-            *out = v == arg;
-            return 0;
-        }
-    }
-    return jinja_fail(st, line, ERR_INVALID, "bad test");
 }
 
 /* Applies the test named by args (select/reject style: name, then its arguments), or plain
@@ -669,7 +426,7 @@ static int parse_py_float(const char *s, size_t n, double *out) {
 static struct tpl_value *f_int(struct jinja_render *st, uint32_t line, struct tpl_value *v,
                                struct tpl_value *dflt, struct tpl_value *base_v) {
     int64_t base = 10, r;
-    if (arg_int(st, line, base_v, 10, &base)) return NULL;
+    if (jinja_arg_int(st, line, base_v, 10, &base)) return NULL;
     switch (v->kind) {
     case TPL_UNDEFINED:
         return jinja_undefined_error(st, line, v);
@@ -746,7 +503,7 @@ static struct tpl_value *f_round(struct jinja_render *st, uint32_t line, struct 
     static const char *const names[] = {"precision", "method"};
     struct tpl_value *a[2];
     int64_t prec = 0;
-    if (jinja_bind(st, line, "round", args, names, 2, a) || arg_int(st, line, a[0], 0, &prec))
+    if (jinja_bind(st, line, "round", args, names, 2, a) || jinja_arg_int(st, line, a[0], 0, &prec))
         return NULL;
     const char *method = "common";
     if (a[1]) {
@@ -862,7 +619,7 @@ static struct tpl_value *f_indent(struct jinja_render *st, uint32_t line, struct
         buf_append(&ind, a[0]->u.s.p, a[0]->u.s.n);
     } else {
         int64_t w = 0;
-        if (arg_int(st, line, a[0], 4, &w)) return NULL;
+        if (jinja_arg_int(st, line, a[0], 4, &w)) return NULL;
         for (int64_t k = 0; k < w && k < 4096; k++) buf_append_char(&ind, ' ');
     }
     /* s + "\n", then splitlines(); lines joined with "\n", indenting per first/blank */
@@ -893,7 +650,7 @@ static struct tpl_value *f_truncate(struct jinja_render *st, uint32_t line, stru
     struct tpl_value *a[4], *s, *end;
     int64_t length = 0, leeway = 0;
     if (jinja_bind(st, line, "truncate", args, names, 4, a) ||
-        arg_int(st, line, a[0], 255, &length) || arg_int(st, line, a[3], 5, &leeway) ||
+        jinja_arg_int(st, line, a[0], 255, &length) || jinja_arg_int(st, line, a[3], 5, &leeway) ||
         !(s = str_of(st, v)))
         return NULL;
     end = a[2] ? str_of(st, a[2]) : jinja_new_string(st, "...", 3);
@@ -970,7 +727,7 @@ static struct tpl_value *f_select(struct jinja_render *st, uint32_t line, struct
         jinja_fail(st, line, ERR_INVALID, "unexpected keyword argument");
         return NULL;
     }
-    struct tpl_value *out = new_list(st, n);
+    struct tpl_value *out = jinja_new_list(st, n);
     if (!out) return NULL;
     for (size_t i = 0; i < n; i++) {
         struct tpl_value *x = by_attr ? get_path(st, line, items[i], attr, NULL) : items[i];
@@ -1012,7 +769,7 @@ static struct tpl_value *f_map(struct jinja_render *st, uint32_t line, struct tp
         fargs.kw = args->kw;
         fargs.n_kw = args->n_kw;
     }
-    struct tpl_value *out = new_list(st, n);
+    struct tpl_value *out = jinja_new_list(st, n);
     if (!out) return NULL;
     for (size_t i = 0; i < n; i++) {
         struct tpl_value *x =
@@ -1060,7 +817,7 @@ static struct tpl_value *f_unique(struct jinja_render *st, uint32_t line, struct
     size_t n;
     if (jinja_bind(st, line, "unique", args, names, 2, a) || jinja_iterate(st, line, v, &items, &n))
         return NULL;
-    struct tpl_value *out = new_list(st, n),
+    struct tpl_value *out = jinja_new_list(st, n),
                      **keys = tpl_arena_alloc(st->arena, (n + 1) * sizeof(*keys));
     if (!out || !keys) return jinja_oom(st);
     size_t n_keys = 0;
@@ -1088,7 +845,7 @@ static struct tpl_value *f_groupby(struct jinja_render *st, uint32_t line, struc
     int cs = arg_bool(a[2]);
     struct tpl_value *sorted_v = sorted(st, line, items, n, a[0], cs, 0);
     if (!sorted_v) return NULL;
-    struct tpl_value *out = new_list(st, n);
+    struct tpl_value *out = jinja_new_list(st, n);
     if (!out) return NULL;
     struct tpl_value *group = NULL, *group_key = NULL;
     for (size_t i = 0; i < n; i++) {
@@ -1097,7 +854,7 @@ static struct tpl_value *f_groupby(struct jinja_render *st, uint32_t line, struc
         if (!k || !(fk = fold_case(st, k, cs))) return NULL;
         if (!group || !tpl_value_equal(group_key, fk)) {
             struct tpl_value *pair = tpl_value_tuple(st->arena, 2);
-            if (!pair || !(group = new_list(st, n - i))) return jinja_oom(st);
+            if (!pair || !(group = jinja_new_list(st, n - i))) return jinja_oom(st);
             pair->u.arr->items[0] = k;
             pair->u.arr->items[1] = group;
             out->u.arr->items[out->u.arr->n++] = pair;
@@ -1115,7 +872,7 @@ static struct tpl_value *f_batch_slice(struct jinja_render *st, uint32_t line, s
     size_t n;
     int64_t k = 0;
     if (jinja_bind(st, line, is_slice ? "slice" : "batch", args, names, 2, a) ||
-        arg_int(st, line, a[0], 0, &k) || jinja_iterate(st, line, v, &items, &n))
+        jinja_arg_int(st, line, a[0], 0, &k) || jinja_iterate(st, line, v, &items, &n))
         return NULL;
     if (!a[0] || k <= 0 || k > (1 << 20)) {
         jinja_fail(st, line, ERR_INVALID, "%s needs a positive count",
@@ -1127,7 +884,7 @@ static struct tpl_value *f_batch_slice(struct jinja_render *st, uint32_t line, s
     if (!out) return jinja_oom(st);
     if (!is_slice) {
         for (size_t i = 0; i < n; i += (size_t)k) {
-            struct tpl_value *row = new_list(st, (size_t)k);
+            struct tpl_value *row = jinja_new_list(st, (size_t)k);
             if (!row) return NULL;
             for (size_t j = i; j < n && j < i + (size_t)k; j++)
                 row->u.arr->items[row->u.arr->n++] = items[j];
@@ -1143,7 +900,7 @@ static struct tpl_value *f_batch_slice(struct jinja_render *st, uint32_t line, s
         size_t start = offset + s * per;
         if (s < extra) offset++;
         size_t end = offset + (s + 1) * per;
-        struct tpl_value *col = new_list(st, end - start + 1);
+        struct tpl_value *col = jinja_new_list(st, end - start + 1);
         if (!col) return NULL;
         for (size_t j = start; j < end; j++) col->u.arr->items[col->u.arr->n++] = items[j];
         if (fill && s >= extra) col->u.arr->items[col->u.arr->n++] = fill;
@@ -1324,7 +1081,7 @@ struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int
     case F_INDENT:
         return f_indent(st, line, v, args);
     case F_ITEMS:
-        if (v->kind == TPL_UNDEFINED) return new_list(st, 0);
+        if (v->kind == TPL_UNDEFINED) return jinja_new_list(st, 0);
         if (v->kind != TPL_OBJECT) {
             jinja_fail(st, line, ERR_INVALID, "Can only get item pairs from a mapping.");
             return NULL;
@@ -1339,7 +1096,7 @@ struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int
             return count ? jinja_str_slice(st, v, (int64_t)count - 1, -1, -1, count) : v;
         }
         if (jinja_iterate(st, line, v, &items, &n)) return NULL;
-        struct tpl_value *out = new_list(st, n);
+        struct tpl_value *out = jinja_new_list(st, n);
         if (!out) return NULL;
         for (size_t i = 0; i < n; i++) out->u.arr->items[i] = items[id == F_LIST ? i : n - 1 - i];
         out->u.arr->n = n;
@@ -1368,7 +1125,8 @@ struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int
     case F_REPLACE: {
         static const char *const names[] = {"old", "new", "count"};
         int64_t count = -1;
-        if (jinja_bind(st, line, fname, args, names, 3, a) || arg_int(st, line, a[2], -1, &count))
+        if (jinja_bind(st, line, fname, args, names, 3, a) ||
+            jinja_arg_int(st, line, a[2], -1, &count))
             return NULL;
         if (!a[0] || !a[1]) {
             jinja_fail(st, line, ERR_INVALID, "replace() needs old and new");
@@ -1432,150 +1190,5 @@ struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int
     }
     }
     jinja_fail(st, line, ERR_INVALID, "No filter named '%s'.", fname);
-    return NULL;
-}
-
-/* ============================================================================================
- * Globals
- * ============================================================================================
- */
-
-enum global_id { G_RANGE, G_NAMESPACE, G_DICT, G_RAISE_EXCEPTION, G_STRFTIME_NOW };
-
-/* Read-only after start-up: values point at them, nothing writes them. */
-static struct jinja_func k_global_funcs[] = {
-    {G_RANGE, "range", NULL, 0},
-    {G_NAMESPACE, "namespace", NULL, 0},
-    {G_DICT, "dict", NULL, 0},
-    {G_RAISE_EXCEPTION, "raise_exception", NULL, 0},
-    {G_STRFTIME_NOW, "strftime_now", NULL, 0},
-};
-
-static struct tpl_value k_global_values[] = {
-    {.kind = TPL_FUNC, .u.fn = &k_global_funcs[0]}, {.kind = TPL_FUNC, .u.fn = &k_global_funcs[1]},
-    {.kind = TPL_FUNC, .u.fn = &k_global_funcs[2]}, {.kind = TPL_FUNC, .u.fn = &k_global_funcs[3]},
-    {.kind = TPL_FUNC, .u.fn = &k_global_funcs[4]},
-};
-
-struct tpl_value *jinja_global_lookup(const char *name, size_t n) {
-    for (size_t i = 0; i < sizeof(k_global_funcs) / sizeof(k_global_funcs[0]); i++)
-        if (strlen(k_global_funcs[i].name) == n && memcmp(k_global_funcs[i].name, name, n) == 0)
-            return &k_global_values[i];
-    return NULL;
-}
-
-#define JINJA_MAX_RANGE 100000 /* jinja2.sandbox.MAX_RANGE */
-
-static struct tpl_value *g_range(struct jinja_render *st, uint32_t line, struct jinja_args *args) {
-    int64_t v[3] = {0, 0, 1};
-    if (args->n_kw || args->n_pos < 1 || args->n_pos > 3) {
-        jinja_fail(st, line, ERR_INVALID, "range expected 1 to 3 arguments, got %zu", args->n_pos);
-        return NULL;
-    }
-    for (size_t i = 0; i < args->n_pos; i++)
-        if (arg_int(st, line, args->pos[i], 0, &v[args->n_pos == 1 ? 1 : i])) return NULL;
-    if (v[2] == 0) {
-        jinja_fail(st, line, ERR_INVALID, "range() arg 3 must not be zero");
-        return NULL;
-    }
-    int64_t start = v[0], stop = v[1], step = v[2], count = 0;
-    if (step > 0 && start < stop)
-        count = (int64_t)(((uint64_t)stop - (uint64_t)start - 1) / (uint64_t)step) + 1;
-    if (step < 0 && start > stop)
-        count =
-            (int64_t)(((uint64_t)start - (uint64_t)stop - 1) / ((uint64_t)0 - (uint64_t)step)) + 1;
-    if (count > JINJA_MAX_RANGE) {
-        jinja_fail(st, line, ERR_RANGE,
-                   "Range too big. The sandbox blocks ranges larger than MAX_RANGE (%d).",
-                   JINJA_MAX_RANGE);
-        return NULL;
-    }
-    if (jinja_charge(st, (uint64_t)count / 16)) return NULL;
-    struct tpl_value *out = new_list(st, (size_t)count);
-    if (!out) return NULL;
-    for (int64_t i = 0; i < count; i++) {
-        struct tpl_value *x = jinja_new_int(st, start + i * step);
-        if (!x) return NULL;
-        out->u.arr->items[out->u.arr->n++] = x;
-    }
-    return out;
-}
-
-static struct tpl_value *g_namespace_or_dict(struct jinja_render *st, uint32_t line,
-                                             struct jinja_args *args, int is_ns) {
-    struct tpl_value *obj = tpl_value_object(st->arena);
-    if (!obj) return jinja_oom(st);
-    if (args->n_pos > 1 || (args->n_pos == 1 && args->pos[0]->kind != TPL_OBJECT)) {
-        jinja_fail(st, line, ERR_INVALID, "%s() takes at most one mapping argument",
-                   is_ns ? "namespace" : "dict");
-        return NULL;
-    }
-    if (args->n_pos) {
-        const struct tpl_object *src = args->pos[0]->u.obj;
-        for (size_t i = 0; i < src->n; i++)
-            if (tpl_object_put(st->arena, obj->u.obj, src->entries[i].key, src->entries[i].val))
-                return jinja_oom(st);
-    }
-    for (size_t k = 0; k < args->n_kw; k++)
-        if (tpl_object_set(st->arena, obj, args->kw[k].name, args->kw[k].n, args->kw[k].v))
-            return jinja_oom(st);
-    if (is_ns) obj->kind = TPL_NAMESPACE;
-    return obj;
-}
-
-static struct tpl_value *g_strftime_now(struct jinja_render *st, uint32_t line,
-                                        struct jinja_args *args) {
-    if (args->n_pos != 1 || args->pos[0]->kind != TPL_STRING) {
-        jinja_fail(st, line, ERR_INVALID, "strftime_now() takes one format string");
-        return NULL;
-    }
-    struct tpl_value *fmt = args->pos[0];
-    time_t t = (time_t)st->now_unix;
-    struct tm tm;
-    if (!localtime_r(&t, &tm)) {
-        jinja_fail(st, line, ERR_INVALID, "strftime_now: time out of range");
-        return NULL;
-    }
-    /* Python formats each directive with C strftime, plus %f (microseconds: 000000 here) */
-    struct buf out;
-    buf_init(&out);
-    const char *p = fmt->u.s.p;
-    size_t n = fmt->u.s.n;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] != '%' || i + 1 >= n) {
-            buf_append_char(&out, p[i]);
-            continue;
-        }
-        char d = p[++i], spec[4] = {'%', d, 0, 0}, tmp[256];
-        if (d == 'f') {
-            buf_append_str(&out, "000000");
-            continue;
-        }
-        if ((d == 'E' || d == 'O') && i + 1 < n) spec[2] = p[++i];
-        size_t k = strftime(tmp, sizeof(tmp), spec, &tm);
-        buf_append(&out, tmp, k);
-    }
-    return jinja_buf_to_string(st, &out);
-}
-
-struct tpl_value *jinja_builtin_call(struct jinja_render *st, uint32_t line, struct jinja_func *fn,
-                                     struct jinja_args *args) {
-    switch (fn->id) {
-    case G_RANGE:
-        return g_range(st, line, args);
-    case G_NAMESPACE:
-        return g_namespace_or_dict(st, line, args, 1);
-    case G_DICT:
-        return g_namespace_or_dict(st, line, args, 0);
-    case G_RAISE_EXCEPTION: {
-        struct tpl_value *msg = args->n_pos ? jinja_to_string(st, args->pos[0]) : NULL;
-        if (args->n_pos && !msg) return NULL;
-        jinja_fail(st, 0, ERR_INVALID, "%.*s", msg ? (int)msg->u.s.n : 0, msg ? msg->u.s.p : "");
-        return NULL;
-    }
-    case G_STRFTIME_NOW:
-        return g_strftime_now(st, line, args);
-    }
-    jinja_fail(st, line, ERR_INVALID, "'%s' is not callable", fn->name);
     return NULL;
 }

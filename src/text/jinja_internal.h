@@ -4,8 +4,11 @@
  * jinja_lex.c    source -> tokens, with Jinja's whitespace control (trim/lstrip blocks, -/+)
  * jinja_parse.c  tokens -> AST (struct jinja_node), with Jinja's operator precedence
  * jinja_eval.c   AST -> output: statements, expressions, scopes, macros, loops
- * jinja_filters.c  builtin filters, tests and global functions
+ * jinja_filters.c  builtin filters (and the argument binding builtins share)
+ * jinja_tests.c    builtin tests (`is defined`, `is string`, ...)
+ * jinja_globals.c  range, namespace, dict, raise_exception, strftime_now
  * jinja_methods.c  Python str/dict/list methods and the string helpers they share
+ * jinja_format.c   `%` formatting and str.format
  * chat_template.c  the public parse/render entry points
  *
  * Everything a template owns (tokens' strings, nodes, constants) lives in the template's arena;
@@ -377,7 +380,8 @@ struct tpl_value *jinja_buf_to_string(struct jinja_render *st, struct buf *b); /
 /* Records ERR_NOMEM/ERR_RANGE for a failed render allocation; returns NULL. */
 struct tpl_value *jinja_oom(struct jinja_render *st);
 
-/* ---- builtins (jinja_filters.c, jinja_methods.c) ----------------------------------------- */
+/* ---- builtins (jinja_filters/tests/globals/methods/format.c)
+ * ----------------------------------------- */
 
 int jinja_filter_lookup(const char *name, size_t n); /* index or -1 */
 int jinja_test_lookup(const char *name, size_t n);   /* index or -1 */
@@ -403,6 +407,14 @@ struct tpl_value *jinja_method_call(struct jinja_render *st, uint32_t line, stru
 int jinja_bind(struct jinja_render *st, uint32_t line, const char *fname,
                const struct jinja_args *args, const char *const *names, size_t n_names,
                struct tpl_value **out);
+/* Python str.format (jinja_format.c). */
+struct tpl_value *jinja_str_format(struct jinja_render *st, uint32_t line, struct tpl_value *fmt,
+                                   struct jinja_args *args);
+/* An integer argument (bool counts); dflt when v is NULL or None. 0 or an error code. */
+int jinja_arg_int(struct jinja_render *st, uint32_t line, struct tpl_value *v, int64_t dflt,
+                  int64_t *out);
+/* An empty list with room for n items (fill items[] and n directly). */
+struct tpl_value *jinja_new_list(struct jinja_render *st, size_t n);
 /* Python printf-style formatting (`fmt % args`, |format). */
 struct tpl_value *jinja_percent_format(struct jinja_render *st, uint32_t line,
                                        struct tpl_value *fmt, struct tpl_value *args);
