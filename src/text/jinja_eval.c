@@ -324,6 +324,10 @@ struct tpl_value *jinja_getattr(struct jinja_render *st, uint32_t line, struct t
         return v ? v : missing_attr(st, obj, name, n);
     }
     default: {
+        if ((obj->flags & TPL_F_GROUP) && n == 7 && memcmp(name, "grouper", 7) == 0)
+            return obj->u.arr->items[0];
+        if ((obj->flags & TPL_F_GROUP) && n == 4 && memcmp(name, "list", 4) == 0)
+            return obj->u.arr->items[1];
         struct tpl_value *m = jinja_method_lookup(st, obj, name, n);
         if (m || st->code) return m;
         return missing_attr(st, obj, name, n);
@@ -356,6 +360,7 @@ struct tpl_value *jinja_getitem(struct jinja_render *st, uint32_t line, struct t
     case TPL_UNDEFINED:
         return jinja_undefined_error(st, line, obj);
     case TPL_ARRAY:
+        if (obj->flags & TPL_F_GEN) break; /* not subscriptable: the sandbox gives Undefined */
         if (index_of(key, &i)) {
             int64_t n = (int64_t)obj->u.arr->n;
             if (i < 0) i += n;
@@ -436,10 +441,16 @@ static struct tpl_value *eval_slice(struct jinja_render *st, struct jinja_scope 
         given[k] = &parts[k];
     }
     if (obj->kind == TPL_UNDEFINED) return jinja_undefined_error(st, n->line, obj);
-    if (bad || (obj->kind != TPL_ARRAY && obj->kind != TPL_STRING)) {
-        struct tpl_value *u =
-            tpl_value_undef(st->arena, TPL_UNDEF_HINT, "slice of an unsliceable value", 29, NULL);
-        return u ? u : jinja_oom(st);
+    /* Jinja compiles a slice to a plain Python subscript (no sandbox fallback to Undefined) */
+    if ((obj->kind != TPL_ARRAY && obj->kind != TPL_STRING) || (obj->flags & TPL_F_GEN)) {
+        jinja_fail(st, n->line, ERR_INVALID, "'%s' object is not subscriptable",
+                   tpl_type_name(obj));
+        return NULL;
+    }
+    if (bad) {
+        jinja_fail(st, n->line, ERR_INVALID,
+                   "slice indices must be integers or None or have an __index__ method");
+        return NULL;
     }
     int64_t step = given[2] ? *given[2] : 1, start, stop;
     int64_t len = obj->kind == TPL_ARRAY ? (int64_t)obj->u.arr->n : (int64_t)tpl_string_len(obj);
@@ -656,6 +667,7 @@ struct tpl_value *jinja_binop(struct jinja_render *st, uint32_t line, int op, st
         [OP_MUL] = "*", [OP_MOD] = "%", [OP_POW] = "** or pow()"};
     if (a->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, a);
     if (b->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, b);
+    if ((a->flags | b->flags) & TPL_F_GEN) return type_error(st, line, sym[op], a, b);
     int an = tpl_is_number(a), bn = tpl_is_number(b);
     if (op == OP_ADD && !(an && bn)) {
         if (a->kind == TPL_STRING && b->kind == TPL_STRING) return concat_strings(st, a, b);

@@ -611,7 +611,14 @@ static struct tpl_value *f_indent(struct jinja_render *st, uint32_t line, struct
                                   struct jinja_args *args) {
     static const char *const names[] = {"width", "first", "blank"};
     struct tpl_value *a[3], *s;
-    if (jinja_bind(st, line, "indent", args, names, 3, a) || !(s = str_of(st, v))) return NULL;
+    if (jinja_bind(st, line, "indent", args, names, 3, a)) return NULL;
+    if (v->kind != TPL_STRING) { /* Jinja appends "\n" to the value itself */
+        if (v->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, v);
+        jinja_fail(st, line, ERR_INVALID, "unsupported operand type(s) for +=: '%s' and 'str'",
+                   tpl_type_name(v));
+        return NULL;
+    }
+    s = v;
     struct buf ind, out;
     buf_init(&ind);
     buf_init(&out);
@@ -650,9 +657,21 @@ static struct tpl_value *f_truncate(struct jinja_render *st, uint32_t line, stru
     struct tpl_value *a[4], *s, *end;
     int64_t length = 0, leeway = 0;
     if (jinja_bind(st, line, "truncate", args, names, 4, a) ||
-        jinja_arg_int(st, line, a[0], 255, &length) || jinja_arg_int(st, line, a[3], 5, &leeway) ||
-        !(s = str_of(st, v)))
+        jinja_arg_int(st, line, a[0], 255, &length) || jinja_arg_int(st, line, a[3], 5, &leeway))
         return NULL;
+    if (v->kind != TPL_STRING) { /* Jinja takes len() of the value itself */
+        int64_t len = v->kind == TPL_UNDEFINED                          ? 0
+                      : v->kind == TPL_ARRAY && !(v->flags & TPL_F_GEN) ? (int64_t)v->u.arr->n
+                      : v->kind == TPL_OBJECT                           ? (int64_t)v->u.obj->n
+                                                                        : -1;
+        if (len >= 0 && len <= length + leeway) return v;
+        jinja_fail(st, line, ERR_INVALID,
+                   len < 0 ? "object of type '%s' has no len()"
+                           : "'%s' object has no attribute 'rsplit'",
+                   tpl_type_name(v));
+        return NULL;
+    }
+    s = v;
     end = a[2] ? str_of(st, a[2]) : jinja_new_string(st, "...", 3);
     if (!end) return NULL;
     int64_t end_len = (int64_t)tpl_string_len(end), len = (int64_t)tpl_string_len(s);
@@ -855,6 +874,7 @@ static struct tpl_value *f_groupby(struct jinja_render *st, uint32_t line, struc
         if (!group || !tpl_value_equal(group_key, fk)) {
             struct tpl_value *pair = tpl_value_tuple(st->arena, 2);
             if (!pair || !(group = jinja_new_list(st, n - i))) return jinja_oom(st);
+            pair->flags |= TPL_F_GROUP;
             pair->u.arr->items[0] = k;
             pair->u.arr->items[1] = group;
             out->u.arr->items[out->u.arr->n++] = pair;
@@ -947,17 +967,36 @@ static struct tpl_value *f_length(struct jinja_render *st, uint32_t line, struct
     case TPL_STRING:
         return jinja_new_int(st, (int64_t)tpl_string_len(v));
     case TPL_ARRAY:
+        if (v->flags & TPL_F_GEN) break; /* a generator has no len() */
         return jinja_new_int(st, (int64_t)v->u.arr->n);
     case TPL_OBJECT:
         return jinja_new_int(st, (int64_t)v->u.obj->n);
     default:
-        jinja_fail(st, line, ERR_INVALID, "object of type '%s' has no len()", tpl_type_name(v));
-        return NULL;
+        break;
     }
+    jinja_fail(st, line, ERR_INVALID, "object of type '%s' has no len()", tpl_type_name(v));
+    return NULL;
 }
 
+static struct tpl_value *filter_apply(struct jinja_render *st, uint32_t line, int idx,
+                                      struct tpl_value *v, struct jinja_args *args);
+
+/* Filters whose Jinja implementation yields return a generator; we keep the list and mark it,
+ * so truth, len() and printing behave like the generator. */
 struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int idx,
                                      struct tpl_value *v, struct jinja_args *args) {
+    struct tpl_value *r = filter_apply(st, line, idx, v, args);
+    int id = k_filters[idx].id;
+    int yields = id == F_MAP || id == F_SELECT || id == F_REJECT || id == F_SELECTATTR ||
+                 id == F_REJECTATTR || id == F_UNIQUE || id == F_BATCH || id == F_SLICE ||
+                 id == F_ITEMS ||
+                 (id == F_REVERSE && v->kind != TPL_STRING && !(v->flags & TPL_F_GEN));
+    if (r && yields && r->kind == TPL_ARRAY && r != v) r->flags |= TPL_F_GEN;
+    return r;
+}
+
+static struct tpl_value *filter_apply(struct jinja_render *st, uint32_t line, int idx,
+                                      struct tpl_value *v, struct jinja_args *args) {
     int id = k_filters[idx].id;
     const char *fname = k_filters[idx].name;
     struct tpl_value *a[4], *s, **items;
@@ -1045,6 +1084,10 @@ struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int
         if (jinja_iterate(st, line, v, &items, &n)) return NULL;
         return n ? items[0] : undef_hint(st, "No first item, sequence was empty.");
     case F_LAST:
+        if (v->flags & TPL_F_GEN) {
+            jinja_fail(st, line, ERR_INVALID, "'generator' object is not reversible");
+            return NULL;
+        }
         if (jinja_iterate(st, line, v, &items, &n)) return NULL;
         return n ? items[n - 1] : undef_hint(st, "No last item, sequence was empty.");
     case F_FLOAT: {

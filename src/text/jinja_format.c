@@ -32,7 +32,10 @@ struct tpl_value *jinja_percent_format(struct jinja_render *st, uint32_t line,
                                        struct tpl_value *fmt, struct tpl_value *args) {
     struct tpl_value **items = &args;
     size_t n_items = 1, next_arg = 0;
-    int is_map = args->kind == TPL_OBJECT;
+    /* Python treats any non-tuple argument with __getitem__ as a mapping: extra arguments are
+     * then not an error ('abc' % [] == 'abc') */
+    int is_map = args->kind == TPL_OBJECT ||
+                 (args->kind == TPL_ARRAY && !(args->flags & (TPL_F_TUPLE | TPL_F_GEN)));
     if (args->kind == TPL_ARRAY && (args->flags & TPL_F_TUPLE)) {
         items = args->u.arr->items;
         n_items = args->u.arr->n;
@@ -52,7 +55,7 @@ struct tpl_value *jinja_percent_format(struct jinja_render *st, uint32_t line,
         struct tpl_value *arg = NULL;
         if (i < n && p[i] == '(') {
             const char *close = memchr(p + i, ')', n - i);
-            if (!close || !is_map) {
+            if (!close || args->kind != TPL_OBJECT) {
                 err = close ? "format requires a mapping" : "incomplete format key";
                 break;
             }

@@ -45,6 +45,9 @@ enum {
     TPL_F_TUPLE = 1, /* array printed as (a, b) and unequal to a list */
     TPL_F_SAFE = 2,  /* string is Markup (|safe, |escape): `+` with it escapes the other side */
     TPL_F_ASCII = 4, /* string has only ASCII bytes: character index == byte index */
+    TPL_F_GROUP = 8, /* a (grouper, list) pair from |groupby: .grouper and .list work */
+    TPL_F_GEN = 16,  /* the result of a filter that yields in Jinja (map, select, ...): always
+                        true, no len(), no indexing, prints as a generator object */
 };
 
 enum tpl_undef_why {
@@ -431,6 +434,8 @@ enum {
     JINJA_CASE_TITLE_FILTER,
     JINJA_CASE_SWAP
 };
+/* Python str.islower() (want_lower) / str.isupper(). */
+int jinja_str_is_case(const struct tpl_value *s, int want_lower);
 struct tpl_value *jinja_str_replace(struct jinja_render *st, struct tpl_value *s,
                                     struct tpl_value *old, struct tpl_value *new_, int64_t count);
 /* Characters [start, stop) of s with step (Python slice already resolved). */

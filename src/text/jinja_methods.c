@@ -227,6 +227,20 @@ static int sigma_is_final(const char *p, size_t n, size_t end, int prev_cased) {
     return prev_cased && (j >= n || !is_cased(jinja_utf8_next(p, n, &j)));
 }
 
+int jinja_str_is_case(const struct tpl_value *s, int want_lower) {
+    const char *p = s->u.s.p;
+    size_t n = s->u.s.n, i = 0;
+    int cased = 0;
+    while (i < n) {
+        uint32_t c = jinja_utf8_next(p, n, &i);
+        int lower = cp_upper(c) != c || c == 0xdf || c == 0x138 || c == 0x149;
+        int upper = cp_lower(c) != c;
+        if (want_lower ? upper : lower) return 0;
+        cased |= want_lower ? lower : upper;
+    }
+    return cased;
+}
+
 struct tpl_value *jinja_str_case(struct jinja_render *st, struct tpl_value *s, int how) {
     struct buf b;
     buf_init(&b);
@@ -525,6 +539,7 @@ struct tpl_value *jinja_method_lookup(struct jinja_render *st, struct tpl_value 
         table = k_dict_methods;
         break;
     case TPL_ARRAY:
+        if (v->flags & TPL_F_GEN) return NULL;
         table = v->flags & TPL_F_TUPLE ? k_tuple_methods : k_list_methods;
         break;
     case TPL_LOOP:
@@ -944,7 +959,7 @@ static struct tpl_value *str_method(struct jinja_render *st, uint32_t line, stru
     case M_ISUPPER: {
         const char *p = s->u.s.p;
         size_t n = s->u.s.n, i = 0;
-        int any = 0, cased = 0, ok = n > 0;
+        int any = 0, ok = n > 0;
         while (i < n && ok) {
             uint32_t c = jinja_utf8_next(p, n, &i);
             unsigned fl = c >= 0x80 ? unicode_flags(c) : 0;
@@ -967,17 +982,13 @@ static struct tpl_value *str_method(struct jinja_render *st, uint32_t line, stru
                 ok = jinja_is_pyspace(c);
                 break;
             case M_ISLOWER:
-                ok = !upper;
-                cased |= lower;
-                break;
             case M_ISUPPER:
-                ok = !lower;
-                cased |= upper;
                 break;
             }
             any = 1;
         }
-        if (fn->id == M_ISLOWER || fn->id == M_ISUPPER) ok = ok && cased;
+        if (fn->id == M_ISLOWER || fn->id == M_ISUPPER)
+            ok = jinja_str_is_case(s, fn->id == M_ISLOWER);
         return tpl_value_bool(ok && any);
     }
     case M_PARTITION:

@@ -207,8 +207,8 @@ int jinja_test_apply(struct jinja_render *st, uint32_t line, int idx, struct tpl
         return 0;
     case T_SEQUENCE:
         /* len() and __getitem__: lists, tuples, strings, dicts, and Jinja's Undefined */
-        *out = v->kind == TPL_ARRAY || v->kind == TPL_OBJECT || v->kind == TPL_STRING ||
-               v->kind == TPL_UNDEFINED;
+        *out = (v->kind == TPL_ARRAY && !(v->flags & TPL_F_GEN)) || v->kind == TPL_OBJECT ||
+               v->kind == TPL_STRING || v->kind == TPL_UNDEFINED;
         return 0;
     case T_STRING:
         *out = v->kind == TPL_STRING;
@@ -218,17 +218,9 @@ int jinja_test_apply(struct jinja_render *st, uint32_t line, int idx, struct tpl
         return 0;
     case T_LOWER:
     case T_UPPER: {
-        struct tpl_value *s = jinja_to_string(st, v), *t;
+        struct tpl_value *s = jinja_to_string(st, v);
         if (!s) return st->code;
-        t = jinja_str_case(st, s, id == T_LOWER ? JINJA_CASE_LOWER : JINJA_CASE_UPPER);
-        if (!t) return st->code;
-        /* str.islower(): some cased character and no opposite-case one */
-        int cased = 0;
-        for (size_t i = 0; i < s->u.s.n; i++) {
-            char ch = s->u.s.p[i];
-            cased |= (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
-        }
-        *out = cased && tpl_value_equal(s, t);
+        *out = jinja_str_is_case(s, id == T_LOWER);
         return 0;
     }
     case T_SAMEAS:

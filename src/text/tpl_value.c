@@ -360,7 +360,7 @@ int tpl_is_truthy(const struct tpl_value *v) {
     case TPL_STRING:
         return v->u.s.n != 0;
     case TPL_ARRAY:
-        return v->u.arr->n != 0;
+        return (v->flags & TPL_F_GEN) || v->u.arr->n != 0;
     case TPL_OBJECT:
         return v->u.obj->n != 0;
     default:
@@ -391,7 +391,7 @@ const char *tpl_type_name(const struct tpl_value *v) {
     case TPL_STRING:
         return v->flags & TPL_F_SAFE ? "Markup" : "str";
     case TPL_ARRAY:
-        return v->flags & TPL_F_TUPLE ? "tuple" : "list";
+        return v->flags & TPL_F_GEN ? "generator" : v->flags & TPL_F_TUPLE ? "tuple" : "list";
     case TPL_OBJECT:
         return "dict";
     case TPL_NAMESPACE:
@@ -572,6 +572,10 @@ static int value_print(struct buf *b, const struct tpl_value *v, int repr, int d
         }
         return 0;
     case TPL_ARRAY:
+        if (v->flags & TPL_F_GEN) {
+            buf_append_str(b, "<generator object>");
+            return 0;
+        }
         return print_items(b, v, depth);
     case TPL_OBJECT:
         return print_dict(b, v->u.obj, depth);
@@ -689,6 +693,8 @@ static int json_value(struct buf *b, const struct tpl_value *v, const struct tpl
         return 0;
     case TPL_ARRAY: {
         const struct tpl_array *r = v->u.arr;
+        if (v->flags & TPL_F_GEN)
+            return error_set(err, ERR_INVALID, "Object of type generator is not JSON serializable");
         if (r->n == 0) {
             buf_append_str(b, "[]");
             return 0;
@@ -786,6 +792,7 @@ static int equal_depth(const struct tpl_value *a, const struct tpl_value *b, int
     case TPL_STRING:
         return a->u.s.n == b->u.s.n && memcmp(a->u.s.p, b->u.s.p, a->u.s.n) == 0;
     case TPL_ARRAY: {
+        if ((a->flags | b->flags) & TPL_F_GEN) return 0; /* identity, checked above */
         if ((a->flags & TPL_F_TUPLE) != (b->flags & TPL_F_TUPLE)) return 0;
         if (a->u.arr->n != b->u.arr->n) return 0;
         for (size_t i = 0; i < a->u.arr->n; i++)
@@ -825,7 +832,7 @@ static int compare_depth(const struct tpl_value *a, const struct tpl_value *b, i
         *out = str_cmp(a, b);
         return 0;
     }
-    if (a->kind == TPL_ARRAY && b->kind == TPL_ARRAY &&
+    if (a->kind == TPL_ARRAY && b->kind == TPL_ARRAY && !((a->flags | b->flags) & TPL_F_GEN) &&
         (a->flags & TPL_F_TUPLE) == (b->flags & TPL_F_TUPLE)) {
         size_t n = a->u.arr->n < b->u.arr->n ? a->u.arr->n : b->u.arr->n;
         for (size_t i = 0; i < n; i++) {
