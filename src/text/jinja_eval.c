@@ -56,6 +56,8 @@ static int exec_list(struct jinja_render *st, struct jinja_scope *sc,
 /* ============================================================================================
  * Errors, limits, allocation
  * ============================================================================================
+ * The first error wins and stays in the render state; everything after it sees st->code and
+ * unwinds. Steps and output size are counted here, so no template runs or grows without bound.
  */
 
 int jinja_fail(struct jinja_render *st, uint32_t line, int code, const char *fmt, ...) {
@@ -155,6 +157,8 @@ static int emit(struct jinja_render *st, const char *p, size_t n) {
 /* ============================================================================================
  * Scopes and names
  * ============================================================================================
+ * A scope is a short vector of (name, value) and chains are short (template, loop iteration,
+ * macro call), so a linear search beats hashing.
  */
 
 static struct jinja_scope *scope_new(struct jinja_render *st, struct jinja_scope *parent) {
@@ -373,7 +377,7 @@ struct tpl_value *jinja_getitem(struct jinja_render *st, uint32_t line, struct t
             size_t count = tpl_string_len(obj);
             if (i < 0) i += (int64_t)count;
             if (i < 0 || i >= (int64_t)count) return missing_item(st, obj, key);
-            return jinja_str_slice(st, obj, i, i + 1, 1, 1);
+            return jinja_str_slice(st, obj, i, 1, 1);
         }
         break;
     case TPL_OBJECT:
@@ -459,7 +463,7 @@ static struct tpl_value *eval_slice(struct jinja_render *st, struct jinja_scope 
         jinja_fail(st, n->line, ERR_INVALID, "slice step cannot be zero");
         return NULL;
     }
-    if (obj->kind == TPL_STRING) return jinja_str_slice(st, obj, start, stop, step, (size_t)count);
+    if (obj->kind == TPL_STRING) return jinja_str_slice(st, obj, start, step, (size_t)count);
     struct tpl_value *r = tpl_value_tuple(st->arena, (size_t)count);
     if (!r) return jinja_oom(st);
     r->flags = obj->flags & TPL_F_TUPLE;
@@ -470,6 +474,8 @@ static struct tpl_value *eval_slice(struct jinja_render *st, struct jinja_scope 
 /* ============================================================================================
  * Iteration, strings, containment
  * ============================================================================================
+ * Python iterates dicts by key and strings by character, and Jinja's Undefined iterates as
+ * empty. Anything iterable becomes an item vector once, shared by loops, filters and `in`.
  */
 
 int jinja_iterate(struct jinja_render *st, uint32_t line, struct tpl_value *v,
@@ -562,6 +568,8 @@ int jinja_contains(struct jinja_render *st, uint32_t line, struct tpl_value *con
 /* ============================================================================================
  * Arithmetic (Python rules: int64 here, with overflow an error rather than a bignum)
  * ============================================================================================
+ * Templates count and index; int64 with an overflow error keeps results exact where it matters
+ * without a bignum. Floats follow Python's divmod and power rules.
  */
 
 static struct tpl_value *type_error(struct jinja_render *st, uint32_t line, const char *op,
@@ -782,6 +790,9 @@ struct tpl_value *jinja_binop(struct jinja_render *st, uint32_t line, int op, st
 /* ============================================================================================
  * Calls: macros, builtins, recursive loops
  * ============================================================================================
+ * Macros bind like Jinja's Macro._invoke: positional, keyword, defaults evaluated in the
+ * macro's own scope, and varargs/kwargs/caller only when the body uses them (known at parse time).
+ * A call renders into a private buffer and returns the text.
  */
 
 static int run_loop(struct jinja_render *st, struct jinja_scope *sc, const struct jinja_node *n,
@@ -1043,6 +1054,8 @@ static struct tpl_value *eval_filter(struct jinja_render *st, struct jinja_scope
 /* ============================================================================================
  * Expressions
  * ============================================================================================
+ * eval returns NULL after recording an error; the depth counter bounds recursion through deep or
+ * left-leaning expression trees.
  */
 
 /* Python's ordering of a and b into *c (-1, 0, 1; 2 when unordered); 0 or an error code. Kept
@@ -1215,6 +1228,8 @@ static struct tpl_value *eval(struct jinja_render *st, struct jinja_scope *sc,
 /* ============================================================================================
  * Statements
  * ============================================================================================
+ * exec returns EXEC_OK/BREAK/CONTINUE or a negative error. Captures (set and filter blocks,
+ * macros) swap st->out for a private buffer.
  */
 
 /* Assigns v to a name or unpacks it over a tuple of targets (for loops, set, with). */

@@ -22,6 +22,8 @@
 /* ============================================================================================
  * Argument binding
  * ============================================================================================
+ * Python call rules for builtins: positionals in order, keywords by name; too many arguments or
+ * an unknown keyword is an error, as Python's TypeError would be.
  */
 
 int jinja_bind(struct jinja_render *st, uint32_t line, const char *fname,
@@ -75,6 +77,8 @@ static struct tpl_value *str_of(struct jinja_render *st, struct tpl_value *v) {
 /* ============================================================================================
  * Attribute paths (`attribute='a.b.0'`) and comparisons for sort/min/max/unique/groupby
  * ============================================================================================
+ * Like Jinja's make_attrgetter, each dotted part is looked up with getitem semantics (digits
+ * index). Sorting is a stable merge sort with Python ordering, so equal keys keep their order.
  */
 
 /* Looks up a dotted attribute path with getitem semantics; integer parts index. */
@@ -97,9 +101,6 @@ static struct tpl_value *get_path(struct jinja_render *st, uint32_t line, struct
             digits ? jinja_new_int(st, strtoll(p, NULL, 10)) : jinja_new_string(st, p, n);
         if (!key || !(item = jinja_getitem(st, line, item, key))) return NULL;
         if (dflt && item->kind == TPL_UNDEFINED) item = dflt;
-        if (!dflt && item->kind == TPL_UNDEFINED && dot) {
-            /* further lookups on undefined fail like Jinja's getitem */
-        }
         if (!dot) break;
         p = dot + 1;
     }
@@ -242,6 +243,8 @@ static int apply_named_test(struct jinja_render *st, uint32_t line, struct tpl_v
 /* ============================================================================================
  * Filters
  * ============================================================================================
+ * One switch over the filter id; names (with the aliases d, e, count) resolve to ids when the
+ * template is parsed.
  */
 
 enum filter_id {
@@ -681,8 +684,7 @@ static struct tpl_value *f_truncate(struct jinja_render *st, uint32_t line, stru
         return NULL;
     }
     if (len <= length + leeway) return s;
-    struct tpl_value *head =
-        jinja_str_slice(st, s, 0, length - end_len, 1, (size_t)(length - end_len));
+    struct tpl_value *head = jinja_str_slice(st, s, 0, 1, (size_t)(length - end_len));
     if (!head) return NULL;
     if (!arg_bool(a[1])) { /* rsplit(" ", 1)[0] */
         const char *sp = NULL;
@@ -1136,7 +1138,7 @@ static struct tpl_value *filter_apply(struct jinja_render *st, uint32_t line, in
     case F_REVERSE: {
         if (id == F_REVERSE && v->kind == TPL_STRING) {
             size_t count = tpl_string_len(v);
-            return count ? jinja_str_slice(st, v, (int64_t)count - 1, -1, -1, count) : v;
+            return count ? jinja_str_slice(st, v, (int64_t)count - 1, -1, count) : v;
         }
         if (jinja_iterate(st, line, v, &items, &n)) return NULL;
         struct tpl_value *out = jinja_new_list(st, n);

@@ -438,9 +438,9 @@ enum {
 int jinja_str_is_case(const struct tpl_value *s, int want_lower);
 struct tpl_value *jinja_str_replace(struct jinja_render *st, struct tpl_value *s,
                                     struct tpl_value *old, struct tpl_value *new_, int64_t count);
-/* Characters [start, stop) of s with step (Python slice already resolved). */
+/* count characters of s from character start, stepping by step (a resolved Python slice). */
 struct tpl_value *jinja_str_slice(struct jinja_render *st, struct tpl_value *s, int64_t start,
-                                  int64_t stop, int64_t step, size_t count);
+                                  int64_t step, size_t count);
 /* A list of (key, value) tuples of a dict, in order. */
 struct tpl_value *jinja_dict_items(struct jinja_render *st, const struct tpl_object *o);
 /* Python html escape (markupsafe.escape) of str(v), flagged safe. */

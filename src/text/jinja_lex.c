@@ -34,6 +34,7 @@ struct lexer {
 /* ============================================================================================
  * Helpers
  * ============================================================================================
+ * The cursor counts lines as it moves, for error positions.
  */
 
 char *jinja_normalize(struct tpl_arena *a, const char *src, size_t n, size_t *out_n) {
@@ -144,6 +145,8 @@ static int emit_data(struct lexer *lx, size_t start, size_t end, char sign, int 
 /* ============================================================================================
  * Tokens inside tags
  * ============================================================================================
+ * Names, numbers (Jinja's forms: 1_000, 0x1f, 1e3, but `1.` is 1 then a dot), strings with
+ * Python escapes and operators. An end delimiter only ends the tag when brackets balance.
  */
 
 static int is_name_start(unsigned char c) {
@@ -261,8 +264,8 @@ static int parse_float_token(struct lexer *lx, size_t start, size_t end, struct 
 
 /* Decodes a string literal body like Python's unicode-escape after backslashreplace (what Jinja
  * does): \\ \' \" \a \b \f \n \r \t \v, \ooo, \xhh, \uhhhh, \Uhhhhhhhh; any other escape stays as
- * written. A backslash before a non-ASCII character escapes the first letter of its
- * backslashreplace form (\xe9 -> "\xe9" reads as backslash... see below). */
+ * written, and \N{...} is refused. A backslash before a non-ASCII character stays a backslash
+ * followed by that character's \xhh / \uhhhh / \Uhhhhhhhh text, as in Jinja. */
 static int decode_string(struct lexer *lx, size_t start, size_t end, struct jinja_token *tok) {
     struct buf b;
     buf_init(&b);
@@ -530,6 +533,8 @@ static int lex_tag(struct lexer *lx, int is_block) {
 /* ============================================================================================
  * Root state: data, comments, raw blocks
  * ============================================================================================
+ * Finds the next `{{`, `{%` or `{#`, applies whitespace control to the text before it, then
+ * lexes the tag (or skips the comment, or copies the raw block).
  */
 
 /* Matches `{%[-+]? \s* raw \s* (-%}\s* | %})` at i; returns the end or 0. *sign gets [-+]. */

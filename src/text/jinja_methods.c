@@ -23,6 +23,8 @@
 /* ============================================================================================
  * UTF-8
  * ============================================================================================
+ * Invalid bytes decode to U+DC80+byte (Python's surrogateescape): every byte sequence decodes,
+ * one step at a time, without reading past the end.
  */
 
 uint32_t jinja_utf8_next(const char *s, size_t n, size_t *i) {
@@ -171,6 +173,8 @@ static int is_cased(uint32_t c) {
 /* ============================================================================================
  * String algorithms shared with the filters
  * ============================================================================================
+ * strip with Python's whitespace set, case mapping, replace, slicing by character and HTML
+ * escaping, used by both filters and methods.
  */
 
 static struct tpl_value *take_buf(struct jinja_render *st, struct buf *b, uint8_t flags) {
@@ -338,8 +342,7 @@ struct tpl_value *jinja_str_replace(struct jinja_render *st, struct tpl_value *s
 }
 
 struct tpl_value *jinja_str_slice(struct jinja_render *st, struct tpl_value *s, int64_t start,
-                                  int64_t stop, int64_t step, size_t count) {
-    (void)stop;
+                                  int64_t step, size_t count) {
     const char *p = s->u.s.p;
     size_t n = s->u.s.n;
     if (s->flags & TPL_F_ASCII) {
@@ -406,6 +409,8 @@ struct tpl_value *jinja_html_escape(struct jinja_render *st, struct tpl_value *v
 /* ============================================================================================
  * Method table
  * ============================================================================================
+ * Attribute lookup on a str, dict or list finds a bound method here; the sandbox's mutating
+ * methods resolve to an undefined value that fails when called.
  */
 
 enum method_id {
@@ -575,6 +580,7 @@ struct tpl_value *jinja_method_lookup(struct jinja_render *st, struct tpl_value 
 /* ============================================================================================
  * Method bodies
  * ============================================================================================
+ * Arguments bind like Python's; indices and widths count characters.
  */
 
 static struct tpl_value *need_str(struct jinja_render *st, uint32_t line, const char *fname,

@@ -36,6 +36,7 @@ struct node_vec {
 /* ============================================================================================
  * Token helpers and errors
  * ============================================================================================
+ * Errors carry the line:column of the offending token; the first one wins.
  */
 
 static const struct jinja_token *cur(const struct parser *p) {
@@ -183,6 +184,7 @@ static int skip_op(struct parser *p, int op) {
 /* ============================================================================================
  * Nodes
  * ============================================================================================
+ * Nodes and their child lists live in the template's arena and die with the template.
  */
 
 static struct jinja_node *node_new(struct parser *p, int kind, uint32_t line) {
@@ -229,6 +231,7 @@ static void note_name_use(struct parser *p, const char *name, size_t n) {
 /* ============================================================================================
  * Expressions
  * ============================================================================================
+ * One function per precedence level, in the order of jinja2/parser.py.
  */
 
 static struct jinja_node *parse_expression(struct parser *p, int with_condexpr);
@@ -791,6 +794,7 @@ static struct jinja_node *parse_filter_expr(struct parser *p, struct jinja_node 
 /* ============================================================================================
  * Statements
  * ============================================================================================
+ * Each tag parses its header, then its body up to an end tag through parse_statements.
  */
 
 static int can_assign(const struct jinja_node *n) {

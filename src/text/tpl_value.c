@@ -55,8 +55,11 @@ int tpl_arena_failed(const struct tpl_arena *a) {
 
 void *tpl_arena_alloc(struct tpl_arena *a, size_t n) {
     if (a->failed) return NULL;
-    n = (n + 15) & ~(size_t)15;
-    if (n == 0) n = 16;
+    if (n > SIZE_MAX / 2) {
+        a->failed = 1;
+        return NULL;
+    }
+    n = n ? (n + 15) & ~(size_t)15 : 16;
     struct tpl_chunk *c = a->chunk;
     if (c && c->cap - c->used >= n) {
         void *p = c->data + c->used;
@@ -65,7 +68,7 @@ void *tpl_arena_alloc(struct tpl_arena *a, size_t n) {
     }
     size_t cap = n > TPL_CHUNK_BYTES / 4 ? n : TPL_CHUNK_BYTES;
     size_t total;
-    if (n > SIZE_MAX / 2 || mem_add_size(cap, sizeof(struct tpl_chunk), &total) ||
+    if (mem_add_size(cap, sizeof(struct tpl_chunk), &total) ||
         (a->max_bytes && (total > a->max_bytes || a->used_bytes > a->max_bytes - total))) {
         a->failed = 1;
         return NULL;
@@ -91,6 +94,7 @@ void *tpl_arena_alloc(struct tpl_arena *a, size_t n) {
 /* ============================================================================================
  * Constructors
  * ============================================================================================
+ * None and the booleans are static singletons shared by everyone; the rest comes from an arena.
  */
 
 static struct tpl_value g_none = {.kind = TPL_NONE};
@@ -345,6 +349,7 @@ const struct tpl_value *tpl_object_get(const struct tpl_value *obj, const char *
 /* ============================================================================================
  * Python semantics: truth, types, numbers
  * ============================================================================================
+ * Python's truth: empty containers, 0, 0.0, '' and None are false; Undefined is false too.
  */
 
 int tpl_is_truthy(const struct tpl_value *v) {
