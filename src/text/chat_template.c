@@ -15,9 +15,9 @@
 
 #define DEFAULT_MAX_OUTPUT (32u << 20)
 #define DEFAULT_MAX_MEMORY (256u << 20)
-#define DEFAULT_MAX_STEPS 10000000u
-#define MAX_EVAL_DEPTH 600    /* nested expression/statement frames in one render */
-#define MAX_CALL_DEPTH 100    /* nested macro calls and recursive loop calls */
+#define DEFAULT_MAX_STEPS  10000000u
+#define MAX_EVAL_DEPTH     600 /* nested expression/statement frames in one render */
+#define MAX_CALL_DEPTH     100 /* nested macro calls and recursive loop calls */
 #define MAX_TEMPLATE_BYTES (16u << 20)
 
 struct chat_template {

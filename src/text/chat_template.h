@@ -35,7 +35,7 @@ struct tpl_value;
 /* An arena that owns values. max_bytes bounds what it may allocate (0: no bound); past it every
  * constructor returns NULL and the arena reports failed. Free with tpl_arena_free. */
 struct tpl_arena *tpl_arena_create(size_t max_bytes);
-void tpl_arena_free(struct tpl_arena *a); /* a may be NULL; frees every value built in it */
+void tpl_arena_free(struct tpl_arena *a);        /* a may be NULL; frees every value built in it */
 int tpl_arena_failed(const struct tpl_arena *a); /* 1 after any failed allocation */
 
 /* Constructors. None and booleans are static (no arena). The others return NULL when the arena
@@ -67,8 +67,7 @@ int tpl_value_to_json(const struct tpl_value *v, struct buf *out, struct error *
 
 /* Parses template source (UTF-8, len bytes). On success *out owns the template (free with
  * chat_template_free). ERR_FORMAT with "line L:C: ..." for a syntax error, ERR_NOMEM. */
-int chat_template_parse(struct chat_template **out, const char *src, size_t len,
-                        struct error *err);
+int chat_template_parse(struct chat_template **out, const char *src, size_t len, struct error *err);
 void chat_template_free(struct chat_template *t); /* t may be NULL */
 
 /* Limits and inputs of one render; a zero field takes the default. */

@@ -56,6 +56,8 @@ static int exec_list(struct jinja_render *st, struct jinja_scope *sc,
 /* ============================================================================================
  * Errors, limits, allocation
  * ============================================================================================
+ * The first error wins and stays in the render state; everything after it sees st->code and
+ * unwinds. Steps and output size are counted here, so no template runs or grows without bound.
  */
 
 int jinja_fail(struct jinja_render *st, uint32_t line, int code, const char *fmt, ...) {
@@ -97,7 +99,9 @@ struct tpl_value *jinja_undefined_error(struct jinja_render *st, uint32_t line,
     const char *name = u->u.undef.name ? u->u.undef.name : "";
     int n = (int)(u->u.undef.n > 200 ? 200 : u->u.undef.n);
     switch (u->why) {
-    case TPL_UNDEF_NAME: jinja_fail(st, line, ERR_INVALID, "'%.*s' is undefined", n, name); break;
+    case TPL_UNDEF_NAME:
+        jinja_fail(st, line, ERR_INVALID, "'%.*s' is undefined", n, name);
+        break;
     case TPL_UNDEF_ATTR:
         jinja_fail(st, line, ERR_INVALID, "'%s' has no attribute '%.*s'", u->u.undef.owner, n,
                    name);
@@ -153,6 +157,8 @@ static int emit(struct jinja_render *st, const char *p, size_t n) {
 /* ============================================================================================
  * Scopes and names
  * ============================================================================================
+ * A scope is a short vector of (name, value) and chains are short (template, loop iteration,
+ * macro call), so a linear search beats hashing.
  */
 
 static struct jinja_scope *scope_new(struct jinja_render *st, struct jinja_scope *parent) {
@@ -220,17 +226,28 @@ static struct tpl_value *lookup_name(struct jinja_render *st, struct jinja_scope
 
 static const char *owner_text(const struct tpl_value *v) {
     switch (v->kind) {
-    case TPL_NONE: return "None";
-    case TPL_BOOL: return "bool object";
-    case TPL_INT: return "int object";
-    case TPL_FLOAT: return "float object";
-    case TPL_STRING: return "str object";
-    case TPL_ARRAY: return v->flags & TPL_F_TUPLE ? "tuple object" : "list object";
-    case TPL_OBJECT: return "dict object";
-    case TPL_NAMESPACE: return "Namespace object";
-    case TPL_LOOP: return "LoopContext object";
-    case TPL_MACRO: return "Macro object";
-    default: return "object";
+    case TPL_NONE:
+        return "None";
+    case TPL_BOOL:
+        return "bool object";
+    case TPL_INT:
+        return "int object";
+    case TPL_FLOAT:
+        return "float object";
+    case TPL_STRING:
+        return "str object";
+    case TPL_ARRAY:
+        return v->flags & TPL_F_TUPLE ? "tuple object" : "list object";
+    case TPL_OBJECT:
+        return "dict object";
+    case TPL_NAMESPACE:
+        return "Namespace object";
+    case TPL_LOOP:
+        return "LoopContext object";
+    case TPL_MACRO:
+        return "Macro object";
+    default:
+        return "object";
     }
 }
 
@@ -240,8 +257,8 @@ static struct tpl_value *missing_attr(struct jinja_render *st, const struct tpl_
     return u ? u : jinja_oom(st);
 }
 
-static struct tpl_value *loop_attr(struct jinja_render *st, struct tpl_value *lv,
-                                   const char *name, size_t n) {
+static struct tpl_value *loop_attr(struct jinja_render *st, struct tpl_value *lv, const char *name,
+                                   size_t n) {
     struct jinja_loop *l = lv->u.loop;
     int64_t i0 = (int64_t)l->index0, len = (int64_t)l->n;
 #define IS(s) (n == sizeof(s) - 1 && memcmp(name, s, n) == 0)
@@ -256,8 +273,8 @@ static struct tpl_value *loop_attr(struct jinja_render *st, struct tpl_value *lv
     if (IS("depth0")) return jinja_new_int(st, l->depth0);
     if (IS("previtem")) {
         if (i0 > 0) return l->items[i0 - 1];
-        struct tpl_value *u = tpl_value_undef(st->arena, TPL_UNDEF_HINT,
-                                              "there is no previous item", 25, NULL);
+        struct tpl_value *u =
+            tpl_value_undef(st->arena, TPL_UNDEF_HINT, "there is no previous item", 25, NULL);
         return u ? u : jinja_oom(st);
     }
     if (IS("nextitem")) {
@@ -273,8 +290,8 @@ static struct tpl_value *loop_attr(struct jinja_render *st, struct tpl_value *lv
 }
 
 /* Macro.name and Macro.arguments; other attributes are undefined. */
-static struct tpl_value *macro_attr(struct jinja_render *st, struct tpl_value *mv,
-                                    const char *name, size_t n) {
+static struct tpl_value *macro_attr(struct jinja_render *st, struct tpl_value *mv, const char *name,
+                                    size_t n) {
     const struct jinja_node *node = mv->u.mac->node;
     if (n == 4 && memcmp(name, "name", 4) == 0)
         return node->kind == N_MACRO ? jinja_new_string(st, node->name, node->name_n)
@@ -283,7 +300,8 @@ static struct tpl_value *macro_attr(struct jinja_render *st, struct tpl_value *m
         struct tpl_value *t = tpl_value_tuple(st->arena, node->n2);
         if (!t) return jinja_oom(st);
         for (size_t i = 0; i < node->n2; i++)
-            if (!(t->u.arr->items[i] = jinja_new_string(st, node->list2[i]->name, node->list2[i]->name_n)))
+            if (!(t->u.arr->items[i] =
+                      jinja_new_string(st, node->list2[i]->name, node->list2[i]->name_n)))
                 return NULL;
         return t;
     }
@@ -293,9 +311,12 @@ static struct tpl_value *macro_attr(struct jinja_render *st, struct tpl_value *m
 struct tpl_value *jinja_getattr(struct jinja_render *st, uint32_t line, struct tpl_value *obj,
                                 const char *name, size_t n) {
     switch (obj->kind) {
-    case TPL_MACRO: return macro_attr(st, obj, name, n);
-    case TPL_UNDEFINED: return jinja_undefined_error(st, line, obj);
-    case TPL_LOOP: return loop_attr(st, obj, name, n);
+    case TPL_MACRO:
+        return macro_attr(st, obj, name, n);
+    case TPL_UNDEFINED:
+        return jinja_undefined_error(st, line, obj);
+    case TPL_LOOP:
+        return loop_attr(st, obj, name, n);
     case TPL_NAMESPACE: {
         struct tpl_value *v = tpl_object_find(obj->u.obj, name, n);
         return v ? v : missing_attr(st, obj, name, n);
@@ -307,6 +328,10 @@ struct tpl_value *jinja_getattr(struct jinja_render *st, uint32_t line, struct t
         return v ? v : missing_attr(st, obj, name, n);
     }
     default: {
+        if ((obj->flags & TPL_F_GROUP) && n == 7 && memcmp(name, "grouper", 7) == 0)
+            return obj->u.arr->items[0];
+        if ((obj->flags & TPL_F_GROUP) && n == 4 && memcmp(name, "list", 4) == 0)
+            return obj->u.arr->items[1];
         struct tpl_value *m = jinja_method_lookup(st, obj, name, n);
         if (m || st->code) return m;
         return missing_attr(st, obj, name, n);
@@ -336,8 +361,10 @@ struct tpl_value *jinja_getitem(struct jinja_render *st, uint32_t line, struct t
                                 struct tpl_value *key) {
     int64_t i;
     switch (obj->kind) {
-    case TPL_UNDEFINED: return jinja_undefined_error(st, line, obj);
+    case TPL_UNDEFINED:
+        return jinja_undefined_error(st, line, obj);
     case TPL_ARRAY:
+        if (obj->flags & TPL_F_GEN) break; /* not subscriptable: the sandbox gives Undefined */
         if (index_of(key, &i)) {
             int64_t n = (int64_t)obj->u.arr->n;
             if (i < 0) i += n;
@@ -350,7 +377,7 @@ struct tpl_value *jinja_getitem(struct jinja_render *st, uint32_t line, struct t
             size_t count = tpl_string_len(obj);
             if (i < 0) i += (int64_t)count;
             if (i < 0 || i >= (int64_t)count) return missing_item(st, obj, key);
-            return jinja_str_slice(st, obj, i, i + 1, 1, 1);
+            return jinja_str_slice(st, obj, i, 1, 1);
         }
         break;
     case TPL_OBJECT:
@@ -361,7 +388,8 @@ struct tpl_value *jinja_getitem(struct jinja_render *st, uint32_t line, struct t
             return missing_item(st, obj, key);
         }
         break;
-    default: break;
+    default:
+        break;
     }
     if (key->kind == TPL_STRING) return jinja_getattr(st, line, obj, key->u.s.p, key->u.s.n);
     return missing_item(st, obj, key);
@@ -417,9 +445,16 @@ static struct tpl_value *eval_slice(struct jinja_render *st, struct jinja_scope 
         given[k] = &parts[k];
     }
     if (obj->kind == TPL_UNDEFINED) return jinja_undefined_error(st, n->line, obj);
-    if (bad || (obj->kind != TPL_ARRAY && obj->kind != TPL_STRING)) {
-        struct tpl_value *u = tpl_value_undef(st->arena, TPL_UNDEF_HINT, "slice of an unsliceable value", 29, NULL);
-        return u ? u : jinja_oom(st);
+    /* Jinja compiles a slice to a plain Python subscript (no sandbox fallback to Undefined) */
+    if ((obj->kind != TPL_ARRAY && obj->kind != TPL_STRING) || (obj->flags & TPL_F_GEN)) {
+        jinja_fail(st, n->line, ERR_INVALID, "'%s' object is not subscriptable",
+                   tpl_type_name(obj));
+        return NULL;
+    }
+    if (bad) {
+        jinja_fail(st, n->line, ERR_INVALID,
+                   "slice indices must be integers or None or have an __index__ method");
+        return NULL;
     }
     int64_t step = given[2] ? *given[2] : 1, start, stop;
     int64_t len = obj->kind == TPL_ARRAY ? (int64_t)obj->u.arr->n : (int64_t)tpl_string_len(obj);
@@ -428,7 +463,7 @@ static struct tpl_value *eval_slice(struct jinja_render *st, struct jinja_scope 
         jinja_fail(st, n->line, ERR_INVALID, "slice step cannot be zero");
         return NULL;
     }
-    if (obj->kind == TPL_STRING) return jinja_str_slice(st, obj, start, stop, step, (size_t)count);
+    if (obj->kind == TPL_STRING) return jinja_str_slice(st, obj, start, step, (size_t)count);
     struct tpl_value *r = tpl_value_tuple(st->arena, (size_t)count);
     if (!r) return jinja_oom(st);
     r->flags = obj->flags & TPL_F_TUPLE;
@@ -439,6 +474,8 @@ static struct tpl_value *eval_slice(struct jinja_render *st, struct jinja_scope 
 /* ============================================================================================
  * Iteration, strings, containment
  * ============================================================================================
+ * Python iterates dicts by key and strings by character, and Jinja's Undefined iterates as
+ * empty. Anything iterable becomes an item vector once, shared by loops, filters and `in`.
  */
 
 int jinja_iterate(struct jinja_render *st, uint32_t line, struct tpl_value *v,
@@ -446,7 +483,8 @@ int jinja_iterate(struct jinja_render *st, uint32_t line, struct tpl_value *v,
     *items = NULL;
     *n = 0;
     switch (v->kind) {
-    case TPL_UNDEFINED: return 0;
+    case TPL_UNDEFINED:
+        return 0;
     case TPL_ARRAY:
         *items = v->u.arr->items;
         *n = v->u.arr->n;
@@ -498,7 +536,8 @@ int jinja_contains(struct jinja_render *st, uint32_t line, struct tpl_value *con
                    struct tpl_value *item, int *out) {
     *out = 0;
     switch (container->kind) {
-    case TPL_UNDEFINED: return 0;
+    case TPL_UNDEFINED:
+        return 0;
     case TPL_STRING:
         if (item->kind != TPL_STRING)
             return jinja_fail(st, line, ERR_INVALID,
@@ -529,6 +568,8 @@ int jinja_contains(struct jinja_render *st, uint32_t line, struct tpl_value *con
 /* ============================================================================================
  * Arithmetic (Python rules: int64 here, with overflow an error rather than a bignum)
  * ============================================================================================
+ * Templates count and index; int64 with an overflow error keeps results exact where it matters
+ * without a bignum. Floats follow Python's divmod and power rules.
  */
 
 static struct tpl_value *type_error(struct jinja_render *st, uint32_t line, const char *op,
@@ -554,7 +595,8 @@ static struct tpl_value *repeat(struct jinja_render *st, uint32_t line, struct t
         }
         char *p = tpl_arena_alloc(st->arena, total + 1);
         if (!p) return jinja_oom(st);
-        for (int64_t k = 0; k < times; k++) memcpy(p + (size_t)k * seq->u.s.n, seq->u.s.p, seq->u.s.n);
+        for (int64_t k = 0; k < times; k++)
+            memcpy(p + (size_t)k * seq->u.s.n, seq->u.s.p, seq->u.s.n);
         p[total] = 0;
         struct tpl_value *v = tpl_value_string_take(st->arena, p, total, 0);
         return v ? v : jinja_oom(st);
@@ -626,13 +668,14 @@ static struct tpl_value *int_pow(struct jinja_render *st, uint32_t line, int64_t
     return jinja_new_int(st, result);
 }
 
-struct tpl_value *jinja_binop(struct jinja_render *st, uint32_t line, int op,
-                              struct tpl_value *a, struct tpl_value *b) {
-    static const char *const sym[] = {[OP_ADD] = "+",  [OP_SUB] = "-", [OP_DIV] = "/",
-                                      [OP_FLOORDIV] = "//", [OP_MUL] = "*", [OP_MOD] = "%",
-                                      [OP_POW] = "** or pow()"};
+struct tpl_value *jinja_binop(struct jinja_render *st, uint32_t line, int op, struct tpl_value *a,
+                              struct tpl_value *b) {
+    static const char *const sym[] = {
+        [OP_ADD] = "+", [OP_SUB] = "-", [OP_DIV] = "/",          [OP_FLOORDIV] = "//",
+        [OP_MUL] = "*", [OP_MOD] = "%", [OP_POW] = "** or pow()"};
     if (a->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, a);
     if (b->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, b);
+    if ((a->flags | b->flags) & TPL_F_GEN) return type_error(st, line, sym[op], a, b);
     int an = tpl_is_number(a), bn = tpl_is_number(b);
     if (op == OP_ADD && !(an && bn)) {
         if (a->kind == TPL_STRING && b->kind == TPL_STRING) return concat_strings(st, a, b);
@@ -655,9 +698,11 @@ struct tpl_value *jinja_binop(struct jinja_render *st, uint32_t line, int op,
         return type_error(st, line, "+", a, b);
     }
     if (op == OP_MUL && !(an && bn)) {
-        if ((a->kind == TPL_STRING || a->kind == TPL_ARRAY) && (b->kind == TPL_INT || b->kind == TPL_BOOL))
+        if ((a->kind == TPL_STRING || a->kind == TPL_ARRAY) &&
+            (b->kind == TPL_INT || b->kind == TPL_BOOL))
             return repeat(st, line, a, b->u.i);
-        if ((b->kind == TPL_STRING || b->kind == TPL_ARRAY) && (a->kind == TPL_INT || a->kind == TPL_BOOL))
+        if ((b->kind == TPL_STRING || b->kind == TPL_ARRAY) &&
+            (a->kind == TPL_INT || a->kind == TPL_BOOL))
             return repeat(st, line, b, a->u.i);
         return type_error(st, line, "*", a, b);
     }
@@ -702,9 +747,12 @@ struct tpl_value *jinja_binop(struct jinja_render *st, uint32_t line, int op,
     }
     double x = tpl_to_double(a), y = tpl_to_double(b), fd, m;
     switch (op) {
-    case OP_ADD: return jinja_new_float(st, x + y);
-    case OP_SUB: return jinja_new_float(st, x - y);
-    case OP_MUL: return jinja_new_float(st, x * y);
+    case OP_ADD:
+        return jinja_new_float(st, x + y);
+    case OP_SUB:
+        return jinja_new_float(st, x - y);
+    case OP_MUL:
+        return jinja_new_float(st, x * y);
     case OP_DIV:
         if (y == 0) {
             jinja_fail(st, line, ERR_INVALID, "division by zero");
@@ -742,6 +790,9 @@ struct tpl_value *jinja_binop(struct jinja_render *st, uint32_t line, int op,
 /* ============================================================================================
  * Calls: macros, builtins, recursive loops
  * ============================================================================================
+ * Macros bind like Jinja's Macro._invoke: positional, keyword, defaults evaluated in the
+ * macro's own scope, and varargs/kwargs/caller only when the body uses them (known at parse time).
+ * A call renders into a private buffer and returns the text.
  */
 
 static int run_loop(struct jinja_render *st, struct jinja_scope *sc, const struct jinja_node *n,
@@ -754,14 +805,15 @@ static int enter_call(struct jinja_render *st, uint32_t line) {
     if (jinja_charge(st, 1)) return st->code;
     if (++st->call_depth > st->max_call_depth) {
         st->call_depth--;
-        return jinja_fail(st, line, ERR_RANGE, "macro or recursive loop calls nested deeper than %d",
+        return jinja_fail(st, line, ERR_RANGE,
+                          "macro or recursive loop calls nested deeper than %d",
                           st->max_call_depth);
     }
     return 0;
 }
 
-static struct tpl_value *call_macro(struct jinja_render *st, uint32_t line,
-                                    struct jinja_macro *mac, struct jinja_args *args) {
+static struct tpl_value *call_macro(struct jinja_render *st, uint32_t line, struct jinja_macro *mac,
+                                    struct jinja_args *args) {
     const struct jinja_node *node = mac->node;
     int is_caller = node->kind == N_CALL_BLOCK;
     const char *name = is_caller ? "caller" : node->name;
@@ -790,8 +842,8 @@ static struct tpl_value *call_macro(struct jinja_render *st, uint32_t line,
                 memcmp(args->kw[k].name, param->name, param->name_n) == 0) {
                 if (v) {
                     jinja_fail(st, line, ERR_INVALID,
-                               "macro '%.*s' got multiple values for argument '%.*s'", name_n,
-                               name, (int)param->name_n, param->name);
+                               "macro '%.*s' got multiple values for argument '%.*s'", name_n, name,
+                               (int)param->name_n, param->name);
                     goto done;
                 }
                 v = args->kw[k].v;
@@ -848,7 +900,8 @@ static struct tpl_value *call_macro(struct jinja_render *st, uint32_t line,
         if (scope_set(st, sc, "varargs", 7, va)) goto done;
     }
     if ((node->flag & JINJA_USES_CALLER) && !is_caller) {
-        if (!caller && !(caller = tpl_value_undef(st->arena, TPL_UNDEF_HINT, "No caller defined", 17, NULL))) {
+        if (!caller &&
+            !(caller = tpl_value_undef(st->arena, TPL_UNDEF_HINT, "No caller defined", 17, NULL))) {
             jinja_oom(st);
             goto done;
         }
@@ -894,8 +947,8 @@ static struct tpl_value *call_loop(struct jinja_render *st, uint32_t line, struc
     return jinja_buf_to_string(st, &out);
 }
 
-static struct tpl_value *loop_method(struct jinja_render *st, uint32_t line,
-                                     struct jinja_func *fn, struct jinja_args *args) {
+static struct tpl_value *loop_method(struct jinja_render *st, uint32_t line, struct jinja_func *fn,
+                                     struct jinja_args *args) {
     struct jinja_loop *l = fn->self->u.loop;
     if (strcmp(fn->name, "cycle") == 0) {
         if (!args->n_pos) {
@@ -916,15 +969,18 @@ static struct tpl_value *loop_method(struct jinja_render *st, uint32_t line,
 struct tpl_value *jinja_call(struct jinja_render *st, uint32_t line, struct tpl_value *callee,
                              struct jinja_args *args) {
     switch (callee->kind) {
-    case TPL_MACRO: return call_macro(st, line, callee->u.mac, args);
-    case TPL_LOOP: return call_loop(st, line, callee->u.loop, args);
+    case TPL_MACRO:
+        return call_macro(st, line, callee->u.mac, args);
+    case TPL_LOOP:
+        return call_loop(st, line, callee->u.loop, args);
     case TPL_FUNC:
         if (jinja_charge(st, 1)) return NULL;
         if (callee->u.fn->self && callee->u.fn->self->kind == TPL_LOOP)
             return loop_method(st, line, callee->u.fn, args);
         if (callee->u.fn->is_method) return jinja_method_call(st, line, callee->u.fn, args);
         return jinja_builtin_call(st, line, callee->u.fn, args);
-    case TPL_UNDEFINED: return jinja_undefined_error(st, line, callee);
+    case TPL_UNDEFINED:
+        return jinja_undefined_error(st, line, callee);
     default:
         jinja_fail(st, line, ERR_INVALID, "'%s' object is not callable", tpl_type_name(callee));
         return NULL;
@@ -998,6 +1054,8 @@ static struct tpl_value *eval_filter(struct jinja_render *st, struct jinja_scope
 /* ============================================================================================
  * Expressions
  * ============================================================================================
+ * eval returns NULL after recording an error; the depth counter bounds recursion through deep or
+ * left-leaning expression trees.
  */
 
 /* Python's ordering of a and b into *c (-1, 0, 1; 2 when unordered); 0 or an error code. Kept
@@ -1019,8 +1077,12 @@ static struct tpl_value *eval_compare(struct jinja_render *st, struct jinja_scop
         if (!right) return NULL;
         int ok = 0, c;
         switch (o->op) {
-        case OP_EQ: ok = tpl_value_equal(left, right); break;
-        case OP_NE: ok = !tpl_value_equal(left, right); break;
+        case OP_EQ:
+            ok = tpl_value_equal(left, right);
+            break;
+        case OP_NE:
+            ok = !tpl_value_equal(left, right);
+            break;
         case OP_IN:
         case OP_NOTIN:
             if (jinja_contains(st, o->line, right, left, &ok)) return NULL;
@@ -1046,8 +1108,10 @@ static struct tpl_value *eval_inner(struct jinja_render *st, struct jinja_scope 
                                     const struct jinja_node *n) {
     struct tpl_value *a, *b;
     switch (n->kind) {
-    case E_CONST: return n->value;
-    case E_NAME: return lookup_name(st, sc, n->name, n->name_n);
+    case E_CONST:
+        return n->value;
+    case E_NAME:
+        return lookup_name(st, sc, n->name, n->name_n);
     case E_GETATTR:
         if (!(a = eval(st, sc, n->a))) return NULL;
         return jinja_getattr(st, n->line, a, n->name, n->name_n);
@@ -1062,7 +1126,8 @@ static struct tpl_value *eval_inner(struct jinja_render *st, struct jinja_scope 
         if (eval_args(st, sc, n, &args, 0)) return NULL;
         return jinja_call(st, n->line, a, &args);
     }
-    case E_FILTER: return eval_filter(st, sc, n, NULL);
+    case E_FILTER:
+        return eval_filter(st, sc, n, NULL);
     case E_TEST: {
         if (!(a = eval(st, sc, n->a))) return NULL;
         if (n->id < 0) {
@@ -1112,7 +1177,8 @@ static struct tpl_value *eval_inner(struct jinja_render *st, struct jinja_scope 
         }
         return jinja_buf_to_string(st, &out);
     }
-    case E_COMPARE: return eval_compare(st, sc, n);
+    case E_COMPARE:
+        return eval_compare(st, sc, n);
     case E_COND:
         if (!(a = eval(st, sc, n->a))) return NULL;
         if (tpl_is_truthy(a)) return eval(st, sc, n->b);
@@ -1162,6 +1228,8 @@ static struct tpl_value *eval(struct jinja_render *st, struct jinja_scope *sc,
 /* ============================================================================================
  * Statements
  * ============================================================================================
+ * exec returns EXEC_OK/BREAK/CONTINUE or a negative error. Captures (set and filter blocks,
+ * macros) swap st->out for a private buffer.
  */
 
 /* Assigns v to a name or unpacks it over a tuple of targets (for loops, set, with). */
@@ -1191,7 +1259,8 @@ static int assign(struct jinja_render *st, struct jinja_scope *sc, const struct 
     struct tpl_value *ns = lookup_name(st, sc, target->name, target->name_n);
     if (!ns) return st->code;
     if (ns->kind != TPL_NAMESPACE)
-        return jinja_fail(st, target->line, ERR_INVALID, "cannot assign attribute on non-namespace object");
+        return jinja_fail(st, target->line, ERR_INVALID,
+                          "cannot assign attribute on non-namespace object");
     struct tpl_value *key = jinja_new_string(st, target->name2, target->name2_n);
     if (!key || tpl_object_put(st->arena, ns->u.obj, key, v)) return jinja_oom(st), st->code;
     return 0;
@@ -1208,7 +1277,8 @@ static int run_loop(struct jinja_render *st, struct jinja_scope *sc, const struc
         size_t k = 0;
         for (size_t i = 0; i < count; i++) {
             struct jinja_scope *tmp = scope_new(st, sc);
-            if (!tmp || jinja_charge(st, 1) || bind_target(st, tmp, n->a, items[i])) return st->code;
+            if (!tmp || jinja_charge(st, 1) || bind_target(st, tmp, n->a, items[i]))
+                return st->code;
             struct tpl_value *ok = eval(st, tmp, n->c);
             if (!ok) return st->code;
             if (tpl_is_truthy(ok)) kept[k++] = items[i];
@@ -1294,7 +1364,8 @@ static int exec_stmt(struct jinja_render *st, struct jinja_scope *sc, const stru
     struct tpl_value *v;
     int rc;
     switch (n->kind) {
-    case N_DATA: return emit(st, n->name, n->name_n);
+    case N_DATA:
+        return emit(st, n->name, n->name_n);
     case N_PRINT:
         if (!(v = eval(st, sc, n->a))) return st->code;
         return emit_value(st, n->line, v);
@@ -1342,7 +1413,8 @@ static int exec_stmt(struct jinja_render *st, struct jinja_scope *sc, const stru
         }
         return exec_list(st, inner, n->list, n->n);
     }
-    case N_SCOPE: return exec_list(st, sc, n->list, n->n);
+    case N_SCOPE:
+        return exec_list(st, sc, n->list, n->n);
     case N_BLOCK: {
         /* a block is its own function in Jinja: it sees the template's top-level variables
          * (or, when scoped, the enclosing ones) and its sets stay inside */
@@ -1356,9 +1428,12 @@ static int exec_stmt(struct jinja_render *st, struct jinja_scope *sc, const stru
         if (tpl_is_truthy(v))
             return jinja_fail(st, n->line, ERR_UNSUPPORTED, "autoescape is not supported");
         return exec_list(st, sc, n->list, n->n);
-    case N_BREAK: return EXEC_BREAK;
-    case N_CONTINUE: return EXEC_CONTINUE;
-    default: return jinja_fail(st, n->line, ERR_INVALID, "cannot execute this statement");
+    case N_BREAK:
+        return EXEC_BREAK;
+    case N_CONTINUE:
+        return EXEC_CONTINUE;
+    default:
+        return jinja_fail(st, n->line, ERR_INVALID, "cannot execute this statement");
     }
 }
 
@@ -1368,7 +1443,8 @@ static int exec_list(struct jinja_render *st, struct jinja_scope *sc,
         if (jinja_charge(st, 1)) return st->code;
         if (++st->depth > st->max_depth) {
             st->depth--;
-            return jinja_fail(st, list[i]->line, ERR_RANGE, "template evaluation nested too deeply");
+            return jinja_fail(st, list[i]->line, ERR_RANGE,
+                              "template evaluation nested too deeply");
         }
         int rc = exec_stmt(st, sc, list[i]);
         st->depth--;

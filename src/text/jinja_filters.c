@@ -11,6 +11,7 @@
 #include "jinja_internal.h"
 
 #include "../base/mem.h"
+#include "unicode.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -21,6 +22,8 @@
 /* ============================================================================================
  * Argument binding
  * ============================================================================================
+ * Python call rules for builtins: positionals in order, keywords by name; too many arguments or
+ * an unknown keyword is an error, as Python's TypeError would be.
  */
 
 int jinja_bind(struct jinja_render *st, uint32_t line, const char *fname,
@@ -34,11 +37,13 @@ int jinja_bind(struct jinja_render *st, uint32_t line, const char *fname,
     for (size_t k = 0; k < args->n_kw; k++) {
         size_t i = 0;
         for (; i < n_names; i++)
-            if (strlen(names[i]) == args->kw[k].n && memcmp(names[i], args->kw[k].name, args->kw[k].n) == 0)
+            if (strlen(names[i]) == args->kw[k].n &&
+                memcmp(names[i], args->kw[k].name, args->kw[k].n) == 0)
                 break;
         if (i == n_names)
-            return jinja_fail(st, line, ERR_INVALID, "%s() got an unexpected keyword argument '%.*s'",
-                              fname, (int)args->kw[k].n, args->kw[k].name);
+            return jinja_fail(st, line, ERR_INVALID,
+                              "%s() got an unexpected keyword argument '%.*s'", fname,
+                              (int)args->kw[k].n, args->kw[k].name);
         if (out[i])
             return jinja_fail(st, line, ERR_INVALID, "%s() got multiple values for argument '%s'",
                               fname, names[i]);
@@ -47,8 +52,8 @@ int jinja_bind(struct jinja_render *st, uint32_t line, const char *fname,
     return 0;
 }
 
-static int arg_int(struct jinja_render *st, uint32_t line, struct tpl_value *v, int64_t dflt,
-                   int64_t *out) {
+int jinja_arg_int(struct jinja_render *st, uint32_t line, struct tpl_value *v, int64_t dflt,
+                  int64_t *out) {
     if (!v || v->kind == TPL_NONE) {
         *out = dflt;
         return 0;
@@ -72,6 +77,8 @@ static struct tpl_value *str_of(struct jinja_render *st, struct tpl_value *v) {
 /* ============================================================================================
  * Attribute paths (`attribute='a.b.0'`) and comparisons for sort/min/max/unique/groupby
  * ============================================================================================
+ * Like Jinja's make_attrgetter, each dotted part is looked up with getitem semantics (digits
+ * index). Sorting is a stable merge sort with Python ordering, so equal keys keep their order.
  */
 
 /* Looks up a dotted attribute path with getitem semantics; integer parts index. */
@@ -90,13 +97,10 @@ static struct tpl_value *get_path(struct jinja_render *st, uint32_t line, struct
         size_t n = (size_t)(part_end - p);
         int digits = n > 0;
         for (size_t i = 0; i < n; i++) digits &= p[i] >= '0' && p[i] <= '9';
-        struct tpl_value *key = digits ? jinja_new_int(st, strtoll(p, NULL, 10))
-                                       : jinja_new_string(st, p, n);
+        struct tpl_value *key =
+            digits ? jinja_new_int(st, strtoll(p, NULL, 10)) : jinja_new_string(st, p, n);
         if (!key || !(item = jinja_getitem(st, line, item, key))) return NULL;
         if (dflt && item->kind == TPL_UNDEFINED) item = dflt;
-        if (!dflt && item->kind == TPL_UNDEFINED && dot) {
-            /* further lookups on undefined fail like Jinja's getitem */
-        }
         if (!dot) break;
         p = dot + 1;
     }
@@ -116,7 +120,8 @@ struct sort_ctx {
     int failed;
 };
 
-static struct tpl_value *fold_case(struct jinja_render *st, struct tpl_value *v, int case_sensitive) {
+static struct tpl_value *fold_case(struct jinja_render *st, struct tpl_value *v,
+                                   int case_sensitive) {
     if (case_sensitive || v->kind != TPL_STRING) return v;
     return jinja_str_case(st, v, JINJA_CASE_LOWER);
 }
@@ -203,7 +208,7 @@ static struct tpl_value *sorted(struct jinja_render *st, uint32_t line, struct t
     return out;
 }
 
-static struct tpl_value *new_list(struct jinja_render *st, size_t n) {
+struct tpl_value *jinja_new_list(struct jinja_render *st, size_t n) {
     struct tpl_value *l = tpl_value_tuple(st->arena, n);
     if (!l) return jinja_oom(st);
     l->flags = 0;
@@ -214,153 +219,6 @@ static struct tpl_value *new_list(struct jinja_render *st, size_t n) {
 static struct tpl_value *undef_hint(struct jinja_render *st, const char *hint) {
     struct tpl_value *u = tpl_value_undef(st->arena, TPL_UNDEF_HINT, hint, strlen(hint), NULL);
     return u ? u : jinja_oom(st);
-}
-
-/* ============================================================================================
- * Tests
- * ============================================================================================
- */
-
-enum test_id {
-    T_BOOLEAN, T_CALLABLE, T_DEFINED, T_DIVISIBLEBY, T_EQ, T_ESCAPED, T_EVEN, T_FALSE, T_FILTER,
-    T_FLOAT, T_GE, T_GT, T_IN, T_INTEGER, T_ITERABLE, T_LE, T_LOWER, T_LT, T_MAPPING, T_NE,
-    T_NONE, T_NUMBER, T_ODD, T_SAMEAS, T_SEQUENCE, T_STRING, T_TEST, T_TRUE, T_UNDEFINED,
-    T_UPPER,
-};
-
-static const struct {
-    const char *name;
-    uint8_t id;
-} k_tests[] = {
-    {"!=", T_NE},          {"<", T_LT},         {"<=", T_LE},         {"==", T_EQ},
-    {">", T_GT},           {">=", T_GE},        {"boolean", T_BOOLEAN}, {"callable", T_CALLABLE},
-    {"defined", T_DEFINED}, {"divisibleby", T_DIVISIBLEBY}, {"eq", T_EQ}, {"equalto", T_EQ},
-    {"escaped", T_ESCAPED}, {"even", T_EVEN},    {"false", T_FALSE},   {"filter", T_FILTER},
-    {"float", T_FLOAT},    {"ge", T_GE},        {"greaterthan", T_GT}, {"gt", T_GT},
-    {"in", T_IN},          {"integer", T_INTEGER}, {"iterable", T_ITERABLE}, {"le", T_LE},
-    {"lessthan", T_LT},    {"lower", T_LOWER},  {"lt", T_LT},         {"mapping", T_MAPPING},
-    {"ne", T_NE},          {"none", T_NONE},    {"number", T_NUMBER}, {"odd", T_ODD},
-    {"sameas", T_SAMEAS},  {"sequence", T_SEQUENCE}, {"string", T_STRING}, {"test", T_TEST},
-    {"true", T_TRUE},      {"undefined", T_UNDEFINED}, {"upper", T_UPPER},
-};
-
-int jinja_test_lookup(const char *name, size_t n) {
-    for (size_t i = 0; i < sizeof(k_tests) / sizeof(k_tests[0]); i++)
-        if (strlen(k_tests[i].name) == n && memcmp(k_tests[i].name, name, n) == 0) return (int)i;
-    return -1;
-}
-
-static int compare_test(struct jinja_render *st, uint32_t line, struct tpl_value *a,
-                        struct tpl_value *b, int *c) {
-    struct error e = {0};
-    if (a->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, a), st->code;
-    if (b->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, b), st->code;
-    if (tpl_value_compare(a, b, c, &e)) return jinja_fail(st, line, e.code, "%s", e.msg);
-    return 0;
-}
-
-int jinja_test_apply(struct jinja_render *st, uint32_t line, int idx, struct tpl_value *v,
-                     struct jinja_args *args, int *out) {
-    int id = k_tests[idx].id;
-    struct tpl_value *arg = args->n_pos ? args->pos[0] : args->n_kw ? args->kw[0].v : NULL;
-    int needs_arg = id == T_DIVISIBLEBY || id == T_EQ || id == T_NE || id == T_LT ||
-                    id == T_LE || id == T_GT || id == T_GE || id == T_IN || id == T_SAMEAS;
-    if (needs_arg && !arg)
-        return jinja_fail(st, line, ERR_INVALID, "test '%s' needs an argument", k_tests[idx].name);
-    int c;
-    *out = 0;
-    switch (id) {
-    case T_BOOLEAN: *out = v->kind == TPL_BOOL; return 0;
-    case T_CALLABLE:
-        *out = v->kind == TPL_FUNC || v->kind == TPL_MACRO || v->kind == TPL_LOOP ||
-               v->kind == TPL_UNDEFINED;
-        return 0;
-    case T_DEFINED: *out = v->kind != TPL_UNDEFINED; return 0;
-    case T_UNDEFINED: *out = v->kind == TPL_UNDEFINED; return 0;
-    case T_DIVISIBLEBY: {
-        if (!tpl_is_number(v) || !tpl_is_number(arg)) {
-            if (v->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, v), st->code;
-            return jinja_fail(st, line, ERR_INVALID, "divisibleby needs numbers");
-        }
-        struct tpl_value *m = jinja_binop(st, line, OP_MOD, v, arg);
-        if (!m) return st->code;
-        *out = tpl_to_double(m) == 0;
-        return 0;
-    }
-    case T_EQ: *out = tpl_value_equal(v, arg); return 0;
-    case T_NE: *out = !tpl_value_equal(v, arg); return 0;
-    case T_LT:
-    case T_LE:
-    case T_GT:
-    case T_GE:
-        if (compare_test(st, line, v, arg, &c)) return st->code;
-        *out = id == T_LT ? c == -1 : id == T_LE ? (c == -1 || c == 0) : id == T_GT ? c == 1
-                                                                                  : (c == 1 || c == 0);
-        return 0;
-    case T_ESCAPED: *out = v->kind == TPL_STRING && (v->flags & TPL_F_SAFE); return 0;
-    case T_EVEN:
-    case T_ODD: {
-        if (v->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, v), st->code;
-        if (v->kind == TPL_FLOAT) {
-            double m = fmod(v->u.f, 2.0);
-            *out = id == T_EVEN ? m == 0 : (m == 1 || m == -1);
-            return 0;
-        }
-        if (v->kind != TPL_INT && v->kind != TPL_BOOL)
-            return jinja_fail(st, line, ERR_INVALID, "not all arguments converted during string formatting");
-        int64_t r = v->u.i % 2;
-        *out = id == T_EVEN ? r == 0 : r != 0;
-        return 0;
-    }
-    case T_FALSE: *out = v->kind == TPL_BOOL && !v->u.i; return 0;
-    case T_TRUE: *out = v->kind == TPL_BOOL && v->u.i; return 0;
-    case T_FILTER:
-    case T_TEST:
-        *out = v->kind == TPL_STRING &&
-               (id == T_FILTER ? jinja_filter_lookup(v->u.s.p, v->u.s.n) : jinja_test_lookup(v->u.s.p, v->u.s.n)) >= 0;
-        return 0;
-    case T_FLOAT: *out = v->kind == TPL_FLOAT; return 0;
-    case T_INTEGER: *out = v->kind == TPL_INT; return 0;
-    case T_NUMBER: *out = tpl_is_number(v); return 0;
-    case T_IN: return jinja_contains(st, line, arg, v, out);
-    case T_ITERABLE:
-        *out = v->kind == TPL_ARRAY || v->kind == TPL_OBJECT || v->kind == TPL_STRING ||
-               v->kind == TPL_UNDEFINED;
-        return 0;
-    case T_MAPPING: *out = v->kind == TPL_OBJECT; return 0;
-    case T_SEQUENCE:
-        /* len() and __getitem__: lists, tuples, strings, dicts, and Jinja's Undefined */
-        *out = v->kind == TPL_ARRAY || v->kind == TPL_OBJECT || v->kind == TPL_STRING ||
-               v->kind == TPL_UNDEFINED;
-        return 0;
-    case T_STRING: *out = v->kind == TPL_STRING; return 0;
-    case T_NONE: *out = v->kind == TPL_NONE; return 0;
-    case T_LOWER:
-    case T_UPPER: {
-        struct tpl_value *s = str_of(st, v), *t;
-        if (!s) return st->code;
-        t = jinja_str_case(st, s, id == T_LOWER ? JINJA_CASE_LOWER : JINJA_CASE_UPPER);
-        if (!t) return st->code;
-        /* str.islower(): some cased character and no opposite-case one */
-        int cased = 0;
-        for (size_t i = 0; i < s->u.s.n; i++) {
-            char ch = s->u.s.p[i];
-            cased |= (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
-        }
-        *out = cased && tpl_value_equal(s, t);
-        return 0;
-    }
-    case T_SAMEAS:
-        if (v->kind != arg->kind) return 0;
-        switch (v->kind) {
-        case TPL_NONE:
-        case TPL_UNDEFINED: *out = v == arg || v->kind == TPL_NONE; return 0;
-        case TPL_BOOL: *out = v->u.i == arg->u.i; return 0;
-        case TPL_INT: *out = v->u.i == arg->u.i && v->u.i >= -5 && v->u.i <= 256; return 0;
-        default: *out = v == arg; return 0;
-        }
-    }
-    return jinja_fail(st, line, ERR_INVALID, "bad test");
 }
 
 /* Applies the test named by args (select/reject style: name, then its arguments), or plain
@@ -376,7 +234,8 @@ static int apply_named_test(struct jinja_render *st, uint32_t line, struct tpl_v
         return jinja_fail(st, line, ERR_INVALID, "test name must be a string");
     int id = jinja_test_lookup(name->u.s.p, name->u.s.n);
     if (id < 0)
-        return jinja_fail(st, line, ERR_INVALID, "No test named '%.*s'", (int)name->u.s.n, name->u.s.p);
+        return jinja_fail(st, line, ERR_INVALID, "No test named '%.*s'", (int)name->u.s.n,
+                          name->u.s.p);
     struct jinja_args targs = {.pos = rest, .n_pos = n_rest};
     return jinja_test_apply(st, line, id, item, &targs, out);
 }
@@ -384,37 +243,113 @@ static int apply_named_test(struct jinja_render *st, uint32_t line, struct tpl_v
 /* ============================================================================================
  * Filters
  * ============================================================================================
+ * One switch over the filter id; names (with the aliases d, e, count) resolve to ids when the
+ * template is parsed.
  */
 
 enum filter_id {
-    F_ABS, F_ATTR, F_BATCH, F_CAPITALIZE, F_CENTER, F_COUNT, F_DEFAULT, F_DICTSORT, F_ESCAPE,
-    F_FIRST, F_FLOAT, F_FORCEESCAPE, F_FORMAT, F_GROUPBY, F_INDENT, F_INT, F_ITEMS, F_JOIN,
-    F_LAST, F_LENGTH, F_LIST, F_LOWER, F_MAP, F_MAX, F_MIN, F_REJECT, F_REJECTATTR, F_REPLACE,
-    F_REVERSE, F_ROUND, F_SAFE, F_SELECT, F_SELECTATTR, F_SLICE, F_SORT, F_STRING, F_SUM,
-    F_TITLE, F_TOJSON, F_TRIM, F_TRUNCATE, F_UNIQUE, F_UPPER, F_WORDCOUNT,
+    F_ABS,
+    F_ATTR,
+    F_BATCH,
+    F_CAPITALIZE,
+    F_CENTER,
+    F_COUNT,
+    F_DEFAULT,
+    F_DICTSORT,
+    F_ESCAPE,
+    F_FIRST,
+    F_FLOAT,
+    F_FORCEESCAPE,
+    F_FORMAT,
+    F_GROUPBY,
+    F_INDENT,
+    F_INT,
+    F_ITEMS,
+    F_JOIN,
+    F_LAST,
+    F_LENGTH,
+    F_LIST,
+    F_LOWER,
+    F_MAP,
+    F_MAX,
+    F_MIN,
+    F_REJECT,
+    F_REJECTATTR,
+    F_REPLACE,
+    F_REVERSE,
+    F_ROUND,
+    F_SAFE,
+    F_SELECT,
+    F_SELECTATTR,
+    F_SLICE,
+    F_SORT,
+    F_STRING,
+    F_SUM,
+    F_TITLE,
+    F_TOJSON,
+    F_TRIM,
+    F_TRUNCATE,
+    F_UNIQUE,
+    F_UPPER,
+    F_WORDCOUNT,
 };
 
 static const struct {
     const char *name;
     uint8_t id;
 } k_filters[] = {
-    {"abs", F_ABS}, {"attr", F_ATTR}, {"batch", F_BATCH}, {"capitalize", F_CAPITALIZE},
-    {"center", F_CENTER}, {"count", F_COUNT}, {"d", F_DEFAULT}, {"default", F_DEFAULT},
-    {"dictsort", F_DICTSORT}, {"e", F_ESCAPE}, {"escape", F_ESCAPE}, {"first", F_FIRST},
-    {"float", F_FLOAT}, {"forceescape", F_FORCEESCAPE}, {"format", F_FORMAT},
-    {"groupby", F_GROUPBY}, {"indent", F_INDENT}, {"int", F_INT}, {"items", F_ITEMS},
-    {"join", F_JOIN}, {"last", F_LAST}, {"length", F_LENGTH}, {"list", F_LIST},
-    {"lower", F_LOWER}, {"map", F_MAP}, {"max", F_MAX}, {"min", F_MIN}, {"reject", F_REJECT},
-    {"rejectattr", F_REJECTATTR}, {"replace", F_REPLACE}, {"reverse", F_REVERSE},
-    {"round", F_ROUND}, {"safe", F_SAFE}, {"select", F_SELECT}, {"selectattr", F_SELECTATTR},
-    {"slice", F_SLICE}, {"sort", F_SORT}, {"string", F_STRING}, {"sum", F_SUM},
-    {"title", F_TITLE}, {"tojson", F_TOJSON}, {"trim", F_TRIM}, {"truncate", F_TRUNCATE},
-    {"unique", F_UNIQUE}, {"upper", F_UPPER}, {"wordcount", F_WORDCOUNT},
+    {"abs", F_ABS},
+    {"attr", F_ATTR},
+    {"batch", F_BATCH},
+    {"capitalize", F_CAPITALIZE},
+    {"center", F_CENTER},
+    {"count", F_COUNT},
+    {"d", F_DEFAULT},
+    {"default", F_DEFAULT},
+    {"dictsort", F_DICTSORT},
+    {"e", F_ESCAPE},
+    {"escape", F_ESCAPE},
+    {"first", F_FIRST},
+    {"float", F_FLOAT},
+    {"forceescape", F_FORCEESCAPE},
+    {"format", F_FORMAT},
+    {"groupby", F_GROUPBY},
+    {"indent", F_INDENT},
+    {"int", F_INT},
+    {"items", F_ITEMS},
+    {"join", F_JOIN},
+    {"last", F_LAST},
+    {"length", F_LENGTH},
+    {"list", F_LIST},
+    {"lower", F_LOWER},
+    {"map", F_MAP},
+    {"max", F_MAX},
+    {"min", F_MIN},
+    {"reject", F_REJECT},
+    {"rejectattr", F_REJECTATTR},
+    {"replace", F_REPLACE},
+    {"reverse", F_REVERSE},
+    {"round", F_ROUND},
+    {"safe", F_SAFE},
+    {"select", F_SELECT},
+    {"selectattr", F_SELECTATTR},
+    {"slice", F_SLICE},
+    {"sort", F_SORT},
+    {"string", F_STRING},
+    {"sum", F_SUM},
+    {"title", F_TITLE},
+    {"tojson", F_TOJSON},
+    {"trim", F_TRIM},
+    {"truncate", F_TRUNCATE},
+    {"unique", F_UNIQUE},
+    {"upper", F_UPPER},
+    {"wordcount", F_WORDCOUNT},
 };
 
 int jinja_filter_lookup(const char *name, size_t n) {
     for (size_t i = 0; i < sizeof(k_filters) / sizeof(k_filters[0]); i++)
-        if (strlen(k_filters[i].name) == n && memcmp(k_filters[i].name, name, n) == 0) return (int)i;
+        if (strlen(k_filters[i].name) == n && memcmp(k_filters[i].name, name, n) == 0)
+            return (int)i;
     return -1;
 }
 
@@ -445,7 +380,9 @@ static int parse_py_int(const char *s, size_t n, int base, int64_t *out) {
             prev_us = 1;
             continue;
         }
-        int d = c >= '0' && c <= '9' ? c - '0' : (c | 0x20) >= 'a' && (c | 0x20) <= 'z' ? (c | 0x20) - 'a' + 10 : 99;
+        int d = c >= '0' && c <= '9'                     ? c - '0'
+                : (c | 0x20) >= 'a' && (c | 0x20) <= 'z' ? (c | 0x20) - 'a' + 10
+                                                         : 99;
         if (d >= base) return -1;
         if (v > (UINT64_MAX - (uint64_t)d) / (uint64_t)base) return -2;
         v = v * (uint64_t)base + (uint64_t)d;
@@ -481,7 +418,8 @@ static int parse_py_float(const char *s, size_t n, double *out) {
     /* strtod also takes hex floats and "nan(...)", which Python does not */
     const char *t = tmp + (tmp[0] == '+' || tmp[0] == '-');
     int word = (t[0] | 0x20) == 'i' || (t[0] | 0x20) == 'n';
-    if (word && strcasecmp(t, "inf") && strcasecmp(t, "infinity") && strcasecmp(t, "nan")) return -1;
+    if (word && strcasecmp(t, "inf") && strcasecmp(t, "infinity") && strcasecmp(t, "nan"))
+        return -1;
     if (!word && (strchr(tmp, 'x') || strchr(tmp, 'X'))) return -1;
     char *end;
     *out = strtod(tmp, &end);
@@ -491,14 +429,17 @@ static int parse_py_float(const char *s, size_t n, double *out) {
 static struct tpl_value *f_int(struct jinja_render *st, uint32_t line, struct tpl_value *v,
                                struct tpl_value *dflt, struct tpl_value *base_v) {
     int64_t base = 10, r;
-    if (arg_int(st, line, base_v, 10, &base)) return NULL;
+    if (jinja_arg_int(st, line, base_v, 10, &base)) return NULL;
     switch (v->kind) {
-    case TPL_UNDEFINED: return jinja_undefined_error(st, line, v);
+    case TPL_UNDEFINED:
+        return jinja_undefined_error(st, line, v);
     case TPL_BOOL:
-    case TPL_INT: return jinja_new_int(st, v->u.i);
+    case TPL_INT:
+        return jinja_new_int(st, v->u.i);
     case TPL_FLOAT:
         if (isnan(v->u.f) || isinf(v->u.f)) {
-            jinja_fail(st, line, ERR_INVALID, "cannot convert float %s to integer", isnan(v->u.f) ? "NaN" : "infinity");
+            jinja_fail(st, line, ERR_INVALID, "cannot convert float %s to integer",
+                       isnan(v->u.f) ? "NaN" : "infinity");
             return NULL;
         }
         if (!(fabs(v->u.f) < 9.2233720368547758e18)) {
@@ -520,7 +461,8 @@ static struct tpl_value *f_int(struct jinja_render *st, uint32_t line, struct tp
         }
         break;
     }
-    default: break;
+    default:
+        break;
     }
     return dflt ? dflt : jinja_new_int(st, 0);
 }
@@ -529,14 +471,18 @@ static struct tpl_value *f_float(struct jinja_render *st, uint32_t line, struct 
                                  struct tpl_value *dflt) {
     double d;
     switch (v->kind) {
-    case TPL_UNDEFINED: return jinja_undefined_error(st, line, v);
+    case TPL_UNDEFINED:
+        return jinja_undefined_error(st, line, v);
     case TPL_BOOL:
-    case TPL_INT: return jinja_new_float(st, (double)v->u.i);
-    case TPL_FLOAT: return v;
+    case TPL_INT:
+        return jinja_new_float(st, (double)v->u.i);
+    case TPL_FLOAT:
+        return v;
     case TPL_STRING:
         if (parse_py_float(v->u.s.p, v->u.s.n, &d) == 0) return jinja_new_float(st, d);
         break;
-    default: break;
+    default:
+        break;
     }
     return dflt ? dflt : jinja_new_float(st, 0.0);
 }
@@ -560,7 +506,7 @@ static struct tpl_value *f_round(struct jinja_render *st, uint32_t line, struct 
     static const char *const names[] = {"precision", "method"};
     struct tpl_value *a[2];
     int64_t prec = 0;
-    if (jinja_bind(st, line, "round", args, names, 2, a) || arg_int(st, line, a[0], 0, &prec))
+    if (jinja_bind(st, line, "round", args, names, 2, a) || jinja_arg_int(st, line, a[0], 0, &prec))
         return NULL;
     const char *method = "common";
     if (a[1]) {
@@ -577,7 +523,8 @@ static struct tpl_value *f_round(struct jinja_render *st, uint32_t line, struct 
     }
     if (v->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, v);
     if (!tpl_is_number(v)) {
-        jinja_fail(st, line, ERR_INVALID, "type %s doesn't define __round__ method", tpl_type_name(v));
+        jinja_fail(st, line, ERR_INVALID, "type %s doesn't define __round__ method",
+                   tpl_type_name(v));
         return NULL;
     }
     if (common) {
@@ -598,7 +545,10 @@ static struct tpl_value *f_tojson(struct jinja_render *st, uint32_t line, struct
     static const char *const names[] = {"ensure_ascii", "indent", "separators", "sort_keys"};
     struct tpl_value *a[4];
     if (jinja_bind(st, line, "tojson", args, names, 4, a)) return NULL;
-    struct tpl_json_opts o = {.item_sep = ", ", .item_sep_n = 2, .key_sep = ": ", .key_sep_n = 2,
+    struct tpl_json_opts o = {.item_sep = ", ",
+                              .item_sep_n = 2,
+                              .key_sep = ": ",
+                              .key_sep_n = 2,
                               .sort_keys = arg_bool(a[3])};
     char spaces[64];
     if (a[1] && a[1]->kind != TPL_NONE) {
@@ -620,7 +570,8 @@ static struct tpl_value *f_tojson(struct jinja_render *st, uint32_t line, struct
     }
     if (a[2] && a[2]->kind != TPL_NONE) {
         if (a[2]->kind != TPL_ARRAY || a[2]->u.arr->n != 2 ||
-            a[2]->u.arr->items[0]->kind != TPL_STRING || a[2]->u.arr->items[1]->kind != TPL_STRING) {
+            a[2]->u.arr->items[0]->kind != TPL_STRING ||
+            a[2]->u.arr->items[1]->kind != TPL_STRING) {
             jinja_fail(st, line, ERR_INVALID, "tojson: separators must be a pair of strings");
             return NULL;
         }
@@ -663,7 +614,14 @@ static struct tpl_value *f_indent(struct jinja_render *st, uint32_t line, struct
                                   struct jinja_args *args) {
     static const char *const names[] = {"width", "first", "blank"};
     struct tpl_value *a[3], *s;
-    if (jinja_bind(st, line, "indent", args, names, 3, a) || !(s = str_of(st, v))) return NULL;
+    if (jinja_bind(st, line, "indent", args, names, 3, a)) return NULL;
+    if (v->kind != TPL_STRING) { /* Jinja appends "\n" to the value itself */
+        if (v->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, v);
+        jinja_fail(st, line, ERR_INVALID, "unsupported operand type(s) for +=: '%s' and 'str'",
+                   tpl_type_name(v));
+        return NULL;
+    }
+    s = v;
     struct buf ind, out;
     buf_init(&ind);
     buf_init(&out);
@@ -671,7 +629,7 @@ static struct tpl_value *f_indent(struct jinja_render *st, uint32_t line, struct
         buf_append(&ind, a[0]->u.s.p, a[0]->u.s.n);
     } else {
         int64_t w = 0;
-        if (arg_int(st, line, a[0], 4, &w)) return NULL;
+        if (jinja_arg_int(st, line, a[0], 4, &w)) return NULL;
         for (int64_t k = 0; k < w && k < 4096; k++) buf_append_char(&ind, ' ');
     }
     /* s + "\n", then splitlines(); lines joined with "\n", indenting per first/blank */
@@ -701,18 +659,32 @@ static struct tpl_value *f_truncate(struct jinja_render *st, uint32_t line, stru
     static const char *const names[] = {"length", "killwords", "end", "leeway"};
     struct tpl_value *a[4], *s, *end;
     int64_t length = 0, leeway = 0;
-    if (jinja_bind(st, line, "truncate", args, names, 4, a) || arg_int(st, line, a[0], 255, &length) ||
-        arg_int(st, line, a[3], 5, &leeway) || !(s = str_of(st, v)))
+    if (jinja_bind(st, line, "truncate", args, names, 4, a) ||
+        jinja_arg_int(st, line, a[0], 255, &length) || jinja_arg_int(st, line, a[3], 5, &leeway))
         return NULL;
+    if (v->kind != TPL_STRING) { /* Jinja takes len() of the value itself */
+        int64_t len = v->kind == TPL_UNDEFINED                          ? 0
+                      : v->kind == TPL_ARRAY && !(v->flags & TPL_F_GEN) ? (int64_t)v->u.arr->n
+                      : v->kind == TPL_OBJECT                           ? (int64_t)v->u.obj->n
+                                                                        : -1;
+        if (len >= 0 && len <= length + leeway) return v;
+        jinja_fail(st, line, ERR_INVALID,
+                   len < 0 ? "object of type '%s' has no len()"
+                           : "'%s' object has no attribute 'rsplit'",
+                   tpl_type_name(v));
+        return NULL;
+    }
+    s = v;
     end = a[2] ? str_of(st, a[2]) : jinja_new_string(st, "...", 3);
     if (!end) return NULL;
     int64_t end_len = (int64_t)tpl_string_len(end), len = (int64_t)tpl_string_len(s);
     if (length < end_len || leeway < 0) {
-        jinja_fail(st, line, ERR_INVALID, "expected length >= %lld, got %lld", (long long)end_len, (long long)length);
+        jinja_fail(st, line, ERR_INVALID, "expected length >= %lld, got %lld", (long long)end_len,
+                   (long long)length);
         return NULL;
     }
     if (len <= length + leeway) return s;
-    struct tpl_value *head = jinja_str_slice(st, s, 0, length - end_len, 1, (size_t)(length - end_len));
+    struct tpl_value *head = jinja_str_slice(st, s, 0, 1, (size_t)(length - end_len));
     if (!head) return NULL;
     if (!arg_bool(a[1])) { /* rsplit(" ", 1)[0] */
         const char *sp = NULL;
@@ -721,7 +693,8 @@ static struct tpl_value *f_truncate(struct jinja_render *st, uint32_t line, stru
                 sp = head->u.s.p + i;
                 break;
             }
-        if (sp && !(head = jinja_new_string(st, head->u.s.p, (size_t)(sp - head->u.s.p)))) return NULL;
+        if (sp && !(head = jinja_new_string(st, head->u.s.p, (size_t)(sp - head->u.s.p))))
+            return NULL;
     }
     return jinja_binop(st, line, OP_ADD, head, end);
 }
@@ -769,13 +742,13 @@ static struct tpl_value *f_select(struct jinja_render *st, uint32_t line, struct
         attr = args->pos[p++];
     }
     if (p < args->n_pos) test = args->pos[p++];
-    rest = args->pos + p;
+    rest = p < args->n_pos ? args->pos + p : NULL;
     n_rest = args->n_pos - p;
     if (args->n_kw) {
         jinja_fail(st, line, ERR_INVALID, "unexpected keyword argument");
         return NULL;
     }
-    struct tpl_value *out = new_list(st, n);
+    struct tpl_value *out = jinja_new_list(st, n);
     if (!out) return NULL;
     for (size_t i = 0; i < n; i++) {
         struct tpl_value *x = by_attr ? get_path(st, line, items[i], attr, NULL) : items[i];
@@ -794,8 +767,10 @@ static struct tpl_value *f_map(struct jinja_render *st, uint32_t line, struct tp
     if (jinja_iterate(st, line, v, &items, &n)) return NULL;
     struct tpl_value *attr = NULL, *dflt = NULL;
     for (size_t k = 0; k < args->n_kw; k++) {
-        if (args->kw[k].n == 9 && memcmp(args->kw[k].name, "attribute", 9) == 0) attr = args->kw[k].v;
-        else if (args->kw[k].n == 7 && memcmp(args->kw[k].name, "default", 7) == 0) dflt = args->kw[k].v;
+        if (args->kw[k].n == 9 && memcmp(args->kw[k].name, "attribute", 9) == 0)
+            attr = args->kw[k].v;
+        else if (args->kw[k].n == 7 && memcmp(args->kw[k].name, "default", 7) == 0)
+            dflt = args->kw[k].v;
     }
     int fid = -1;
     struct jinja_args fargs = {0};
@@ -810,16 +785,18 @@ static struct tpl_value *f_map(struct jinja_render *st, uint32_t line, struct tp
                        args->pos[0]->u.s.p);
             return NULL;
         }
-        fargs.pos = args->pos + 1;
+        fargs.pos = args->n_pos > 1 ? args->pos + 1 : NULL;
         fargs.n_pos = args->n_pos - 1;
         fargs.kw = args->kw;
         fargs.n_kw = args->n_kw;
     }
-    struct tpl_value *out = new_list(st, n);
+    struct tpl_value *out = jinja_new_list(st, n);
     if (!out) return NULL;
     for (size_t i = 0; i < n; i++) {
-        struct tpl_value *x = attr ? get_path(st, line, items[i], attr, dflt)
-                                   : (jinja_charge(st, 1) ? NULL : jinja_filter_apply(st, line, fid, items[i], &fargs));
+        struct tpl_value *x =
+            attr ? get_path(st, line, items[i], attr, dflt)
+                 : (jinja_charge(st, 1) ? NULL
+                                        : jinja_filter_apply(st, line, fid, items[i], &fargs));
         if (!x) return NULL;
         out->u.arr->items[out->u.arr->n++] = x;
     }
@@ -861,12 +838,14 @@ static struct tpl_value *f_unique(struct jinja_render *st, uint32_t line, struct
     size_t n;
     if (jinja_bind(st, line, "unique", args, names, 2, a) || jinja_iterate(st, line, v, &items, &n))
         return NULL;
-    struct tpl_value *out = new_list(st, n), **keys = tpl_arena_alloc(st->arena, (n + 1) * sizeof(*keys));
+    struct tpl_value *out = jinja_new_list(st, n),
+                     **keys = tpl_arena_alloc(st->arena, (n + 1) * sizeof(*keys));
     if (!out || !keys) return jinja_oom(st);
     size_t n_keys = 0;
     for (size_t i = 0; i < n; i++) {
         struct tpl_value *k = get_path(st, line, items[i], a[1], NULL);
-        if (!k || !(k = fold_case(st, k, arg_bool(a[0]))) || jinja_charge(st, 1 + n_keys / 32)) return NULL;
+        if (!k || !(k = fold_case(st, k, arg_bool(a[0]))) || jinja_charge(st, 1 + n_keys / 32))
+            return NULL;
         size_t j = 0;
         while (j < n_keys && !tpl_value_equal(keys[j], k)) j++;
         if (j < n_keys) continue;
@@ -881,12 +860,13 @@ static struct tpl_value *f_groupby(struct jinja_render *st, uint32_t line, struc
     static const char *const names[] = {"attribute", "default", "case_sensitive"};
     struct tpl_value *a[3], **items;
     size_t n;
-    if (jinja_bind(st, line, "groupby", args, names, 3, a) || jinja_iterate(st, line, v, &items, &n))
+    if (jinja_bind(st, line, "groupby", args, names, 3, a) ||
+        jinja_iterate(st, line, v, &items, &n))
         return NULL;
     int cs = arg_bool(a[2]);
     struct tpl_value *sorted_v = sorted(st, line, items, n, a[0], cs, 0);
     if (!sorted_v) return NULL;
-    struct tpl_value *out = new_list(st, n);
+    struct tpl_value *out = jinja_new_list(st, n);
     if (!out) return NULL;
     struct tpl_value *group = NULL, *group_key = NULL;
     for (size_t i = 0; i < n; i++) {
@@ -895,7 +875,8 @@ static struct tpl_value *f_groupby(struct jinja_render *st, uint32_t line, struc
         if (!k || !(fk = fold_case(st, k, cs))) return NULL;
         if (!group || !tpl_value_equal(group_key, fk)) {
             struct tpl_value *pair = tpl_value_tuple(st->arena, 2);
-            if (!pair || !(group = new_list(st, n - i))) return jinja_oom(st);
+            if (!pair || !(group = jinja_new_list(st, n - i))) return jinja_oom(st);
+            pair->flags |= TPL_F_GROUP;
             pair->u.arr->items[0] = k;
             pair->u.arr->items[1] = group;
             out->u.arr->items[out->u.arr->n++] = pair;
@@ -913,10 +894,11 @@ static struct tpl_value *f_batch_slice(struct jinja_render *st, uint32_t line, s
     size_t n;
     int64_t k = 0;
     if (jinja_bind(st, line, is_slice ? "slice" : "batch", args, names, 2, a) ||
-        arg_int(st, line, a[0], 0, &k) || jinja_iterate(st, line, v, &items, &n))
+        jinja_arg_int(st, line, a[0], 0, &k) || jinja_iterate(st, line, v, &items, &n))
         return NULL;
     if (!a[0] || k <= 0 || k > (1 << 20)) {
-        jinja_fail(st, line, ERR_INVALID, "%s needs a positive count", is_slice ? "slice" : "batch");
+        jinja_fail(st, line, ERR_INVALID, "%s needs a positive count",
+                   is_slice ? "slice" : "batch");
         return NULL;
     }
     struct tpl_value *fill = a[1] && a[1]->kind != TPL_NONE ? a[1] : NULL;
@@ -924,9 +906,10 @@ static struct tpl_value *f_batch_slice(struct jinja_render *st, uint32_t line, s
     if (!out) return jinja_oom(st);
     if (!is_slice) {
         for (size_t i = 0; i < n; i += (size_t)k) {
-            struct tpl_value *row = new_list(st, (size_t)k);
+            struct tpl_value *row = jinja_new_list(st, (size_t)k);
             if (!row) return NULL;
-            for (size_t j = i; j < n && j < i + (size_t)k; j++) row->u.arr->items[row->u.arr->n++] = items[j];
+            for (size_t j = i; j < n && j < i + (size_t)k; j++)
+                row->u.arr->items[row->u.arr->n++] = items[j];
             if (fill)
                 while (row->u.arr->n < (size_t)k) row->u.arr->items[row->u.arr->n++] = fill;
             if (tpl_array_push(st->arena, out, row)) return jinja_oom(st);
@@ -939,7 +922,7 @@ static struct tpl_value *f_batch_slice(struct jinja_render *st, uint32_t line, s
         size_t start = offset + s * per;
         if (s < extra) offset++;
         size_t end = offset + (s + 1) * per;
-        struct tpl_value *col = new_list(st, end - start + 1);
+        struct tpl_value *col = jinja_new_list(st, end - start + 1);
         if (!col) return NULL;
         for (size_t j = start; j < end; j++) col->u.arr->items[col->u.arr->n++] = items[j];
         if (fill && s >= extra) col->u.arr->items[col->u.arr->n++] = fill;
@@ -963,7 +946,8 @@ static struct tpl_value *f_sum(struct jinja_render *st, uint32_t line, struct tp
     }
     for (size_t i = 0; i < n; i++) {
         struct tpl_value *x = get_path(st, line, items[i], a[0], NULL);
-        if (!x || jinja_charge(st, 1) || !(acc = jinja_binop(st, line, OP_ADD, acc, x))) return NULL;
+        if (!x || jinja_charge(st, 1) || !(acc = jinja_binop(st, line, OP_ADD, acc, x)))
+            return NULL;
     }
     return acc;
 }
@@ -980,18 +964,41 @@ static struct tpl_value *f_default(struct jinja_render *st, uint32_t line, struc
 
 static struct tpl_value *f_length(struct jinja_render *st, uint32_t line, struct tpl_value *v) {
     switch (v->kind) {
-    case TPL_UNDEFINED: return jinja_new_int(st, 0);
-    case TPL_STRING: return jinja_new_int(st, (int64_t)tpl_string_len(v));
-    case TPL_ARRAY: return jinja_new_int(st, (int64_t)v->u.arr->n);
-    case TPL_OBJECT: return jinja_new_int(st, (int64_t)v->u.obj->n);
+    case TPL_UNDEFINED:
+        return jinja_new_int(st, 0);
+    case TPL_STRING:
+        return jinja_new_int(st, (int64_t)tpl_string_len(v));
+    case TPL_ARRAY:
+        if (v->flags & TPL_F_GEN) break; /* a generator has no len() */
+        return jinja_new_int(st, (int64_t)v->u.arr->n);
+    case TPL_OBJECT:
+        return jinja_new_int(st, (int64_t)v->u.obj->n);
     default:
-        jinja_fail(st, line, ERR_INVALID, "object of type '%s' has no len()", tpl_type_name(v));
-        return NULL;
+        break;
     }
+    jinja_fail(st, line, ERR_INVALID, "object of type '%s' has no len()", tpl_type_name(v));
+    return NULL;
 }
 
+static struct tpl_value *filter_apply(struct jinja_render *st, uint32_t line, int idx,
+                                      struct tpl_value *v, struct jinja_args *args);
+
+/* Filters whose Jinja implementation yields return a generator; we keep the list and mark it,
+ * so truth, len() and printing behave like the generator. */
 struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int idx,
                                      struct tpl_value *v, struct jinja_args *args) {
+    struct tpl_value *r = filter_apply(st, line, idx, v, args);
+    int id = k_filters[idx].id;
+    int yields = id == F_MAP || id == F_SELECT || id == F_REJECT || id == F_SELECTATTR ||
+                 id == F_REJECTATTR || id == F_UNIQUE || id == F_BATCH || id == F_SLICE ||
+                 id == F_ITEMS ||
+                 (id == F_REVERSE && v->kind != TPL_STRING && !(v->flags & TPL_F_GEN));
+    if (r && yields && r->kind == TPL_ARRAY && r != v) r->flags |= TPL_F_GEN;
+    return r;
+}
+
+static struct tpl_value *filter_apply(struct jinja_render *st, uint32_t line, int idx,
+                                      struct tpl_value *v, struct jinja_args *args) {
     int id = k_filters[idx].id;
     const char *fname = k_filters[idx].name;
     struct tpl_value *a[4], *s, **items;
@@ -1022,8 +1029,10 @@ struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int
         if (m || st->code) return m;
         return undef_hint(st, "no such attribute");
     }
-    case F_BATCH: return f_batch_slice(st, line, v, args, 0);
-    case F_SLICE: return f_batch_slice(st, line, v, args, 1);
+    case F_BATCH:
+        return f_batch_slice(st, line, v, args, 0);
+    case F_SLICE:
+        return f_batch_slice(st, line, v, args, 1);
     case F_CAPITALIZE:
         if (!(s = str_of(st, v)) || !(s = jinja_str_case(st, s, JINJA_CASE_LOWER))) return NULL;
         return jinja_str_case(st, s, JINJA_CASE_CAPITALIZE);
@@ -1036,14 +1045,17 @@ struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int
         return m ? jinja_method_call(st, line, m->u.fn, &ca) : NULL;
     }
     case F_COUNT:
-    case F_LENGTH: return f_length(st, line, v);
-    case F_DEFAULT: return f_default(st, line, v, args);
+    case F_LENGTH:
+        return f_length(st, line, v);
+    case F_DEFAULT:
+        return f_default(st, line, v, args);
     case F_DICTSORT: {
         static const char *const names[] = {"case_sensitive", "by", "reverse"};
         if (jinja_bind(st, line, fname, args, names, 3, a)) return NULL;
         if (v->kind != TPL_OBJECT) {
             if (v->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, v);
-            jinja_fail(st, line, ERR_INVALID, "'%s' object has no attribute 'items'", tpl_type_name(v));
+            jinja_fail(st, line, ERR_INVALID, "'%s' object has no attribute 'items'",
+                       tpl_type_name(v));
             return NULL;
         }
         int by_value = 0;
@@ -1051,16 +1063,19 @@ struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int
             if (a[1]->kind == TPL_STRING && strcmp(a[1]->u.s.p, "value") == 0)
                 by_value = 1;
             else if (!(a[1]->kind == TPL_STRING && strcmp(a[1]->u.s.p, "key") == 0)) {
-                jinja_fail(st, line, ERR_INVALID, "You can only sort by either \"key\" or \"value\"");
+                jinja_fail(st, line, ERR_INVALID,
+                           "You can only sort by either \"key\" or \"value\"");
                 return NULL;
             }
         }
         struct tpl_value *pairs = jinja_dict_items(st, v->u.obj);
         struct tpl_value *idx_v = pairs ? jinja_new_int(st, by_value) : NULL;
         if (!idx_v) return NULL;
-        return sorted(st, line, pairs->u.arr->items, pairs->u.arr->n, idx_v, arg_bool(a[0]), arg_bool(a[2]));
+        return sorted(st, line, pairs->u.arr->items, pairs->u.arr->n, idx_v, arg_bool(a[0]),
+                      arg_bool(a[2]));
     }
-    case F_ESCAPE: return jinja_html_escape(st, v);
+    case F_ESCAPE:
+        return jinja_html_escape(st, v);
     case F_FORCEESCAPE: {
         if (!(s = str_of(st, v))) return NULL;
         struct tpl_value plain = *s;
@@ -1071,6 +1086,10 @@ struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int
         if (jinja_iterate(st, line, v, &items, &n)) return NULL;
         return n ? items[0] : undef_hint(st, "No first item, sequence was empty.");
     case F_LAST:
+        if (v->flags & TPL_F_GEN) {
+            jinja_fail(st, line, ERR_INVALID, "'generator' object is not reversible");
+            return NULL;
+        }
         if (jinja_iterate(st, line, v, &items, &n)) return NULL;
         return n ? items[n - 1] : undef_hint(st, "No last item, sequence was empty.");
     case F_FLOAT: {
@@ -1086,7 +1105,8 @@ struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int
     case F_FORMAT: {
         if (!(s = str_of(st, v))) return NULL;
         if (args->n_pos && args->n_kw) {
-            jinja_fail(st, line, ERR_INVALID, "can't handle positional and keyword arguments at the same time");
+            jinja_fail(st, line, ERR_INVALID,
+                       "can't handle positional and keyword arguments at the same time");
             return NULL;
         }
         struct tpl_value *fa;
@@ -1101,24 +1121,27 @@ struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int
         }
         return jinja_percent_format(st, line, s, fa);
     }
-    case F_GROUPBY: return f_groupby(st, line, v, args);
-    case F_INDENT: return f_indent(st, line, v, args);
+    case F_GROUPBY:
+        return f_groupby(st, line, v, args);
+    case F_INDENT:
+        return f_indent(st, line, v, args);
     case F_ITEMS:
-        if (v->kind == TPL_UNDEFINED) return new_list(st, 0);
+        if (v->kind == TPL_UNDEFINED) return jinja_new_list(st, 0);
         if (v->kind != TPL_OBJECT) {
             jinja_fail(st, line, ERR_INVALID, "Can only get item pairs from a mapping.");
             return NULL;
         }
         return jinja_dict_items(st, v->u.obj);
-    case F_JOIN: return f_join(st, line, v, args);
+    case F_JOIN:
+        return f_join(st, line, v, args);
     case F_LIST:
     case F_REVERSE: {
         if (id == F_REVERSE && v->kind == TPL_STRING) {
             size_t count = tpl_string_len(v);
-            return count ? jinja_str_slice(st, v, (int64_t)count - 1, -1, -1, count) : v;
+            return count ? jinja_str_slice(st, v, (int64_t)count - 1, -1, count) : v;
         }
         if (jinja_iterate(st, line, v, &items, &n)) return NULL;
-        struct tpl_value *out = new_list(st, n);
+        struct tpl_value *out = jinja_new_list(st, n);
         if (!out) return NULL;
         for (size_t i = 0; i < n; i++) out->u.arr->items[i] = items[id == F_LIST ? i : n - 1 - i];
         out->u.arr->n = n;
@@ -1131,27 +1154,36 @@ struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int
     case F_TITLE:
         if (!(s = str_of(st, v))) return NULL;
         return jinja_str_case(st, s, JINJA_CASE_TITLE_FILTER);
-    case F_MAP: return f_map(st, line, v, args);
+    case F_MAP:
+        return f_map(st, line, v, args);
     case F_MAX:
-    case F_MIN: return f_minmax(st, line, v, args, id == F_MAX);
-    case F_SELECT: return f_select(st, line, v, args, 0, 1);
-    case F_REJECT: return f_select(st, line, v, args, 0, 0);
-    case F_SELECTATTR: return f_select(st, line, v, args, 1, 1);
-    case F_REJECTATTR: return f_select(st, line, v, args, 1, 0);
+    case F_MIN:
+        return f_minmax(st, line, v, args, id == F_MAX);
+    case F_SELECT:
+        return f_select(st, line, v, args, 0, 1);
+    case F_REJECT:
+        return f_select(st, line, v, args, 0, 0);
+    case F_SELECTATTR:
+        return f_select(st, line, v, args, 1, 1);
+    case F_REJECTATTR:
+        return f_select(st, line, v, args, 1, 0);
     case F_REPLACE: {
         static const char *const names[] = {"old", "new", "count"};
         int64_t count = -1;
-        if (jinja_bind(st, line, fname, args, names, 3, a) || arg_int(st, line, a[2], -1, &count))
+        if (jinja_bind(st, line, fname, args, names, 3, a) ||
+            jinja_arg_int(st, line, a[2], -1, &count))
             return NULL;
         if (!a[0] || !a[1]) {
             jinja_fail(st, line, ERR_INVALID, "replace() needs old and new");
             return NULL;
         }
         struct tpl_value *old, *new_;
-        if (!(s = str_of(st, v)) || !(old = str_of(st, a[0])) || !(new_ = str_of(st, a[1]))) return NULL;
+        if (!(s = str_of(st, v)) || !(old = str_of(st, a[0])) || !(new_ = str_of(st, a[1])))
+            return NULL;
         return jinja_str_replace(st, s, old, new_, count);
     }
-    case F_ROUND: return f_round(st, line, v, args);
+    case F_ROUND:
+        return f_round(st, line, v, args);
     case F_SAFE: {
         if (v->kind == TPL_STRING && (v->flags & TPL_F_SAFE)) return v;
         if (!(s = str_of(st, v))) return NULL;
@@ -1161,13 +1193,17 @@ struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int
     }
     case F_SORT: {
         static const char *const names[] = {"reverse", "case_sensitive", "attribute"};
-        if (jinja_bind(st, line, fname, args, names, 3, a) || jinja_iterate(st, line, v, &items, &n))
+        if (jinja_bind(st, line, fname, args, names, 3, a) ||
+            jinja_iterate(st, line, v, &items, &n))
             return NULL;
         return sorted(st, line, items, n, a[2], arg_bool(a[1]), arg_bool(a[0]));
     }
-    case F_STRING: return str_of(st, v);
-    case F_SUM: return f_sum(st, line, v, args);
-    case F_TOJSON: return f_tojson(st, line, v, args);
+    case F_STRING:
+        return str_of(st, v);
+    case F_SUM:
+        return f_sum(st, line, v, args);
+    case F_TOJSON:
+        return f_tojson(st, line, v, args);
     case F_TRIM: {
         static const char *const names[] = {"chars"};
         if (jinja_bind(st, line, fname, args, names, 1, a) || !(s = str_of(st, v))) return NULL;
@@ -1177,8 +1213,10 @@ struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int
         }
         return jinja_str_strip(st, s, a[0], 1, 1);
     }
-    case F_TRUNCATE: return f_truncate(st, line, v, args);
-    case F_UNIQUE: return f_unique(st, line, v, args);
+    case F_TRUNCATE:
+        return f_truncate(st, line, v, args);
+    case F_UNIQUE:
+        return f_unique(st, line, v, args);
     case F_WORDCOUNT: {
         if (!(s = str_of(st, v))) return NULL;
         int64_t words = 0;
@@ -1186,9 +1224,10 @@ struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int
         size_t i = 0;
         while (i < s->u.s.n) {
             uint32_t c = jinja_utf8_next(s->u.s.p, s->u.s.n, &i);
-            int w = c == '_' || (c < 0x80 ? ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c >= '0' && c <= '9')
-                                          : !jinja_is_pyspace(c) && !(c >= 0x2000 && c <= 0x206f) &&
-                                                !(c >= 0x3000 && c <= 0x303f) && !(c >= 0xa1 && c <= 0xbf));
+            /* Python's \w: letters, numbers and '_' */
+            int w = c == '_' ||
+                    (c < 0x80 ? ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c >= '0' && c <= '9')
+                              : (unicode_flags(c) & (UNICODE_LETTER | UNICODE_NUMBER)) != 0);
             if (w && !in_word) words++;
             in_word = w;
         }
@@ -1196,142 +1235,5 @@ struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int
     }
     }
     jinja_fail(st, line, ERR_INVALID, "No filter named '%s'.", fname);
-    return NULL;
-}
-
-/* ============================================================================================
- * Globals
- * ============================================================================================
- */
-
-enum global_id { G_RANGE, G_NAMESPACE, G_DICT, G_RAISE_EXCEPTION, G_STRFTIME_NOW };
-
-/* Read-only after start-up: values point at them, nothing writes them. */
-static struct jinja_func k_global_funcs[] = {
-    {G_RANGE, "range", NULL, 0},
-    {G_NAMESPACE, "namespace", NULL, 0},
-    {G_DICT, "dict", NULL, 0},
-    {G_RAISE_EXCEPTION, "raise_exception", NULL, 0},
-    {G_STRFTIME_NOW, "strftime_now", NULL, 0},
-};
-
-static struct tpl_value k_global_values[] = {
-    {.kind = TPL_FUNC, .u.fn = &k_global_funcs[0]},
-    {.kind = TPL_FUNC, .u.fn = &k_global_funcs[1]},
-    {.kind = TPL_FUNC, .u.fn = &k_global_funcs[2]},
-    {.kind = TPL_FUNC, .u.fn = &k_global_funcs[3]},
-    {.kind = TPL_FUNC, .u.fn = &k_global_funcs[4]},
-};
-
-struct tpl_value *jinja_global_lookup(const char *name, size_t n) {
-    for (size_t i = 0; i < sizeof(k_global_funcs) / sizeof(k_global_funcs[0]); i++)
-        if (strlen(k_global_funcs[i].name) == n && memcmp(k_global_funcs[i].name, name, n) == 0)
-            return &k_global_values[i];
-    return NULL;
-}
-
-#define JINJA_MAX_RANGE 100000 /* jinja2.sandbox.MAX_RANGE */
-
-static struct tpl_value *g_range(struct jinja_render *st, uint32_t line, struct jinja_args *args) {
-    int64_t v[3] = {0, 0, 1};
-    if (args->n_kw || args->n_pos < 1 || args->n_pos > 3) {
-        jinja_fail(st, line, ERR_INVALID, "range expected 1 to 3 arguments, got %zu", args->n_pos);
-        return NULL;
-    }
-    for (size_t i = 0; i < args->n_pos; i++)
-        if (arg_int(st, line, args->pos[i], 0, &v[args->n_pos == 1 ? 1 : i])) return NULL;
-    if (v[2] == 0) {
-        jinja_fail(st, line, ERR_INVALID, "range() arg 3 must not be zero");
-        return NULL;
-    }
-    int64_t start = v[0], stop = v[1], step = v[2], count = 0;
-    if (step > 0 && start < stop) count = (int64_t)(((uint64_t)stop - (uint64_t)start - 1) / (uint64_t)step) + 1;
-    if (step < 0 && start > stop) count = (int64_t)(((uint64_t)start - (uint64_t)stop - 1) / ((uint64_t)0 - (uint64_t)step)) + 1;
-    if (count > JINJA_MAX_RANGE) {
-        jinja_fail(st, line, ERR_RANGE,
-                   "Range too big. The sandbox blocks ranges larger than MAX_RANGE (%d).", JINJA_MAX_RANGE);
-        return NULL;
-    }
-    if (jinja_charge(st, (uint64_t)count / 16)) return NULL;
-    struct tpl_value *out = new_list(st, (size_t)count);
-    if (!out) return NULL;
-    for (int64_t i = 0; i < count; i++) {
-        struct tpl_value *x = jinja_new_int(st, start + i * step);
-        if (!x) return NULL;
-        out->u.arr->items[out->u.arr->n++] = x;
-    }
-    return out;
-}
-
-static struct tpl_value *g_namespace_or_dict(struct jinja_render *st, uint32_t line,
-                                             struct jinja_args *args, int is_ns) {
-    struct tpl_value *obj = tpl_value_object(st->arena);
-    if (!obj) return jinja_oom(st);
-    if (args->n_pos > 1 || (args->n_pos == 1 && args->pos[0]->kind != TPL_OBJECT)) {
-        jinja_fail(st, line, ERR_INVALID, "%s() takes at most one mapping argument", is_ns ? "namespace" : "dict");
-        return NULL;
-    }
-    if (args->n_pos) {
-        const struct tpl_object *src = args->pos[0]->u.obj;
-        for (size_t i = 0; i < src->n; i++)
-            if (tpl_object_put(st->arena, obj->u.obj, src->entries[i].key, src->entries[i].val))
-                return jinja_oom(st);
-    }
-    for (size_t k = 0; k < args->n_kw; k++)
-        if (tpl_object_set(st->arena, obj, args->kw[k].name, args->kw[k].n, args->kw[k].v))
-            return jinja_oom(st);
-    if (is_ns) obj->kind = TPL_NAMESPACE;
-    return obj;
-}
-
-static struct tpl_value *g_strftime_now(struct jinja_render *st, uint32_t line, struct jinja_args *args) {
-    if (args->n_pos != 1 || args->pos[0]->kind != TPL_STRING) {
-        jinja_fail(st, line, ERR_INVALID, "strftime_now() takes one format string");
-        return NULL;
-    }
-    struct tpl_value *fmt = args->pos[0];
-    time_t t = (time_t)st->now_unix;
-    struct tm tm;
-    if (!localtime_r(&t, &tm)) {
-        jinja_fail(st, line, ERR_INVALID, "strftime_now: time out of range");
-        return NULL;
-    }
-    /* Python formats each directive with C strftime, plus %f (microseconds: 000000 here) */
-    struct buf out;
-    buf_init(&out);
-    const char *p = fmt->u.s.p;
-    size_t n = fmt->u.s.n;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] != '%' || i + 1 >= n) {
-            buf_append_char(&out, p[i]);
-            continue;
-        }
-        char d = p[++i], spec[4] = {'%', d, 0, 0}, tmp[256];
-        if (d == 'f') {
-            buf_append_str(&out, "000000");
-            continue;
-        }
-        if ((d == 'E' || d == 'O') && i + 1 < n) spec[2] = p[++i];
-        size_t k = strftime(tmp, sizeof(tmp), spec, &tm);
-        buf_append(&out, tmp, k);
-    }
-    return jinja_buf_to_string(st, &out);
-}
-
-struct tpl_value *jinja_builtin_call(struct jinja_render *st, uint32_t line,
-                                     struct jinja_func *fn, struct jinja_args *args) {
-    switch (fn->id) {
-    case G_RANGE: return g_range(st, line, args);
-    case G_NAMESPACE: return g_namespace_or_dict(st, line, args, 1);
-    case G_DICT: return g_namespace_or_dict(st, line, args, 0);
-    case G_RAISE_EXCEPTION: {
-        struct tpl_value *msg = args->n_pos ? jinja_to_string(st, args->pos[0]) : NULL;
-        if (args->n_pos && !msg) return NULL;
-        jinja_fail(st, 0, ERR_INVALID, "%.*s", msg ? (int)msg->u.s.n : 0, msg ? msg->u.s.p : "");
-        return NULL;
-    }
-    case G_STRFTIME_NOW: return g_strftime_now(st, line, args);
-    }
-    jinja_fail(st, line, ERR_INVALID, "'%s' is not callable", fn->name);
     return NULL;
 }

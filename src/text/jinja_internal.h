@@ -4,8 +4,11 @@
  * jinja_lex.c    source -> tokens, with Jinja's whitespace control (trim/lstrip blocks, -/+)
  * jinja_parse.c  tokens -> AST (struct jinja_node), with Jinja's operator precedence
  * jinja_eval.c   AST -> output: statements, expressions, scopes, macros, loops
- * jinja_filters.c  builtin filters, tests and global functions
+ * jinja_filters.c  builtin filters (and the argument binding builtins share)
+ * jinja_tests.c    builtin tests (`is defined`, `is string`, ...)
+ * jinja_globals.c  range, namespace, dict, raise_exception, strftime_now
  * jinja_methods.c  Python str/dict/list methods and the string helpers they share
+ * jinja_format.c   `%` formatting and str.format
  * chat_template.c  the public parse/render entry points
  *
  * Everything a template owns (tokens' strings, nodes, constants) lives in the template's arena;
@@ -42,13 +45,16 @@ enum {
     TPL_F_TUPLE = 1, /* array printed as (a, b) and unequal to a list */
     TPL_F_SAFE = 2,  /* string is Markup (|safe, |escape): `+` with it escapes the other side */
     TPL_F_ASCII = 4, /* string has only ASCII bytes: character index == byte index */
+    TPL_F_GROUP = 8, /* a (grouper, list) pair from |groupby: .grouper and .list work */
+    TPL_F_GEN = 16,  /* the result of a filter that yields in Jinja (map, select, ...): always
+                        true, no len(), no indexing, prints as a generator object */
 };
 
 enum tpl_undef_why {
-    TPL_UNDEF_NAME,  /* "'name' is undefined" */
-    TPL_UNDEF_ATTR,  /* "'owner' has no attribute 'name'" */
-    TPL_UNDEF_ITEM,  /* "owner has no element name" */
-    TPL_UNDEF_HINT,  /* name is the whole message */
+    TPL_UNDEF_NAME, /* "'name' is undefined" */
+    TPL_UNDEF_ATTR, /* "'owner' has no attribute 'name'" */
+    TPL_UNDEF_ITEM, /* "owner has no element name" */
+    TPL_UNDEF_HINT, /* name is the whole message */
 };
 
 struct tpl_array {
@@ -120,8 +126,8 @@ int tpl_object_put(struct tpl_arena *a, struct tpl_object *o, struct tpl_value *
                    struct tpl_value *v);
 
 int tpl_is_truthy(const struct tpl_value *v);
-int tpl_is_number(const struct tpl_value *v); /* bool, int or float */
-double tpl_to_double(const struct tpl_value *v); /* of a number */
+int tpl_is_number(const struct tpl_value *v);         /* bool, int or float */
+double tpl_to_double(const struct tpl_value *v);      /* of a number */
 const char *tpl_type_name(const struct tpl_value *v); /* Python's: 'str', 'int', 'dict', ... */
 
 /* Python's str(v) / repr(v) appended to b. Returns 0 or ERR_RANGE (nested too deeply). */
@@ -156,7 +162,7 @@ int tpl_value_compare(const struct tpl_value *a, const struct tpl_value *b, int 
 uint32_t jinja_utf8_next(const char *s, size_t n, size_t *i);
 void jinja_utf8_put(struct buf *b, uint32_t cp);
 size_t jinja_utf8_count(const char *s, size_t n); /* characters */
-int jinja_is_pyspace(uint32_t cp);                 /* Python str.isspace() */
+int jinja_is_pyspace(uint32_t cp);                /* Python str.isspace() */
 /* Byte offset of character index `idx` (0..count) in s. */
 size_t jinja_utf8_offset(const char *s, size_t n, size_t idx);
 size_t tpl_string_len(const struct tpl_value *v); /* characters of a TPL_STRING */
@@ -178,17 +184,40 @@ enum jinja_tok_type {
 };
 
 enum jinja_op {
-    OP_ADD, OP_SUB, OP_DIV, OP_FLOORDIV, OP_MUL, OP_MOD, OP_POW, OP_TILDE,
-    OP_LBRACKET, OP_RBRACKET, OP_LPAREN, OP_RPAREN, OP_LBRACE, OP_RBRACE,
-    OP_EQ, OP_NE, OP_GT, OP_GTEQ, OP_LT, OP_LTEQ,
-    OP_ASSIGN, OP_DOT, OP_COLON, OP_PIPE, OP_COMMA, OP_SEMICOLON,
+    OP_ADD,
+    OP_SUB,
+    OP_DIV,
+    OP_FLOORDIV,
+    OP_MUL,
+    OP_MOD,
+    OP_POW,
+    OP_TILDE,
+    OP_LBRACKET,
+    OP_RBRACKET,
+    OP_LPAREN,
+    OP_RPAREN,
+    OP_LBRACE,
+    OP_RBRACE,
+    OP_EQ,
+    OP_NE,
+    OP_GT,
+    OP_GTEQ,
+    OP_LT,
+    OP_LTEQ,
+    OP_ASSIGN,
+    OP_DOT,
+    OP_COLON,
+    OP_PIPE,
+    OP_COMMA,
+    OP_SEMICOLON,
     /* not tokens: operators of the AST only */
-    OP_IN, OP_NOTIN,
+    OP_IN,
+    OP_NOTIN,
 };
 
 struct jinja_token {
-    uint8_t type; /* enum jinja_tok_type */
-    uint8_t op;   /* enum jinja_op for TK_OP */
+    uint8_t type;       /* enum jinja_tok_type */
+    uint8_t op;         /* enum jinja_op for TK_OP */
     uint32_t line, col; /* 1-based, in the newline-normalized source */
     const char *p;      /* DATA/NAME: text; STRING: decoded bytes (template arena) */
     size_t n;
@@ -262,7 +291,7 @@ struct jinja_node {
     uint16_t kind; /* enum jinja_node_kind */
     uint8_t op;    /* enum jinja_op */
     uint8_t flag;
-    int32_t id;    /* E_FILTER/E_TEST: builtin index, -1 when unknown */
+    int32_t id; /* E_FILTER/E_TEST: builtin index, -1 when unknown */
     uint32_t line;
     const char *name, *name2; /* see the kinds */
     size_t name_n, name2_n;
@@ -273,8 +302,8 @@ struct jinja_node {
 };
 
 struct jinja_template {
-    struct tpl_arena *arena;    /* owns the nodes and constants */
-    struct jinja_node **body;   /* [n_body] top-level statements */
+    struct tpl_arena *arena;  /* owns the nodes and constants */
+    struct jinja_node **body; /* [n_body] top-level statements */
     size_t n_body;
 };
 
@@ -286,10 +315,10 @@ int jinja_parse(struct jinja_template *t, const struct jinja_tokens *toks, struc
 struct jinja_scope;
 
 struct jinja_render {
-    struct tpl_arena *arena;        /* every value this render creates */
-    const struct tpl_value *ctx;    /* the caller's context object (or NULL) */
-    struct buf *out;                /* where output goes now (captures swap it) */
-    size_t max_output;              /* bytes per output buffer */
+    struct tpl_arena *arena;     /* every value this render creates */
+    const struct tpl_value *ctx; /* the caller's context object (or NULL) */
+    struct buf *out;             /* where output goes now (captures swap it) */
+    size_t max_output;           /* bytes per output buffer */
     uint64_t steps, max_steps;
     int depth, max_depth;           /* nested eval/exec frames */
     int call_depth, max_call_depth; /* nested macro calls and recursive loops */
@@ -314,7 +343,7 @@ struct jinja_args {
 
 /* Builtin callables: globals, bound methods of str/dict/list, loop.cycle/changed. */
 struct jinja_func {
-    int id;                 /* enum jinja_builtin_fn (jinja_filters.c) or a method index */
+    int id; /* enum jinja_builtin_fn (jinja_filters.c) or a method index */
     const char *name;
     struct tpl_value *self; /* the bound object, NULL for a global */
     int is_method;
@@ -343,8 +372,8 @@ int jinja_iterate(struct jinja_render *st, uint32_t line, struct tpl_value *v,
 struct tpl_value *jinja_to_string(struct jinja_render *st, struct tpl_value *v); /* str(v) */
 struct tpl_value *jinja_call(struct jinja_render *st, uint32_t line, struct tpl_value *callee,
                              struct jinja_args *args);
-struct tpl_value *jinja_binop(struct jinja_render *st, uint32_t line, int op,
-                              struct tpl_value *a, struct tpl_value *b);
+struct tpl_value *jinja_binop(struct jinja_render *st, uint32_t line, int op, struct tpl_value *a,
+                              struct tpl_value *b);
 int jinja_contains(struct jinja_render *st, uint32_t line, struct tpl_value *container,
                    struct tpl_value *item, int *out);
 struct tpl_value *jinja_new_string(struct jinja_render *st, const char *p, size_t n);
@@ -354,7 +383,8 @@ struct tpl_value *jinja_buf_to_string(struct jinja_render *st, struct buf *b); /
 /* Records ERR_NOMEM/ERR_RANGE for a failed render allocation; returns NULL. */
 struct tpl_value *jinja_oom(struct jinja_render *st);
 
-/* ---- builtins (jinja_filters.c, jinja_methods.c) ----------------------------------------- */
+/* ---- builtins (jinja_filters/tests/globals/methods/format.c)
+ * ----------------------------------------- */
 
 int jinja_filter_lookup(const char *name, size_t n); /* index or -1 */
 int jinja_test_lookup(const char *name, size_t n);   /* index or -1 */
@@ -371,15 +401,23 @@ struct tpl_value *jinja_global_lookup(const char *name, size_t n);
 struct tpl_value *jinja_method_lookup(struct jinja_render *st, struct tpl_value *v,
                                       const char *name, size_t n);
 /* Calls a builtin function value. */
-struct tpl_value *jinja_builtin_call(struct jinja_render *st, uint32_t line,
-                                     struct jinja_func *fn, struct jinja_args *args);
-struct tpl_value *jinja_method_call(struct jinja_render *st, uint32_t line,
-                                    struct jinja_func *fn, struct jinja_args *args);
+struct tpl_value *jinja_builtin_call(struct jinja_render *st, uint32_t line, struct jinja_func *fn,
+                                     struct jinja_args *args);
+struct tpl_value *jinja_method_call(struct jinja_render *st, uint32_t line, struct jinja_func *fn,
+                                    struct jinja_args *args);
 /* Binds args to parameter names (filters: after the filtered value). out[i] = NULL when not
  * given. Errors on too many positionals or an unknown keyword. */
 int jinja_bind(struct jinja_render *st, uint32_t line, const char *fname,
                const struct jinja_args *args, const char *const *names, size_t n_names,
                struct tpl_value **out);
+/* Python str.format (jinja_format.c). */
+struct tpl_value *jinja_str_format(struct jinja_render *st, uint32_t line, struct tpl_value *fmt,
+                                   struct jinja_args *args);
+/* An integer argument (bool counts); dflt when v is NULL or None. 0 or an error code. */
+int jinja_arg_int(struct jinja_render *st, uint32_t line, struct tpl_value *v, int64_t dflt,
+                  int64_t *out);
+/* An empty list with room for n items (fill items[] and n directly). */
+struct tpl_value *jinja_new_list(struct jinja_render *st, size_t n);
 /* Python printf-style formatting (`fmt % args`, |format). */
 struct tpl_value *jinja_percent_format(struct jinja_render *st, uint32_t line,
                                        struct tpl_value *fmt, struct tpl_value *args);
@@ -388,14 +426,21 @@ struct tpl_value *jinja_percent_format(struct jinja_render *st, uint32_t line,
 struct tpl_value *jinja_str_strip(struct jinja_render *st, struct tpl_value *s,
                                   struct tpl_value *chars, int left, int right);
 struct tpl_value *jinja_str_case(struct jinja_render *st, struct tpl_value *s, int how);
-enum { JINJA_CASE_UPPER, JINJA_CASE_LOWER, JINJA_CASE_CAPITALIZE, JINJA_CASE_TITLE_METHOD,
-       JINJA_CASE_TITLE_FILTER, JINJA_CASE_SWAP };
+enum {
+    JINJA_CASE_UPPER,
+    JINJA_CASE_LOWER,
+    JINJA_CASE_CAPITALIZE,
+    JINJA_CASE_TITLE_METHOD,
+    JINJA_CASE_TITLE_FILTER,
+    JINJA_CASE_SWAP
+};
+/* Python str.islower() (want_lower) / str.isupper(). */
+int jinja_str_is_case(const struct tpl_value *s, int want_lower);
 struct tpl_value *jinja_str_replace(struct jinja_render *st, struct tpl_value *s,
-                                    struct tpl_value *old, struct tpl_value *new_,
-                                    int64_t count);
-/* Characters [start, stop) of s with step (Python slice already resolved). */
+                                    struct tpl_value *old, struct tpl_value *new_, int64_t count);
+/* count characters of s from character start, stepping by step (a resolved Python slice). */
 struct tpl_value *jinja_str_slice(struct jinja_render *st, struct tpl_value *s, int64_t start,
-                                  int64_t stop, int64_t step, size_t count);
+                                  int64_t step, size_t count);
 /* A list of (key, value) tuples of a dict, in order. */
 struct tpl_value *jinja_dict_items(struct jinja_render *st, const struct tpl_object *o);
 /* Python html escape (markupsafe.escape) of str(v), flagged safe. */

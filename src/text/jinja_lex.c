@@ -16,6 +16,7 @@
 #include "../base/mem.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,7 @@ struct lexer {
 /* ============================================================================================
  * Helpers
  * ============================================================================================
+ * The cursor counts lines as it moves, for error positions.
  */
 
 char *jinja_normalize(struct tpl_arena *a, const char *src, size_t n, size_t *out_n) {
@@ -129,8 +131,7 @@ static int emit_data(struct lexer *lx, size_t start, size_t end, char sign, int 
     } else if (sign != '+' && !is_variable) {
         size_t l_pos = len;
         while (l_pos > 0 && text[l_pos - 1] != '\n') l_pos--;
-        if ((l_pos > 0 || lx->line_starting) && l_pos < len &&
-            skip_space(text, len, l_pos) == len)
+        if ((l_pos > 0 || lx->line_starting) && l_pos < len && skip_space(text, len, l_pos) == len)
             len = l_pos;
     }
     if (len == 0) return 0;
@@ -144,6 +145,8 @@ static int emit_data(struct lexer *lx, size_t start, size_t end, char sign, int 
 /* ============================================================================================
  * Tokens inside tags
  * ============================================================================================
+ * Names, numbers (Jinja's forms: 1_000, 0x1f, 1e3, but `1.` is 1 then a dot), strings with
+ * Python escapes and operators. An end delimiter only ends the tag when brackets balance.
  */
 
 static int is_name_start(unsigned char c) {
@@ -239,7 +242,8 @@ static int parse_int_token(struct lexer *lx, size_t start, size_t end, int base,
         char c = lx->src[i];
         if (c == '_') continue;
         int d = is_digit(c) ? c - '0' : (c | 0x20) - 'a' + 10;
-        if (v > (UINT64_MAX - (uint64_t)d) / (uint64_t)base || v * (uint64_t)base + (uint64_t)d > INT64_MAX)
+        if (v > (UINT64_MAX - (uint64_t)d) / (uint64_t)base ||
+            v * (uint64_t)base + (uint64_t)d > INT64_MAX)
             return lex_fail(lx, start, "integer literal too large", NULL);
         v = v * (uint64_t)base + (uint64_t)d;
     }
@@ -260,8 +264,8 @@ static int parse_float_token(struct lexer *lx, size_t start, size_t end, struct 
 
 /* Decodes a string literal body like Python's unicode-escape after backslashreplace (what Jinja
  * does): \\ \' \" \a \b \f \n \r \t \v, \ooo, \xhh, \uhhhh, \Uhhhhhhhh; any other escape stays as
- * written. A backslash before a non-ASCII character escapes the first letter of its
- * backslashreplace form (\xe9 -> "\xe9" reads as backslash... see below). */
+ * written, and \N{...} is refused. A backslash before a non-ASCII character stays a backslash
+ * followed by that character's \xhh / \uhhhh / \Uhhhhhhhh text, as in Jinja. */
 static int decode_string(struct lexer *lx, size_t start, size_t end, struct jinja_token *tok) {
     struct buf b;
     buf_init(&b);
@@ -278,21 +282,67 @@ static int decode_string(struct lexer *lx, size_t start, size_t end, struct jinj
         uint32_t cp = 0;
         int hex = 0;
         switch (c) {
-        case '\n': i++; continue; /* line continuation */
-        case '\\': buf_append_char(&b, '\\'); i++; continue;
-        case '\'': buf_append_char(&b, '\''); i++; continue;
-        case '"': buf_append_char(&b, '"'); i++; continue;
-        case 'a': buf_append_char(&b, '\a'); i++; continue;
-        case 'b': buf_append_char(&b, '\b'); i++; continue;
-        case 'f': buf_append_char(&b, '\f'); i++; continue;
-        case 'n': buf_append_char(&b, '\n'); i++; continue;
-        case 'r': buf_append_char(&b, '\r'); i++; continue;
-        case 't': buf_append_char(&b, '\t'); i++; continue;
-        case 'v': buf_append_char(&b, '\v'); i++; continue;
-        case 'x': hex = 2; break;
-        case 'u': hex = 4; break;
-        case 'U': hex = 8; break;
-        default: break;
+        case '\n':
+            i++;
+            continue; /* line continuation */
+        case '\\':
+            buf_append_char(&b, '\\');
+            i++;
+            continue;
+        case '\'':
+            buf_append_char(&b, '\'');
+            i++;
+            continue;
+        case '"':
+            buf_append_char(&b, '"');
+            i++;
+            continue;
+        case 'a':
+            buf_append_char(&b, '\a');
+            i++;
+            continue;
+        case 'b':
+            buf_append_char(&b, '\b');
+            i++;
+            continue;
+        case 'f':
+            buf_append_char(&b, '\f');
+            i++;
+            continue;
+        case 'n':
+            buf_append_char(&b, '\n');
+            i++;
+            continue;
+        case 'r':
+            buf_append_char(&b, '\r');
+            i++;
+            continue;
+        case 't':
+            buf_append_char(&b, '\t');
+            i++;
+            continue;
+        case 'v':
+            buf_append_char(&b, '\v');
+            i++;
+            continue;
+        case 'x':
+            hex = 2;
+            break;
+        case 'u':
+            hex = 4;
+            break;
+        case 'U':
+            hex = 8;
+            break;
+        default:
+            break;
+        }
+        if (c == 'N') { /* \N{NAME}: Unicode names are not available here */
+            buf_free(&b);
+            return lex_fail(lx, start,
+                            i + 1 < end && s[i + 1] == '{' ? "\\N{...} escapes are not supported"
+                                                           : "malformed \\N character escape",
+                            NULL);
         }
         if (c >= '0' && c <= '7') {
             int k = 0;
@@ -309,7 +359,7 @@ static int decode_string(struct lexer *lx, size_t start, size_t end, struct jinj
             int k = 0;
             for (; k < hex && j < end; k++, j++) {
                 char d = s[j];
-                int v = is_digit(d) ? d - '0'
+                int v = is_digit(d)                                ? d - '0'
                         : ((d | 0x20) >= 'a' && (d | 0x20) <= 'f') ? (d | 0x20) - 'a' + 10
                                                                    : -1;
                 if (v < 0) break;
@@ -366,13 +416,13 @@ static const struct {
     const char *text;
     uint8_t op;
 } k_ops[] = {
-    {"**", OP_POW},  {"//", OP_FLOORDIV}, {"==", OP_EQ},       {"!=", OP_NE},
-    {">=", OP_GTEQ}, {"<=", OP_LTEQ},     {"+", OP_ADD},       {"-", OP_SUB},
-    {"/", OP_DIV},   {"*", OP_MUL},       {"%", OP_MOD},       {"~", OP_TILDE},
-    {"[", OP_LBRACKET}, {"]", OP_RBRACKET}, {"(", OP_LPAREN},  {")", OP_RPAREN},
-    {"{", OP_LBRACE}, {"}", OP_RBRACE},   {">", OP_GT},        {"<", OP_LT},
-    {"=", OP_ASSIGN}, {".", OP_DOT},      {":", OP_COLON},     {"|", OP_PIPE},
-    {",", OP_COMMA},  {";", OP_SEMICOLON},
+    {"**", OP_POW},     {"//", OP_FLOORDIV}, {"==", OP_EQ},    {"!=", OP_NE},
+    {">=", OP_GTEQ},    {"<=", OP_LTEQ},     {"+", OP_ADD},    {"-", OP_SUB},
+    {"/", OP_DIV},      {"*", OP_MUL},       {"%", OP_MOD},    {"~", OP_TILDE},
+    {"[", OP_LBRACKET}, {"]", OP_RBRACKET},  {"(", OP_LPAREN}, {")", OP_RPAREN},
+    {"{", OP_LBRACE},   {"}", OP_RBRACE},    {">", OP_GT},     {"<", OP_LT},
+    {"=", OP_ASSIGN},   {".", OP_DOT},       {":", OP_COLON},  {"|", OP_PIPE},
+    {",", OP_COMMA},    {";", OP_SEMICOLON},
 };
 
 #define LEX_MAX_BRACKETS 256
@@ -435,7 +485,8 @@ static int lex_tag(struct lexer *lx, int is_block) {
         } else if (c == '\'' || c == '"') {
             end = i + 1;
             while (end < n && s[end] != (char)c) end += s[end] == '\\' && end + 1 < n ? 2 : 1;
-            if (end >= n) return lex_fail(lx, i, "unexpected char '", "\"'\" (unterminated string)");
+            if (end >= n)
+                return lex_fail(lx, i, "unexpected char '", "\"'\" (unterminated string)");
             struct jinja_token *tok = push(lx, TK_STRING, i);
             if (!tok) return ERR_NOMEM;
             int rc = decode_string(lx, i + 1, end, tok);
@@ -454,12 +505,19 @@ static int lex_tag(struct lexer *lx, int is_block) {
             }
             uint8_t op = k_ops[o].op;
             if (op == OP_LBRACE || op == OP_LPAREN || op == OP_LBRACKET) {
-                if (depth == LEX_MAX_BRACKETS) return lex_fail(lx, i, "brackets nested too deeply", NULL);
+                if (depth == LEX_MAX_BRACKETS)
+                    return lex_fail(lx, i, "brackets nested too deeply", NULL);
                 stack[depth++] = op == OP_LBRACE ? '}' : op == OP_LPAREN ? ')' : ']';
             } else if (op == OP_RBRACE || op == OP_RPAREN || op == OP_RBRACKET) {
-                char want[2] = {(char)c, 0};
-                if (depth == 0) return lex_fail(lx, i, "unexpected ", want);
-                if (stack[depth - 1] != (char)c) return lex_fail(lx, i, "unexpected ", want);
+                char msg[32];
+                if (depth == 0) {
+                    snprintf(msg, sizeof(msg), "'%c'", c);
+                    return lex_fail(lx, i, "unexpected ", msg);
+                }
+                if (stack[depth - 1] != (char)c) {
+                    snprintf(msg, sizeof(msg), "'%c', expected '%c'", c, stack[depth - 1]);
+                    return lex_fail(lx, i, "unexpected ", msg);
+                }
                 depth--;
             }
             struct jinja_token *tok = push(lx, TK_OP, i);
@@ -475,6 +533,8 @@ static int lex_tag(struct lexer *lx, int is_block) {
 /* ============================================================================================
  * Root state: data, comments, raw blocks
  * ============================================================================================
+ * Finds the next `{{`, `{%` or `{#`, applies whitespace control to the text before it, then
+ * lexes the tag (or skips the comment, or copies the raw block).
  */
 
 /* Matches `{%[-+]? \s* raw \s* (-%}\s* | %})` at i; returns the end or 0. *sign gets [-+]. */
@@ -501,14 +561,14 @@ static size_t raw_begin_at(const char *s, size_t n, size_t i, const char *word, 
 
 int jinja_lex(const char *src, size_t n, struct tpl_arena *a, struct jinja_tokens *out,
               struct error *err) {
-    struct lexer lx = {.src = src, .n = n, .line = 1, .arena = a, .out = out, .err = err,
-                       .line_starting = 1};
+    struct lexer lx = {
+        .src = src, .n = n, .line = 1, .arena = a, .out = out, .err = err, .line_starting = 1};
     memset(out, 0, sizeof(*out));
     int rc = 0;
     while (lx.pos < n && !rc) {
         size_t q = lx.pos;
-        while (q + 1 < n && !(src[q] == '{' && (src[q + 1] == '{' || src[q + 1] == '%' ||
-                                                 src[q + 1] == '#')))
+        while (q + 1 < n &&
+               !(src[q] == '{' && (src[q + 1] == '{' || src[q + 1] == '%' || src[q + 1] == '#')))
             q++;
         if (q + 1 >= n) { /* the rest is data */
             rc = emit_data(&lx, lx.pos, n, 0, 1);

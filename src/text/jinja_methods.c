@@ -23,6 +23,8 @@
 /* ============================================================================================
  * UTF-8
  * ============================================================================================
+ * Invalid bytes decode to U+DC80+byte (Python's surrogateescape): every byte sequence decodes,
+ * one step at a time, without reading past the end.
  */
 
 uint32_t jinja_utf8_next(const char *s, size_t n, size_t *i) {
@@ -33,7 +35,10 @@ uint32_t jinja_utf8_next(const char *s, size_t n, size_t *i) {
         (*i)++;
         return c;
     }
-    int len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    int len = c >= 0xc2 && c <= 0xdf   ? 2
+              : c >= 0xe0 && c <= 0xef ? 3
+              : c >= 0xf0 && c <= 0xf4 ? 4
+                                       : 0;
     if (len && (size_t)len <= left) {
         uint32_t cp = c & (0x7f >> len);
         int ok = 1;
@@ -165,14 +170,11 @@ static int is_cased(uint32_t c) {
     return cp_upper(c) != c || cp_lower(c) != c || c == 0xdf || c == 0x138 || c == 0x149;
 }
 
-static int is_alnum_cp(uint32_t c) {
-    if (c < 0x80) return ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c >= '0' && c <= '9');
-    return (unicode_flags(c) & (UNICODE_LETTER | UNICODE_NUMBER)) != 0;
-}
-
 /* ============================================================================================
  * String algorithms shared with the filters
  * ============================================================================================
+ * strip with Python's whitespace set, case mapping, replace, slicing by character and HTML
+ * escaping, used by both filters and methods.
  */
 
 static struct tpl_value *take_buf(struct jinja_render *st, struct buf *b, uint8_t flags) {
@@ -229,6 +231,20 @@ static int sigma_is_final(const char *p, size_t n, size_t end, int prev_cased) {
     return prev_cased && (j >= n || !is_cased(jinja_utf8_next(p, n, &j)));
 }
 
+int jinja_str_is_case(const struct tpl_value *s, int want_lower) {
+    const char *p = s->u.s.p;
+    size_t n = s->u.s.n, i = 0;
+    int cased = 0;
+    while (i < n) {
+        uint32_t c = jinja_utf8_next(p, n, &i);
+        int lower = cp_upper(c) != c || c == 0xdf || c == 0x138 || c == 0x149;
+        int upper = cp_lower(c) != c;
+        if (want_lower ? upper : lower) return 0;
+        cased |= want_lower ? lower : upper;
+    }
+    return cased;
+}
+
 struct tpl_value *jinja_str_case(struct jinja_render *st, struct tpl_value *s, int how) {
     struct buf b;
     buf_init(&b);
@@ -240,18 +256,29 @@ struct tpl_value *jinja_str_case(struct jinja_render *st, struct tpl_value *s, i
         uint32_t c = jinja_utf8_next(p, n, &i);
         int to = -1; /* -1 keep, 1 upper, 0 lower, 2 title */
         switch (how) {
-        case JINJA_CASE_UPPER: to = 1; break;
-        case JINJA_CASE_LOWER: to = 0; break;
-        case JINJA_CASE_CAPITALIZE: to = first ? 2 : 0; break;
-        case JINJA_CASE_TITLE_METHOD: to = prev_cased ? 0 : 2; break;
+        case JINJA_CASE_UPPER:
+            to = 1;
+            break;
+        case JINJA_CASE_LOWER:
+            to = 0;
+            break;
+        case JINJA_CASE_CAPITALIZE:
+            to = first ? 2 : 0;
+            break;
+        case JINJA_CASE_TITLE_METHOD:
+            to = prev_cased ? 0 : 2;
+            break;
         case JINJA_CASE_TITLE_FILTER: {
             /* Jinja: split on runs of [-\s({[<], then piece[0].upper() + piece[1:].lower() */
-            int sep = c == '-' || c == '(' || c == '{' || c == '[' || c == '<' || jinja_is_pyspace(c);
+            int sep =
+                c == '-' || c == '(' || c == '{' || c == '[' || c == '<' || jinja_is_pyspace(c);
             to = sep ? -1 : word_start ? 1 : 0;
             word_start = sep;
             break;
         }
-        case JINJA_CASE_SWAP: to = cp_lower(c) != c ? 0 : cp_upper(c) != c || c == 0xdf ? 1 : -1; break;
+        case JINJA_CASE_SWAP:
+            to = cp_lower(c) != c ? 0 : cp_upper(c) != c || c == 0xdf ? 1 : -1;
+            break;
         }
         uint32_t m = c;
         if (to == 1 || to == 2) {
@@ -282,8 +309,7 @@ struct tpl_value *jinja_str_case(struct jinja_render *st, struct tpl_value *s, i
 }
 
 struct tpl_value *jinja_str_replace(struct jinja_render *st, struct tpl_value *s,
-                                    struct tpl_value *old, struct tpl_value *new_,
-                                    int64_t count) {
+                                    struct tpl_value *old, struct tpl_value *new_, int64_t count) {
     struct buf b;
     buf_init(&b);
     const char *p = s->u.s.p;
@@ -316,8 +342,7 @@ struct tpl_value *jinja_str_replace(struct jinja_render *st, struct tpl_value *s
 }
 
 struct tpl_value *jinja_str_slice(struct jinja_render *st, struct tpl_value *s, int64_t start,
-                                  int64_t stop, int64_t step, size_t count) {
-    (void)stop;
+                                  int64_t step, size_t count) {
     const char *p = s->u.s.p;
     size_t n = s->u.s.n;
     if (s->flags & TPL_F_ASCII) {
@@ -338,7 +363,8 @@ struct tpl_value *jinja_str_slice(struct jinja_render *st, struct tpl_value *s, 
         jinja_utf8_next(p, n, &i);
     }
     off[chars] = n;
-    if (step == 1) return jinja_new_string(st, p + off[start], off[start + (int64_t)count] - off[start]);
+    if (step == 1)
+        return jinja_new_string(st, p + off[start], off[start + (int64_t)count] - off[start]);
     struct buf b;
     buf_init(&b);
     for (size_t k = 0; k < count; k++) {
@@ -357,391 +383,81 @@ struct tpl_value *jinja_html_escape(struct jinja_render *st, struct tpl_value *v
     for (size_t i = 0; i < s->u.s.n; i++) {
         char c = s->u.s.p[i];
         switch (c) {
-        case '&': buf_append_str(&b, "&amp;"); break;
-        case '<': buf_append_str(&b, "&lt;"); break;
-        case '>': buf_append_str(&b, "&gt;"); break;
-        case '"': buf_append_str(&b, "&#34;"); break;
-        case '\'': buf_append_str(&b, "&#39;"); break;
-        default: buf_append_char(&b, c); break;
+        case '&':
+            buf_append_str(&b, "&amp;");
+            break;
+        case '<':
+            buf_append_str(&b, "&lt;");
+            break;
+        case '>':
+            buf_append_str(&b, "&gt;");
+            break;
+        case '"':
+            buf_append_str(&b, "&#34;");
+            break;
+        case '\'':
+            buf_append_str(&b, "&#39;");
+            break;
+        default:
+            buf_append_char(&b, c);
+            break;
         }
     }
     return take_buf(st, &b, TPL_F_SAFE);
 }
 
 /* ============================================================================================
- * printf-style formatting: `'%s=%d' % (k, v)` and the |format filter
- * ============================================================================================
- */
-
-static void pad_to(struct buf *b, const char *s, size_t n, size_t width, int left, char fill) {
-    size_t chars = jinja_utf8_count(s, n);
-    size_t pad = width > chars ? width - chars : 0;
-    if (!left)
-        for (size_t k = 0; k < pad; k++) buf_append_char(b, fill);
-    buf_append(b, s, n);
-    if (left)
-        for (size_t k = 0; k < pad; k++) buf_append_char(b, ' ');
-}
-
-struct tpl_value *jinja_percent_format(struct jinja_render *st, uint32_t line,
-                                       struct tpl_value *fmt, struct tpl_value *args) {
-    struct tpl_value **items = &args;
-    size_t n_items = 1, next_arg = 0;
-    int is_map = args->kind == TPL_OBJECT;
-    if (args->kind == TPL_ARRAY && (args->flags & TPL_F_TUPLE)) {
-        items = args->u.arr->items;
-        n_items = args->u.arr->n;
-    }
-    struct buf b, tmp;
-    buf_init(&b);
-    buf_init(&tmp);
-    const char *p = fmt->u.s.p;
-    size_t n = fmt->u.s.n, i = 0;
-    const char *err = NULL;
-    while (i < n && !err) {
-        const char *pct = memchr(p + i, '%', n - i);
-        size_t run = pct ? (size_t)(pct - p) : n;
-        buf_append(&b, p + i, run - i);
-        if (!pct) break;
-        i = run + 1;
-        struct tpl_value *arg = NULL;
-        if (i < n && p[i] == '(') {
-            const char *close = memchr(p + i, ')', n - i);
-            if (!close || !is_map) {
-                err = close ? "format requires a mapping" : "incomplete format key";
-                break;
-            }
-            arg = tpl_object_find(args->u.obj, p + i + 1, (size_t)(close - p) - i - 1);
-            if (!arg) {
-                err = "format key not found";
-                break;
-            }
-            i = (size_t)(close - p) + 1;
-        }
-        char flags[8] = {0};
-        size_t nf = 0;
-        while (i < n && strchr("-+ #0", p[i]) && nf < sizeof(flags) - 1) flags[nf++] = p[i++];
-        int width = -1, prec = -1;
-        while (i < n && p[i] >= '0' && p[i] <= '9' && width < 100000)
-            width = (width < 0 ? 0 : width * 10) + (p[i++] - '0');
-        if (i < n && p[i] == '.') {
-            i++;
-            prec = 0;
-            while (i < n && p[i] >= '0' && p[i] <= '9' && prec < 100000) prec = prec * 10 + (p[i++] - '0');
-        }
-        if (i >= n) {
-            err = "incomplete format";
-            break;
-        }
-        char conv = p[i++];
-        if (conv == '%') {
-            buf_append_char(&b, '%');
-            continue;
-        }
-        if (!arg) {
-            if (is_map) {
-                arg = args;
-            } else {
-                if (next_arg >= n_items) {
-                    err = "not enough arguments for format string";
-                    break;
-                }
-                arg = items[next_arg++];
-            }
-        }
-        if (width > 4096 || prec > 4096) {
-            err = "format width too large";
-            break;
-        }
-        int left = strchr(flags, '-') != NULL;
-        buf_clear(&tmp);
-        tmp.len = 0;
-        char spec[32];
-        switch (conv) {
-        case 's':
-        case 'r':
-        case 'a': {
-            if (arg->kind == TPL_UNDEFINED && conv == 's') {
-                /* str(Undefined) is '' */
-            } else if (conv == 's' ? tpl_value_str(&tmp, arg) : tpl_value_repr(&tmp, arg)) {
-                err = "value nested too deeply";
-                break;
-            }
-            size_t len = tmp.len;
-            if (prec >= 0) len = jinja_utf8_offset(tmp.data ? tmp.data : "", tmp.len, (size_t)prec);
-            pad_to(&b, tmp.data ? tmp.data : "", len, width < 0 ? 0 : (size_t)width, left, ' ');
-            break;
-        }
-        case 'd':
-        case 'i':
-        case 'u':
-        case 'x':
-        case 'X':
-        case 'o':
-        case 'c': {
-            if (!tpl_is_number(arg)) {
-                err = "%d format: a real number is required";
-                break;
-            }
-            int64_t v;
-            if (arg->kind == TPL_FLOAT) {
-                if (!(fabs(arg->u.f) < 9.2e18)) {
-                    err = "cannot convert float to integer";
-                    break;
-                }
-                v = (int64_t)arg->u.f;
-            } else {
-                v = arg->u.i;
-            }
-            if (conv == 'c') {
-                jinja_utf8_put(&b, (uint32_t)v);
-                break;
-            }
-            char fc = conv == 'i' || conv == 'u' ? 'd' : conv;
-            int k = snprintf(spec, sizeof(spec), "%%%s", flags);
-            if (width >= 0) k += snprintf(spec + k, sizeof(spec) - (size_t)k, "%d", width);
-            if (prec >= 0) k += snprintf(spec + k, sizeof(spec) - (size_t)k, ".%d", prec);
-            snprintf(spec + k, sizeof(spec) - (size_t)k, "ll%c", fc);
-            buf_printf(&tmp, spec, (long long)v);
-            buf_append(&b, tmp.data, tmp.len);
-            break;
-        }
-        case 'f':
-        case 'F':
-        case 'e':
-        case 'E':
-        case 'g':
-        case 'G': {
-            if (!tpl_is_number(arg)) {
-                err = "must be real number";
-                break;
-            }
-            int k = snprintf(spec, sizeof(spec), "%%%s", flags);
-            if (width >= 0) k += snprintf(spec + k, sizeof(spec) - (size_t)k, "%d", width);
-            snprintf(spec + k, sizeof(spec) - (size_t)k, ".%d%c", prec < 0 ? 6 : prec, conv);
-            buf_printf(&tmp, spec, tpl_to_double(arg));
-            buf_append(&b, tmp.data, tmp.len);
-            break;
-        }
-        default: err = "unsupported format character"; break;
-        }
-    }
-    if (!err && !is_map && next_arg < n_items) err = "not all arguments converted during string formatting";
-    buf_free(&tmp);
-    if (err) {
-        buf_free(&b);
-        jinja_fail(st, line, ERR_INVALID, "%s", err);
-        return NULL;
-    }
-    return jinja_buf_to_string(st, &b);
-}
-
-/* ---- str.format ---------------------------------------------------------------------------- */
-
-/* format(value, spec) for the common spec forms: [[fill]align][sign][0][width][.prec][type]. */
-static int format_spec(struct buf *out, struct tpl_value *v, const char *spec, size_t n) {
-    char fill = ' ', align = 0, sign = '-';
-    size_t i = 0;
-    if (n >= 2 && strchr("<>^=", spec[1])) {
-        fill = spec[0];
-        align = spec[1];
-        i = 2;
-    } else if (n >= 1 && strchr("<>^=", spec[0])) {
-        align = spec[0];
-        i = 1;
-    }
-    if (i < n && strchr("+- ", spec[i])) sign = spec[i++];
-    if (i < n && spec[i] == '0') {
-        if (!align) {
-            fill = '0';
-            align = '=';
-        }
-        i++;
-    }
-    int width = 0, prec = -1;
-    while (i < n && spec[i] >= '0' && spec[i] <= '9' && width < 10000) width = width * 10 + (spec[i++] - '0');
-    if (i < n && spec[i] == '.') {
-        i++;
-        prec = 0;
-        while (i < n && spec[i] >= '0' && spec[i] <= '9' && prec < 10000) prec = prec * 10 + (spec[i++] - '0');
-    }
-    char type = i < n ? spec[i++] : 0;
-    if (i != n) return ERR_UNSUPPORTED;
-    struct buf body;
-    buf_init(&body);
-    int is_num = tpl_is_number(v);
-    if (!type || type == 's') {
-        if (type == 's' && v->kind != TPL_STRING) {
-            buf_free(&body);
-            return ERR_INVALID;
-        }
-        if (is_num && prec >= 0 && v->kind == TPL_FLOAT) {
-            buf_printf(&body, "%.*g", prec, v->u.f);
-        } else if (tpl_value_str(&body, v)) {
-            buf_free(&body);
-            return ERR_RANGE;
-        }
-        if (!is_num && prec >= 0)
-            body.len = jinja_utf8_offset(body.data ? body.data : "", body.len, (size_t)prec);
-    } else if (strchr("dxXob", type)) {
-        if (v->kind != TPL_INT && v->kind != TPL_BOOL) {
-            buf_free(&body);
-            return ERR_INVALID;
-        }
-        int64_t x = v->u.i;
-        uint64_t mag = x < 0 ? (uint64_t)0 - (uint64_t)x : (uint64_t)x;
-        if (x < 0) buf_append_char(&body, '-');
-        if (type == 'b') {
-            char t[65];
-            int k = 64;
-            t[k] = 0;
-            do t[--k] = (char)('0' + (mag & 1)); while (mag >>= 1);
-            buf_append_str(&body, t + k);
-        } else {
-            buf_printf(&body, type == 'd' ? "%" PRIu64 : type == 'x' ? "%" PRIx64 : type == 'X' ? "%" PRIX64 : "%" PRIo64, mag);
-        }
-    } else if (strchr("feEgG%", type)) {
-        if (!is_num) {
-            buf_free(&body);
-            return ERR_INVALID;
-        }
-        double x = tpl_to_double(v);
-        if (type == '%') {
-            buf_printf(&body, "%.*f%%", prec < 0 ? 6 : prec, x * 100);
-        } else {
-            char f[8] = {'%', '.', '*', type, 0};
-            buf_printf(&body, f, prec < 0 ? 6 : prec, x);
-        }
-    } else {
-        buf_free(&body);
-        return ERR_UNSUPPORTED;
-    }
-    const char *s = body.data ? body.data : "";
-    size_t len = body.len;
-    int neg = is_num && len && s[0] == '-';
-    if (is_num && !neg && (sign == '+' || sign == ' ')) {
-        buf_append_char(out, sign);
-        width = width > 0 ? width - 1 : 0;
-    }
-    if (!align) align = is_num ? '>' : '<';
-    size_t chars = jinja_utf8_count(s, len);
-    size_t pad = (size_t)width > chars ? (size_t)width - chars : 0;
-    if (align == '=' && neg) {
-        buf_append_char(out, '-');
-        s++;
-        len--;
-    }
-    size_t before = align == '<' ? 0 : align == '^' ? pad / 2 : pad;
-    for (size_t k = 0; k < before; k++) buf_append_char(out, fill);
-    buf_append(out, s, len);
-    for (size_t k = before; k < pad; k++) buf_append_char(out, fill);
-    buf_free(&body);
-    return 0;
-}
-
-static struct tpl_value *str_format(struct jinja_render *st, uint32_t line, struct tpl_value *fmt,
-                                    struct jinja_args *args) {
-    struct buf b;
-    buf_init(&b);
-    const char *p = fmt->u.s.p;
-    size_t n = fmt->u.s.n, i = 0, auto_idx = 0;
-    const char *err = NULL;
-    while (i < n && !err) {
-        char c = p[i];
-        if (c == '}' ) {
-            if (i + 1 < n && p[i + 1] == '}') {
-                buf_append_char(&b, '}');
-                i += 2;
-                continue;
-            }
-            err = "Single '}' encountered in format string";
-            break;
-        }
-        if (c != '{') {
-            buf_append_char(&b, c);
-            i++;
-            continue;
-        }
-        if (i + 1 < n && p[i + 1] == '{') {
-            buf_append_char(&b, '{');
-            i += 2;
-            continue;
-        }
-        const char *close = memchr(p + i, '}', n - i);
-        if (!close) {
-            err = "Single '{' encountered in format string";
-            break;
-        }
-        const char *field = p + i + 1, *end = close, *spec = NULL, *conv = NULL;
-        for (const char *q = field; q < end; q++) {
-            if (*q == '!' && !conv && !spec) conv = q;
-            if (*q == ':') {
-                spec = q;
-                break;
-            }
-        }
-        const char *name_end = conv ? conv : spec ? spec : end;
-        struct tpl_value *v = NULL;
-        size_t name_n = (size_t)(name_end - field);
-        if (name_n == 0) {
-            if (auto_idx >= args->n_pos) {
-                err = "Replacement index out of range for positional args tuple";
-                break;
-            }
-            v = args->pos[auto_idx++];
-        } else if (field[0] >= '0' && field[0] <= '9') {
-            size_t idx = (size_t)strtoul(field, NULL, 10);
-            if (idx >= args->n_pos) {
-                err = "Replacement index out of range for positional args tuple";
-                break;
-            }
-            v = args->pos[idx];
-        } else {
-            for (size_t k = 0; k < args->n_kw; k++)
-                if (args->kw[k].n == name_n && memcmp(args->kw[k].name, field, name_n) == 0)
-                    v = args->kw[k].v;
-            if (!v) {
-                err = "format key not found";
-                break;
-            }
-        }
-        if (conv && conv + 1 < end && (conv[1] == 'r' || conv[1] == 'a')) {
-            struct buf r;
-            buf_init(&r);
-            tpl_value_repr(&r, v);
-            v = jinja_buf_to_string(st, &r);
-            if (!v) {
-                buf_free(&b);
-                return NULL;
-            }
-        }
-        if (format_spec(&b, v, spec ? spec + 1 : "", spec ? (size_t)(end - spec - 1) : 0)) {
-            err = "unsupported format specification";
-            break;
-        }
-        i = (size_t)(close - p) + 1;
-    }
-    if (err) {
-        buf_free(&b);
-        jinja_fail(st, line, ERR_INVALID, "%s", err);
-        return NULL;
-    }
-    return jinja_buf_to_string(st, &b);
-}
-
-/* ============================================================================================
  * Method table
  * ============================================================================================
+ * Attribute lookup on a str, dict or list finds a bound method here; the sandbox's mutating
+ * methods resolve to an undefined value that fails when called.
  */
 
 enum method_id {
-    M_STRIP, M_LSTRIP, M_RSTRIP, M_SPLIT, M_RSPLIT, M_SPLITLINES, M_STARTSWITH, M_ENDSWITH,
-    M_REPLACE, M_UPPER, M_LOWER, M_TITLE, M_CAPITALIZE, M_SWAPCASE, M_CASEFOLD, M_FIND,
-    M_RFIND, M_INDEX, M_RINDEX, M_COUNT, M_JOIN, M_FORMAT, M_CENTER, M_LJUST, M_RJUST, M_ZFILL,
-    M_ISALNUM, M_ISALPHA, M_ISDIGIT, M_ISDECIMAL, M_ISNUMERIC, M_ISSPACE, M_ISLOWER, M_ISUPPER,
-    M_PARTITION, M_RPARTITION, M_REMOVEPREFIX, M_REMOVESUFFIX,
+    M_STRIP,
+    M_LSTRIP,
+    M_RSTRIP,
+    M_SPLIT,
+    M_RSPLIT,
+    M_SPLITLINES,
+    M_STARTSWITH,
+    M_ENDSWITH,
+    M_REPLACE,
+    M_UPPER,
+    M_LOWER,
+    M_TITLE,
+    M_CAPITALIZE,
+    M_SWAPCASE,
+    M_CASEFOLD,
+    M_FIND,
+    M_RFIND,
+    M_INDEX,
+    M_RINDEX,
+    M_COUNT,
+    M_JOIN,
+    M_FORMAT,
+    M_CENTER,
+    M_LJUST,
+    M_RJUST,
+    M_ZFILL,
+    M_ISALNUM,
+    M_ISALPHA,
+    M_ISDIGIT,
+    M_ISDECIMAL,
+    M_ISNUMERIC,
+    M_ISSPACE,
+    M_ISLOWER,
+    M_ISUPPER,
+    M_PARTITION,
+    M_RPARTITION,
+    M_REMOVEPREFIX,
+    M_REMOVESUFFIX,
     /* dict */
-    M_GET, M_ITEMS, M_KEYS, M_VALUES, M_COPY,
+    M_GET,
+    M_ITEMS,
+    M_KEYS,
+    M_VALUES,
+    M_COPY,
     /* list / tuple: M_COUNT, M_INDEX, M_COPY */
     M_UNSAFE,
 };
@@ -752,56 +468,98 @@ struct method_def {
 };
 
 static const struct method_def k_str_methods[] = {
-    {"strip", M_STRIP}, {"lstrip", M_LSTRIP}, {"rstrip", M_RSTRIP}, {"split", M_SPLIT},
-    {"rsplit", M_RSPLIT}, {"splitlines", M_SPLITLINES}, {"startswith", M_STARTSWITH},
-    {"endswith", M_ENDSWITH}, {"replace", M_REPLACE}, {"upper", M_UPPER}, {"lower", M_LOWER},
-    {"title", M_TITLE}, {"capitalize", M_CAPITALIZE}, {"swapcase", M_SWAPCASE},
-    {"casefold", M_CASEFOLD}, {"find", M_FIND}, {"rfind", M_RFIND}, {"index", M_INDEX},
-    {"rindex", M_RINDEX}, {"count", M_COUNT}, {"join", M_JOIN}, {"format", M_FORMAT},
-    {"center", M_CENTER}, {"ljust", M_LJUST}, {"rjust", M_RJUST}, {"zfill", M_ZFILL},
-    {"isalnum", M_ISALNUM}, {"isalpha", M_ISALPHA}, {"isdigit", M_ISDIGIT},
-    {"isdecimal", M_ISDECIMAL}, {"isnumeric", M_ISNUMERIC}, {"isspace", M_ISSPACE},
-    {"islower", M_ISLOWER}, {"isupper", M_ISUPPER}, {"partition", M_PARTITION},
-    {"rpartition", M_RPARTITION}, {"removeprefix", M_REMOVEPREFIX},
-    {"removesuffix", M_REMOVESUFFIX}, {NULL, 0},
+    {"strip", M_STRIP},
+    {"lstrip", M_LSTRIP},
+    {"rstrip", M_RSTRIP},
+    {"split", M_SPLIT},
+    {"rsplit", M_RSPLIT},
+    {"splitlines", M_SPLITLINES},
+    {"startswith", M_STARTSWITH},
+    {"endswith", M_ENDSWITH},
+    {"replace", M_REPLACE},
+    {"upper", M_UPPER},
+    {"lower", M_LOWER},
+    {"title", M_TITLE},
+    {"capitalize", M_CAPITALIZE},
+    {"swapcase", M_SWAPCASE},
+    {"casefold", M_CASEFOLD},
+    {"find", M_FIND},
+    {"rfind", M_RFIND},
+    {"index", M_INDEX},
+    {"rindex", M_RINDEX},
+    {"count", M_COUNT},
+    {"join", M_JOIN},
+    {"format", M_FORMAT},
+    {"center", M_CENTER},
+    {"ljust", M_LJUST},
+    {"rjust", M_RJUST},
+    {"zfill", M_ZFILL},
+    {"isalnum", M_ISALNUM},
+    {"isalpha", M_ISALPHA},
+    {"isdigit", M_ISDIGIT},
+    {"isdecimal", M_ISDECIMAL},
+    {"isnumeric", M_ISNUMERIC},
+    {"isspace", M_ISSPACE},
+    {"islower", M_ISLOWER},
+    {"isupper", M_ISUPPER},
+    {"partition", M_PARTITION},
+    {"rpartition", M_RPARTITION},
+    {"removeprefix", M_REMOVEPREFIX},
+    {"removesuffix", M_REMOVESUFFIX},
+    {NULL, 0},
 };
 
 static const struct method_def k_dict_methods[] = {
-    {"get", M_GET}, {"items", M_ITEMS}, {"keys", M_KEYS}, {"values", M_VALUES},
-    {"copy", M_COPY}, {"pop", M_UNSAFE}, {"popitem", M_UNSAFE}, {"update", M_UNSAFE},
+    {"get", M_GET},           {"items", M_ITEMS},  {"keys", M_KEYS},       {"values", M_VALUES},
+    {"copy", M_COPY},         {"pop", M_UNSAFE},   {"popitem", M_UNSAFE},  {"update", M_UNSAFE},
     {"setdefault", M_UNSAFE}, {"clear", M_UNSAFE}, {"fromkeys", M_UNSAFE}, {NULL, 0},
 };
 
 static const struct method_def k_list_methods[] = {
-    {"count", M_COUNT}, {"index", M_INDEX}, {"copy", M_COPY}, {"append", M_UNSAFE},
-    {"extend", M_UNSAFE}, {"insert", M_UNSAFE}, {"pop", M_UNSAFE}, {"remove", M_UNSAFE},
-    {"reverse", M_UNSAFE}, {"sort", M_UNSAFE}, {"clear", M_UNSAFE}, {NULL, 0},
+    {"count", M_COUNT},    {"index", M_INDEX},   {"copy", M_COPY},    {"append", M_UNSAFE},
+    {"extend", M_UNSAFE},  {"insert", M_UNSAFE}, {"pop", M_UNSAFE},   {"remove", M_UNSAFE},
+    {"reverse", M_UNSAFE}, {"sort", M_UNSAFE},   {"clear", M_UNSAFE}, {NULL, 0},
 };
 
 static const struct method_def k_tuple_methods[] = {
-    {"count", M_COUNT}, {"index", M_INDEX}, {NULL, 0},
+    {"count", M_COUNT},
+    {"index", M_INDEX},
+    {NULL, 0},
 };
 
 static const struct method_def k_loop_methods[] = {
-    {"cycle", 0}, {"changed", 1}, {NULL, 0},
+    {"cycle", 0},
+    {"changed", 1},
+    {NULL, 0},
 };
 
 struct tpl_value *jinja_method_lookup(struct jinja_render *st, struct tpl_value *v,
                                       const char *name, size_t n) {
     const struct method_def *table;
     switch (v->kind) {
-    case TPL_STRING: table = k_str_methods; break;
-    case TPL_OBJECT: table = k_dict_methods; break;
-    case TPL_ARRAY: table = v->flags & TPL_F_TUPLE ? k_tuple_methods : k_list_methods; break;
-    case TPL_LOOP: table = k_loop_methods; break;
-    default: return NULL;
+    case TPL_STRING:
+        table = k_str_methods;
+        break;
+    case TPL_OBJECT:
+        table = k_dict_methods;
+        break;
+    case TPL_ARRAY:
+        if (v->flags & TPL_F_GEN) return NULL;
+        table = v->flags & TPL_F_TUPLE ? k_tuple_methods : k_list_methods;
+        break;
+    case TPL_LOOP:
+        table = k_loop_methods;
+        break;
+    default:
+        return NULL;
     }
     for (const struct method_def *m = table; m->name; m++) {
         if (strlen(m->name) != n || memcmp(m->name, name, n) != 0) continue;
         if (v->kind != TPL_LOOP && m->id == M_UNSAFE) {
             /* the sandbox's unsafe_undefined: using it fails */
-            struct tpl_value *u = tpl_value_undef(st->arena, TPL_UNDEF_HINT,
-                                                  "access to a method that modifies a value is unsafe", 50, NULL);
+            struct tpl_value *u =
+                tpl_value_undef(st->arena, TPL_UNDEF_HINT,
+                                "access to a method that modifies a value is unsafe", 50, NULL);
             return u ? u : jinja_oom(st);
         }
         struct jinja_func *fn = tpl_arena_alloc(st->arena, sizeof(*fn));
@@ -822,6 +580,7 @@ struct tpl_value *jinja_method_lookup(struct jinja_render *st, struct tpl_value 
 /* ============================================================================================
  * Method bodies
  * ============================================================================================
+ * Arguments bind like Python's; indices and widths count characters.
  */
 
 static struct tpl_value *need_str(struct jinja_render *st, uint32_t line, const char *fname,
@@ -954,7 +713,8 @@ static int is_line_break(uint32_t c) {
 }
 
 /* str.splitlines(keepends) */
-static struct tpl_value *str_splitlines(struct jinja_render *st, struct tpl_value *s, int keepends) {
+static struct tpl_value *str_splitlines(struct jinja_render *st, struct tpl_value *s,
+                                        int keepends) {
     struct tpl_value *list = tpl_value_array(st->arena);
     if (!list) return jinja_oom(st);
     const char *p = s->u.s.p;
@@ -976,8 +736,8 @@ static struct tpl_value *str_splitlines(struct jinja_render *st, struct tpl_valu
 }
 
 /* Character offsets [start, end) of s from Python-style optional start/end arguments. */
-static void char_range(struct tpl_value *s, struct tpl_value *a, struct tpl_value *b,
-                       size_t *bs, size_t *be, size_t *char_start) {
+static void char_range(struct tpl_value *s, struct tpl_value *a, struct tpl_value *b, size_t *bs,
+                       size_t *be, size_t *char_start) {
     int64_t len = (int64_t)tpl_string_len(s), lo = 0, hi = len;
     if (a && (a->kind == TPL_INT || a->kind == TPL_BOOL)) lo = a->u.i;
     if (b && (b->kind == TPL_INT || b->kind == TPL_BOOL)) hi = b->u.i;
@@ -1000,7 +760,7 @@ static int matches_at(const struct tpl_value *s, size_t bs, size_t be,
 
 static struct tpl_value *str_method(struct jinja_render *st, uint32_t line, struct jinja_func *fn,
                                     struct jinja_args *args) {
-    struct tpl_value *s = fn->self, *a[3];
+    struct tpl_value *s = fn->self, *a[3] = {NULL, NULL, NULL};
     const char *name = fn->name;
     switch (fn->id) {
     case M_STRIP:
@@ -1061,15 +821,19 @@ static struct tpl_value *str_method(struct jinja_render *st, uint32_t line, stru
         if (a[2] && need_int(st, line, a[2], &count)) return NULL;
         return jinja_str_replace(st, s, a[0], a[1], count);
     }
-    case M_UPPER: return jinja_str_case(st, s, JINJA_CASE_UPPER);
+    case M_UPPER:
+        return jinja_str_case(st, s, JINJA_CASE_UPPER);
     case M_LOWER:
-    case M_CASEFOLD: return jinja_str_case(st, s, JINJA_CASE_LOWER);
-    case M_TITLE: return jinja_str_case(st, s, JINJA_CASE_TITLE_METHOD);
+    case M_CASEFOLD:
+        return jinja_str_case(st, s, JINJA_CASE_LOWER);
+    case M_TITLE:
+        return jinja_str_case(st, s, JINJA_CASE_TITLE_METHOD);
     case M_CAPITALIZE: {
         struct tpl_value *low = jinja_str_case(st, s, JINJA_CASE_LOWER);
         return low ? jinja_str_case(st, low, JINJA_CASE_CAPITALIZE) : NULL;
     }
-    case M_SWAPCASE: return jinja_str_case(st, s, JINJA_CASE_SWAP);
+    case M_SWAPCASE:
+        return jinja_str_case(st, s, JINJA_CASE_SWAP);
     case M_FIND:
     case M_RFIND:
     case M_INDEX:
@@ -1128,8 +892,9 @@ static struct tpl_value *str_method(struct jinja_render *st, uint32_t line, stru
         for (size_t i = 0; i < n; i++) {
             if (items[i]->kind != TPL_STRING) {
                 buf_free(&b);
-                jinja_fail(st, line, ERR_INVALID, "sequence item %zu: expected str instance, %s found",
-                           i, tpl_type_name(items[i]));
+                jinja_fail(st, line, ERR_INVALID,
+                           "sequence item %zu: expected str instance, %s found", i,
+                           tpl_type_name(items[i]));
                 return NULL;
             }
             if (i) buf_append(&b, s->u.s.p, s->u.s.n);
@@ -1138,7 +903,8 @@ static struct tpl_value *str_method(struct jinja_render *st, uint32_t line, stru
         }
         return jinja_buf_to_string(st, &b);
     }
-    case M_FORMAT: return str_format(st, line, s, args);
+    case M_FORMAT:
+        return jinja_str_format(st, line, s, args);
     case M_CENTER:
     case M_LJUST:
     case M_RJUST:
@@ -1157,7 +923,8 @@ static struct tpl_value *str_method(struct jinja_render *st, uint32_t line, stru
         if (a[1]) {
             if (!need_str(st, line, name, a[1], 0)) return NULL;
             if (jinja_utf8_count(a[1]->u.s.p, a[1]->u.s.n) != 1) {
-                jinja_fail(st, line, ERR_INVALID, "The fill character must be exactly one character long");
+                jinja_fail(st, line, ERR_INVALID,
+                           "The fill character must be exactly one character long");
                 return NULL;
             }
             fill = a[1]->u.s.p;
@@ -1198,7 +965,7 @@ static struct tpl_value *str_method(struct jinja_render *st, uint32_t line, stru
     case M_ISUPPER: {
         const char *p = s->u.s.p;
         size_t n = s->u.s.n, i = 0;
-        int any = 0, cased = 0, ok = n > 0;
+        int any = 0, ok = n > 0;
         while (i < n && ok) {
             uint32_t c = jinja_utf8_next(p, n, &i);
             unsigned fl = c >= 0x80 ? unicode_flags(c) : 0;
@@ -1206,18 +973,28 @@ static struct tpl_value *str_method(struct jinja_render *st, uint32_t line, stru
             int lower = cp_upper(c) != c || c == 0xdf, upper = cp_lower(c) != c;
             int alpha = (c < 0x80 && (lower || upper)) || (fl & UNICODE_LETTER);
             switch (fn->id) {
-            case M_ISALNUM: ok = alpha || digit; break;
-            case M_ISALPHA: ok = alpha; break;
+            case M_ISALNUM:
+                ok = alpha || digit;
+                break;
+            case M_ISALPHA:
+                ok = alpha;
+                break;
             case M_ISDIGIT:
             case M_ISDECIMAL:
-            case M_ISNUMERIC: ok = digit; break;
-            case M_ISSPACE: ok = jinja_is_pyspace(c); break;
-            case M_ISLOWER: ok = !upper; cased |= lower; break;
-            case M_ISUPPER: ok = !lower; cased |= upper; break;
+            case M_ISNUMERIC:
+                ok = digit;
+                break;
+            case M_ISSPACE:
+                ok = jinja_is_pyspace(c);
+                break;
+            case M_ISLOWER:
+            case M_ISUPPER:
+                break;
             }
             any = 1;
         }
-        if (fn->id == M_ISLOWER || fn->id == M_ISUPPER) ok = ok && cased;
+        if (fn->id == M_ISLOWER || fn->id == M_ISUPPER)
+            ok = jinja_str_is_case(s, fn->id == M_ISLOWER);
         return tpl_value_bool(ok && any);
     }
     case M_PARTITION:
@@ -1290,8 +1067,8 @@ struct tpl_value *jinja_dict_items(struct jinja_render *st, const struct tpl_obj
     return items_list(st, o, M_ITEMS);
 }
 
-struct tpl_value *jinja_method_call(struct jinja_render *st, uint32_t line,
-                                    struct jinja_func *fn, struct jinja_args *args) {
+struct tpl_value *jinja_method_call(struct jinja_render *st, uint32_t line, struct jinja_func *fn,
+                                    struct jinja_args *args) {
     struct tpl_value *self = fn->self;
     if (self->kind == TPL_STRING) return str_method(st, line, fn, args);
     if (self->kind == TPL_OBJECT) {
@@ -1314,11 +1091,13 @@ struct tpl_value *jinja_method_call(struct jinja_render *st, uint32_t line,
         case M_VALUES:
             if (args->n_pos || args->n_kw) break;
             return items_list(st, self->u.obj, fn->id);
-        case M_COPY: return self;
+        case M_COPY:
+            return self;
         }
     } else if (self->kind == TPL_ARRAY) {
         switch (fn->id) {
-        case M_COPY: return tpl_array_copy(st->arena, self, self->flags);
+        case M_COPY:
+            return tpl_array_copy(st->arena, self, self->flags);
         case M_COUNT:
         case M_INDEX: {
             if (args->n_pos < 1) break;

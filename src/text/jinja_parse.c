@@ -24,7 +24,7 @@ struct parser {
     int failed;
     int code; /* the first error */
     int depth;
-    int loop_depth;     /* for loops enclosing the current statement (break/continue) */
+    int loop_depth;      /* for loops enclosing the current statement (break/continue) */
     uint8_t *macro_uses; /* JINJA_USES_* of the innermost macro body, or NULL */
 };
 
@@ -36,6 +36,7 @@ struct node_vec {
 /* ============================================================================================
  * Token helpers and errors
  * ============================================================================================
+ * Errors carry the line:column of the offending token; the first one wins.
  */
 
 static const struct jinja_token *cur(const struct parser *p) {
@@ -62,8 +63,8 @@ static int tok_is_op(const struct jinja_token *t, int op) {
 
 static const char *op_text(int op) {
     static const char *const names[] = {
-        "+", "-", "/", "//", "*", "%", "**", "~", "[", "]", "(", ")", "{", "}", "==", "!=",
-        ">", ">=", "<", "<=", "=", ".", ":", "|", ",", ";", "in", "not in",
+        "+",  "-",  "/", "//", "*", "%",  "**", "~", "[", "]", "(", ")", "{",  "}",
+        "==", "!=", ">", ">=", "<", "<=", "=",  ".", ":", "|", ",", ";", "in", "not in",
     };
     return op >= 0 && op < (int)(sizeof(names) / sizeof(names[0])) ? names[op] : "?";
 }
@@ -71,23 +72,47 @@ static const char *op_text(int op) {
 /* Describes a token for messages, like Jinja's describe_token. */
 static void describe(const struct jinja_token *t, char *out, size_t n) {
     switch (t->type) {
-    case TK_EOF: snprintf(out, n, "end of template"); break;
-    case TK_DATA: snprintf(out, n, "template data"); break;
-    case TK_VAR_BEGIN: snprintf(out, n, "begin of print statement"); break;
-    case TK_VAR_END: snprintf(out, n, "end of print statement"); break;
-    case TK_BLOCK_BEGIN: snprintf(out, n, "begin of statement block"); break;
-    case TK_BLOCK_END: snprintf(out, n, "end of statement block"); break;
-    case TK_NAME: snprintf(out, n, "%.*s", (int)(t->n > 40 ? 40 : t->n), t->p); break;
-    case TK_STRING: snprintf(out, n, "string"); break;
-    case TK_INT: snprintf(out, n, "integer"); break;
-    case TK_FLOAT: snprintf(out, n, "float"); break;
-    case TK_OP: snprintf(out, n, "%s", op_text(t->op)); break;
-    default: snprintf(out, n, "token"); break;
+    case TK_EOF:
+        snprintf(out, n, "end of template");
+        break;
+    case TK_DATA:
+        snprintf(out, n, "template data");
+        break;
+    case TK_VAR_BEGIN:
+        snprintf(out, n, "begin of print statement");
+        break;
+    case TK_VAR_END:
+        snprintf(out, n, "end of print statement");
+        break;
+    case TK_BLOCK_BEGIN:
+        snprintf(out, n, "begin of statement block");
+        break;
+    case TK_BLOCK_END:
+        snprintf(out, n, "end of statement block");
+        break;
+    case TK_NAME:
+        snprintf(out, n, "%.*s", (int)(t->n > 40 ? 40 : t->n), t->p);
+        break;
+    case TK_STRING:
+        snprintf(out, n, "string");
+        break;
+    case TK_INT:
+        snprintf(out, n, "integer");
+        break;
+    case TK_FLOAT:
+        snprintf(out, n, "float");
+        break;
+    case TK_OP:
+        snprintf(out, n, "%s", op_text(t->op));
+        break;
+    default:
+        snprintf(out, n, "token");
+        break;
     }
 }
 
-static void *fail_at(struct parser *p, const struct jinja_token *t, int code, const char *fmt,
-                     ...) __attribute__((format(printf, 4, 5)));
+static void *fail_at(struct parser *p, const struct jinja_token *t, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 static void *fail_at(struct parser *p, const struct jinja_token *t, int code, const char *fmt,
                      ...) {
@@ -159,6 +184,7 @@ static int skip_op(struct parser *p, int op) {
 /* ============================================================================================
  * Nodes
  * ============================================================================================
+ * Nodes and their child lists live in the template's arena and die with the template.
  */
 
 static struct jinja_node *node_new(struct parser *p, int kind, uint32_t line) {
@@ -205,6 +231,7 @@ static void note_name_use(struct parser *p, const char *name, size_t n) {
 /* ============================================================================================
  * Expressions
  * ============================================================================================
+ * One function per precedence level, in the order of jinja2/parser.py.
  */
 
 static struct jinja_node *parse_expression(struct parser *p, int with_condexpr);
@@ -478,8 +505,12 @@ static struct jinja_node *parse_primary(struct parser *p) {
         buf_free(&b);
         return const_node(p, t->line, v);
     }
-    case TK_INT: next(p); return const_node(p, t->line, tpl_value_int(p->arena, t->i));
-    case TK_FLOAT: next(p); return const_node(p, t->line, tpl_value_float(p->arena, t->f));
+    case TK_INT:
+        next(p);
+        return const_node(p, t->line, tpl_value_int(p->arena, t->i));
+    case TK_FLOAT:
+        next(p);
+        return const_node(p, t->line, tpl_value_float(p->arena, t->f));
     case TK_OP:
         if (t->op == OP_LPAREN) {
             next(p);
@@ -490,7 +521,8 @@ static struct jinja_node *parse_primary(struct parser *p) {
         if (t->op == OP_LBRACKET) return parse_list_or_dict(p, 0);
         if (t->op == OP_LBRACE) return parse_list_or_dict(p, 1);
         break;
-    default: break;
+    default:
+        break;
     }
     return unexpected(p, NULL);
 }
@@ -554,15 +586,21 @@ static int parse_call_args(struct parser *p, struct jinja_node *n) {
             if (tok_is_op(cur(p), OP_RPAREN)) break;
         }
         if (tok_is_op(cur(p), OP_MUL)) {
-            if (n->c || n->d) return !!fail_at(p, open, ERR_FORMAT, "invalid syntax for function call expression");
+            if (n->c || n->d)
+                return !!fail_at(p, open, ERR_FORMAT,
+                                 "invalid syntax for function call expression");
             next(p);
             if (!(n->c = parse_expression(p, 1))) return 0;
         } else if (tok_is_op(cur(p), OP_POW)) {
-            if (n->d) return !!fail_at(p, open, ERR_FORMAT, "invalid syntax for function call expression");
+            if (n->d)
+                return !!fail_at(p, open, ERR_FORMAT,
+                                 "invalid syntax for function call expression");
             next(p);
             if (!(n->d = parse_expression(p, 1))) return 0;
         } else if (cur(p)->type == TK_NAME && tok_is_op(look(p), OP_ASSIGN)) {
-            if (n->d) return !!fail_at(p, open, ERR_FORMAT, "invalid syntax for function call expression");
+            if (n->d)
+                return !!fail_at(p, open, ERR_FORMAT,
+                                 "invalid syntax for function call expression");
             const struct jinja_token *key = next(p);
             next(p);
             struct jinja_node *v = parse_expression(p, 1), *kw;
@@ -573,7 +611,8 @@ static int parse_call_args(struct parser *p, struct jinja_node *n) {
             if (!vec_push(p, &kwargs, kw)) return 0;
         } else {
             if (n->c || n->d || kwargs.n)
-                return !!fail_at(p, open, ERR_FORMAT, "invalid syntax for function call expression");
+                return !!fail_at(p, open, ERR_FORMAT,
+                                 "invalid syntax for function call expression");
             struct jinja_node *v = parse_expression(p, 1);
             if (!v || !vec_push(p, &args, v)) return 0;
         }
@@ -631,7 +670,8 @@ static struct jinja_node *parse_subscript(struct parser *p, struct jinja_node *n
         }
         if (attr->type != TK_INT) return fail_at(p, attr, ERR_FORMAT, "expected name or number");
         struct jinja_node *n = node_new(p, E_GETITEM, t->line);
-        if (!n || !(n->b = const_node(p, attr->line, tpl_value_int(p->arena, attr->i)))) return NULL;
+        if (!n || !(n->b = const_node(p, attr->line, tpl_value_int(p->arena, attr->i))))
+            return NULL;
         n->a = node;
         return n;
     }
@@ -693,7 +733,8 @@ static int parse_dotted_name(struct parser *p, struct jinja_node *n) {
 }
 
 /* `|f(args)|g` chains; start_inline: the first filter has no leading pipe (filter blocks). */
-static struct jinja_node *parse_filter(struct parser *p, struct jinja_node *node, int start_inline) {
+static struct jinja_node *parse_filter(struct parser *p, struct jinja_node *node,
+                                       int start_inline) {
     while (tok_is_op(cur(p), OP_PIPE) || start_inline) {
         if (!start_inline) next(p);
         start_inline = 0;
@@ -753,6 +794,7 @@ static struct jinja_node *parse_filter_expr(struct parser *p, struct jinja_node 
 /* ============================================================================================
  * Statements
  * ============================================================================================
+ * Each tag parses its header, then its body up to an end tag through parse_statements.
  */
 
 static int can_assign(const struct jinja_node *n) {
@@ -1077,8 +1119,7 @@ static struct jinja_node *parse_statement(struct parser *p) {
         }
     } else if (tok_is_name(t, "block")) {
         n = parse_block(p, line);
-    } else if (tok_is_name(t, "extends") ||
-               tok_is_name(t, "include") || tok_is_name(t, "import") ||
+    } else if (tok_is_name(t, "extends") || tok_is_name(t, "include") || tok_is_name(t, "import") ||
                tok_is_name(t, "from")) {
         char name[16];
         snprintf(name, sizeof(name), "%.*s", (int)t->n, t->p);

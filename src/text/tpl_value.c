@@ -55,8 +55,11 @@ int tpl_arena_failed(const struct tpl_arena *a) {
 
 void *tpl_arena_alloc(struct tpl_arena *a, size_t n) {
     if (a->failed) return NULL;
-    n = (n + 15) & ~(size_t)15;
-    if (n == 0) n = 16;
+    if (n > SIZE_MAX / 2) {
+        a->failed = 1;
+        return NULL;
+    }
+    n = n ? (n + 15) & ~(size_t)15 : 16;
     struct tpl_chunk *c = a->chunk;
     if (c && c->cap - c->used >= n) {
         void *p = c->data + c->used;
@@ -65,7 +68,7 @@ void *tpl_arena_alloc(struct tpl_arena *a, size_t n) {
     }
     size_t cap = n > TPL_CHUNK_BYTES / 4 ? n : TPL_CHUNK_BYTES;
     size_t total;
-    if (n > SIZE_MAX / 2 || mem_add_size(cap, sizeof(struct tpl_chunk), &total) ||
+    if (mem_add_size(cap, sizeof(struct tpl_chunk), &total) ||
         (a->max_bytes && (total > a->max_bytes || a->used_bytes > a->max_bytes - total))) {
         a->failed = 1;
         return NULL;
@@ -91,6 +94,7 @@ void *tpl_arena_alloc(struct tpl_arena *a, size_t n) {
 /* ============================================================================================
  * Constructors
  * ============================================================================================
+ * None and the booleans are static singletons shared by everyone; the rest comes from an arena.
  */
 
 static struct tpl_value g_none = {.kind = TPL_NONE};
@@ -345,19 +349,27 @@ const struct tpl_value *tpl_object_get(const struct tpl_value *obj, const char *
 /* ============================================================================================
  * Python semantics: truth, types, numbers
  * ============================================================================================
+ * Python's truth: empty containers, 0, 0.0, '' and None are false; Undefined is false too.
  */
 
 int tpl_is_truthy(const struct tpl_value *v) {
     switch (v->kind) {
     case TPL_UNDEFINED:
-    case TPL_NONE: return 0;
+    case TPL_NONE:
+        return 0;
     case TPL_BOOL:
-    case TPL_INT: return v->u.i != 0;
-    case TPL_FLOAT: return v->u.f != 0.0;
-    case TPL_STRING: return v->u.s.n != 0;
-    case TPL_ARRAY: return v->u.arr->n != 0;
-    case TPL_OBJECT: return v->u.obj->n != 0;
-    default: return 1;
+    case TPL_INT:
+        return v->u.i != 0;
+    case TPL_FLOAT:
+        return v->u.f != 0.0;
+    case TPL_STRING:
+        return v->u.s.n != 0;
+    case TPL_ARRAY:
+        return (v->flags & TPL_F_GEN) || v->u.arr->n != 0;
+    case TPL_OBJECT:
+        return v->u.obj->n != 0;
+    default:
+        return 1;
     }
 }
 
@@ -371,18 +383,30 @@ double tpl_to_double(const struct tpl_value *v) {
 
 const char *tpl_type_name(const struct tpl_value *v) {
     switch (v->kind) {
-    case TPL_UNDEFINED: return "Undefined";
-    case TPL_NONE: return "NoneType";
-    case TPL_BOOL: return "bool";
-    case TPL_INT: return "int";
-    case TPL_FLOAT: return "float";
-    case TPL_STRING: return v->flags & TPL_F_SAFE ? "Markup" : "str";
-    case TPL_ARRAY: return v->flags & TPL_F_TUPLE ? "tuple" : "list";
-    case TPL_OBJECT: return "dict";
-    case TPL_NAMESPACE: return "Namespace";
-    case TPL_FUNC: return "builtin_function_or_method";
-    case TPL_MACRO: return "Macro";
-    case TPL_LOOP: return "LoopContext";
+    case TPL_UNDEFINED:
+        return "Undefined";
+    case TPL_NONE:
+        return "NoneType";
+    case TPL_BOOL:
+        return "bool";
+    case TPL_INT:
+        return "int";
+    case TPL_FLOAT:
+        return "float";
+    case TPL_STRING:
+        return v->flags & TPL_F_SAFE ? "Markup" : "str";
+    case TPL_ARRAY:
+        return v->flags & TPL_F_GEN ? "generator" : v->flags & TPL_F_TUPLE ? "tuple" : "list";
+    case TPL_OBJECT:
+        return "dict";
+    case TPL_NAMESPACE:
+        return "Namespace";
+    case TPL_FUNC:
+        return "builtin_function_or_method";
+    case TPL_MACRO:
+        return "Macro";
+    case TPL_LOOP:
+        return "LoopContext";
     }
     return "object";
 }
@@ -529,10 +553,18 @@ static int value_print(struct buf *b, const struct tpl_value *v, int repr, int d
     case TPL_UNDEFINED:
         if (repr) buf_append_str(b, "Undefined");
         return 0;
-    case TPL_NONE: buf_append_str(b, "None"); return 0;
-    case TPL_BOOL: buf_append_str(b, v->u.i ? "True" : "False"); return 0;
-    case TPL_INT: buf_printf(b, "%" PRId64, v->u.i); return 0;
-    case TPL_FLOAT: tpl_format_float(b, v->u.f); return 0;
+    case TPL_NONE:
+        buf_append_str(b, "None");
+        return 0;
+    case TPL_BOOL:
+        buf_append_str(b, v->u.i ? "True" : "False");
+        return 0;
+    case TPL_INT:
+        buf_printf(b, "%" PRId64, v->u.i);
+        return 0;
+    case TPL_FLOAT:
+        tpl_format_float(b, v->u.f);
+        return 0;
     case TPL_STRING:
         if (!repr) {
             buf_append(b, v->u.s.p, v->u.s.n);
@@ -544,17 +576,29 @@ static int value_print(struct buf *b, const struct tpl_value *v, int repr, int d
             tpl_repr_string(b, v->u.s.p, v->u.s.n);
         }
         return 0;
-    case TPL_ARRAY: return print_items(b, v, depth);
-    case TPL_OBJECT: return print_dict(b, v->u.obj, depth);
+    case TPL_ARRAY:
+        if (v->flags & TPL_F_GEN) {
+            buf_append_str(b, "<generator object>");
+            return 0;
+        }
+        return print_items(b, v, depth);
+    case TPL_OBJECT:
+        return print_dict(b, v->u.obj, depth);
     case TPL_NAMESPACE: {
         buf_append_str(b, "<Namespace ");
         int rc = print_dict(b, v->u.obj, depth);
         buf_append_char(b, '>');
         return rc;
     }
-    case TPL_FUNC: buf_printf(b, "<built-in function %s>", v->u.fn->name); return 0;
-    case TPL_MACRO: buf_append_str(b, "<Macro>"); return 0;
-    case TPL_LOOP: buf_append_str(b, "<LoopContext>"); return 0;
+    case TPL_FUNC:
+        buf_printf(b, "<built-in function %s>", v->u.fn->name);
+        return 0;
+    case TPL_MACRO:
+        buf_append_str(b, "<Macro>");
+        return 0;
+    case TPL_LOOP:
+        buf_append_str(b, "<LoopContext>");
+        return 0;
     }
     return 0;
 }
@@ -632,9 +676,15 @@ static int json_value(struct buf *b, const struct tpl_value *v, const struct tpl
     if (level > TPL_MAX_NESTING)
         return error_set(err, ERR_RANGE, "tojson: value nested too deeply");
     switch (v->kind) {
-    case TPL_NONE: buf_append_str(b, "null"); return 0;
-    case TPL_BOOL: buf_append_str(b, v->u.i ? "true" : "false"); return 0;
-    case TPL_INT: buf_printf(b, "%" PRId64, v->u.i); return 0;
+    case TPL_NONE:
+        buf_append_str(b, "null");
+        return 0;
+    case TPL_BOOL:
+        buf_append_str(b, v->u.i ? "true" : "false");
+        return 0;
+    case TPL_INT:
+        buf_printf(b, "%" PRId64, v->u.i);
+        return 0;
     case TPL_FLOAT:
         if (isnan(v->u.f))
             buf_append_str(b, "NaN");
@@ -643,9 +693,13 @@ static int json_value(struct buf *b, const struct tpl_value *v, const struct tpl
         else
             tpl_format_float(b, v->u.f);
         return 0;
-    case TPL_STRING: json_string(b, v->u.s.p, v->u.s.n); return 0;
+    case TPL_STRING:
+        json_string(b, v->u.s.p, v->u.s.n);
+        return 0;
     case TPL_ARRAY: {
         const struct tpl_array *r = v->u.arr;
+        if (v->flags & TPL_F_GEN)
+            return error_set(err, ERR_INVALID, "Object of type generator is not JSON serializable");
         if (r->n == 0) {
             buf_append_str(b, "[]");
             return 0;
@@ -717,8 +771,7 @@ int tpl_value_to_json(const struct tpl_value *v, struct buf *out, struct error *
  */
 
 static int num_cmp(const struct tpl_value *a, const struct tpl_value *b) {
-    if (a->kind != TPL_FLOAT && b->kind != TPL_FLOAT)
-        return a->u.i < b->u.i ? -1 : a->u.i > b->u.i;
+    if (a->kind != TPL_FLOAT && b->kind != TPL_FLOAT) return a->u.i < b->u.i ? -1 : a->u.i > b->u.i;
     long double x = a->kind == TPL_FLOAT ? (long double)a->u.f : (long double)a->u.i;
     long double y = b->kind == TPL_FLOAT ? (long double)b->u.f : (long double)b->u.i;
     if (isnan(x) || isnan(y)) return 2; /* unordered */
@@ -739,9 +792,12 @@ static int equal_depth(const struct tpl_value *a, const struct tpl_value *b, int
     if (a->kind != b->kind) return 0;
     switch (a->kind) {
     case TPL_UNDEFINED:
-    case TPL_NONE: return 1;
-    case TPL_STRING: return a->u.s.n == b->u.s.n && memcmp(a->u.s.p, b->u.s.p, a->u.s.n) == 0;
+    case TPL_NONE:
+        return 1;
+    case TPL_STRING:
+        return a->u.s.n == b->u.s.n && memcmp(a->u.s.p, b->u.s.p, a->u.s.n) == 0;
     case TPL_ARRAY: {
+        if ((a->flags | b->flags) & TPL_F_GEN) return 0; /* identity, checked above */
         if ((a->flags & TPL_F_TUPLE) != (b->flags & TPL_F_TUPLE)) return 0;
         if (a->u.arr->n != b->u.arr->n) return 0;
         for (size_t i = 0; i < a->u.arr->n; i++)
@@ -761,7 +817,8 @@ static int equal_depth(const struct tpl_value *a, const struct tpl_value *b, int
     case TPL_FUNC:
         return a->u.fn->id == b->u.fn->id && a->u.fn->is_method == b->u.fn->is_method &&
                a->u.fn->self == b->u.fn->self;
-    default: return 0; /* identity, checked above */
+    default:
+        return 0; /* identity, checked above */
     }
 }
 
@@ -771,8 +828,7 @@ int tpl_value_equal(const struct tpl_value *a, const struct tpl_value *b) {
 
 static int compare_depth(const struct tpl_value *a, const struct tpl_value *b, int *out,
                          struct error *err, int depth) {
-    if (depth > TPL_MAX_NESTING)
-        return error_set(err, ERR_RANGE, "comparison nested too deeply");
+    if (depth > TPL_MAX_NESTING) return error_set(err, ERR_RANGE, "comparison nested too deeply");
     if (tpl_is_number(a) && tpl_is_number(b)) {
         *out = num_cmp(a, b);
         return 0;
@@ -781,7 +837,7 @@ static int compare_depth(const struct tpl_value *a, const struct tpl_value *b, i
         *out = str_cmp(a, b);
         return 0;
     }
-    if (a->kind == TPL_ARRAY && b->kind == TPL_ARRAY &&
+    if (a->kind == TPL_ARRAY && b->kind == TPL_ARRAY && !((a->flags | b->flags) & TPL_F_GEN) &&
         (a->flags & TPL_F_TUPLE) == (b->flags & TPL_F_TUPLE)) {
         size_t n = a->u.arr->n < b->u.arr->n ? a->u.arr->n : b->u.arr->n;
         for (size_t i = 0; i < n; i++) {
