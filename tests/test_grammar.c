@@ -1098,3 +1098,62 @@ TEST(grammar_constraint_qwen_vocab_cost) {
     constraint_vocab_free(v);
     qwen_vocab_free(&q);
 }
+
+/* Every allocation failure while compiling or constraining gives a clean error (or a smaller,
+ * still safe mask) and leaks nothing. */
+TEST(grammar_allocation_failures) {
+    const char *schema = SCHEMAS[20].schema; /* recursive $ref with anyOf */
+    int64_t live = mem_live_bytes();
+    int ok_seen = 0;
+    for (int64_t k = 0; k < 3000 && !ok_seen; k++) {
+        struct grammar *g = NULL;
+        mem_fail_after(k);
+        struct error err = {0};
+        int rc = json_schema_grammar(&g, schema, strlen(schema), &err);
+        mem_fail_after(-1);
+        EXPECT_MSG(rc == 0 || rc == ERR_NOMEM, "k=%lld rc=%d %s", (long long)k, rc, err.msg);
+        ok_seen = rc == 0;
+        grammar_free(g);
+    }
+    EXPECT(ok_seen);
+    ok_seen = 0;
+    for (int64_t k = 0; k < 3000 && !ok_seen; k++) {
+        struct chat_grammar_params p = {
+            CHAT_TOOL_FORMAT_XML, CHAT_REASONING_FORCED, TOOLS, sizeof(TOOLS) - 1, NULL, 1};
+        struct grammar *g = NULL;
+        mem_fail_after(k);
+        int rc = chat_grammar_tools(&g, &p, NULL);
+        mem_fail_after(-1);
+        EXPECT(rc == 0 || rc == ERR_NOMEM);
+        ok_seen = rc == 0;
+        grammar_free(g);
+    }
+    EXPECT(ok_seen);
+    EXPECT_EQ_INT(mem_live_bytes(), live);
+    /* masks: failures during a walk only ever remove tokens */
+    static const char *const toks[] = {"{", "}", "\"", "a", "\"a\":", " ", "1", "true", ","};
+    size_t lens[9];
+    for (int i = 0; i < 9; i++) lens[i] = strlen(toks[i]);
+    struct constraint_vocab *v = NULL;
+    ASSERT(constraint_vocab_create_from_pieces(&v, 9, toks, lens, NULL, NULL) == 0);
+    struct grammar *g = schema_grammar("{\"type\": \"object\", \"properties\": {\"a\": {}}}");
+    ASSERT(g);
+    int path[] = {0, 4, 5, 7, 1};
+    for (int64_t k = 0; k < 200; k++) {
+        struct constraint *c = NULL;
+        mem_fail_after(k);
+        int rc = constraint_create(&c, v, g, NULL);
+        for (size_t i = 0; rc == 0 && i < sizeof(path) / sizeof(path[0]); i++) {
+            float logits[9] = {0};
+            constraint_apply(c, logits);
+            if (logits[path[i]] != 0) break; /* a failed walk may drop tokens */
+            rc = constraint_accept(c, path[i]);
+            EXPECT(rc == 0 || rc == ERR_NOMEM);
+        }
+        mem_fail_after(-1);
+        constraint_free(c);
+    }
+    grammar_free(g);
+    constraint_vocab_free(v);
+    EXPECT_EQ_INT(mem_live_bytes(), live);
+}
