@@ -1157,3 +1157,51 @@ TEST(grammar_allocation_failures) {
     constraint_vocab_free(v);
     EXPECT_EQ_INT(mem_live_bytes(), live);
 }
+
+/* The sampler's hook: masked tokens are never drawn, whatever the temperature and filters, and
+ * the hook hears every pick. */
+static int g_hook_calls, g_hook_last;
+
+static void mask_odd(void *ctx, float *logits, int n) {
+    (void)ctx;
+    for (int i = 1; i < n; i += 2) logits[i] = -INFINITY;
+}
+
+static void note_pick(void *ctx, int32_t id) {
+    (void)ctx;
+    g_hook_calls++;
+    g_hook_last = id;
+}
+
+TEST(grammar_sampler_hook_masks_before_chain) {
+    struct sampler_params p;
+    sampler_params_default(&p);
+    p.temperature = 1.5f;
+    p.top_k = 0;
+    p.top_p = 1.0f;
+    p.min_p = 0;
+    p.seed = 5;
+    p.presence_penalty = 0.5f;
+    struct sampler *s = NULL;
+    ASSERT(sampler_create(&s, &p, 16, NULL) == 0);
+    struct sampler_constraint hook = {NULL, mask_odd, note_pick};
+    ASSERT(sampler_set_constraint(s, &hook) == 0);
+    float logits[16];
+    for (int i = 0; i < 16; i++) logits[i] = (i % 2) ? 5.0f : -3.0f; /* odd ones are likelier */
+    g_hook_calls = 0;
+    for (int k = 0; k < 3000; k++) {
+        int32_t id = sampler_sample(s, logits, NULL);
+        EXPECT(id % 2 == 0);
+        EXPECT(g_hook_last == id);
+    }
+    EXPECT_EQ_INT(g_hook_calls, 3000);
+    /* greedy too; and without the hook the odd ones win again */
+    sampler_free(s);
+    p.temperature = 0;
+    ASSERT(sampler_create(&s, &p, 16, NULL) == 0);
+    ASSERT(sampler_set_constraint(s, &hook) == 0);
+    EXPECT(sampler_sample(s, logits, NULL) % 2 == 0);
+    ASSERT(sampler_set_constraint(s, NULL) == 0);
+    EXPECT(sampler_sample(s, logits, NULL) % 2 == 1);
+    sampler_free(s);
+}
