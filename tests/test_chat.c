@@ -713,6 +713,9 @@ TEST(chat_detect_format_and_reasoning) {
     EXPECT(chat_reasoning_detect(forced, strlen(forced)) == F);
     EXPECT(chat_reasoning_detect(off, strlen(off)) == P);
     EXPECT(chat_reasoning_detect(plain, strlen(plain)) == P);
+    const char *quoted =
+        "<|im_start|>user\nwhat does <think> do?<|im_end|>\n<|im_start|>assistant\n";
+    EXPECT(chat_reasoning_detect(quoted, strlen(quoted)) == P);
     if (!found) SKIP_TEST("../shared/models/templates not found (inline checks ran)");
 }
 

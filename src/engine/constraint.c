@@ -329,7 +329,12 @@ static const uint64_t *current_mask(struct constraint *c) {
     }
     c->stats.n_walks++;
     compute_mask(c, s, c->scratch);
-    if (grammar_matcher_failed(c->m)) return c->scratch; /* incomplete: not cached */
+    if (grammar_matcher_failed(c->m)) {
+        /* memory ran out mid-walk: the mask lacks some tokens (still safe: nothing invalid is
+         * allowed). Not cached; everything but the current state is forgotten. */
+        if (grammar_matcher_trim(c->m, 0)) drop_masks(c);
+        return c->scratch;
+    }
     if (s >= c->cap_masks) {
         int32_t ncap = c->cap_masks ? c->cap_masks : 64;
         while (ncap <= s) ncap *= 2;
@@ -391,7 +396,11 @@ int constraint_accept(struct constraint *c, int32_t id) {
     if (id < 0 || id >= c->v->n_vocab) return ERR_INVALID;
     if (c->v->is_eog[id]) return constraint_is_complete(c) ? 0 : ERR_INVALID;
     int32_t s = state_after(c, id);
-    if (s < 0) return ERR_INVALID;
+    if (s < 0 && grammar_matcher_failed(c->m)) { /* out of memo space: make room, once */
+        if (grammar_matcher_trim(c->m, 0)) drop_masks(c);
+        s = state_after(c, id);
+    }
+    if (s < 0) return grammar_matcher_failed(c->m) ? ERR_NOMEM : ERR_INVALID;
     grammar_matcher_set_state(c->m, s);
     return 0;
 }

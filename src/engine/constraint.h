@@ -54,8 +54,9 @@ void constraint_free(struct constraint *c);
 int constraint_apply(struct constraint *c, float *logits);
 /* 1 if token id may come next. */
 int constraint_allows(struct constraint *c, int32_t id);
-/* Advances by token id. 0, or ERR_INVALID if the token was not allowed (state unchanged). An
- * end-of-generation token is accepted (without moving) when the output is complete. */
+/* Advances by token id. 0, or ERR_INVALID if the token was not allowed (state unchanged), or
+ * ERR_NOMEM. An end-of-generation token is accepted (without moving) when the output is
+ * complete. */
 int constraint_accept(struct constraint *c, int32_t id);
 /* 1 if the output so far is a complete sentence of the grammar. */
 int constraint_is_complete(const struct constraint *c);

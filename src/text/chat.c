@@ -1523,6 +1523,12 @@ enum chat_tool_format chat_tool_format_detect(const char *src, size_t len) {
 
 enum chat_reasoning chat_reasoning_detect(const char *prompt, size_t len) {
     if (!prompt) return CHAT_REASONING_PARSE;
+    /* only the generation prompt counts, not a "<think>" quoted in some earlier message */
+    const char *turn = find_last(prompt, len, "<|im_start|>assistant");
+    if (turn) {
+        len -= (size_t)(turn - prompt);
+        prompt = turn;
+    }
     const char *open = find_last(prompt, len, "<think>");
     if (!open) return CHAT_REASONING_PARSE;
     size_t rest = len - (size_t)(open - prompt);

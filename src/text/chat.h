@@ -48,9 +48,10 @@ enum chat_reasoning {
 /* Which call syntax a chat template teaches, from its source text: XML when it mentions
  * "<function=" or "<parameter=", JSON when it mentions "<tool_call>", else NONE. */
 enum chat_tool_format chat_tool_format_detect(const char *template_src, size_t len);
-/* How to read the reasoning of output that follows prompt: FORCED when the prompt's last
- * "<think>" is not closed by a "</think>" after it, else PARSE. (With enable_thinking=false
- * the templates close an empty think block in the prompt, so this gives PARSE.) */
+/* How to read the reasoning of output that follows prompt: FORCED when the last "<think>" of
+ * the generation prompt (the text after the last "<|im_start|>assistant", or all of it) is not
+ * closed by a "</think>" after it, else PARSE. (With enable_thinking=false the templates close
+ * an empty think block in the prompt, so this gives PARSE.) */
 enum chat_reasoning chat_reasoning_detect(const char *prompt, size_t len);
 
 /* ---- parsing ---- */

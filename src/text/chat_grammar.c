@@ -17,6 +17,13 @@
 
 #include <string.h>
 
+/* ============================================================================================
+ * Reasoning prefix and JSON responses
+ *
+ * The prefix mirrors chat_reasoning: nothing, an optional <think> block, or reasoning already
+ * open (the prompt ended with <think>) that must be closed before the answer.
+ * ============================================================================================ */
+
 /* [ \t\n]{0,8}: the blank between </think> and the answer */
 static int32_t rule_blank(struct grammar *g) {
     uint8_t set[32] = {0};
@@ -92,7 +99,14 @@ fail:
     return rc;
 }
 
-/* ---- tool calls ---- */
+/* ============================================================================================
+ * Tool calls
+ *
+ * One rule per tool, spelled as its template renders calls in history; "any_call" chooses
+ * among them, "calls" repeats it with newlines when parallel calls are allowed. XML parameters
+ * follow the schema's property order, required ones always present, optional ones skippable
+ * (a schema's extra keys are not generated).
+ * ============================================================================================ */
 
 /* Parameter list of an object schema: its properties (and those of allOf parts), in order. */
 struct params {

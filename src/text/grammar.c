@@ -27,7 +27,7 @@ struct open_alt {
 
 struct grammar {
     /* rules */
-    char **names; /* [n_rules] printable names (may be NULL) */
+    const char **names; /* [n_rules] printable names (borrowed, may be NULL) */
     int32_t n_rules, cap_rules;
     /* elements and alternatives */
     struct gelem *elems; /* [n_elems] */
@@ -81,7 +81,6 @@ int grammar_create(struct grammar **out, struct error *err) {
 
 void grammar_free(struct grammar *g) {
     if (!g) return;
-    for (int32_t i = 0; i < g->n_rules; i++) mem_free(g->names[i]);
     for (int i = 0; i < g->n_open; i++) mem_free(g->open[i].elems);
     mem_free(g->names);
     mem_free(g->elems);
@@ -98,17 +97,16 @@ void grammar_free(struct grammar *g) {
 int32_t grammar_rule_add(struct grammar *g, const char *name) {
     if (g->failed || g->finished) return -1;
     size_t cap = (size_t)g->cap_rules;
+    if (g->n_rules >= GRAMMAR_MAX_ELEMS) {
+        g->failed = g->too_large = 1;
+        return -1;
+    }
     if (grow_array((void **)&g->names, sizeof(char *), (size_t)g->n_rules + 1, &cap)) {
         g->failed = 1;
         return -1;
     }
     g->cap_rules = (int32_t)cap;
-    char *copy = NULL;
-    if (name && !(copy = mem_strdup(name))) {
-        g->failed = 1;
-        return -1;
-    }
-    g->names[g->n_rules] = copy;
+    g->names[g->n_rules] = name;
     return g->n_rules++;
 }
 
@@ -866,6 +864,10 @@ void grammar_matcher_free(struct grammar_matcher *m) {
 int32_t grammar_matcher_next(struct grammar_matcher *m, int32_t state, uint8_t byte) {
     if (state < 0) return GRAMMAR_DEAD;
     if (m->rows[state] && m->rows[state][byte] != UNKNOWN) return m->rows[state][byte];
+    if (grammar_matcher_memory(m) > GRAMMAR_MATCHER_MAX_BYTES) { /* hostile grammar: give up */
+        m->failed = 1;
+        return GRAMMAR_DEAD;
+    }
     if (!m->rows[state]) {
         int32_t *row = mem_alloc(256 * sizeof(int32_t));
         if (!row) {
@@ -1003,6 +1005,7 @@ int grammar_matcher_trim(struct grammar_matcher *m, size_t max_bytes) {
         return 0; /* keep the big tables rather than lose the state */
     }
     free_tables(m);
+    m->failed = 0;
     int32_t ids[2] = {GRAMMAR_DEAD, GRAMMAR_DEAD};
     for (int k = 0; k < 2; k++) {
         if (keep[k] < 0) continue;

@@ -22,8 +22,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GRAMMAR_MAX_ELEMS (1 << 22) /* elements in all alternatives of a grammar */
-#define GRAMMAR_MAX_DEPTH 256       /* parse-stack depth; deeper nesting is not matched */
+#define GRAMMAR_MAX_ELEMS         (1 << 20) /* elements in all alternatives of a grammar */
+#define GRAMMAR_MAX_DEPTH         256       /* parse-stack depth; deeper nesting is not matched */
+#define GRAMMAR_MATCHER_MAX_BYTES ((size_t)512 << 20) /* memo size at which next() gives up */
 
 struct grammar;
 
@@ -33,7 +34,8 @@ int grammar_create(struct grammar **out, struct error *err);
 void grammar_free(struct grammar *g);
 
 /* Adds an empty rule (its alternatives follow with grammar_alt_*); name is for grammar_print
- * only (copied, may be NULL). Returns the rule id (>= 0), or -1 after an allocation failure. */
+ * only: a string that outlives g (normally a literal), or NULL. Returns the rule id (>= 0), or
+ * -1 after an allocation failure. */
 int32_t grammar_rule_add(struct grammar *g, const char *name);
 
 /* One alternative of rule: begin, then elements in order, then end. An alternative with no
@@ -87,7 +89,8 @@ void grammar_matcher_reset(struct grammar_matcher *m); /* back to the start stat
 
 /* Low-level stepping for token masks. States are ids >= 0, valid until the next
  * grammar_matcher_trim. next() returns GRAMMAR_DEAD when byte cannot follow, and also when
- * memory ran out (then grammar_matcher_failed() is 1). */
+ * memory ran out or the memo passed GRAMMAR_MATCHER_MAX_BYTES (then grammar_matcher_failed()
+ * is 1 until the next trim that frees something). */
 int32_t grammar_matcher_state(const struct grammar_matcher *m);
 void grammar_matcher_set_state(struct grammar_matcher *m, int32_t state);
 int32_t grammar_matcher_next(struct grammar_matcher *m, int32_t state, uint8_t byte);

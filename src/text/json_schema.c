@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NEVER             (-1)
+#define NEVER             (-3) /* not -1: a failed grammar_rule_add gives -1 */
 #define FAILED            (-2)
 #define MAX_COMPILE_DEPTH 400
 #define MAX_REF_HOPS      32
