@@ -684,6 +684,8 @@ TEST(server_bad_input) {
         {"POST", "/v1/chat/completions",
          "{\"messages\": [{\"role\": \"user\", \"content\": \"\\ud800\"}]}", 400, "invalid JSON"},
         {"POST", "/v1/completions", "{\"prompt\": 5}", 400, "prompt"},
+        {"POST", "/v1/completions", "{\"prompt\": \"x\", \"logit_bias\": {\"70000\": 1}}", 400,
+         "out of range"},
         {"POST", "/v1/completions", "{\"prompt\": [99999]}", 400, "out of range"},
         {"POST", "/v1/completions", "{\"prompt\": \"x\", \"echo\": true}", 400, "echo"},
         {"GET", "/v1/chat/completions", NULL, 405, "not allowed"},

@@ -236,6 +236,13 @@ int api_job_start(struct server *s, struct http_req *req, enum req_api api, enum
         err_from(e, &err);
         goto fail;
     }
+    for (int i = 0; i < j->r->n_bias; i++)
+        if (j->r->bias_ids[i] >= s->info.n_vocab) {
+            rc = api_err_set(e, ERR_INVALID,
+                             "'logit_bias': token id %d out of range (vocabulary %d)",
+                             j->r->bias_ids[i], s->info.n_vocab);
+            goto fail;
+        }
     j->n_choices = req_n_tasks(j->r);
     j->choices = arena_array(&j->arena, (size_t)j->n_choices, sizeof(*j->choices));
     j->ch = sched_chan_create();

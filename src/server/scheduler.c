@@ -387,13 +387,6 @@ static void cache_save(struct sched *s, struct slot *sl) {
             return;
         }
     }
-    for (int i = 0; i < s->n_cache;) { /* drop entries that are prefixes of this sequence */
-        struct session *c = s->cache[i].ses;
-        if (session_common_prefix(c, toks, n) == session_n_past(c))
-            cache_remove(s, i);
-        else
-            i++;
-    }
     struct session_params sp;
     session_params_default(&sp);
     sp.n_ctx = n;
@@ -408,6 +401,13 @@ static void cache_save(struct sched *s, struct slot *sl) {
     if (bytes > s->p.cache_bytes) {
         session_free(c);
         return;
+    }
+    for (int i = 0; i < s->n_cache;) { /* drop entries that are prefixes of this sequence */
+        struct session *e = s->cache[i].ses;
+        if (session_common_prefix(e, toks, n) == session_n_past(e))
+            cache_remove(s, i);
+        else
+            i++;
     }
     while (s->n_cache && s->cache_bytes + bytes > s->p.cache_bytes) {
         int lru = 0;
