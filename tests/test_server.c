@@ -349,7 +349,8 @@ TEST(server_sched_prefill_interleaves) {
     buf_init(&text);
     struct sched_tokens ta = {0}, tb = {0};
     struct sched_result ra, rb;
-    while (ta.n < 5) {
+    for (int i = 0; ta.n < 5; i++) {
+        ASSERT_MSG(i < 300, "no tokens after 30 s");
         sched_chan_wait(ch, 100);
         ASSERT(!sched_task_take(a, &text, &ta, &ra));
     }
@@ -360,7 +361,8 @@ TEST(server_sched_prefill_interleaves) {
     int before = ta.n, b_done = 0;
     struct buf tb_text;
     buf_init(&tb_text);
-    while (!b_done) {
+    for (int i = 0; !b_done; i++) {
+        ASSERT_MSG(i < 600, "the long prompt did not finish in 60 s");
         sched_chan_wait(ch, 100);
         b_done = sched_task_take(b, &tb_text, &tb, &rb);
         sched_task_take(a, &text, &ta, &ra);
@@ -372,7 +374,7 @@ TEST(server_sched_prefill_interleaves) {
     EXPECT_EQ_INT(rb.n_gen, 1);
     EXPECT_EQ_INT(rb.finish, SCHED_LENGTH);
     sched_task_cancel(a);
-    while (!sched_task_take(a, &text, &ta, &ra)) sched_chan_wait(ch, 100);
+    for (int i = 0; i < 300 && !sched_task_take(a, &text, &ta, &ra); i++) sched_chan_wait(ch, 100);
     EXPECT_EQ_INT(ra.finish, SCHED_CANCELLED);
     sched_task_release(a);
     sched_task_release(b);
