@@ -15,6 +15,14 @@
 #include <string.h>
 #include <time.h>
 
+/* ============================================================================================
+ * Prompts
+ *
+ * Chat prompts are rendered and tokenized here, on the request's thread, not the scheduler's:
+ * the template and the tokenizer are read-only and thread-safe, so long renders never hold up
+ * the decode loop, and a prompt that does not fit is refused before anything is queued.
+ * ============================================================================================ */
+
 static int err_from(struct api_err *e, const struct error *err) {
     return api_err_set(e, err->code ? err->code : ERR_INVALID, "%s", err->msg);
 }
@@ -56,7 +64,13 @@ static int check_fits(struct server *s, int64_t n, struct api_err *e) {
     return 0;
 }
 
-/* ---- grammar-constrained decoding ---- */
+/* ============================================================================================
+ * Grammar-constrained decoding
+ *
+ * The chat module compiles the grammar (tools or a JSON schema) and the token mask; the
+ * scheduler only knows struct sched_constraint (mask, accept, free). Each choice gets its own
+ * grammar and matcher, since a matcher's state is per generation.
+ * ============================================================================================ */
 
 /* A scheduler constraint over one task: the grammar and its matcher-backed token mask. */
 struct api_constraint {
@@ -167,6 +181,14 @@ static void fill_gen(const struct gen_request *r, int choice, struct sched_gen *
     g->n_probs = r->logprobs ? r->top_logprobs : -1;
     g->ignore_eos = r->ignore_eos;
 }
+
+/* ============================================================================================
+ * Jobs
+ *
+ * One task per choice, all on one channel. Each chat choice has its own incremental parser;
+ * when the request streams, the parser's deltas are queued in order so the stream sends
+ * reasoning, text and tool-call pieces exactly as they were decided.
+ * ============================================================================================ */
 
 static int submit(struct api_job *j, const int32_t *ids, int n, int choice, struct api_err *e) {
     struct sched_gen g;
