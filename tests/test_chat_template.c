@@ -704,6 +704,12 @@ TEST(chat_template_limits) {
         "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", NULL,
         &opts, &code, &err);
     EXPECT(!got && code == ERR_RANGE && strstr(err.msg, "steps"));
+    /* work on big values counts: a scan of a 100 KB string 100000 times is 39M steps */
+    got = render_opts("{% set s = 'x' * 100000 %}{% set t = 'x' * 100000 %}"
+                      "{% for i in range(100000) %}{% if 'y' in s or [s] == [t] %}{% endif %}"
+                      "{% endfor %}",
+                      NULL, &opts, &code, &err);
+    EXPECT(!got && code == ERR_RANGE && strstr(err.msg, "steps"));
     /* output size */
     opts = (struct chat_template_opts){.max_output_bytes = 1000};
     got = render_opts("{% for i in range(1000) %}0123456789{% endfor %}", NULL, &opts, &code, &err);
