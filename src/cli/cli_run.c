@@ -118,6 +118,9 @@ bad:
 
 int cli_run_main(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL, *ids_arg = NULL;
+    const char *draft_path = NULL;
+    struct spec_params spp;
+    spec_params_default(&spp);
     long long n_predict = -1, n_ctx = 0, n_threads = 0, n_batch = 512;
     int print_ids = 0, ignore_eos = 0, no_bos = 0;
     struct sampler_params sp;
@@ -143,6 +146,15 @@ int cli_run_main(int argc, char **argv) {
         } else if (!strcmp(a, "--ids")) {
             NEED_ARG();
             ids_arg = argv[++i];
+        } else if (!strcmp(a, "--spec")) {
+            NEED_ARG();
+            if (spec_mode_parse(argv[++i], &spp.mode)) {
+                fprintf(stderr, "hearth run: --spec must be none, ngram, draft, mtp or auto\n");
+                return 1;
+            }
+        } else if (!strcmp(a, "--draft-model") || !strcmp(a, "-md")) {
+            NEED_ARG();
+            draft_path = argv[++i];
         } else if (!strcmp(a, "--print-ids")) {
             print_ids = 1;
         } else if (!strcmp(a, "--ignore-eos")) {
@@ -177,6 +189,7 @@ int cli_run_main(int argc, char **argv) {
                 {"-t", "--threads", 0, 0, 512, &n_threads},
                 {"-b", "--batch-size", 0, 1, 1 << 16, &n_batch},
                 {"--top-k", NULL, 0, 0, INT32_MAX, NULL},
+                {"--draft-max", NULL, 0, 0, 64, NULL},
                 {"--repeat-last-n", NULL, 0, -1, INT32_MAX, NULL},
                 {"--seed", "-s", 0, -1, INT64_MAX, NULL},
                 {"--temp", NULL, 1, 0, 0, &sp.temperature},
@@ -229,9 +242,10 @@ int cli_run_main(int argc, char **argv) {
 
     int ret = 1;
     struct error err = {0};
-    struct engine *e = NULL;
+    struct engine *e = NULL, *de = NULL;
     struct session *s = NULL;
     struct sampler *smp = NULL;
+    struct generator *gen = NULL;
     int32_t *ids = NULL;
     int64_t n_ids = 0;
     char *file_text = NULL;
@@ -297,35 +311,47 @@ int cli_run_main(int argc, char **argv) {
         goto fail;
     }
     if (sampler_create(&smp, &sp, info.n_vocab, &err)) goto fail;
-    for (int64_t i = 0; i < n_ids; i++) sampler_accept(smp, ids[i]);
+    if (spp.mode == SPEC_DRAFT) {
+        if (!draft_path) {
+            error_set(&err, ERR_INVALID, "--spec draft needs --draft-model FILE");
+            goto fail;
+        }
+        if (engine_open(&de, draft_path, &ep, &err)) goto fail;
+        spp.draft_engine = de;
+    }
+    if (generator_create(&gen, s, smp, &spp, &err)) goto fail;
 
     double t1 = now_ms();
-    if (session_eval(s, ids, (int)n_ids, NULL, &err)) goto fail;
+    if (generator_prefill(gen, ids, (int)n_ids, &err)) goto fail;
     double t_prompt = now_ms() - t1;
 
     double t2 = now_ms();
     long long n_gen = 0;
-    int first_id = 1;
-    while (n_predict < 0 || n_gen < n_predict) {
-        if (session_n_past(s) >= session_n_ctx(s)) {
+    int first_id = 1, done = 0;
+    int32_t step[65];
+    while (!done && (n_predict < 0 || n_gen < n_predict)) {
+        int max = n_predict < 0 || n_predict - n_gen > 65 ? 65 : (int)(n_predict - n_gen);
+        int n_step = generator_next(gen, step, max, &err);
+        if (n_step == ERR_RANGE) {
             fprintf(stderr, "\nhearth: context full (%d tokens)\n", session_n_ctx(s));
             break;
         }
-        int32_t id = session_sample(s, smp);
-        n_gen++;
-        int eog = engine_token_is_eog(e, id);
-        if (print_ids) {
-            printf(first_id ? "%d" : " %d", id);
-            first_id = 0;
-        } else if (!eog) {
-            buf_clear(&piece);
-            engine_token_piece(e, id, 0, &piece);
-            fwrite(piece.data ? piece.data : "", 1, piece.len, stdout);
-            fflush(stdout);
+        if (n_step < 0) goto fail;
+        for (int j = 0; j < n_step && !done; j++) {
+            int32_t id = step[j];
+            n_gen++;
+            int eog = engine_token_is_eog(e, id);
+            if (print_ids) {
+                printf(first_id ? "%d" : " %d", id);
+                first_id = 0;
+            } else if (!eog) {
+                buf_clear(&piece);
+                engine_token_piece(e, id, 0, &piece);
+                fwrite(piece.data ? piece.data : "", 1, piece.len, stdout);
+                fflush(stdout);
+            }
+            if ((eog && !ignore_eos) || (n_predict >= 0 && n_gen >= n_predict)) done = 1;
         }
-        if (eog && !ignore_eos) break;
-        if (n_predict >= 0 && n_gen >= n_predict) break;
-        if (session_eval(s, &id, 1, NULL, &err)) goto fail;
     }
     double t_gen = now_ms() - t2;
     if (print_ids)
@@ -337,14 +363,26 @@ int cli_run_main(int argc, char **argv) {
             "ms (%.1f tok/s)\n",
             (long long)n_ids, t_prompt, n_ids / (t_prompt / 1e3), n_gen, t_gen,
             n_gen > 1 ? (n_gen - 1) / (t_gen / 1e3) : 0.0);
+    if (spp.mode != SPEC_NONE) {
+        struct spec_stats st;
+        generator_stats(gen, &st);
+        fprintf(stderr,
+                "hearth: speculation %s: %lld drafted, %lld accepted (%.1f%%), %.2f tokens "
+                "per target pass\n",
+                spec_mode_name(spp.mode), (long long)st.n_drafted, (long long)st.n_accepted,
+                st.n_drafted ? 100.0 * (double)st.n_accepted / (double)st.n_drafted : 0.0,
+                st.n_steps ? (double)(st.n_emitted - 1) / (double)st.n_steps : 0.0);
+    }
     ret = 0;
 fail:
     if (ret) fprintf(stderr, "hearth run: %s\n", err.msg[0] ? err.msg : "failed");
     buf_free(&piece);
     mem_free(file_text);
     mem_free(ids);
+    generator_free(gen);
     sampler_free(smp);
     session_free(s);
+    engine_close(de);
     engine_close(e);
     return ret;
 }

@@ -14,6 +14,7 @@
 #include "../base/buf.h"
 #include "../base/error.h"
 #include "sampler.h"
+#include "speculative.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -34,7 +35,9 @@ struct engine_info {
     uint64_t weight_bytes; /* bytes of tensor data */
     uint64_t file_bytes;
     int n_threads;
-    const char *kernels; /* CPU kernel set in use ("scalar", "avx2", "avx512") */
+    const char *kernels;   /* CPU kernel set in use ("scalar", "avx2", "avx512") */
+    int n_layer_recurrent; /* hybrid models (qwen35*): trunk layers with a recurrent state */
+    int n_nextn;           /* MTP ("nextn") blocks in the file (not part of n_layer) */
 };
 
 void engine_params_default(struct engine_params *p);
@@ -57,6 +60,19 @@ int engine_token_is_eog(const struct engine *e, int32_t id);
 int32_t engine_token_bos(const struct engine *e); /* -1 if none */
 int32_t engine_token_eos(const struct engine *e); /* -1 if none */
 int engine_add_bos(const struct engine *e);       /* whether prompts should start with BOS */
+const char *engine_token_text(const struct engine *e, int32_t id); /* raw vocabulary string */
+/* A draft model must share the target's vocabulary: sizes within 128 of each other and every
+ * common id with the same text. 0 or ERR_INVALID naming the first mismatch. */
+int engine_check_vocab_compatible(const struct engine *target, const struct engine *draft,
+                                  struct error *err);
+
+/* Observer of every matrix product's input rows (importance-matrix collection): tensor is the
+ * GGUF name of the weight; rows are row_len floats; for expert stacks ids gives the routed
+ * experts ([n_tokens][n_used], rows per token when !x_per_slot, else per (token, slot)).
+ * NULL fn removes it. Called from the thread running the forward pass. */
+typedef void (*engine_observe_fn)(void *ctx, const char *tensor, const float *rows, int n_rows,
+                                  int row_len, const int32_t *ids, int n_used, int x_per_slot);
+void engine_set_observer(struct engine *e, engine_observe_fn fn, void *ctx);
 
 /* ---- sessions ---- */
 enum kv_type { KV_TYPE_F16 = 0, KV_TYPE_F32 = 1, KV_TYPE_Q8_0 = 2 };
@@ -64,6 +80,11 @@ enum kv_type { KV_TYPE_F16 = 0, KV_TYPE_F32 = 1, KV_TYPE_Q8_0 = 2 };
 struct session_params {
     int n_ctx;            /* positions; 0 = min(n_ctx_train, 4096) */
     enum kv_type kv_type; /* default F16 */
+    /* Hybrid models only (see "recurrent state" below); each slot holds one full copy of the
+     * recurrent state (e.g. ~63 MiB for Qwen3.6-35B-A3B, ~150 MiB for Qwen3.6-27B). */
+    int n_rs_checkpoints; /* slots for session_checkpoint / session_checkpoint_at; default 0 */
+    int n_rs_tail;        /* rollback depth: positions n_past-1 .. n_past-n_rs_tail stay a copy
+                             away after every eval (speculative decoding); default 0 */
 };
 
 void session_params_default(struct session_params *p);
@@ -71,6 +92,7 @@ int session_create(struct session **out, struct engine *e, const struct session_
                    struct error *err);
 void session_free(struct session *s);
 
+struct engine *session_engine(const struct session *s);
 int session_n_ctx(const struct session *s);
 int session_n_past(const struct session *s);            /* tokens in the cache */
 const int32_t *session_tokens(const struct session *s); /* [n_past] the tokens in the cache */
@@ -84,8 +106,64 @@ int session_eval(struct session *s, const int32_t *ids, int n, float *all_logits
 /* Logits [n_vocab] after the last token of the last eval; NULL before any eval. Valid until
  * the next eval/truncate. */
 const float *session_logits(const struct session *s);
-/* Forgets everything from position n_past on (0 <= n_past <= current). */
+/* Forgets everything from position n_past on (0 <= n_past <= current). For hybrid models this
+ * restores the recurrent state at n_past: a copy when a snapshot of that position exists (see
+ * below), otherwise the nearest earlier snapshot (or the start) is restored and the session's
+ * own tokens up to n_past are evaluated again (session_truncate_cost says how many). */
 int session_truncate(struct session *s, int n_past, struct error *err);
+
+/* Copies the first n_past positions (KV rows, tokens and, for hybrid models, the recurrent
+ * state at n_past) of src into dst, which must belong to the same engine and have room; dst's
+ * previous content is dropped. Used by the prefix cache: a new request starts from a cached
+ * session's common prefix instead of re-evaluating it. Hybrid models: a copy when src is at
+ * n_past or has a snapshot there, otherwise dst re-evaluates the tokens after src's nearest
+ * earlier snapshot. */
+int session_copy_prefix(struct session *dst, const struct session *src, int n_past,
+                        struct error *err);
+
+/* ---- recurrent state (hybrid models: qwen35, qwen35moe) ----
+ * Their Gated DeltaNet layers keep a fixed-size state per session that every token overwrites,
+ * so going back to an earlier position needs a saved copy ("snapshot") of the state there.
+ * Snapshots come from three places, all kept in slots allocated at session_create:
+ * - session_checkpoint: the current position (n_rs_checkpoints slots, oldest evicted first);
+ * - session_checkpoint_at: a later position, saved by the eval that passes it (same slots);
+ * - n_rs_tail: after every eval the previous n_rs_tail positions are kept (the ops copy the
+ *   state after each token of a speculative verify batch as they go).
+ * Position 0 (the empty state) is always available. Snapshots beyond a truncation point are
+ * dropped. For other models all of this is a no-op and truncation is always free. */
+
+/* Saves the state at the current position. ERR_INVALID if the session has no checkpoint
+ * slots. */
+int session_checkpoint(struct session *s, struct error *err);
+/* Asks the next evals to save the state at position pos (> n_past; pos == n_past is
+ * session_checkpoint). At most n_rs_checkpoints requests are pending (ERR_INVALID beyond). */
+int session_checkpoint_at(struct session *s, int pos, struct error *err);
+/* Changes the rollback depth (session_params.n_rs_tail) of an existing session, allocating or
+ * freeing slots; tail snapshots taken so far are dropped. For a decode loop that verifies up
+ * to k drafted tokens per pass, k makes every rejection a copy. No-op for other models.
+ * ERR_INVALID outside 0..64, ERR_NOMEM. */
+int session_set_rs_tail(struct session *s, int n_tail, struct error *err);
+/* Tokens that session_truncate(s, n_past) would evaluate again: 0 when it is a copy (or the
+ * model has no recurrent state), -1 if n_past is out of range. */
+int session_truncate_cost(const struct session *s, int n_past);
+
+/* Length of the common prefix of the session's tokens and ids[0..n). */
+int session_common_prefix(const struct session *s, const int32_t *ids, int n);
+
+/* ---- several sessions in one forward pass (continuous batching) ---- */
+struct session_batch_item {
+    struct session *s;
+    const int32_t *ids; /* tokens to append to s */
+    int n;              /* >= 1 */
+    float *all_logits;  /* optional [n][n_vocab]; else only the last token's logits are kept */
+};
+
+/* Evaluates every item's tokens in as few forward passes as possible (all items share each
+ * pass; a pass holds up to n_batch tokens), then each session's logits are those of its last
+ * token, exactly as if session_eval had been called on each. Sessions must be distinct and
+ * belong to e. On error nothing is evaluated (checks happen first). */
+int engine_eval_batch(struct engine *e, struct session_batch_item *items, int n_items,
+                      struct error *err);
 
 /* ---- generation helper ---- */
 /* Samples the next token from the session's current logits with sampler (which also records

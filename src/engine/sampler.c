@@ -26,9 +26,10 @@ struct sampler {
     int n_vocab;
     float *bias; /* [n_vocab] additive logit bias */
     int has_bias;
-    struct cand *cands; /* [n_vocab] */
-    int32_t *counts;    /* [n_vocab] occurrences in the penalty window (zero between uses) */
-    int32_t *history;   /* [hist_cap] ring of recent tokens */
+    struct cand *cands;      /* [n_vocab] */
+    struct token_prob *dist; /* [n_vocab] the last sampler_dist result */
+    int32_t *counts;         /* [n_vocab] occurrences in the penalty window (zero between uses) */
+    int32_t *history;        /* [hist_cap] ring of recent tokens */
     int hist_cap, hist_len, hist_head;
     uint64_t rng[4]; /* xoshiro256** state */
 };
@@ -88,9 +89,10 @@ int sampler_create(struct sampler **out, const struct sampler_params *p, int n_v
     s->hist_cap = p->penalty_last_n < 0 ? 1 << 16 : (p->penalty_last_n > 0 ? p->penalty_last_n : 1);
     s->bias = mem_calloc((size_t)n_vocab, sizeof(float));
     s->cands = mem_calloc((size_t)n_vocab, sizeof(struct cand));
+    s->dist = mem_calloc((size_t)n_vocab, sizeof(struct token_prob));
     s->counts = mem_calloc((size_t)n_vocab, sizeof(int32_t));
     s->history = mem_calloc((size_t)s->hist_cap, sizeof(int32_t));
-    if (!s->bias || !s->cands || !s->counts || !s->history) {
+    if (!s->bias || !s->cands || !s->dist || !s->counts || !s->history) {
         sampler_free(s);
         return error_set(err, ERR_NOMEM, "out of memory");
     }
@@ -109,6 +111,7 @@ void sampler_free(struct sampler *s) {
     if (!s) return;
     mem_free(s->bias);
     mem_free(s->cands);
+    mem_free(s->dist);
     mem_free(s->counts);
     mem_free(s->history);
     mem_free(s);
@@ -196,7 +199,7 @@ static void select_top_k(struct cand *c, int n, int k) {
     }
 }
 
-int32_t sampler_sample(struct sampler *s, const float *logits, float *prob_out) {
+int sampler_dist(struct sampler *s, const float *logits, const struct token_prob **out) {
     const struct sampler_params *p = &s->p;
     int n = s->n_vocab;
     for (int i = 0; i < n; i++) {
@@ -205,61 +208,94 @@ int32_t sampler_sample(struct sampler *s, const float *logits, float *prob_out) 
     }
     apply_penalties(s);
     struct cand *c = s->cands;
-    int32_t picked;
-    float prob = 1.0f;
+    struct token_prob *d = s->dist;
+    *out = d;
     if (p->temperature <= 0) { /* greedy: argmax, lowest id on ties */
         int best = 0;
         for (int i = 1; i < n; i++)
             if (c[i].logit > c[best].logit) best = i;
-        picked = c[best].id;
-        if (prob_out) {
-            double sum = 0;
-            for (int i = 0; i < n; i++) sum += exp((double)c[i].logit - c[best].logit);
-            prob = (float)(1.0 / sum);
-        }
-    } else {
-        if (p->top_k > 0 && p->top_k < n) {
-            select_top_k(c, n, p->top_k);
-            n = p->top_k;
-        }
-        float mx = -INFINITY;
-        for (int i = 0; i < n; i++) mx = fmaxf(mx, c[i].logit);
-        double sum = 0;
-        for (int i = 0; i < n; i++) sum += exp((double)c[i].logit - mx);
-        if (p->min_p > 0) { /* keep p >= min_p * p_max, i.e. logit >= max + log(min_p) */
-            float cut = mx + logf(p->min_p);
-            int m = 0;
-            for (int i = 0; i < n; i++)
-                if (c[i].logit >= cut) c[m++] = c[i];
-            n = m > 0 ? m : 1;
-        }
-        qsort(c, (size_t)n, sizeof(*c), cand_desc);
-        if (p->top_p < 1.0f) {
-            double cum = 0;
-            int m = n;
-            for (int i = 0; i < n; i++) {
-                cum += exp((double)c[i].logit - mx) / sum;
-                if (cum >= p->top_p) {
-                    m = i + 1;
-                    break;
-                }
-            }
-            n = m;
-        }
-        double tsum = 0;
-        float top = c[0].logit / p->temperature;
-        for (int i = 0; i < n; i++) tsum += exp((double)(c[i].logit / p->temperature) - top);
-        double r = rng_uniform(s->rng) * tsum, acc = 0;
-        int pick = n - 1;
+        d[0].id = c[best].id;
+        d[0].p = 1.0f;
+        return 1;
+    }
+    if (p->top_k > 0 && p->top_k < n) {
+        select_top_k(c, n, p->top_k);
+        n = p->top_k;
+    }
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++) mx = fmaxf(mx, c[i].logit);
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)c[i].logit - mx);
+    if (p->min_p > 0) { /* keep p >= min_p * p_max, i.e. logit >= max + log(min_p) */
+        float cut = mx + logf(p->min_p);
+        int m = 0;
+        for (int i = 0; i < n; i++)
+            if (c[i].logit >= cut) c[m++] = c[i];
+        n = m > 0 ? m : 1;
+    }
+    qsort(c, (size_t)n, sizeof(*c), cand_desc);
+    if (p->top_p < 1.0f) {
+        double cum = 0;
+        int m = n;
         for (int i = 0; i < n; i++) {
-            acc += exp((double)(c[i].logit / p->temperature) - top);
-            if (r < acc) {
-                pick = i;
+            cum += exp((double)c[i].logit - mx) / sum;
+            if (cum >= p->top_p) {
+                m = i + 1;
                 break;
             }
         }
-        picked = c[pick].id;
-        prob = (float)(exp((double)(c[pick].logit / p->temperature) - top) / tsum);
+        n = m;
+    }
+    double tsum = 0;
+    float top = c[0].logit / p->temperature;
+    for (int i = 0; i < n; i++) tsum += exp((double)(c[i].logit / p->temperature) - top);
+    for (int i = 0; i < n; i++) {
+        d[i].id = c[i].id;
+        d[i].p = (float)(exp((double)(c[i].logit / p->temperature) - top) / tsum);
+    }
+    return n;
+}
+
+int sampler_is_greedy(const struct sampler *s) {
+    return s->p.temperature <= 0;
+}
+
+double sampler_uniform(struct sampler *s) {
+    return rng_uniform(s->rng);
+}
+
+int32_t sampler_draw(struct sampler *s, const struct token_prob *dist, int n, int32_t exclude) {
+    double total = 0;
+    for (int i = 0; i < n; i++)
+        if (dist[i].id != exclude) total += dist[i].p;
+    if (!(total > 0)) return -1;
+    double r = rng_uniform(s->rng) * total, acc = 0;
+    int32_t last = -1;
+    for (int i = 0; i < n; i++) {
+        if (dist[i].id == exclude) continue;
+        acc += dist[i].p;
+        last = dist[i].id;
+        if (r < acc) return dist[i].id;
+    }
+    return last;
+}
+
+int32_t sampler_sample(struct sampler *s, const float *logits, float *prob_out) {
+    const struct token_prob *d;
+    int n = sampler_dist(s, logits, &d);
+    int32_t picked;
+    float prob = 1.0f;
+    if (n == 1) {
+        picked = d[0].id;
+        if (prob_out && s->p.temperature <= 0) { /* greedy: report the softmax probability */
+            double sum = 0, mx = s->cands[picked].logit; /* greedy leaves cands in id order */
+            for (int i = 0; i < s->n_vocab; i++) sum += exp((double)s->cands[i].logit - mx);
+            prob = (float)(1.0 / sum);
+        }
+    } else {
+        picked = sampler_draw(s, d, n, -1);
+        for (int i = 0; i < n; i++)
+            if (d[i].id == picked) prob = d[i].p;
     }
     if (prob_out) *prob_out = prob;
     sampler_accept(s, picked);

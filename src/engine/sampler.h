@@ -38,6 +38,26 @@ int sampler_set_logit_bias(struct sampler *s, int32_t id, float bias);
 /* Records tokens (e.g. the prompt) in the penalty history without sampling. */
 void sampler_accept(struct sampler *s, int32_t id);
 void sampler_reset(struct sampler *s); /* clears history (keeps params, biases, RNG state) */
+/* One candidate of the final distribution. */
+struct token_prob {
+    int32_t id;
+    float p;
+};
+
+/* The distribution the sampler would draw from for these logits (after bias, penalties,
+ * filters and temperature), most probable first; returns the number of candidates written to
+ * *out (a buffer owned by the sampler, valid until the next call). Greedy gives one candidate
+ * with p = 1. Does not record anything in the history. Speculative decoding uses this to accept
+ * or reject draft tokens without changing the output distribution. */
+int sampler_dist(struct sampler *s, const float *logits, const struct token_prob **out);
+/* Draws from a distribution returned by sampler_dist, ignoring candidate `exclude` (-1 for
+ * none) and renormalising the rest; uses the sampler's PRNG. Returns -1 if nothing is left. */
+int32_t sampler_draw(struct sampler *s, const struct token_prob *dist, int n, int32_t exclude);
+/* Whether the sampler is greedy (temperature <= 0). */
+int sampler_is_greedy(const struct sampler *s);
+/* A uniform number in [0, 1) from the sampler's PRNG. */
+double sampler_uniform(struct sampler *s);
+
 /* Picks a token from logits[n_vocab] (not modified) and records it in the history.
  * If probs_out is non-NULL it receives the probability of the picked token under the
  * final distribution. */

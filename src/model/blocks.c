@@ -16,18 +16,27 @@ void block_attention(struct model *m, int il, const struct batch *b, const float
     struct backend *be = model_backend(m);
     struct scratch *sc = model_scratch(m);
     int n = b->n_tokens, hd = hp->head_dim;
-    int q_dim = hp->n_head * hd, k_dim = hp->n_head_kv * hd, v_dim = hp->n_head_kv * hp->head_dim_v;
+    int q_dim = hp->n_head * hd, k_dim = hp->n_head_kv * hd;
 
-    be->matmul(be, l->attn_q, l->attn_q_bias, in, sc->q, n);
-    be->matmul(be, l->attn_k, l->attn_k_bias, in, sc->k, n);
-    be->matmul(be, l->attn_v, l->attn_v_bias, in, sc->v, n);
+    model_matmul(m, l->attn_q, l->attn_q_bias, in, sc->q, n);
+    model_matmul(m, l->attn_k, l->attn_k_bias, in, sc->k, n);
+    model_matmul(m, l->attn_v, l->attn_v_bias, in, sc->v, n);
     if (l->attn_q_norm) /* per-head RMSNorm (qwen3): rows of head_dim */
         be->rms_norm(be, sc->q, hd, l->attn_q_norm, sc->q, hd, n * hp->n_head, hd, hp->rms_eps);
     if (l->attn_k_norm)
         be->rms_norm(be, sc->k, hd, l->attn_k_norm, sc->k, hd, n * hp->n_head_kv, hd, hp->rms_eps);
     be->rope(be, sc->q, q_dim, b->pos, n, hp->n_head, hd, &hp->rope);
     be->rope(be, sc->k, k_dim, b->pos, n, hp->n_head_kv, hd, &hp->rope);
+    block_attend(m, il, b);
+    model_matmul(m, l->attn_output, l->attn_output_bias, sc->attn, out, n);
+}
 
+void block_attend(struct model *m, int il, const struct batch *b) {
+    const struct model_hparams *hp = model_hparams(m);
+    struct backend *be = model_backend(m);
+    struct scratch *sc = model_scratch(m);
+    int n = b->n_tokens, hd = hp->head_dim;
+    int q_dim = hp->n_head * hd, k_dim = hp->n_head_kv * hd, v_dim = hp->n_head_kv * hp->head_dim_v;
     /* One KV store + attention call per run of tokens of the same sequence. */
     for (int i0 = 0; i0 < n;) {
         int i1 = i0 + 1;
@@ -52,17 +61,16 @@ void block_attention(struct model *m, int il, const struct batch *b, const float
         be->attention(be, &a);
         i0 = i1;
     }
-    be->matmul(be, l->attn_output, l->attn_output_bias, sc->attn, out, n);
 }
 
 void block_ffn(struct model *m, const struct layer *l, int n, const float *in, float *out) {
     struct backend *be = model_backend(m);
     struct scratch *sc = model_scratch(m);
     int64_t n_ff = l->ffn_gate->ne[1];
-    be->matmul(be, l->ffn_gate, NULL, in, sc->ffn_a, n);
-    be->matmul(be, l->ffn_up, NULL, in, sc->ffn_b, n);
+    model_matmul(m, l->ffn_gate, NULL, in, sc->ffn_a, n);
+    model_matmul(m, l->ffn_up, NULL, in, sc->ffn_b, n);
     be->swiglu(be, sc->ffn_a, sc->ffn_b, sc->ffn_a, n * n_ff);
-    be->matmul(be, l->ffn_down, NULL, sc->ffn_a, out, n);
+    model_matmul(m, l->ffn_down, NULL, sc->ffn_a, out, n);
 }
 
 void block_moe(struct model *m, const struct layer *l, int n, const float *in, float *out) {
@@ -70,12 +78,12 @@ void block_moe(struct model *m, const struct layer *l, int n, const float *in, f
     struct backend *be = model_backend(m);
     struct scratch *sc = model_scratch(m);
     int k = hp->n_expert_used;
-    be->matmul(be, l->ffn_gate_inp, NULL, in, sc->router, n);
+    model_matmul(m, l->ffn_gate_inp, NULL, in, sc->router, n);
     be->moe_route(be, sc->router, n, hp->n_expert, k, 1, sc->ids, sc->ew);
-    be->matmul_id(be, l->ffn_gate_exps, in, 0, sc->ids, n, k, sc->ffn_a);
-    be->matmul_id(be, l->ffn_up_exps, in, 0, sc->ids, n, k, sc->ffn_b);
+    model_matmul_id(m, l->ffn_gate_exps, in, 0, sc->ids, n, k, sc->ffn_a);
+    model_matmul_id(m, l->ffn_up_exps, in, 0, sc->ids, n, k, sc->ffn_b);
     be->swiglu(be, sc->ffn_a, sc->ffn_b, sc->ffn_a, (int64_t)n * k * hp->n_ff_exp);
-    be->matmul_id(be, l->ffn_down_exps, sc->ffn_a, 1, sc->ids, n, k, sc->moe_y);
+    model_matmul_id(m, l->ffn_down_exps, sc->ffn_a, 1, sc->ids, n, k, sc->moe_y);
     be->moe_combine(be, sc->moe_y, sc->ew, n, k, hp->n_embd, out);
 }
 
@@ -91,7 +99,7 @@ void block_output(struct model *m, const struct batch *b) {
                  hp->rms_eps);
     for (int i0 = 0; i0 < b->n_outputs; i0 += SCRATCH_LOGIT_ROWS) {
         int nr = b->n_outputs - i0 < SCRATCH_LOGIT_ROWS ? b->n_outputs - i0 : SCRATCH_LOGIT_ROWS;
-        be->matmul(be, *model_output(m), NULL, sc->out_h + (int64_t)i0 * E, sc->logits, nr);
+        model_matmul(m, *model_output(m), NULL, sc->out_h + (int64_t)i0 * E, sc->logits, nr);
         be->download(be, b->logits + (int64_t)i0 * hp->n_vocab, sc->logits,
                      (size_t)nr * (size_t)hp->n_vocab * sizeof(float));
     }

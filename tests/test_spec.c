@@ -1,0 +1,198 @@
+/* test_spec.c: speculative decoding leaves the output unchanged (greedy: identical tokens;
+ * sampling: the same distribution). */
+#include "test.h"
+
+#include "../src/base/mem.h"
+#include "../src/engine/engine.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct engine *open_stories(void) {
+    const char *p = test_model_path("stories/stories260K.gguf");
+    if (!p) return NULL;
+    struct engine_params ep;
+    engine_params_default(&ep);
+    ep.n_threads = 1;
+    struct error err = {0};
+    struct engine *e = NULL;
+    if (engine_open(&e, p, &ep, &err)) test_fail(__FILE__, __LINE__, "%s", err.msg);
+    return e;
+}
+
+/* Generates n tokens from prompt with the given speculation; returns the count written. */
+static int generate(struct engine *e, enum spec_mode mode, struct engine *draft, float temp,
+                    uint64_t seed, const int32_t *prompt, int n_prompt, int32_t *out, int n,
+                    struct spec_stats *st) {
+    struct error err = {0};
+    struct session *s = NULL;
+    struct session_params sp;
+    session_params_default(&sp);
+    sp.n_ctx = 512;
+    struct sampler_params smp_p;
+    sampler_params_default(&smp_p);
+    smp_p.temperature = temp;
+    smp_p.top_k = 0;
+    smp_p.top_p = 1.0f;
+    smp_p.min_p = 0;
+    smp_p.seed = seed;
+    struct sampler *smp = NULL;
+    struct generator *g = NULL;
+    struct spec_params spp;
+    spec_params_default(&spp);
+    spp.mode = mode;
+    spp.draft_engine = draft;
+    int got = 0;
+    if (session_create(&s, e, &sp, &err) || sampler_create(&smp, &smp_p, 512, &err) ||
+        generator_create(&g, s, smp, &spp, &err) || generator_prefill(g, prompt, n_prompt, &err)) {
+        test_fail(__FILE__, __LINE__, "setup: %s", err.msg);
+        goto done;
+    }
+    while (got < n) {
+        int k = generator_next(g, out + got, n - got, &err);
+        if (k <= 0) {
+            test_fail(__FILE__, __LINE__, "generator_next: %s", err.msg);
+            break;
+        }
+        got += k;
+    }
+    if (st) generator_stats(g, st);
+done:
+    generator_free(g);
+    sampler_free(smp);
+    session_free(s);
+    return got;
+}
+
+TEST(spec_greedy_identical_all_modes) {
+    struct engine *e = open_stories();
+    if (!e) SKIP_TEST("../shared/models/stories not found");
+    int32_t bos = 1, base[256], out[256];
+    ASSERT(generate(e, SPEC_NONE, NULL, 0, 1, &bos, 1, base, 256, NULL) == 256);
+    EXPECT_EQ_INT(base[0], 403); /* the stored greedy continuation starts 403 407 261 */
+    EXPECT_EQ_INT(base[2], 261);
+    struct spec_stats st;
+    memset(out, 0, sizeof(out));
+    ASSERT(generate(e, SPEC_NGRAM, NULL, 0, 1, &bos, 1, out, 256, &st) == 256);
+    EXPECT(memcmp(base, out, sizeof(base)) == 0);
+    EXPECT_MSG(st.n_accepted > 20 && st.n_steps < 240, "ngram: %lld accepted in %lld passes",
+               (long long)st.n_accepted, (long long)st.n_steps);
+    memset(out, 0, sizeof(out));
+    ASSERT(generate(e, SPEC_DRAFT, e, 0, 1, &bos, 1, out, 256, &st) == 256);
+    EXPECT(memcmp(base, out, sizeof(base)) == 0);
+    EXPECT_MSG(st.n_accepted == st.n_drafted && st.n_steps < 64,
+               "self-draft: %lld of %lld accepted in %lld passes", (long long)st.n_accepted,
+               (long long)st.n_drafted, (long long)st.n_steps);
+    memset(out, 0, sizeof(out));
+    ASSERT(generate(e, SPEC_AUTO, NULL, 0, 1, &bos, 1, out, 256, NULL) == 256);
+    EXPECT(memcmp(base, out, sizeof(base)) == 0);
+    engine_close(e);
+}
+
+/* With sampling, the distribution of the k-th token is the same with and without speculation
+ * (self-drafting proposes the greedy token; the rejection rule must correct for it). */
+TEST(spec_sampling_distribution_unchanged) {
+    struct engine *e = open_stories();
+    if (!e) SKIP_TEST("../shared/models/stories not found");
+    int32_t prompt[5] = {1, 403, 407, 261, 378};
+    enum { RUNS = 800, POS = 1 };
+    static int hist_a[512], hist_b[512];
+    memset(hist_a, 0, sizeof(hist_a));
+    memset(hist_b, 0, sizeof(hist_b));
+    for (int r = 0; r < RUNS; r++) {
+        int32_t a[2], b[2];
+        generate(e, SPEC_NONE, NULL, 1.0f, 1000 + (uint64_t)r, prompt, 5, a, 2, NULL);
+        generate(e, SPEC_DRAFT, e, 1.0f, 5000 + (uint64_t)r, prompt, 5, b, 2, NULL);
+        hist_a[a[POS]]++;
+        hist_b[b[POS]]++;
+    }
+    double tv = 0;
+    int distinct = 0;
+    for (int i = 0; i < 512; i++) {
+        tv += fabs((double)(hist_a[i] - hist_b[i])) / (2.0 * RUNS);
+        distinct += hist_a[i] > 0;
+    }
+    EXPECT_MSG(distinct >= 3, "distribution too peaked to test (%d distinct)", distinct);
+    /* two samples of 800 from one distribution: TV well under 0.1; a rule that always kept the
+     * greedy draft would give the draft token ~all the mass instead */
+    if (getenv("HEARTH_TEST_VERBOSE")) printf("    TV %.3f over %d outcomes\n", tv, distinct);
+    EXPECT_MSG(tv < 0.1, "total variation %.3f between plain and speculative sampling", tv);
+    engine_close(e);
+}
+
+TEST(spec_errors) {
+    struct engine *e = open_stories();
+    if (!e) SKIP_TEST("../shared/models/stories not found");
+    struct error err = {0};
+    struct session *s = NULL;
+    ASSERT(session_create(&s, e, NULL, &err) == 0);
+    struct sampler_params sp;
+    sampler_params_default(&sp);
+    struct sampler *smp = NULL;
+    ASSERT(sampler_create(&smp, &sp, 512, &err) == 0);
+    struct generator *g = NULL;
+    struct spec_params p;
+    spec_params_default(&p);
+    p.mode = SPEC_DRAFT;
+    EXPECT(generator_create(&g, s, smp, &p, &err) == ERR_INVALID); /* no draft model */
+    p.mode = SPEC_MTP;
+    EXPECT(generator_create(&g, s, smp, &p, &err) == ERR_UNSUPPORTED);
+    p.mode = SPEC_NGRAM;
+    p.draft_max = 1000;
+    EXPECT(generator_create(&g, s, smp, &p, &err) == ERR_INVALID);
+    enum spec_mode m;
+    EXPECT(spec_mode_parse("ngram", &m) == 0 && m == SPEC_NGRAM);
+    EXPECT(spec_mode_parse("bogus", &m) != 0);
+    const char *other = test_model_path("synthetic/qwen3-f32.gguf");
+    if (other) { /* same 512-token vocabulary: compatible */
+        struct engine *q = NULL;
+        ASSERT(engine_open(&q, other, NULL, &err) == 0);
+        EXPECT(engine_check_vocab_compatible(e, q, &err) == 0);
+        engine_close(q);
+    }
+    const char *tiny = test_model_path("tiny/llama-2-tiny-random.gguf");
+    if (tiny) { /* 32000 tokens: incompatible */
+        struct engine *t = NULL;
+        ASSERT(engine_open(&t, tiny, NULL, &err) == 0);
+        EXPECT(engine_check_vocab_compatible(e, t, &err) == ERR_INVALID);
+        engine_close(t);
+    }
+    sampler_free(smp);
+    session_free(s);
+    engine_close(e);
+}
+
+/* Hybrid models (qwen35): a rejected draft rolls the recurrent state back through the
+ * session's tail snapshots; greedy output stays identical to plain decoding, also with a
+ * hybrid draft model (qwen35moe-f32 shares the 512-token vocabulary). */
+TEST(spec_qwen35_greedy_identical) {
+    const char *pt = test_model_path("synthetic/qwen35-f32.gguf");
+    if (!pt) SKIP_TEST("../shared/models/synthetic not found");
+    char path[4096];
+    snprintf(path, sizeof(path), "%s", pt);
+    const char *pd = test_model_path("synthetic/qwen35moe-f32.gguf");
+    ASSERT(pd);
+    struct error err = {0};
+    struct engine *e = NULL, *d = NULL;
+    ASSERT(engine_open(&e, path, NULL, &err) == 0);
+    ASSERT(engine_open(&d, pd, NULL, &err) == 0);
+    int32_t prompt[16] = {1, 13, 42, 100, 7, 300, 55, 211, 480, 99, 3, 256, 17, 400, 64, 128};
+    int32_t base[32], out[32];
+    struct spec_stats st;
+    ASSERT(generate(e, SPEC_NONE, NULL, 0, 1, prompt, 16, base, 32, NULL) == 32);
+    EXPECT_EQ_INT(base[0], 420); /* llama.cpp's greedy continuation starts 420 273 117 */
+    EXPECT_EQ_INT(base[2], 117);
+    ASSERT(generate(e, SPEC_NGRAM, NULL, 0, 1, prompt, 16, out, 32, NULL) == 32);
+    EXPECT(memcmp(base, out, sizeof(base)) == 0);
+    ASSERT(generate(e, SPEC_DRAFT, d, 0, 1, prompt, 16, out, 32, &st) == 32);
+    EXPECT(memcmp(base, out, sizeof(base)) == 0);
+    EXPECT_MSG(st.n_drafted > st.n_accepted, "hybrid draft: %lld of %lld accepted (no rejection)",
+               (long long)st.n_accepted, (long long)st.n_drafted);
+    ASSERT(generate(e, SPEC_DRAFT, e, 0, 1, prompt, 16, out, 32, &st) == 32);
+    EXPECT(memcmp(base, out, sizeof(base)) == 0);
+    EXPECT_MSG(st.n_accepted == st.n_drafted, "self-draft: %lld of %lld accepted",
+               (long long)st.n_accepted, (long long)st.n_drafted);
+    engine_close(d);
+    engine_close(e);
+}
