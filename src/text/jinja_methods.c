@@ -4,8 +4,8 @@
  *
  * Strings are UTF-8 but Python counts characters, so every index, width and slice here is in
  * code points (ASCII strings take a byte fast path). Whitespace is Python's str.isspace() set,
- * which decides what strip()/split() remove and thus output bytes. Case mapping changes ASCII
- * letters only (documented gap); other letters still count as letters for title().
+ * which decides what strip()/split() remove and thus output bytes. Case mapping covers ASCII,
+ * Latin, Greek and Cyrillic (documented gap: the rest of Unicode keeps its case).
  * The sandbox (ImmutableSandboxedEnvironment) forbids methods that mutate lists and dicts:
  * they resolve to an undefined value whose use fails, as in Jinja.
  */
