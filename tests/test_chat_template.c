@@ -679,6 +679,8 @@ TEST(chat_template_errors) {
     struct error err = {0};
     char *got = render("{{ raise_exception('bad ' ~ 42) }}", NULL, &code, &err);
     EXPECT(got == NULL && code == ERR_INVALID && strcmp(err.msg, "bad 42") == 0);
+    got = render("{{ raise_exception('a\\x00b') }}", NULL, &code, &err);
+    EXPECT(got == NULL && code == ERR_INVALID && strcmp(err.msg, "a\\x00b") == 0);
     /* a failed render leaves the output buffer as it was */
     struct chat_template *t;
     ASSERT(chat_template_parse(&t, "abc{{ 1 / 0 }}", 14, &err) == 0);
