@@ -679,6 +679,8 @@ TEST(chat_template_errors) {
     struct error err = {0};
     char *got = render("{{ raise_exception('bad ' ~ 42) }}", NULL, &code, &err);
     EXPECT(got == NULL && code == ERR_INVALID && strcmp(err.msg, "bad 42") == 0);
+    got = render("{{ raise_exception('a\\x00b') }}", NULL, &code, &err);
+    EXPECT(got == NULL && code == ERR_INVALID && strcmp(err.msg, "a\\x00b") == 0);
     /* a failed render leaves the output buffer as it was */
     struct chat_template *t;
     ASSERT(chat_template_parse(&t, "abc{{ 1 / 0 }}", 14, &err) == 0);
@@ -703,6 +705,12 @@ TEST(chat_template_limits) {
     got = render_opts(
         "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", NULL,
         &opts, &code, &err);
+    EXPECT(!got && code == ERR_RANGE && strstr(err.msg, "steps"));
+    /* work on big values counts: a scan of a 100 KB string 100000 times is 39M steps */
+    got = render_opts("{% set s = 'x' * 100000 %}{% set t = 'x' * 100000 %}"
+                      "{% for i in range(100000) %}{% if 'y' in s or [s] == [t] %}{% endif %}"
+                      "{% endfor %}",
+                      NULL, &opts, &code, &err);
     EXPECT(!got && code == ERR_RANGE && strstr(err.msg, "steps"));
     /* output size */
     opts = (struct chat_template_opts){.max_output_bytes = 1000};

@@ -13,9 +13,12 @@
  * everything a render creates lives in a private arena freed before the render returns.
  *
  * Not supported (render or parse error): template inheritance, include and import (there is no
- * loader), autoescape true, the `do` extension, Python integers beyond int64. Case mapping
- * (upper, lower, title) changes ASCII letters only. Rendering is bounded: output size, memory,
- * steps and nesting depth all have limits, so a hostile template fails instead of hanging.
+ * loader), autoescape true, the `do` extension, \N{NAME} escapes, Python integers beyond int64.
+ * Known differences that need odd templates to show: upper/lower/title map ASCII, Latin, Greek
+ * and Cyrillic letters only; results of map/select/... behave like Jinja's generators (always
+ * true, no len) but are not consumed by use and fail early on a non-iterable; dict.items() and
+ * friends print as lists. Rendering is bounded: output size, memory, steps and nesting depth
+ * all have limits, so a hostile template fails instead of hanging.
  */
 #ifndef HEARTH_CHAT_TEMPLATE_H
 #define HEARTH_CHAT_TEMPLATE_H

@@ -94,6 +94,36 @@ int jinja_charge(struct jinja_render *st, uint64_t n) {
     return 0;
 }
 
+uint64_t jinja_weight(const struct tpl_value *v) {
+    switch (v->kind) {
+    case TPL_STRING:
+        return v->u.s.n >> 8;
+    case TPL_ARRAY:
+        return v->u.arr->n >> 4;
+    case TPL_OBJECT:
+    case TPL_NAMESPACE:
+        return v->u.obj->n >> 4;
+    default:
+        return 0;
+    }
+}
+
+int jinja_equal(struct jinja_render *st, const struct tpl_value *a, const struct tpl_value *b) {
+    uint64_t work = 0;
+    int eq = tpl_value_equal(a, b, &work);
+    return jinja_charge(st, work >> 8) ? -1 : eq;
+}
+
+/* Out of line on purpose: its struct error is large and eval_compare sits on the recursion. */
+__attribute__((noinline)) int jinja_order(struct jinja_render *st, uint32_t line,
+                                          const struct tpl_value *a, const struct tpl_value *b,
+                                          int *out) {
+    struct error e = {0};
+    uint64_t work = 0;
+    if (tpl_value_compare(a, b, out, &e, &work)) return jinja_fail(st, line, e.code, "%s", e.msg);
+    return jinja_charge(st, work >> 8);
+}
+
 struct tpl_value *jinja_undefined_error(struct jinja_render *st, uint32_t line,
                                         const struct tpl_value *u) {
     const char *name = u->u.undef.name ? u->u.undef.name : "";
@@ -502,6 +532,7 @@ int jinja_iterate(struct jinja_render *st, uint32_t line, struct tpl_value *v,
     case TPL_STRING: {
         size_t count = tpl_string_len(v);
         if (!count) return 0;
+        if (jinja_charge(st, count >> 4)) return st->code;
         struct tpl_value **chars = tpl_arena_alloc(st->arena, count * sizeof(*chars));
         if (!chars) return jinja_oom(st), st->code;
         size_t pos = 0;
@@ -535,6 +566,7 @@ struct tpl_value *jinja_to_string(struct jinja_render *st, struct tpl_value *v) 
 int jinja_contains(struct jinja_render *st, uint32_t line, struct tpl_value *container,
                    struct tpl_value *item, int *out) {
     *out = 0;
+    if (jinja_charge(st, jinja_weight(container))) return st->code;
     switch (container->kind) {
     case TPL_UNDEFINED:
         return 0;
@@ -548,12 +580,14 @@ int jinja_contains(struct jinja_render *st, uint32_t line, struct tpl_value *con
                 memmem(container->u.s.p, container->u.s.n, item->u.s.p, item->u.s.n) != NULL);
         return 0;
     case TPL_ARRAY:
-        if (jinja_charge(st, container->u.arr->n / 64)) return st->code;
-        for (size_t i = 0; i < container->u.arr->n; i++)
-            if (tpl_value_equal(container->u.arr->items[i], item)) {
+        for (size_t i = 0; i < container->u.arr->n; i++) {
+            int eq = jinja_equal(st, container->u.arr->items[i], item);
+            if (eq < 0) return st->code;
+            if (eq) {
                 *out = 1;
                 break;
             }
+        }
         return 0;
     case TPL_OBJECT:
         *out = item->kind == TPL_STRING &&
@@ -676,6 +710,7 @@ struct tpl_value *jinja_binop(struct jinja_render *st, uint32_t line, int op, st
     if (a->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, a);
     if (b->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, b);
     if ((a->flags | b->flags) & TPL_F_GEN) return type_error(st, line, sym[op], a, b);
+    if (jinja_charge(st, jinja_weight(a) + jinja_weight(b))) return NULL;
     int an = tpl_is_number(a), bn = tpl_is_number(b);
     if (op == OP_ADD && !(an && bn)) {
         if (a->kind == TPL_STRING && b->kind == TPL_STRING) return concat_strings(st, a, b);
@@ -961,7 +996,9 @@ static struct tpl_value *loop_method(struct jinja_render *st, uint32_t line, str
     struct tpl_value *now = tpl_value_tuple(st->arena, args->n_pos);
     if (!now) return jinja_oom(st);
     for (size_t i = 0; i < args->n_pos; i++) now->u.arr->items[i] = args->pos[i];
-    if (l->last_changed && tpl_value_equal(l->last_changed, now)) return tpl_value_bool(0);
+    int same = l->last_changed ? jinja_equal(st, l->last_changed, now) : 0;
+    if (same < 0) return NULL;
+    if (same) return tpl_value_bool(0);
     l->last_changed = now;
     return tpl_value_bool(1);
 }
@@ -1058,15 +1095,6 @@ static struct tpl_value *eval_filter(struct jinja_render *st, struct jinja_scope
  * left-leaning expression trees.
  */
 
-/* Python's ordering of a and b into *c (-1, 0, 1; 2 when unordered); 0 or an error code. Kept
- * out of line: its struct error is big and eval recurses. */
-static __attribute__((noinline)) int order(struct jinja_render *st, uint32_t line,
-                                           struct tpl_value *a, struct tpl_value *b, int *c) {
-    struct error e = {0};
-    if (tpl_value_compare(a, b, c, &e)) return jinja_fail(st, line, e.code, "%s", e.msg);
-    return 0;
-}
-
 static struct tpl_value *eval_compare(struct jinja_render *st, struct jinja_scope *sc,
                                       const struct jinja_node *n) {
     struct tpl_value *left = eval(st, sc, n->a);
@@ -1076,12 +1104,12 @@ static struct tpl_value *eval_compare(struct jinja_render *st, struct jinja_scop
         struct tpl_value *right = eval(st, sc, o->a);
         if (!right) return NULL;
         int ok = 0, c;
+        if (jinja_charge(st, jinja_weight(left) + jinja_weight(right))) return NULL;
         switch (o->op) {
         case OP_EQ:
-            ok = tpl_value_equal(left, right);
-            break;
         case OP_NE:
-            ok = !tpl_value_equal(left, right);
+            if ((ok = jinja_equal(st, left, right)) < 0) return NULL;
+            if (o->op == OP_NE) ok = !ok;
             break;
         case OP_IN:
         case OP_NOTIN:
@@ -1091,7 +1119,7 @@ static struct tpl_value *eval_compare(struct jinja_render *st, struct jinja_scop
         default:
             if (left->kind == TPL_UNDEFINED) return jinja_undefined_error(st, o->line, left);
             if (right->kind == TPL_UNDEFINED) return jinja_undefined_error(st, o->line, right);
-            if (order(st, o->line, left, right, &c)) return NULL;
+            if (jinja_order(st, o->line, left, right, &c)) return NULL;
             ok = o->op == OP_LT     ? c == -1
                  : o->op == OP_LTEQ ? (c == -1 || c == 0)
                  : o->op == OP_GT   ? c == 1
@@ -1174,6 +1202,10 @@ static struct tpl_value *eval_inner(struct jinja_render *st, struct jinja_scope 
                 return NULL;
             }
             if (out.len > st->max_output) break;
+        }
+        if (jinja_charge(st, out.len >> 8)) {
+            buf_free(&out);
+            return NULL;
         }
         return jinja_buf_to_string(st, &out);
     }

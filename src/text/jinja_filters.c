@@ -128,7 +128,6 @@ static struct tpl_value *fold_case(struct jinja_render *st, struct tpl_value *v,
 
 static int compare_keys(struct sort_ctx *c, struct tpl_value *a, struct tpl_value *b) {
     int r;
-    struct error e = {0};
     if (c->failed) return 0;
     if (jinja_charge(c->st, 1)) {
         c->failed = 1;
@@ -139,8 +138,7 @@ static int compare_keys(struct sort_ctx *c, struct tpl_value *a, struct tpl_valu
         c->failed = 1;
         return 0;
     }
-    if (tpl_value_compare(a, b, &r, &e)) {
-        jinja_fail(c->st, c->line, e.code, "%s", e.msg);
+    if (jinja_order(c->st, c->line, a, b, &r)) {
         c->failed = 1;
         return 0;
     }
@@ -583,9 +581,9 @@ static struct tpl_value *f_tojson(struct jinja_render *st, uint32_t line, struct
     struct buf b;
     struct error e = {0};
     buf_init(&b);
-    if (tpl_value_json(&b, v, &o, &e)) {
+    if (tpl_value_json(&b, v, &o, &e) || jinja_charge(st, b.len >> 8)) {
         buf_free(&b);
-        jinja_fail(st, line, e.code, "%s", e.msg);
+        if (e.code) jinja_fail(st, line, e.code, "%s", e.msg);
         return NULL;
     }
     if (arg_bool(a[0])) { /* ensure_ascii: \uXXXX (surrogate pairs above the BMP) */
@@ -847,7 +845,9 @@ static struct tpl_value *f_unique(struct jinja_render *st, uint32_t line, struct
         if (!k || !(k = fold_case(st, k, arg_bool(a[0]))) || jinja_charge(st, 1 + n_keys / 32))
             return NULL;
         size_t j = 0;
-        while (j < n_keys && !tpl_value_equal(keys[j], k)) j++;
+        int eq = 0;
+        while (j < n_keys && (eq = jinja_equal(st, keys[j], k)) == 0) j++;
+        if (eq < 0) return NULL;
         if (j < n_keys) continue;
         keys[n_keys++] = k;
         out->u.arr->items[out->u.arr->n++] = items[i];
@@ -873,7 +873,9 @@ static struct tpl_value *f_groupby(struct jinja_render *st, uint32_t line, struc
         struct tpl_value *item = sorted_v->u.arr->items[i];
         struct tpl_value *k = get_path(st, line, item, a[0], a[1]), *fk;
         if (!k || !(fk = fold_case(st, k, cs))) return NULL;
-        if (!group || !tpl_value_equal(group_key, fk)) {
+        int same = group ? jinja_equal(st, group_key, fk) : 0;
+        if (same < 0) return NULL;
+        if (!same) {
             struct tpl_value *pair = tpl_value_tuple(st->arena, 2);
             if (!pair || !(group = jinja_new_list(st, n - i))) return jinja_oom(st);
             pair->flags |= TPL_F_GROUP;
@@ -987,6 +989,7 @@ static struct tpl_value *filter_apply(struct jinja_render *st, uint32_t line, in
  * so truth, len() and printing behave like the generator. */
 struct tpl_value *jinja_filter_apply(struct jinja_render *st, uint32_t line, int idx,
                                      struct tpl_value *v, struct jinja_args *args) {
+    if (jinja_charge(st, jinja_weight(v))) return NULL;
     struct tpl_value *r = filter_apply(st, line, idx, v, args);
     int id = k_filters[idx].id;
     int yields = id == F_MAP || id == F_SELECT || id == F_REJECT || id == F_SELECTATTR ||

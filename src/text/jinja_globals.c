@@ -141,9 +141,19 @@ struct tpl_value *jinja_builtin_call(struct jinja_render *st, uint32_t line, str
     case G_DICT:
         return g_namespace_or_dict(st, line, args, 0);
     case G_RAISE_EXCEPTION: {
+        /* the message verbatim, except that NUL bytes (which a C string cannot hold) read \x00 */
         struct tpl_value *msg = args->n_pos ? jinja_to_string(st, args->pos[0]) : NULL;
         if (args->n_pos && !msg) return NULL;
-        jinja_fail(st, 0, ERR_INVALID, "%.*s", msg ? (int)msg->u.s.n : 0, msg ? msg->u.s.p : "");
+        struct buf b;
+        buf_init(&b);
+        for (size_t i = 0; msg && i < msg->u.s.n && b.len < sizeof(st->err->msg); i++) {
+            if (msg->u.s.p[i])
+                buf_append_char(&b, msg->u.s.p[i]);
+            else
+                buf_append_str(&b, "\\x00");
+        }
+        jinja_fail(st, 0, ERR_INVALID, "%s", b.data ? b.data : "");
+        buf_free(&b);
         return NULL;
     }
     case G_STRFTIME_NOW:

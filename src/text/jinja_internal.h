@@ -148,12 +148,12 @@ struct tpl_json_opts {
 int tpl_value_json(struct buf *b, const struct tpl_value *v, const struct tpl_json_opts *o,
                    struct error *err);
 
-/* Python ==. */
-int tpl_value_equal(const struct tpl_value *a, const struct tpl_value *b);
+/* Python ==. work (may be NULL) accumulates bytes and items visited, for step charging. */
+int tpl_value_equal(const struct tpl_value *a, const struct tpl_value *b, uint64_t *work);
 /* Python ordering: *out < 0, 0, > 0. Returns 0, or ERR_INVALID when the two are not orderable
  * (message in err) and ERR_RANGE when nested too deeply. */
 int tpl_value_compare(const struct tpl_value *a, const struct tpl_value *b, int *out,
-                      struct error *err);
+                      struct error *err, uint64_t *work);
 
 /* ---- UTF-8 and Python string helpers (jinja_methods.c) -------------------------------------- */
 
@@ -356,6 +356,14 @@ int jinja_render(const struct jinja_template *t, struct jinja_render *st);
 int jinja_fail(struct jinja_render *st, uint32_t line, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 int jinja_charge(struct jinja_render *st, uint64_t n); /* steps; 0 or ERR_RANGE */
+/* The extra steps an operation over v costs: one per 256 string bytes or 16 items, so work on
+ * big values counts against max_steps like the loop iterations that would build them. */
+uint64_t jinja_weight(const struct tpl_value *v);
+/* Python == with the work charged as steps: 1/0, or -1 when the step limit ran out. */
+int jinja_equal(struct jinja_render *st, const struct tpl_value *a, const struct tpl_value *b);
+/* Python ordering with the work charged: 0, or an error code (recorded). */
+int jinja_order(struct jinja_render *st, uint32_t line, const struct tpl_value *a,
+                const struct tpl_value *b, int *out);
 /* The error for using an undefined value (UndefinedError). Returns NULL. */
 struct tpl_value *jinja_undefined_error(struct jinja_render *st, uint32_t line,
                                         const struct tpl_value *u);

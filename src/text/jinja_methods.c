@@ -4,8 +4,8 @@
  *
  * Strings are UTF-8 but Python counts characters, so every index, width and slice here is in
  * code points (ASCII strings take a byte fast path). Whitespace is Python's str.isspace() set,
- * which decides what strip()/split() remove and thus output bytes. Case mapping changes ASCII
- * letters only (documented gap); other letters still count as letters for title().
+ * which decides what strip()/split() remove and thus output bytes. Case mapping covers ASCII,
+ * Latin, Greek and Cyrillic (documented gap: the rest of Unicode keeps its case).
  * The sandbox (ImmutableSandboxedEnvironment) forbids methods that mutate lists and dicts:
  * they resolve to an undefined value whose use fails, as in Jinja.
  */
@@ -1070,6 +1070,7 @@ struct tpl_value *jinja_dict_items(struct jinja_render *st, const struct tpl_obj
 struct tpl_value *jinja_method_call(struct jinja_render *st, uint32_t line, struct jinja_func *fn,
                                     struct jinja_args *args) {
     struct tpl_value *self = fn->self;
+    if (jinja_charge(st, jinja_weight(self))) return NULL;
     if (self->kind == TPL_STRING) return str_method(st, line, fn, args);
     if (self->kind == TPL_OBJECT) {
         struct tpl_value *a[2];
@@ -1103,7 +1104,9 @@ struct tpl_value *jinja_method_call(struct jinja_render *st, uint32_t line, stru
             if (args->n_pos < 1) break;
             int64_t count = 0;
             for (size_t i = 0; i < self->u.arr->n; i++) {
-                if (!tpl_value_equal(self->u.arr->items[i], args->pos[0])) continue;
+                int eq = jinja_equal(st, self->u.arr->items[i], args->pos[0]);
+                if (eq < 0) return NULL;
+                if (!eq) continue;
                 if (fn->id == M_INDEX) return jinja_new_int(st, (int64_t)i);
                 count++;
             }

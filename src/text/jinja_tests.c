@@ -100,11 +100,9 @@ int jinja_test_lookup(const char *name, size_t n) {
 
 static int compare_test(struct jinja_render *st, uint32_t line, struct tpl_value *a,
                         struct tpl_value *b, int *c) {
-    struct error e = {0};
     if (a->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, a), st->code;
     if (b->kind == TPL_UNDEFINED) return jinja_undefined_error(st, line, b), st->code;
-    if (tpl_value_compare(a, b, c, &e)) return jinja_fail(st, line, e.code, "%s", e.msg);
-    return 0;
+    return jinja_order(st, line, a, b, c);
 }
 
 int jinja_test_apply(struct jinja_render *st, uint32_t line, int idx, struct tpl_value *v,
@@ -142,10 +140,11 @@ int jinja_test_apply(struct jinja_render *st, uint32_t line, int idx, struct tpl
         return 0;
     }
     case T_EQ:
-        *out = tpl_value_equal(v, arg);
+        if ((*out = jinja_equal(st, v, arg)) < 0) return st->code;
         return 0;
     case T_NE:
-        *out = !tpl_value_equal(v, arg);
+        if ((*out = jinja_equal(st, v, arg)) < 0) return st->code;
+        *out = !*out;
         return 0;
     case T_LT:
     case T_LE:

@@ -785,7 +785,9 @@ static int str_cmp(const struct tpl_value *a, const struct tpl_value *b) {
     return a->u.s.n < b->u.s.n ? -1 : a->u.s.n > b->u.s.n;
 }
 
-static int equal_depth(const struct tpl_value *a, const struct tpl_value *b, int depth) {
+static int equal_depth(const struct tpl_value *a, const struct tpl_value *b, int depth,
+                       uint64_t *work) {
+    (*work)++;
     if (a == b) return 1;
     if (depth > TPL_MAX_NESTING) return 0;
     if (tpl_is_number(a) && tpl_is_number(b)) return num_cmp(a, b) == 0;
@@ -795,13 +797,14 @@ static int equal_depth(const struct tpl_value *a, const struct tpl_value *b, int
     case TPL_NONE:
         return 1;
     case TPL_STRING:
+        *work += a->u.s.n;
         return a->u.s.n == b->u.s.n && memcmp(a->u.s.p, b->u.s.p, a->u.s.n) == 0;
     case TPL_ARRAY: {
         if ((a->flags | b->flags) & TPL_F_GEN) return 0; /* identity, checked above */
         if ((a->flags & TPL_F_TUPLE) != (b->flags & TPL_F_TUPLE)) return 0;
         if (a->u.arr->n != b->u.arr->n) return 0;
         for (size_t i = 0; i < a->u.arr->n; i++)
-            if (!equal_depth(a->u.arr->items[i], b->u.arr->items[i], depth + 1)) return 0;
+            if (!equal_depth(a->u.arr->items[i], b->u.arr->items[i], depth + 1, work)) return 0;
         return 1;
     }
     case TPL_OBJECT: {
@@ -810,7 +813,7 @@ static int equal_depth(const struct tpl_value *a, const struct tpl_value *b, int
         for (size_t i = 0; i < x->n; i++) {
             const struct tpl_value *k = x->entries[i].key;
             const struct tpl_value *w = tpl_object_find(y, k->u.s.p, k->u.s.n);
-            if (!w || !equal_depth(x->entries[i].val, w, depth + 1)) return 0;
+            if (!w || !equal_depth(x->entries[i].val, w, depth + 1, work)) return 0;
         }
         return 1;
     }
@@ -822,18 +825,21 @@ static int equal_depth(const struct tpl_value *a, const struct tpl_value *b, int
     }
 }
 
-int tpl_value_equal(const struct tpl_value *a, const struct tpl_value *b) {
-    return equal_depth(a, b, 0);
+int tpl_value_equal(const struct tpl_value *a, const struct tpl_value *b, uint64_t *work) {
+    uint64_t dummy = 0;
+    return equal_depth(a, b, 0, work ? work : &dummy);
 }
 
 static int compare_depth(const struct tpl_value *a, const struct tpl_value *b, int *out,
-                         struct error *err, int depth) {
+                         struct error *err, int depth, uint64_t *work) {
+    (*work)++;
     if (depth > TPL_MAX_NESTING) return error_set(err, ERR_RANGE, "comparison nested too deeply");
     if (tpl_is_number(a) && tpl_is_number(b)) {
         *out = num_cmp(a, b);
         return 0;
     }
     if (a->kind == TPL_STRING && b->kind == TPL_STRING) {
+        *work += a->u.s.n < b->u.s.n ? a->u.s.n : b->u.s.n;
         *out = str_cmp(a, b);
         return 0;
     }
@@ -842,8 +848,8 @@ static int compare_depth(const struct tpl_value *a, const struct tpl_value *b, i
         size_t n = a->u.arr->n < b->u.arr->n ? a->u.arr->n : b->u.arr->n;
         for (size_t i = 0; i < n; i++) {
             const struct tpl_value *x = a->u.arr->items[i], *y = b->u.arr->items[i];
-            if (equal_depth(x, y, depth + 1)) continue;
-            return compare_depth(x, y, out, err, depth + 1);
+            if (equal_depth(x, y, depth + 1, work)) continue;
+            return compare_depth(x, y, out, err, depth + 1, work);
         }
         *out = a->u.arr->n < b->u.arr->n ? -1 : a->u.arr->n > b->u.arr->n;
         return 0;
@@ -853,6 +859,7 @@ static int compare_depth(const struct tpl_value *a, const struct tpl_value *b, i
 }
 
 int tpl_value_compare(const struct tpl_value *a, const struct tpl_value *b, int *out,
-                      struct error *err) {
-    return compare_depth(a, b, out, err, 0);
+                      struct error *err, uint64_t *work) {
+    uint64_t dummy = 0;
+    return compare_depth(a, b, out, err, 0, work ? work : &dummy);
 }

@@ -3,7 +3,8 @@
  * The input is template source. It is parsed, and when that succeeds rendered twice with a small
  * fixed chat context (messages with a tool call, tools, flags) under tight limits, so runaway
  * loops and output end as errors quickly. Besides the sanitizers' checks: parse and render
- * either succeed or return a negative ERR_* with a message; the two renders of one template
+ * either succeed or return a negative ERR_* recorded in the error (raise_exception('') may
+ * leave its message empty, everything else has one); the two renders of one template
  * agree (rendering is deterministic and has no hidden state); no allocation leaks.
  */
 #include "../../src/base/buf.h"
@@ -74,7 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     struct chat_template *t = NULL;
     struct error err = {0};
     int rc = chat_template_parse(&t, (const char *)data, size, &err);
-    if (rc > 0 || (rc < 0 && (t != NULL || err.msg[0] == 0))) abort();
+    if (rc > 0 || (rc < 0 && (t != NULL || err.code != rc || err.msg[0] == 0))) abort();
     if (rc == 0) {
         struct chat_template_opts opts = {.max_output_bytes = 1 << 20,
                                           .max_memory_bytes = 32u << 20,
@@ -86,7 +87,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             buf_init(&out[k]);
             memset(&err, 0, sizeof(err));
             rcs[k] = chat_template_render_opts(t, g_ctx, &opts, &out[k], &err);
-            if (rcs[k] > 0 || (rcs[k] < 0 && err.msg[0] == 0)) abort();
+            if (rcs[k] > 0 || (rcs[k] < 0 && err.code != rcs[k])) abort();
             if (rcs[k] < 0 && out[k].len != 0) abort(); /* failed renders leave no output */
         }
         if (rcs[0] != rcs[1] || out[0].len != out[1].len ||
