@@ -26,12 +26,36 @@ TOOL_SRC  := $(sort $(wildcard tools/*.c))
 CLI_SRC   := $(sort $(wildcard src/cli/*.c))
 TEST_SRC  := $(sort $(wildcard tests/test_*.c))
 
+# The server (src/server, `hearth serve`) needs libmicrohttpd and jansson, its tests libcurl.
+# It is built in only when their headers are found (SERVER=0 leaves it out); without it the core
+# binary needs only libc, libm and pthreads and `hearth serve` says what to install.
+probe_header = $(shell $(CC) -E -include $(1) -x c /dev/null >/dev/null 2>&1 && echo 1)
+ifndef SERVER
+SERVER := $(if $(and $(call probe_header,microhttpd.h),$(call probe_header,jansson.h)),1,0)
+endif
+ifeq ($(SERVER),1)
+BASEFLAGS += -DHEARTH_HAVE_SERVER
+LDLIBS    += -lmicrohttpd -ljansson
+ifndef SERVER_TESTS
+SERVER_TESTS := $(if $(call probe_header,curl/curl.h),1,0)
+endif
+else
+LIB_SRC   := $(filter-out src/server/%,$(LIB_SRC))
+TEST_SRC  := $(filter-out tests/test_server%,$(TEST_SRC))
+SERVER_TESTS := 0
+endif
+ifeq ($(SERVER_TESTS),1)
+TEST_LDLIBS := -lcurl
+else
+TEST_SRC  := $(filter-out tests/test_server_http.c,$(TEST_SRC))
+endif
+
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TOOL_OBJ  := $(TOOL_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all deps run test test-scalar asan tsan fuzz bench format format-check clean
+.PHONY: all deps run serve test test-scalar asan tsan fuzz bench format format-check clean
 
 all: hearth
 
@@ -62,8 +86,15 @@ $(BUILD)/tests/test_main.o: tests/test_main.c $(BUILD)/tests/tests_list.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -I$(BUILD)/tests -c -o $@ $<
 
+# tests/test_chat_template.c reads its cases with jansson; without it those tests SKIP. Only the
+# test runner links it, never ./hearth.
+JANSSON := $(shell pkg-config --libs jansson 2>/dev/null)
+ifeq ($(JANSSON),)
+$(BUILD)/tests/test_chat_template.o: CFLAGS += -DNO_JANSSON
+endif
+
 $(BUILD)/test_runner: $(BUILD)/tests/test_main.o $(TEST_OBJ) $(TOOL_OBJ) $(LIB_OBJ)
-	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $^ $(LDSAN) $(LDLIBS)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $^ $(LDSAN) $(LDLIBS) $(TEST_LDLIBS) $(JANSSON)
 
 # Installs missing Debian packages (no-op when everything is there).
 deps:
@@ -76,6 +107,14 @@ N      ?= 128
 run: hearth
 	@test -n "$(MODEL)" || { echo "usage: make run MODEL=path/to/model.gguf [PROMPT=...] [N=...]"; exit 1; }
 	./hearth run -m "$(MODEL)" -p "$(PROMPT)" -n $(N)
+
+# Serve the OpenAI/Anthropic API: make serve MODEL=path.gguf [PORT=8080] [ARGS="--parallel 2"]
+PORT ?= 8080
+ARGS ?=
+serve: deps
+	@$(MAKE) --no-print-directory hearth
+	@test -n "$(MODEL)" || { echo "usage: make serve MODEL=path/to/model.gguf [PORT=8080] [ARGS=...]"; exit 1; }
+	./hearth serve -m "$(MODEL)" --port $(PORT) $(ARGS)
 
 # The test command of README and CI. Tests that need ../shared print SKIP without it.
 test: deps
@@ -101,10 +140,20 @@ FUZZ_FLAGS   := -std=c11 -O1 -g -D_GNU_SOURCE -pthread -fsanitize=fuzzer,address
                 -fno-sanitize-recover=undefined
 
 FUZZ_LIB     := $(sort $(wildcard src/base/*.c src/gguf/*.c src/tensor/*.c src/text/*.c))
+FUZZ_LIBS    := -lm
+# The request layer of the server (JSON -> validated request -> prompt); no HTTP, no engine.
+ifeq ($(SERVER),1)
+FUZZ_LIB     += src/server/json.c src/server/utf8.c src/server/arena.c src/server/request.c \
+                src/server/chat_prompt.c
+FUZZ_LIBS    += -ljansson
+else
+FUZZ_SRC     := $(filter-out tests/fuzz/fuzz_request.c,$(FUZZ_SRC))
+FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+endif
 
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB) $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIB) -lm
+	clang $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIB) $(FUZZ_LIBS)
 
 fuzz: $(FUZZ_BIN)
 	@for f in $(FUZZ_BIN); do \
