@@ -473,8 +473,9 @@ const int32_t *session_tokens(const struct session *s) {
 
 size_t session_bytes(const struct session *s) {
     size_t nb = (size_t)model_n_batch(s->e->model), V = (size_t)model_hparams(s->e->model)->n_vocab;
+    size_t mtp = s->mtp ? (size_t)MTP_KEEP * (size_t)model_hparams(s->e->model)->n_embd : 0;
     return sizeof(*s) + kv_cache_bytes(s->kv) + (size_t)s->n_ctx * sizeof(int32_t) +
-           V * sizeof(float) + 3 * nb * sizeof(int32_t);
+           (V + mtp) * sizeof(float) + 3 * nb * sizeof(int32_t);
 }
 
 const float *session_logits(const struct session *s) {

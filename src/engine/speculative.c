@@ -46,7 +46,8 @@ struct generator {
     struct drafter d[SPEC_SRC_COUNT];
     int mtp_wait, mtp_backoff; /* SPEC_AUTO: steps until the next MTP try, current backoff */
     int32_t *batch;            /* [draft_max + 1] pending + the chosen draft */
-    int32_t *alt;              /* [draft_max] the other candidate draft (SPEC_AUTO) */
+    int32_t *alt;              /* [draft_max + 1] the other candidate draft (SPEC_AUTO); the
+                                  draft model's catch-up tokens (SPEC_DRAFT) */
     float *probs;              /* [draft_max] MTP probabilities of the drafted tokens */
     float *logits;             /* [draft_max + 1][n_vocab] */
     struct session *ds;        /* SPEC_DRAFT: the draft model's session */
@@ -182,8 +183,15 @@ static int draft_model(struct generator *g, int32_t *out, int k, struct error *e
     if (common < session_n_past(g->ds) && session_truncate(g->ds, common, err)) return -1;
     if (n_past + 1 + k > session_n_ctx(g->ds)) k = session_n_ctx(g->ds) - n_past - 1;
     if (k <= 0) return 0;
-    if (common < n_past && session_eval(g->ds, tt + common, n_past - common, NULL, err)) return -1;
-    if (session_eval(g->ds, &g->pending, 1, NULL, err)) return -1;
+    int behind = n_past - common;
+    if (behind <= g->p.draft_max) { /* the usual case: catch up and add pending in one pass */
+        memcpy(g->alt, tt + common, (size_t)behind * sizeof(int32_t));
+        g->alt[behind] = g->pending;
+        if (session_eval(g->ds, g->alt, behind + 1, NULL, err)) return -1;
+    } else if (session_eval(g->ds, tt + common, behind, NULL, err) ||
+               session_eval(g->ds, &g->pending, 1, NULL, err)) {
+        return -1;
+    }
     for (int j = 0; j < k; j++) {
         const float *l = session_logits(g->ds);
         int32_t best = 0;
