@@ -416,12 +416,17 @@ TEST(mtp_session_rollback_equals_fresh) {
     ASSERT(draft4(s, 30, got, pg) == 0);
     EXPECT_MSG(same_draft(want, pw, got, pg), "after rollback: %d %d %d %d vs %d %d %d %d", got[0],
                got[1], got[2], got[3], want[0], want[1], want[2], want[3]);
-    /* token by token */
-    struct session *t = mtp_session(e, 0);
+    /* token by token, then two more one-token steps rolled back */
+    struct session *t = mtp_session(e, 3);
     ASSERT(t);
     for (int i = 0; i < 13; i++) ASSERT(session_eval(t, &seqa[i], 1, NULL, &err) == 0);
     ASSERT(draft4(t, 30, got, pg) == 0);
     EXPECT_MSG(same_draft(want, pw, got, pg), "token by token");
+    ASSERT(session_eval(t, &seqa[13], 1, NULL, &err) == 0);
+    ASSERT(session_eval(t, &verify[2], 1, NULL, &err) == 0);
+    ASSERT(session_truncate(t, 13, &err) == 0);
+    ASSERT(draft4(t, 30, got, pg) == 0);
+    EXPECT_MSG(same_draft(want, pw, got, pg), "one-token steps rolled back");
     /* two sessions in one pass */
     struct session *b1 = mtp_session(e, 0), *b2 = mtp_session(e, 0);
     ASSERT(b1 && b2);

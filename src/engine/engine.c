@@ -663,20 +663,25 @@ static void mtp_h_lookup(const struct session *s, int pos, float *dst) {
         memset(dst, 0, E * sizeof(float));
 }
 
-/* After n tokens at positions p0.. whose hidden states are rows (h_prev: the one at p0-1):
- * keeps the last MTP_KEEP of [h_prev, rows]. */
+/* After n tokens at positions p0.. whose hidden states are rows (h_prev: the one at p0-1, as
+ * looked up): keeps the newest MTP_KEEP positions, older ones from the store where it reaches
+ * p0-1 (so one-token steps keep a window too), else h_prev alone. */
 static void mtp_h_store(struct session *s, int p0, int n, const float *h_prev, const float *rows) {
     size_t E = (size_t)model_hparams(s->e->model)->n_embd;
-    int lo = p0 + n - MTP_KEEP > p0 - 1 ? p0 + n - MTP_KEEP : p0 - 1;
-    float *d = s->mtp_h;
-    if (lo == p0 - 1) {
-        memcpy(d, h_prev, E * sizeof(float));
-        d += E;
+    int n_new = n < MTP_KEEP ? n : MTP_KEEP, r0 = n - n_new, m = 0;
+    if (r0 == 0) {
+        int room = MTP_KEEP - n_new, op = s->mtp_h_pos;
+        if (s->mtp_h_n > 0 && op <= p0 - 1 && op + s->mtp_h_n >= p0) {
+            m = p0 - op < room ? p0 - op : room;
+            memmove(s->mtp_h, s->mtp_h + (size_t)(p0 - m - op) * E, (size_t)m * E * sizeof(float));
+        } else if (room > 0) {
+            memcpy(s->mtp_h, h_prev, E * sizeof(float));
+            m = 1;
+        }
     }
-    int r0 = lo == p0 - 1 ? 0 : lo - p0;
-    memcpy(d, rows + (size_t)r0 * E, (size_t)(n - r0) * E * sizeof(float));
-    s->mtp_h_pos = lo;
-    s->mtp_h_n = p0 + n - lo;
+    memcpy(s->mtp_h + (size_t)m * E, rows + (size_t)r0 * E, (size_t)n_new * E * sizeof(float));
+    s->mtp_h_pos = p0 + r0 - m;
+    s->mtp_h_n = m + n_new;
 }
 
 /* The MTP pass after trunk pass b (whose hidden rows are in e->b_hid): for every sequence q of
