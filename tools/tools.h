@@ -23,4 +23,10 @@ int tool_tokenize_run(int argc, char **argv, FILE *in, FILE *out, FILE *err_out)
 /* `hearth synth --preset NAME -o OUT [--type T] ...`: a random-weight GGUF at a real shape. */
 int tool_synth_main(int argc, char **argv);
 
+/* `hearth quantize IN OUT TYPE [options]`: rewrites a GGUF with llama-quantize's per-tensor type
+ * mixes (and the dynamic Q4_K_XL); progress and the summary go to err_out, --dry-run's plan
+ * and --help to out. */
+int tool_quantize_main(int argc, char **argv);
+int tool_quantize_run(int argc, char **argv, FILE *out, FILE *err_out);
+
 #endif
