@@ -628,3 +628,109 @@ TEST(quantize_options_and_errors) {
     EXPECT(f == NULL);
     if (f) fclose(f);
 }
+
+/* ============================================================================================
+ * Perplexity and KL divergence (hearth perplexity)
+ * ============================================================================================ */
+
+/* The number after `key` in text, or NAN. */
+static double number_after(const char *text, const char *key) {
+    const char *p = text ? strstr(text, key) : NULL;
+    return p ? strtod(p + strlen(key), NULL) : NAN;
+}
+
+static const char *stories_text(void) {
+    static char path[512];
+    snprintf(path, sizeof(path), "tests/data/stories.txt");
+    return path;
+}
+
+/* stories260K on children's stories (tests/data/stories.txt, written for this test): F32 and
+ * Q8_0 perplexities within 0.5%; the KL statistics against the F32 base agree with both runs. */
+TEST(ppl_stories_q8_0_matches_f32) {
+    const char *m = test_model_path("stories/stories260K.gguf");
+    if (!m) SKIP_TEST("../shared/models/stories not found");
+    char f32[512], q8[512], base[512];
+    snprintf(f32, sizeof(f32), "%s", m);
+    snprintf(q8, sizeof(q8), "%s", tmp("stories-q8_0.gguf"));
+    snprintf(base, sizeof(base), "%s", tmp("stories.kld"));
+    ASSERT(quantize(f32, q8, "Q8_0", NULL, NULL, NULL) == 0);
+    const char *a1[] = {"perplexity", "-m", f32,  "-f", stories_text(),         "-c", "128",
+                        "--chunks",   "8",  "-t", "2",  "--kl-divergence-base", base};
+    char *out = NULL, *err = NULL;
+    ASSERT_MSG(run_tool(tool_perplexity_run, 13, a1, &out, &err) == 0, "%s", err);
+    double ppl_f32 = number_after(out, "Final estimate: PPL = ");
+    double unc_f32 = number_after(out, " +/- ");
+    EXPECT_MSG(strstr(out, "[8]") && !strstr(out, "[9]"), "%s", out);
+    mem_free(out);
+    mem_free(err);
+    const char *a2[] = {"perplexity", "-m", q8,   "-f", stories_text(), "-c", "128",
+                        "--chunks",   "8",  "-t", "2"};
+    ASSERT(run_tool(tool_perplexity_run, 11, a2, &out, NULL) == 0);
+    double ppl_q8 = number_after(out, "Final estimate: PPL = ");
+    mem_free(out);
+    if (getenv("HEARTH_TEST_VERBOSE"))
+        printf("    stories260K ppl F32 %.4f +/- %.4f, Q8_0 %.4f\n", ppl_f32, unc_f32, ppl_q8);
+    EXPECT_MSG(ppl_f32 > 2 && ppl_f32 < 10 && unc_f32 > 0, "F32 ppl %f +/- %f", ppl_f32, unc_f32);
+    EXPECT_MSG(fabs(ppl_q8 / ppl_f32 - 1) < 0.005, "Q8_0 ppl %.4f vs F32 %.4f", ppl_q8, ppl_f32);
+
+    /* the base file is llama-perplexity's layout */
+    size_t n = 0;
+    char *bytes = test_read_file(base, &n);
+    ASSERT(bytes);
+    int32_t hdr[3];
+    memcpy(hdr, bytes + 8, sizeof(hdr));
+    EXPECT(!memcmp(bytes, "_logits_", 8) && hdr[0] == 128 && hdr[1] == 512 && hdr[2] == 8);
+    size_t rows = (size_t)8 * (128 - 1 - 64), nv = 2 * ((512 + 1) / 2) + 4;
+    EXPECT_EQ_INT(n, 20 + 4 * 8 * 128 + rows * nv * 2);
+    int32_t tok0;
+    memcpy(&tok0, bytes + 20, 4);
+    EXPECT_EQ_INT(tok0, 1); /* the text's tokens, BOS first */
+    mem_free(bytes);
+
+    const char *a3[] = {"perplexity",           "-m", q8,   "--kl-divergence",
+                        "--kl-divergence-base", base, "-t", "2"};
+    ASSERT(run_tool(tool_perplexity_run, 8, a3, &out, &err) == 0);
+    double kld = number_after(out, "Mean    KLD: ");
+    double top = number_after(out, "Same top p: ");
+    double pq = number_after(out, "Mean PPL(Q)                   : ");
+    double pb = number_after(out, "Mean PPL(base)                : ");
+    double ratio = number_after(out, "Mean PPL(Q)/PPL(base)         : ");
+    if (getenv("HEARTH_TEST_VERBOSE")) printf("%s", out);
+    EXPECT_MSG(kld >= 0 && kld < 0.005, "KLD %f", kld);
+    EXPECT_MSG(top > 95 && top <= 100, "same top %f", top);
+    EXPECT_NEAR(pq, ppl_q8, 1e-3 * ppl_q8);
+    EXPECT_NEAR(pb, ppl_f32, 1e-3 * ppl_f32); /* the base log-probs are stored in 16 bits */
+    EXPECT_NEAR(ratio, ppl_q8 / ppl_f32, 2e-3);
+    EXPECT(strstr(out, "99.0%   KLD:") && strstr(out, "RMS Δp"));
+    mem_free(out);
+    mem_free(err);
+    remove(q8);
+    remove(base);
+}
+
+TEST(ppl_errors) {
+    const char *m = test_model_path("stories/stories260K.gguf");
+    if (!m) SKIP_TEST("../shared/models/stories not found");
+    char f32[512];
+    snprintf(f32, sizeof(f32), "%s", m);
+    const char *cases[][8] = {
+        {"perplexity", "-m", f32, "-f", stories_text(), "-c", "4096", NULL}, /* too short */
+        {"perplexity", "-m", f32, NULL},                                     /* no text */
+        {"perplexity", "-m", f32, "-f", "/nonexistent.txt", NULL},
+        {"perplexity", "-m", f32, "--kl-divergence", "--kl-divergence-base", "/nonexistent", NULL},
+        {"perplexity", "-m", f32, "--kl-divergence", "--kl-divergence-base", stories_text(),
+         NULL}, /* not a base file */
+        {"perplexity", "-m", f32, "-f", stories_text(), "-c", "x", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int argc = 0;
+        while (argc < 8 && cases[i][argc]) argc++;
+        char *e = NULL;
+        int rc = run_tool(tool_perplexity_run, argc, cases[i], NULL, &e);
+        size_t nl = 0;
+        for (char *p = e; *p; p++) nl += *p == '\n';
+        EXPECT_MSG(rc == 1 && nl == 1, "case %zu: rc %d, '%s'", i, rc, e);
+        mem_free(e);
+    }
+}

@@ -29,4 +29,10 @@ int tool_synth_main(int argc, char **argv);
 int tool_quantize_main(int argc, char **argv);
 int tool_quantize_run(int argc, char **argv, FILE *out, FILE *err_out);
 
+/* `hearth perplexity -m MODEL -f TEXT [-c CTX] [--kl-divergence-base FILE] [--kl-divergence]`:
+ * llama-perplexity's chunked perplexity, and KL divergence against saved base log-probs. The
+ * running estimates, the final estimate and the KLD statistics go to out, progress to err_out. */
+int tool_perplexity_main(int argc, char **argv);
+int tool_perplexity_run(int argc, char **argv, FILE *out, FILE *err_out);
+
 #endif
