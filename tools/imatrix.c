@@ -4,8 +4,10 @@
  * observer, and the command that runs a text through a model in chunks.
  */
 #include "imatrix.h"
+#include "perplexity.h"
 #include "tools.h"
 
+#include "../src/base/buf.h"
 #include "../src/base/mem.h"
 #include "../src/engine/engine.h"
 #include "../src/gguf/gguf.h"
@@ -378,7 +380,9 @@ void imatrix_observe(void *ctx, const char *tensor, const float *rows, int n_row
         }
         return;
     }
-    if (n_rows < 16) return;
+    /* the LM head runs in slices of a few rows (SCRATCH_LOGIT_ROWS); llama.cpp's head product
+     * has every output row of the batch, so the 16-row rule is not applied to it */
+    if (n_rows < 16 && strcmp(tensor, "output.weight")) return;
     struct imatrix_entry *e = imatrix_get(c->im, tensor, row_len, 1, &c->error);
     if (!e) {
         c->failed = 1;
@@ -389,4 +393,213 @@ void imatrix_observe(void *ctx, const char *tensor, const float *rows, int n_row
         for (int j = 0; j < row_len; j++) e->sums[j] += (double)x[j] * x[j];
     }
     e->counts[0] += n_rows;
+}
+
+/* ============================================================================================
+ * Command
+ * ============================================================================================ */
+
+struct imatrix_run {
+    FILE *out;
+    struct ppl_acc acc;
+    int compute_ppl;
+    struct imatrix *im;
+};
+
+static int on_imatrix_chunk(void *p, int chunk, const float *logits, const int32_t *tokens,
+                            int n_ctx, int first, int n_vocab) {
+    struct imatrix_run *r = p;
+    r->im->chunk_count = chunk + 1;
+    if (!r->compute_ppl) {
+        fprintf(r->out, "[%d]", chunk + 1);
+    } else {
+        for (int i = 0; i < n_ctx - 1 - first; i++) {
+            double v = ppl_nll(logits + (int64_t)i * n_vocab, n_vocab, tokens[first + i + 1]);
+            r->acc.nll += v;
+            r->acc.nll2 += v * v;
+            r->acc.count++;
+        }
+        fprintf(r->out, "[%d]%.4f,", chunk + 1, exp(r->acc.nll / (double)r->acc.count));
+    }
+    fflush(r->out);
+    return 0;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: hearth imatrix -m MODEL -f TEXT -o FILE [-c CTX] [options]\n"
+               "  -o FILE            output (GGUF imatrix, llama-imatrix's format; default\n"
+               "                     imatrix.gguf)\n"
+               "  -c CTX             tokens per chunk (default 512)\n"
+               "  --chunks N         process at most N chunks\n"
+               "  --process-output   also collect output.weight\n"
+               "  --no-ppl           do not compute the text's perplexity\n"
+               "  --parse-special    match special tokens written in the text\n"
+               "  -b N, -t N         batch size (default 512), threads\n");
+}
+
+int tool_imatrix_run(int argc, char **argv, FILE *out, FILE *err_out) {
+    const char *model = NULL, *text_path = NULL, *out_path = "imatrix.gguf";
+    long n_ctx = 512, max_chunks = -1, n_batch = 512, n_threads = 0;
+    int process_output = 0, compute_ppl = 1, parse_special = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(out);
+            return 0;
+        }
+        if (!strcmp(a, "--process-output")) {
+            process_output = 1;
+            continue;
+        }
+        if (!strcmp(a, "--no-ppl")) {
+            compute_ppl = 0;
+            continue;
+        }
+        if (!strcmp(a, "--parse-special")) {
+            parse_special = 1;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(err_out, "hearth imatrix: %s needs a value (see --help)\n", a);
+            return 1;
+        }
+        const char *v = argv[++i];
+        long *num = NULL, lo = 1;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model"))
+            model = v;
+        else if (!strcmp(a, "-f") || !strcmp(a, "--file"))
+            text_path = v;
+        else if (!strcmp(a, "-o") || !strcmp(a, "--output"))
+            out_path = v;
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size"))
+            num = &n_ctx, lo = 4;
+        else if (!strcmp(a, "--chunks"))
+            num = &max_chunks;
+        else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size"))
+            num = &n_batch;
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads"))
+            num = &n_threads;
+        else {
+            fprintf(err_out, "hearth imatrix: unknown option '%s' (see --help)\n", a);
+            return 1;
+        }
+        if (num) {
+            char *end;
+            errno = 0;
+            *num = strtol(v, &end, 10);
+            if (*end || errno || *num < lo || *num > (1 << 20)) {
+                fprintf(err_out, "hearth imatrix: %s: bad value '%s'\n", a, v);
+                return 1;
+            }
+        }
+    }
+    if (!model || !text_path) {
+        fprintf(err_out, "hearth imatrix: want -m MODEL -f TEXT [-o FILE] (see --help)\n");
+        return 1;
+    }
+
+    int ret = 1;
+    struct error err = {0};
+    struct engine *e = NULL;
+    struct session *s = NULL;
+    char *text = NULL;
+    int32_t *tokens = NULL;
+    int64_t n_tokens = 0;
+    struct imatrix_collector col = {0};
+    struct imatrix_run run = {0};
+
+    struct engine_params ep;
+    engine_params_default(&ep);
+    ep.n_threads = (int)n_threads;
+    ep.n_batch = (int)n_batch;
+    if (engine_open(&e, model, &ep, &err)) goto fail;
+    struct engine_info info;
+    engine_get_info(e, &info);
+    FILE *tf = fopen(text_path, "rb");
+    if (!tf) {
+        error_set(&err, errno == ENOENT ? ERR_NOT_FOUND : ERR_IO, "%s: %s", text_path,
+                  strerror(errno));
+        goto fail;
+    }
+    struct buf tb;
+    buf_init(&tb);
+    char chunk_buf[65536];
+    size_t got;
+    while ((got = fread(chunk_buf, 1, sizeof(chunk_buf), tf)) > 0) buf_append(&tb, chunk_buf, got);
+    int bad = ferror(tf);
+    fclose(tf);
+    size_t n_text = tb.len;
+    text = buf_detach(&tb);
+    if (bad || !text) {
+        error_set(&err, bad ? ERR_IO : ERR_NOMEM, "%s: cannot read", text_path);
+        goto fail;
+    }
+    if (engine_tokenize(e, text, n_text, engine_add_bos(e), parse_special, &tokens, &n_tokens,
+                        &err))
+        goto fail;
+    if (n_tokens < 2 * n_ctx) {
+        error_set(&err, ERR_RANGE,
+                  "%s has %lld tokens; a context of %ld needs at least %ld (use a smaller -c)",
+                  text_path, (long long)n_tokens, n_ctx, 2 * n_ctx);
+        goto fail;
+    }
+    int n_chunk = (int)(n_tokens / n_ctx);
+    if (max_chunks > 0 && max_chunks < n_chunk) n_chunk = (int)max_chunks;
+
+    col.im = mem_calloc(1, sizeof(struct imatrix));
+    if (!col.im || add_dataset(col.im, text_path, strlen(text_path))) goto oom;
+    col.im->chunk_size = (int)n_ctx;
+    col.n_expert = info.n_expert;
+    col.process_output = process_output;
+    struct session_params sp;
+    session_params_default(&sp);
+    sp.n_ctx = (int)n_ctx;
+    if (session_create(&s, e, &sp, &err)) goto fail;
+    fprintf(err_out, "hearth imatrix: %s, %lld tokens, %d chunks of %ld -> %s\n", info.name,
+            (long long)n_tokens, n_chunk, n_ctx, out_path);
+    run.out = out;
+    run.compute_ppl = compute_ppl;
+    run.im = col.im;
+    engine_set_observer(e, imatrix_observe, &col);
+    int32_t bos = engine_add_bos(e) ? engine_token_bos(e) : -1;
+    int rc = ppl_run_chunks(s, tokens, n_chunk, (int)n_ctx, bos, process_output, on_imatrix_chunk,
+                            &run, &err);
+    engine_set_observer(e, NULL, NULL);
+    fprintf(out, "\n");
+    if (rc) goto fail;
+    if (col.failed) {
+        err = col.error;
+        goto fail;
+    }
+    double ppl, ppl_err;
+    if (compute_ppl && ppl_estimate(&run.acc, &ppl, &ppl_err) == 0)
+        fprintf(out, "Final estimate: PPL = %.4f +/- %.5f\n", ppl, ppl_err);
+    int partial = 0;
+    for (int i = 0; i < col.im->n_entries; i++)
+        for (int m = 0; m < col.im->entries[i].n_mat; m++) partial += !col.im->entries[i].counts[m];
+    if (partial)
+        fprintf(err_out,
+                "hearth imatrix: warning: %d expert matrices saw no token (saved with count 0; "
+                "quantize then weighs their columns equally)\n",
+                partial);
+    if (imatrix_save(col.im, out_path, &err)) goto fail;
+    fprintf(err_out, "hearth imatrix: %d entries over %d chunks saved to %s\n", col.im->n_entries,
+            col.im->chunk_count, out_path);
+    ret = 0;
+    goto done;
+oom:
+    error_set(&err, ERR_NOMEM, "out of memory");
+fail:
+    fprintf(err_out, "hearth imatrix: %s\n", err.msg);
+done:
+    imatrix_free(col.im);
+    mem_free(tokens);
+    mem_free(text);
+    session_free(s);
+    engine_close(e);
+    return ret;
+}
+
+int tool_imatrix_main(int argc, char **argv) {
+    return tool_imatrix_run(argc, argv, stdout, stderr);
 }

@@ -83,6 +83,19 @@ static uint64_t tensor_bytes(enum dtype type, const int64_t *ne) {
  * Converting one tensor (rows in parallel)
  * ============================================================================================ */
 
+/* The per-element weights the quantizer minimises sum w (x - x')^2 with, for one row x of n
+ * elements and its importance row imat (mean x^2 of each input column). The activation energy
+ * alone is the first-order output error; it is multiplied by sqrt(sigma^2 + x_j^2) (sigma^2 the
+ * row's mean square), which grows with |x_j| so the scale search cannot trade the row's largest
+ * weights away for a lower average error. ggml's imatrix quantizers weight the same way, and on
+ * stories260K it gave lower KL divergence than the bare imatrix for 4 of 5 presets (README). */
+static void importance_weights(const float *x, const float *imat, int64_t n, float *w) {
+    double s2 = 0.0;
+    for (int64_t k = 0; k < n; k++) s2 += (double)x[k] * x[k];
+    float sigma2 = (float)(s2 / (double)n);
+    for (int64_t k = 0; k < n; k++) w[k] = imat[k] * sqrtf(sigma2 + x[k] * x[k]);
+}
+
 struct convert_job {
     const char *src;      /* first row of the slab, source type */
     size_t src_row_bytes; /* bytes per source row */
@@ -94,14 +107,14 @@ struct convert_job {
     int64_t row0, n_rows; /* slab: global index of its first row, rows */
     int64_t rows_per_mat; /* ne1: rows of one expert matrix (imatrix slice per matrix) */
     const float *imat;    /* [n_mat][ne0] per-column weights, or NULL */
-    float *scratch;       /* [nth][ne0] dequantized rows */
+    float *scratch;       /* [nth][2 * ne0]: dequantized row, quantizer weights */
 };
 
 static void convert_task(void *p, int ith, int nth) {
     const struct convert_job *j = p;
     const struct dtype_traits *st = dtype_traits(j->src_type), *dt = dtype_traits(j->dst_type);
     int64_t r0 = j->n_rows * ith / nth, r1 = j->n_rows * (ith + 1) / nth;
-    float *x = j->scratch + (int64_t)ith * j->ne0;
+    float *x = j->scratch + (int64_t)ith * 2 * j->ne0, *wq = x + j->ne0;
     for (int64_t r = r0; r < r1; r++) {
         const char *src = j->src + r * (int64_t)j->src_row_bytes;
         const float *row = (const float *)(const void *)src;
@@ -111,9 +124,10 @@ static void convert_task(void *p, int ith, int nth) {
         }
         char *dst = j->dst + r * (int64_t)j->dst_row_bytes;
         const float *w = j->imat ? j->imat + ((j->row0 + r) / j->rows_per_mat) * j->ne0 : NULL;
-        if (w && dt->from_float_imatrix)
-            dt->from_float_imatrix(row, dst, j->ne0, w);
-        else
+        if (w && dt->from_float_imatrix) {
+            importance_weights(row, w, j->ne0, wq);
+            dt->from_float_imatrix(row, dst, j->ne0, wq);
+        } else
             dt->from_float(row, dst, j->ne0);
     }
 }
@@ -198,7 +212,7 @@ struct measure_job {
     const enum dtype *cands; /* [n_cand] */
     int n_cand;
     int64_t n_sample, stride;  /* sampled rows: i * stride */
-    float *scratch;            /* [nth][3 * ne0] + quant buffer */
+    float *scratch;            /* per thread: x, y, quantizer weights [ne0] each, a quantized row */
     size_t scratch_per_thread; /* floats */
     double *err;               /* [nth][n_cand] */
     double *sig;               /* [nth] */
@@ -210,8 +224,8 @@ static void measure_task(void *p, int ith, int nth) {
     int64_t ne0 = s->ne[0];
     const struct dtype_traits *st = dtype_traits(s->type);
     size_t src_row = dtype_row_bytes((enum dtype)s->type, ne0);
-    float *x = j->scratch + (size_t)ith * j->scratch_per_thread, *y = x + ne0;
-    void *q = y + ne0;
+    float *x = j->scratch + (size_t)ith * j->scratch_per_thread, *y = x + ne0, *wq = y + ne0;
+    void *q = wq + ne0;
     double *err = j->err + (size_t)ith * (size_t)j->n_cand;
     for (int64_t i = ith; i < j->n_sample; i += nth) {
         int64_t r = i * j->stride;
@@ -220,10 +234,11 @@ static void measure_task(void *p, int ith, int nth) {
         double sg = 0.0;
         for (int64_t k = 0; k < ne0; k++) sg += (w ? w[k] : 1.0) * (double)x[k] * x[k];
         j->sig[ith] += sg;
+        if (w) importance_weights(x, w, ne0, wq);
         for (int c = 0; c < j->n_cand; c++) {
             const struct dtype_traits *dt = dtype_traits(j->cands[c]);
             if (w && dt->from_float_imatrix)
-                dt->from_float_imatrix(x, q, ne0, w);
+                dt->from_float_imatrix(x, q, ne0, wq);
             else
                 dt->from_float(x, q, ne0);
             dt->to_float(q, y, ne0);
@@ -270,7 +285,7 @@ static int plan_dynamic(struct threadpool *pool, struct qz_tensor *ts, int n, fl
     int64_t max_ne0 = 1;
     for (int i = 0; i < n; i++)
         if (ts[i].src->ne[0] > max_ne0) max_ne0 = ts[i].src->ne[0];
-    size_t per_thread = (size_t)max_ne0 * 4 + 64; /* x, y, and the largest quantized row */
+    size_t per_thread = (size_t)max_ne0 * 5 + 64; /* x, y, weights, the largest quantized row */
     float *scratch = mem_alloc((size_t)nth * per_thread * sizeof(float));
     double *errs = mem_alloc((size_t)nth * MIX_MAX_CANDIDATES * sizeof(double));
     double *sigs = mem_alloc((size_t)nth * sizeof(double));
@@ -493,6 +508,7 @@ static int same_file(const char *a, const char *b) {
  * importance matrix provenance (llama-quantize's LLM_KV_QUANTIZE_IMATRIX_*). */
 static int set_metadata(struct gguf_writer *w, const struct gguf *g, const struct ftype_info *ft,
                         const struct imatrix *im, const char *imatrix_path, int n_imat_entries) {
+    /* entries_count is the imatrix's entry count (llama-quantize), not the entries used */
     int rc = 0;
     for (int64_t i = 0; i < gguf_n_kv(g) && !rc; i++) {
         struct gguf_str k = gguf_kv_key(g, i);
@@ -683,7 +699,7 @@ int tool_quantize_run(int argc, char **argv, FILE *out, FILE *err_out) {
     }
 
     if (gguf_writer_create(&w, &err)) goto fail;
-    if (set_metadata(w, g, ft, im, o.imatrix_path, n_imat_used)) goto oom;
+    if (set_metadata(w, g, ft, im, o.imatrix_path, im ? im->n_entries : 0)) goto oom;
     for (int i = 0; i < n; i++) {
         const struct gguf_tensor_info *s = ts[i].src;
         if (gguf_writer_add_tensor(w, s->name, ts[i].type, s->n_dims, s->ne, NULL, 0)) {
@@ -692,11 +708,13 @@ int tool_quantize_run(int argc, char **argv, FILE *out, FILE *err_out) {
         }
     }
     int nth = threadpool_n_threads(pool);
-    scratch = mem_alloc((size_t)nth * (size_t)max_ne0 * sizeof(float));
+    scratch = mem_alloc((size_t)nth * 2 * (size_t)max_ne0 * sizeof(float));
     obuf = mem_alloc((size_t)max_out);
     if (!scratch || !obuf) goto oom;
-    fprintf(err_out, "hearth quantize: %s -> %s as %s, %d tensors, %d threads%s\n", o.in_path,
-            o.out_path, ft->name, n, nth, im ? ", with importance matrix" : "");
+    fprintf(err_out, "hearth quantize: %s -> %s as %s, %d tensors, %d threads", o.in_path,
+            o.out_path, ft->name, n, nth);
+    if (im) fprintf(err_out, ", importance data for %d of them", n_imat_used);
+    fprintf(err_out, "\n");
     if (gguf_writer_stream_begin(w, o.out_path, &err)) goto fail;
     uint64_t done_bytes = 0;
     struct timespec last = {0};

@@ -35,4 +35,9 @@ int tool_quantize_run(int argc, char **argv, FILE *out, FILE *err_out);
 int tool_perplexity_main(int argc, char **argv);
 int tool_perplexity_run(int argc, char **argv, FILE *out, FILE *err_out);
 
+/* `hearth imatrix -m MODEL -f TEXT -o FILE [-c CTX] [--chunks N]`: importance matrix of a text
+ * (llama-imatrix's GGUF format, tools/imatrix.h); per-chunk perplexity to out. */
+int tool_imatrix_main(int argc, char **argv);
+int tool_imatrix_run(int argc, char **argv, FILE *out, FILE *err_out);
+
 #endif

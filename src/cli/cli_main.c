@@ -34,6 +34,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "synth")) return tool_synth_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "quantize")) return tool_quantize_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "perplexity")) return tool_perplexity_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "imatrix")) return tool_imatrix_main(argc - 1, argv + 1);
     fprintf(stderr, "hearth: unknown command '%s' (try hearth --help)\n", cmd);
     return 1;
 }
