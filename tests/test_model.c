@@ -287,6 +287,28 @@ TEST(model_golden_qwen3_q4_k_m) {
     check_golden("qwen3-q4_k_m", TOL_QUANT, KV_TYPE_F16);
 }
 
+/* qwen35 (hybrid Gated DeltaNet + gated attention). qwen35-f32's smallest top-1 margin is
+ * 0.0038 (step 2), so its greedy ids only match if the log-probs agree well inside that. */
+TEST(model_golden_qwen35_f32) {
+    check_golden("qwen35-f32", TOL_F32, KV_TYPE_F16);
+}
+/* The same trunk plus one MTP block, which the trunk forward must not run. */
+TEST(model_golden_qwen35_mtp_f32) {
+    check_golden("qwen35-mtp-f32", TOL_F32, KV_TYPE_F16);
+}
+TEST(model_golden_qwen35moe_f32) {
+    check_golden("qwen35moe-f32", TOL_F32, KV_TYPE_F16);
+}
+TEST(model_golden_qwen35moe_q8_0) {
+    check_golden("qwen35moe-q8_0", TOL_QUANT, KV_TYPE_F16);
+}
+TEST(model_golden_qwen35moe_q6_k) {
+    check_golden("qwen35moe-q6_k", TOL_QUANT, KV_TYPE_F16);
+}
+TEST(model_golden_qwen35moe_q4_k_m) {
+    check_golden("qwen35moe-q4_k_m", TOL_QUANT, KV_TYPE_F16);
+}
+
 /* ---- equivalences ---- */
 
 static void check_batched_equals_sequential(const char *rel, double tol) {
@@ -337,6 +359,8 @@ TEST(model_batched_equals_sequential) {
     check_batched_equals_sequential("synthetic/qwen3-f32.gguf", 0);
     check_batched_equals_sequential("synthetic/qwen3moe-f32.gguf", 0);
     check_batched_equals_sequential("synthetic/qwen2-f32.gguf", 0);
+    check_batched_equals_sequential("synthetic/qwen35-f32.gguf", 0);
+    check_batched_equals_sequential("synthetic/qwen35moe-f32.gguf", 0);
 }
 
 TEST(model_truncate_reeval_equals_fresh) {
@@ -385,44 +409,53 @@ TEST(model_errors_are_clean) {
 
 /* Several sessions in one forward pass give the same logits as each session alone, and a
  * copied prefix continues exactly like the original. */
-TEST(model_eval_batch_equals_separate) {
-    const char *p = test_model_path("synthetic/qwen3-f32.gguf");
-    if (!p) SKIP_TEST("../shared/models/synthetic not found");
-    struct engine *e = open_engine(p, 2);
-    ASSERT(e);
+static void check_eval_batch_equals_separate(const char *rel) {
+    const char *p = test_model_path(rel);
+    if (!p) {
+        test_skip("../shared/models/%s not found", rel);
+        return;
+    }
+    char path[4096];
+    snprintf(path, sizeof(path), "%s", p);
+    struct engine *e = open_engine(path, 2);
+    if (!e) return;
+    struct engine_info info;
+    engine_get_info(e, &info);
+    size_t lb = (size_t)info.n_vocab * sizeof(float);
     struct error err = {0};
     struct session *a = new_session(e, 64, KV_TYPE_F16), *b = new_session(e, 64, KV_TYPE_F16);
     struct session *c = new_session(e, 64, KV_TYPE_F16), *ra = new_session(e, 64, KV_TYPE_F16);
     struct session *rb = new_session(e, 64, KV_TYPE_F16), *rc = new_session(e, 64, KV_TYPE_F16);
+    struct session *f = new_session(e, 64, KV_TYPE_F16);
     int32_t pa[5] = {1, 13, 42, 100, 7}, pb[3] = {1, 300, 55}, pc[7] = {1, 2, 3, 4, 5, 6, 7};
-    ASSERT(session_eval(ra, pa, 5, NULL, &err) == 0);
-    ASSERT(session_eval(rb, pb, 3, NULL, &err) == 0);
-    ASSERT(session_eval(rc, pc, 7, NULL, &err) == 0);
+    int32_t t1 = 9, t2 = 10, t3 = 11, t4 = 7;
     struct session_batch_item items[3] = {{a, pa, 5, NULL}, {b, pb, 3, NULL}, {c, pc, 7, NULL}};
-    ASSERT(engine_eval_batch(e, items, 3, &err) == 0);
-    EXPECT(memcmp(session_logits(a), session_logits(ra), 512 * sizeof(float)) == 0);
-    EXPECT(memcmp(session_logits(b), session_logits(rb), 512 * sizeof(float)) == 0);
-    EXPECT(memcmp(session_logits(c), session_logits(rc), 512 * sizeof(float)) == 0);
+    struct session_batch_item step[3] = {{a, &t1, 1, NULL}, {b, &t2, 1, NULL}, {c, &t3, 1, NULL}};
+    struct session_batch_item dup[2] = {{a, &t1, 1, NULL}, {a, &t2, 1, NULL}};
+    if (!a || !b || !c || !ra || !rb || !rc || !f) goto done;
+    EXPECT(session_eval(ra, pa, 5, NULL, &err) == 0);
+    EXPECT(session_eval(rb, pb, 3, NULL, &err) == 0);
+    EXPECT(session_eval(rc, pc, 7, NULL, &err) == 0);
+    EXPECT(engine_eval_batch(e, items, 3, &err) == 0);
+    EXPECT_MSG(memcmp(session_logits(a), session_logits(ra), lb) == 0, "%s: a", rel);
+    EXPECT_MSG(memcmp(session_logits(b), session_logits(rb), lb) == 0, "%s: b", rel);
+    EXPECT_MSG(memcmp(session_logits(c), session_logits(rc), lb) == 0, "%s: c", rel);
     EXPECT_EQ_INT(session_n_past(c), 7);
     /* one decode step for all three at once */
-    int32_t t1 = 9, t2 = 10, t3 = 11;
-    struct session_batch_item step[3] = {{a, &t1, 1, NULL}, {b, &t2, 1, NULL}, {c, &t3, 1, NULL}};
-    ASSERT(engine_eval_batch(e, step, 3, &err) == 0);
-    ASSERT(session_eval(ra, &t1, 1, NULL, &err) == 0);
-    ASSERT(session_eval(rb, &t2, 1, NULL, &err) == 0);
-    EXPECT(memcmp(session_logits(a), session_logits(ra), 512 * sizeof(float)) == 0);
-    EXPECT(memcmp(session_logits(b), session_logits(rb), 512 * sizeof(float)) == 0);
+    EXPECT(engine_eval_batch(e, step, 3, &err) == 0);
+    EXPECT(session_eval(ra, &t1, 1, NULL, &err) == 0);
+    EXPECT(session_eval(rb, &t2, 1, NULL, &err) == 0);
+    EXPECT_MSG(memcmp(session_logits(a), session_logits(ra), lb) == 0, "%s: a step", rel);
+    EXPECT_MSG(memcmp(session_logits(b), session_logits(rb), lb) == 0, "%s: b step", rel);
     /* prefix copy: c continues from a's first 4 tokens */
-    ASSERT(session_copy_prefix(c, a, 4, &err) == 0);
+    EXPECT(session_copy_prefix(c, a, 4, &err) == 0);
     EXPECT_EQ_INT(session_common_prefix(c, pa, 5), 4);
-    int32_t t4 = 7;
-    ASSERT(session_eval(c, &t4, 1, NULL, &err) == 0);
-    struct session *f = new_session(e, 64, KV_TYPE_F16);
-    ASSERT(session_eval(f, pa, 5, NULL, &err) == 0);
-    EXPECT(memcmp(session_logits(c), session_logits(f), 512 * sizeof(float)) == 0);
-    /* errors: duplicate session, context overflow */
-    struct session_batch_item dup[2] = {{a, &t1, 1, NULL}, {a, &t2, 1, NULL}};
+    EXPECT(session_eval(c, &t4, 1, NULL, &err) == 0);
+    EXPECT(session_eval(f, pa, 5, NULL, &err) == 0);
+    EXPECT_MSG(memcmp(session_logits(c), session_logits(f), lb) == 0, "%s: copied prefix", rel);
+    /* errors: duplicate session */
     EXPECT(engine_eval_batch(e, dup, 2, &err) == ERR_INVALID);
+done:
     session_free(a);
     session_free(b);
     session_free(c);
@@ -430,5 +463,183 @@ TEST(model_eval_batch_equals_separate) {
     session_free(rb);
     session_free(rc);
     session_free(f);
+    engine_close(e);
+}
+
+TEST(model_eval_batch_equals_separate) {
+    check_eval_batch_equals_separate("synthetic/qwen3-f32.gguf");
+    check_eval_batch_equals_separate("synthetic/qwen35-f32.gguf");
+}
+
+/* ---- recurrent-state rollback (hybrid models) ----
+ * Truncating a qwen35 session and evaluating again must give exactly (bit for bit) the logits
+ * of a fresh session that evaluated the same tokens: from a snapshot (a copy), from an earlier
+ * snapshot plus replay, and from the start. */
+
+static struct session *new_session_rs(struct engine *e, int n_ckpt, int n_tail) {
+    struct session_params sp;
+    session_params_default(&sp);
+    sp.n_ctx = 64;
+    sp.n_rs_checkpoints = n_ckpt;
+    sp.n_rs_tail = n_tail;
+    struct error err = {0};
+    struct session *s = NULL;
+    if (session_create(&s, e, &sp, &err)) test_fail(__FILE__, __LINE__, "session: %s", err.msg);
+    return s;
+}
+
+/* Logits after a fresh session evaluates a[0..na) then b[0..nb): 0 when they equal got. */
+static int differs_from_fresh(struct engine *e, const int32_t *a, int na, const int32_t *b, int nb,
+                              const float *got) {
+    struct engine_info info;
+    engine_get_info(e, &info);
+    struct session *f = new_session(e, 64, KV_TYPE_F16);
+    struct error err = {0};
+    int rc = !f || (na && session_eval(f, a, na, NULL, &err)) || session_eval(f, b, nb, NULL, &err);
+    if (!rc) rc = memcmp(session_logits(f), got, (size_t)info.n_vocab * sizeof(float)) != 0;
+    session_free(f);
+    return rc;
+}
+
+static struct engine *open_qwen35(void) {
+    const char *p = test_model_path("synthetic/qwen35-f32.gguf");
+    return p ? open_engine(p, 2) : NULL;
+}
+
+static const int32_t g_a[12] = {1, 13, 42, 100, 7, 300, 55, 211, 480, 99, 3, 256};
+static const int32_t g_b[4] = {17, 400, 64, 128};
+
+TEST(model_qwen35_truncate_reeval_equals_fresh) {
+    if (!test_model_path("synthetic/qwen35-f32.gguf")) SKIP_TEST("../shared/models not found");
+    struct engine *e = open_qwen35();
+    ASSERT(e);
+    struct session *s = new_session_rs(e, 0, 4);
+    struct error err = {0};
+    ASSERT(s && session_eval(s, g_a, 12, NULL, &err) == 0);
+    /* the tail keeps positions 8..11; nothing earlier */
+    EXPECT_EQ_INT(session_truncate_cost(s, 9), 0);
+    EXPECT_EQ_INT(session_truncate_cost(s, 8), 0);
+    EXPECT_EQ_INT(session_truncate_cost(s, 7), 7);
+    EXPECT_EQ_INT(session_truncate_cost(s, 12), 0);
+    EXPECT_EQ_INT(session_truncate_cost(s, 13), -1);
+    ASSERT(session_truncate(s, 9, &err) == 0);
+    EXPECT(session_logits(s) == NULL);
+    ASSERT(session_eval(s, g_b, 4, NULL, &err) == 0);
+    EXPECT_MSG(!differs_from_fresh(e, g_a, 9, g_b, 4, session_logits(s)), "snapshot at 9");
+    /* that eval started inside its own tail window: the pre-eval state (9) was kept too */
+    EXPECT_EQ_INT(session_truncate_cost(s, 9), 0);
+    ASSERT(session_truncate(s, 9, &err) == 0);
+    ASSERT(session_eval(s, g_b, 4, NULL, &err) == 0);
+    EXPECT_MSG(!differs_from_fresh(e, g_a, 9, g_b, 4, session_logits(s)), "again at 9");
+    /* no snapshot at 5: replay from the start */
+    EXPECT_EQ_INT(session_truncate_cost(s, 5), 5);
+    ASSERT(session_truncate(s, 5, &err) == 0);
+    EXPECT_EQ_INT(session_n_past(s), 5);
+    ASSERT(session_eval(s, g_b, 4, NULL, &err) == 0);
+    EXPECT_MSG(!differs_from_fresh(e, g_a, 5, g_b, 4, session_logits(s)), "replay to 5");
+    /* back to the empty state */
+    ASSERT(session_truncate(s, 0, &err) == 0);
+    ASSERT(session_eval(s, g_b, 4, NULL, &err) == 0);
+    EXPECT_MSG(!differs_from_fresh(e, NULL, 0, g_b, 4, session_logits(s)), "from 0");
+    /* one-token steps (decoding) keep the window too: pre-eval copies */
+    ASSERT(session_truncate(s, 0, &err) == 0);
+    ASSERT(session_eval(s, g_a, 6, NULL, &err) == 0);
+    for (int i = 6; i < 9; i++) ASSERT(session_eval(s, &g_a[i], 1, NULL, &err) == 0);
+    for (int p = 5; p <= 9; p++) EXPECT_MSG(session_truncate_cost(s, p) == 0, "pos %d", p);
+    ASSERT(session_truncate(s, 6, &err) == 0);
+    ASSERT(session_eval(s, g_b, 4, NULL, &err) == 0);
+    EXPECT_MSG(!differs_from_fresh(e, g_a, 6, g_b, 4, session_logits(s)), "decode tail at 6");
+    session_free(s);
+    engine_close(e);
+}
+
+TEST(model_qwen35_checkpoints) {
+    if (!test_model_path("synthetic/qwen35-f32.gguf")) SKIP_TEST("../shared/models not found");
+    struct engine *e = open_qwen35();
+    ASSERT(e);
+    struct session *s = new_session_rs(e, 2, 0), *none = new_session_rs(e, 0, 0);
+    struct error err = {0};
+    ASSERT(s && none);
+    ASSERT(session_eval(s, g_a, 6, NULL, &err) == 0);
+    ASSERT(session_checkpoint(s, &err) == 0);
+    ASSERT(session_checkpoint_at(s, 10, &err) == 0);
+    ASSERT(session_checkpoint_at(s, 11, &err) == 0);
+    EXPECT(session_checkpoint_at(s, 9, &err) == ERR_INVALID); /* two requests pending */
+    ASSERT(session_eval(s, g_a + 6, 6, NULL, &err) == 0);     /* passes 10 and 11 */
+    /* slots: 6 (evicted, oldest), 10, 11 */
+    EXPECT_EQ_INT(session_truncate_cost(s, 10), 0);
+    EXPECT_EQ_INT(session_truncate_cost(s, 11), 0);
+    EXPECT_EQ_INT(session_truncate_cost(s, 8), 8);
+    ASSERT(session_truncate(s, 10, &err) == 0);
+    ASSERT(session_eval(s, g_b, 4, NULL, &err) == 0);
+    EXPECT_MSG(!differs_from_fresh(e, g_a, 10, g_b, 4, session_logits(s)), "checkpoint at 10");
+    /* 11 was dropped by the truncation to 10 */
+    EXPECT_EQ_INT(session_truncate_cost(s, 11), 11 - 10);
+    /* replay from the checkpoint at 10 */
+    ASSERT(session_truncate(s, 12, &err) == 0);
+    ASSERT(session_eval(s, g_b, 1, NULL, &err) == 0);
+    int32_t mix[12];
+    memcpy(mix, g_a, 10 * sizeof(int32_t));
+    memcpy(mix + 10, g_b, 2 * sizeof(int32_t));
+    ASSERT(session_truncate(s, 11, &err) == 0);
+    ASSERT(session_eval(s, g_b + 1, 1, NULL, &err) == 0);
+    EXPECT_MSG(!differs_from_fresh(e, mix, 11, g_b + 1, 1, session_logits(s)), "replay from 10");
+    /* errors */
+    EXPECT(session_checkpoint(none, &err) == ERR_INVALID);
+    EXPECT(session_checkpoint_at(s, 3, &err) == ERR_INVALID);
+    EXPECT(session_truncate(s, 40, &err) == ERR_INVALID);
+    session_free(s);
+    session_free(none);
+    engine_close(e);
+}
+
+TEST(model_qwen35_copy_prefix) {
+    if (!test_model_path("synthetic/qwen35-f32.gguf")) SKIP_TEST("../shared/models not found");
+    struct engine *e = open_qwen35();
+    ASSERT(e);
+    struct session *src = new_session_rs(e, 0, 3), *dst = new_session_rs(e, 0, 0);
+    struct error err = {0};
+    ASSERT(src && dst);
+    ASSERT(session_eval(src, g_a, 12, NULL, &err) == 0);
+    const int cuts[3] = {12, 10, 4}; /* live state, tail snapshot, replay from the start */
+    for (int i = 0; i < 3; i++) {
+        ASSERT(session_copy_prefix(dst, src, cuts[i], &err) == 0);
+        EXPECT_EQ_INT(session_n_past(dst), cuts[i]);
+        ASSERT(session_eval(dst, g_b, 4, NULL, &err) == 0);
+        EXPECT_MSG(!differs_from_fresh(e, g_a, cuts[i], g_b, 4, session_logits(dst)),
+                   "copy of %d positions", cuts[i]);
+    }
+    session_free(src);
+    session_free(dst);
+    engine_close(e);
+}
+
+/* A speculative round on two sessions at once: verify batches through engine_eval_batch, then
+ * each session keeps a different number of the drafted tokens. */
+TEST(model_qwen35_batch_verify_rollback) {
+    if (!test_model_path("synthetic/qwen35-f32.gguf")) SKIP_TEST("../shared/models not found");
+    struct engine *e = open_qwen35();
+    ASSERT(e);
+    struct session *s1 = new_session_rs(e, 0, 4), *s2 = new_session_rs(e, 0, 4);
+    struct error err = {0};
+    ASSERT(s1 && s2);
+    ASSERT(session_eval(s1, g_a, 6, NULL, &err) == 0);
+    ASSERT(session_eval(s2, g_a, 3, NULL, &err) == 0);
+    struct session_batch_item verify[2] = {{s1, g_b, 4, NULL}, {s2, g_a + 3, 5, NULL}};
+    ASSERT(engine_eval_batch(e, verify, 2, &err) == 0);
+    EXPECT_EQ_INT(session_truncate_cost(s1, 7), 0);
+    EXPECT_EQ_INT(session_truncate_cost(s2, 6), 0);
+    ASSERT(session_truncate(s1, 7, &err) == 0); /* kept the first token of the batch only */
+    ASSERT(session_truncate(s2, 6, &err) == 0);
+    int32_t t = 5;
+    struct session_batch_item step[2] = {{s1, &t, 1, NULL}, {s2, &t, 1, NULL}};
+    ASSERT(engine_eval_batch(e, step, 2, &err) == 0);
+    int32_t p1[7];
+    memcpy(p1, g_a, 6 * sizeof(int32_t));
+    p1[6] = g_b[0];
+    EXPECT_MSG(!differs_from_fresh(e, p1, 7, &t, 1, session_logits(s1)), "s1");
+    EXPECT_MSG(!differs_from_fresh(e, g_a, 6, &t, 1, session_logits(s2)), "s2");
+    session_free(s1);
+    session_free(s2);
     engine_close(e);
 }

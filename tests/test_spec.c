@@ -162,3 +162,37 @@ TEST(spec_errors) {
     session_free(s);
     engine_close(e);
 }
+
+/* Hybrid models (qwen35): a rejected draft rolls the recurrent state back through the
+ * session's tail snapshots; greedy output stays identical to plain decoding, also with a
+ * hybrid draft model (qwen35moe-f32 shares the 512-token vocabulary). */
+TEST(spec_qwen35_greedy_identical) {
+    const char *pt = test_model_path("synthetic/qwen35-f32.gguf");
+    if (!pt) SKIP_TEST("../shared/models/synthetic not found");
+    char path[4096];
+    snprintf(path, sizeof(path), "%s", pt);
+    const char *pd = test_model_path("synthetic/qwen35moe-f32.gguf");
+    ASSERT(pd);
+    struct error err = {0};
+    struct engine *e = NULL, *d = NULL;
+    ASSERT(engine_open(&e, path, NULL, &err) == 0);
+    ASSERT(engine_open(&d, pd, NULL, &err) == 0);
+    int32_t prompt[16] = {1, 13, 42, 100, 7, 300, 55, 211, 480, 99, 3, 256, 17, 400, 64, 128};
+    int32_t base[32], out[32];
+    struct spec_stats st;
+    ASSERT(generate(e, SPEC_NONE, NULL, 0, 1, prompt, 16, base, 32, NULL) == 32);
+    EXPECT_EQ_INT(base[0], 420); /* llama.cpp's greedy continuation starts 420 273 117 */
+    EXPECT_EQ_INT(base[2], 117);
+    ASSERT(generate(e, SPEC_NGRAM, NULL, 0, 1, prompt, 16, out, 32, NULL) == 32);
+    EXPECT(memcmp(base, out, sizeof(base)) == 0);
+    ASSERT(generate(e, SPEC_DRAFT, d, 0, 1, prompt, 16, out, 32, &st) == 32);
+    EXPECT(memcmp(base, out, sizeof(base)) == 0);
+    EXPECT_MSG(st.n_drafted > st.n_accepted, "hybrid draft: %lld of %lld accepted (no rejection)",
+               (long long)st.n_accepted, (long long)st.n_drafted);
+    ASSERT(generate(e, SPEC_DRAFT, e, 0, 1, prompt, 16, out, 32, &st) == 32);
+    EXPECT(memcmp(base, out, sizeof(base)) == 0);
+    EXPECT_MSG(st.n_accepted == st.n_drafted, "self-draft: %lld of %lld accepted",
+               (long long)st.n_accepted, (long long)st.n_drafted);
+    engine_close(d);
+    engine_close(e);
+}

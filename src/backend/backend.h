@@ -53,6 +53,47 @@ struct attn_args {
     float *out;  /* [n_tokens][n_head*head_dim] */
 };
 
+/* Depthwise causal convolution + SiLU over n_tokens consecutive tokens of one sequence (the
+ * short conv of Gated DeltaNet layers): out[t][c] = silu(sum_{i<d_conv} w[c][i] * u[t+i][c]),
+ * where u is the previous d_conv-1 inputs (the state) followed by the n_tokens new inputs. */
+struct ssm_conv_args {
+    const float *x; /* [n_tokens][x_stride] new inputs, channel c at x[t*x_stride + c] */
+    int x_stride;   /* floats between token rows of x */
+    int n_tokens, n_ch, d_conv;
+    const float *w;     /* [n_ch][d_conv] kernel (ssm_conv1d {d_conv, n_ch}, F32); index d_conv-1
+                           multiplies the newest token */
+    float *state;       /* [d_conv-1][n_ch] inputs of the previous tokens, oldest first; updated */
+    int reset;          /* 1: the sequence starts here, the state is taken as zeros (not read) */
+    float *out;         /* [n_tokens][n_ch] */
+    float *const *snap; /* NULL or [n_tokens]: when snap[t] != NULL, the state after token t is
+                           written to snap[t] + snap_off (same layout as state) */
+    size_t snap_off;    /* floats */
+};
+
+/* Gated delta rule (Gated DeltaNet) over n_tokens consecutive tokens of one sequence. Per token
+ * and value head h (q/k head j = h mod n_head_k, the tiled head order of qwen35 GGUFs):
+ *   q^, k^ = L2-normalised q_j, k_j (x / max(|x|, eps)); beta = sigmoid(beta_in[h]);
+ *   g = ssm_a[h] * softplus(alpha[h] + dt_bias[h]);  S_h <- exp(g) S_h;
+ *   S_h <- S_h + k^ (beta (v_h - S_h^T k^))^T;  out_h = S_h^T q^ / sqrt(d_v).
+ * S_h is d_k x d_v, stored transposed: state[h][jv][ik] = S_h[ik][jv] (rows contiguous over
+ * the key dimension). */
+struct gdn_args {
+    const float *qkv;     /* [n_tokens][qkv_stride]: n_head_k q heads of d_k, n_head_k k heads of
+                             d_k, n_head_v v heads of d_v (the conv output) */
+    int qkv_stride;       /* floats between token rows */
+    const float *alpha;   /* [n_tokens][n_head_v] decay logits (ssm_alpha x) */
+    const float *beta;    /* [n_tokens][n_head_v] update-strength logits (ssm_beta x) */
+    const float *ssm_a;   /* [n_head_v] A = -exp(A_log) (< 0) */
+    const float *dt_bias; /* [n_head_v] */
+    int n_tokens, n_head_k, n_head_v, d_k, d_v;
+    float eps;          /* L2-norm epsilon (the model's rms eps) */
+    float *state;       /* [n_head_v][d_v][d_k], f32, updated */
+    int reset;          /* 1: the sequence starts here, the state is taken as zeros */
+    float *out;         /* [n_tokens][n_head_v*d_v] */
+    float *const *snap; /* as in ssm_conv_args: the state after token t -> snap[t] + snap_off */
+    size_t snap_off;
+};
+
 struct backend {
     const char *name; /* "cpu" */
     void *ctx;        /* backend-private */
@@ -108,6 +149,17 @@ struct backend {
     /* out[t] = sum_j weights[t][j] * y[t][j] for y [n][k][dim], out [n][dim]. */
     void (*moe_combine)(struct backend *be, const float *y, const float *weights, int n, int k,
                         int dim, float *out);
+
+    /* ---- hybrid models (qwen35, qwen35moe); NULL in a backend without them ---- */
+    /* Short causal conv + SiLU with its rolling state (struct ssm_conv_args). */
+    void (*ssm_conv)(struct backend *be, const struct ssm_conv_args *a);
+    /* Gated delta-rule recurrence (struct gdn_args); parallel over value heads. */
+    void (*gated_delta_net)(struct backend *be, const struct gdn_args *a);
+    /* out[r][i] = x[r][i] * sigmoid(gate[r*gate_stride + i]) for n_rows rows of dim floats (x and
+     * out contiguous rows); with gate_is_scalar the gate is one value per row:
+     * gate[r*gate_stride]. In place allowed (out == x). */
+    void (*sigmoid_mul)(struct backend *be, const float *x, const float *gate, int gate_stride,
+                        int gate_is_scalar, float *out, int n_rows, int dim);
 
     void (*free)(struct backend *be); /* releases the backend itself */
 };

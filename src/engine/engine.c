@@ -4,6 +4,10 @@
  * each, and asks for logits only where the caller needs them (the last token, or every token
  * for all_logits). The session keeps the tokens it has evaluated so later features (prefix
  * cache, speculative rollback) can compare and truncate.
+ *
+ * Hybrid models add a recurrent state to the session (kv->rs) that cannot be truncated; the
+ * session keeps snapshots of it at chosen positions, planned before each eval and written by
+ * the forward pass's ops as they pass those tokens (see "Recurrent-state snapshots").
  */
 #include "engine.h"
 
@@ -26,6 +30,7 @@ struct engine {
     int32_t *b_tok, *b_pos, *b_seq, *b_out; /* [n_batch] */
     float **b_dst;                          /* [n_batch] where each output row goes */
     float *b_logits;                        /* [n_batch][n_vocab] */
+    float **b_snap;                         /* [n_batch] per-token recurrent-state snapshots */
     struct kv_cache **b_kv;                 /* [batch_cap] cache of each sequence in a pass */
     struct session **b_ses;                 /* [batch_cap] its session */
     int *b_take;                            /* [batch_cap] its tokens in the pass */
@@ -45,6 +50,13 @@ static int batch_reserve(struct engine *e, int n_seq, struct error *err) {
     return 0;
 }
 
+/* One saved recurrent state (hybrid models). */
+struct rs_slot {
+    int pos;        /* the state after tokens [0, pos); -1 = empty */
+    uint64_t stamp; /* creation order: checkpoints are evicted oldest first */
+    float *data;    /* backend buffer of kv_cache_rs_bytes, the layout of kv->rs */
+};
+
 struct session {
     struct engine *e;
     struct kv_cache *kv;
@@ -56,6 +68,17 @@ struct session {
     int32_t *pos_buf;  /* [n_batch] */
     int32_t *seq_buf;  /* [n_batch] zeros */
     int32_t *out_rows; /* [n_batch] */
+    /* recurrent-state snapshots (hybrid models; all empty otherwise) */
+    struct rs_slot *ckpt; /* [n_ckpt] session_checkpoint(_at) */
+    struct rs_slot *tail; /* [n_tail] the positions just before n_past */
+    int n_ckpt, n_tail;
+    int32_t *want; /* [n_ckpt] positions asked for by session_checkpoint_at */
+    int n_want;
+    uint64_t stamp;
+    int n_plan;        /* snapshots the current eval writes: */
+    int32_t *plan_pos; /* [n_ckpt + n_tail] position */
+    float **plan_dst;  /* [n_ckpt + n_tail] slot data */
+    float **snap_buf;  /* [n_batch] per-token targets of one pass of session_eval */
 };
 
 /* ============================================================================================
@@ -96,8 +119,10 @@ int engine_open(struct engine **out, const char *path, const struct engine_param
         e->b_seq = mem_calloc(nb, sizeof(int32_t));
         e->b_out = mem_calloc(nb, sizeof(int32_t));
         e->b_dst = mem_calloc(nb, sizeof(float *));
+        e->b_snap = mem_calloc(nb, sizeof(float *));
         e->b_logits = mem_calloc(nb * V, sizeof(float));
-        if (!e->b_tok || !e->b_pos || !e->b_seq || !e->b_out || !e->b_dst || !e->b_logits) {
+        if (!e->b_tok || !e->b_pos || !e->b_seq || !e->b_out || !e->b_dst || !e->b_snap ||
+            !e->b_logits) {
             rc = error_set(err, ERR_NOMEM, "out of memory");
             goto fail;
         }
@@ -128,6 +153,7 @@ void engine_close(struct engine *e) {
     mem_free(e->b_seq);
     mem_free(e->b_out);
     mem_free(e->b_dst);
+    mem_free(e->b_snap);
     mem_free(e->b_logits);
     mem_free(e->b_kv);
     mem_free(e->b_ses);
@@ -152,6 +178,8 @@ void engine_get_info(const struct engine *e, struct engine_info *info) {
     info->weight_bytes = model_weight_bytes(e->model);
     info->file_bytes = gguf_file_bytes(model_gguf(e->model));
     info->kernels = cpu_kernels_get()->name;
+    info->n_layer_recurrent = hp->n_layer_recurrent;
+    info->n_nextn = hp->n_nextn;
 }
 
 static void engine_observe_trampoline(void *ctx, const struct tensor *w, const float *x, int n_rows,
@@ -232,6 +260,58 @@ void session_params_default(struct session_params *p) {
     p->kv_type = KV_TYPE_F16;
 }
 
+/* Allocates the recurrent state and the snapshot slots of a hybrid model's session. */
+static int session_create_recurrent(struct session *s, const struct session_params *p,
+                                    struct error *err) {
+    const struct model_hparams *hp = model_hparams(s->e->model);
+    int C = 2 * hp->ssm_n_group * hp->ssm_d_state + hp->ssm_d_inner;
+    int ssm = hp->ssm_d_inner * hp->ssm_d_state; /* H_v * d_v * d_k */
+    int rc = kv_cache_add_recurrent(s->kv, hp->is_recurrent, (hp->ssm_d_conv - 1) * C, ssm, err);
+    if (rc) return rc;
+    if (p->n_rs_checkpoints < 0 || p->n_rs_checkpoints > 64 || p->n_rs_tail < 0 ||
+        p->n_rs_tail > 64)
+        return error_set(err, ERR_INVALID,
+                         "recurrent-state slots: %d checkpoints, %d tail "
+                         "(each 0..64)",
+                         p->n_rs_checkpoints, p->n_rs_tail);
+    s->n_ckpt = p->n_rs_checkpoints;
+    s->want = mem_calloc((size_t)s->n_ckpt + 1, sizeof(int32_t));
+    s->snap_buf = mem_calloc((size_t)model_n_batch(s->e->model), sizeof(float *));
+    if (!s->want || !s->snap_buf) return error_set(err, ERR_NOMEM, "out of memory");
+    return session_set_rs_tail(s, p->n_rs_tail, err);
+}
+
+int session_set_rs_tail(struct session *s, int n_tail, struct error *err) {
+    if (s->kv->n_rs_layer == 0) return 0;
+    if (n_tail < 0 || n_tail > 64)
+        return error_set(err, ERR_INVALID, "rollback depth %d out of range (0..64)", n_tail);
+    struct backend *be = model_backend(s->e->model);
+    int n_old = s->ckpt ? s->n_ckpt + s->n_tail : 0, n_new = s->n_ckpt + n_tail;
+    for (int i = n_new; i < n_old; i++) be->buffer_free(be, s->ckpt[i].data);
+    if (n_new < n_old) s->n_tail = n_tail; /* the freed slots are gone even if realloc fails */
+    struct rs_slot *slots = mem_realloc(s->ckpt, ((size_t)n_new + 1) * sizeof(*slots));
+    int32_t *pp = slots ? mem_realloc(s->plan_pos, ((size_t)n_new + 1) * sizeof(int32_t)) : NULL;
+    if (slots) s->ckpt = slots;
+    if (pp) s->plan_pos = pp;
+    float **pd = pp ? mem_realloc(s->plan_dst, ((size_t)n_new + 1) * sizeof(float *)) : NULL;
+    if (pd) s->plan_dst = pd;
+    if (!slots || !pp || !pd) return error_set(err, ERR_NOMEM, "out of memory");
+    for (int i = n_old; i < n_new; i++) s->ckpt[i] = (struct rs_slot){-1, 0, NULL};
+    s->n_tail = n_tail;
+    s->tail = s->ckpt + s->n_ckpt;
+    for (int i = 0; i < n_tail; i++) s->tail[i].pos = -1;
+    for (int i = n_old; i < n_new; i++) {
+        s->ckpt[i].data = be->buffer_alloc(be, kv_cache_rs_bytes(s->kv));
+        if (!s->ckpt[i].data) { /* keep the slots that exist */
+            s->n_tail = i > s->n_ckpt ? i - s->n_ckpt : 0;
+            return error_set(err, ERR_NOMEM,
+                             "out of memory allocating %d recurrent-state slots of %zu bytes",
+                             n_new - i, kv_cache_rs_bytes(s->kv));
+        }
+    }
+    return 0;
+}
+
 int session_create(struct session **out, struct engine *e, const struct session_params *p,
                    struct error *err) {
     *out = NULL;
@@ -251,9 +331,12 @@ int session_create(struct session **out, struct engine *e, const struct session_
     s->e = e;
     s->n_ctx = n_ctx;
     int nb = model_n_batch(e->model);
-    int rc = kv_cache_create(&s->kv, model_backend(e->model), hp->n_layer, NULL, n_ctx,
+    int has_kv[MODEL_MAX_LAYERS];
+    for (int il = 0; il < hp->n_layer; il++) has_kv[il] = !hp->is_recurrent[il];
+    int rc = kv_cache_create(&s->kv, model_backend(e->model), hp->n_layer, has_kv, n_ctx,
                              hp->n_head_kv * hp->head_dim, hp->n_head_kv * hp->head_dim_v, kt, err);
     if (rc) goto fail;
+    if (hp->n_layer_recurrent > 0 && (rc = session_create_recurrent(s, p, err))) goto fail;
     s->tokens = mem_calloc((size_t)n_ctx, sizeof(int32_t));
     s->logits = mem_calloc((size_t)hp->n_vocab, sizeof(float));
     s->pos_buf = mem_calloc((size_t)nb, sizeof(int32_t));
@@ -272,6 +355,15 @@ fail:
 
 void session_free(struct session *s) {
     if (!s) return;
+    if (s->ckpt) {
+        struct backend *be = model_backend(s->e->model);
+        for (int i = 0; i < s->n_ckpt + s->n_tail; i++) be->buffer_free(be, s->ckpt[i].data);
+    }
+    mem_free(s->ckpt);
+    mem_free(s->want);
+    mem_free(s->plan_pos);
+    mem_free(s->plan_dst);
+    mem_free(s->snap_buf);
     kv_cache_free(s->kv);
     mem_free(s->tokens);
     mem_free(s->logits);
@@ -301,6 +393,168 @@ const float *session_logits(const struct session *s) {
     return s->has_logits ? s->logits : NULL;
 }
 
+/* ============================================================================================
+ * Recurrent-state snapshots
+ * Before an eval of n tokens from position p0, rs_plan decides which positions in (p0, p0+n]
+ * get a snapshot (the tail window and pending checkpoint requests) and assigns each a slot; the
+ * forward pass then copies the state into the slot right after the token that ends there
+ * (batch.rs_snap), so a speculative verify batch of k tokens leaves k restore points without a
+ * second pass. The tail window is [p0+n-n_tail, p0+n): slots outside it are recycled, and
+ * when the window reaches back to p0 itself the live state is copied before the eval.
+ * ============================================================================================ */
+
+static int is_hybrid(const struct session *s) {
+    return s->kv->n_rs_layer > 0;
+}
+
+/* The slot holding position pos (> 0), or NULL. */
+static struct rs_slot *rs_find(const struct session *s, int pos) {
+    for (int i = 0; i < s->n_ckpt + s->n_tail; i++)
+        if (s->ckpt[i].pos == pos) return &s->ckpt[i];
+    return NULL;
+}
+
+/* The slot with the largest position <= pos, or NULL (then the start, position 0, is best). */
+static struct rs_slot *rs_best_below(const struct session *s, int pos) {
+    struct rs_slot *best = NULL;
+    for (int i = 0; i < s->n_ckpt + s->n_tail; i++)
+        if (s->ckpt[i].pos > 0 && s->ckpt[i].pos <= pos && (!best || s->ckpt[i].pos > best->pos))
+            best = &s->ckpt[i];
+    return best;
+}
+
+static void rs_drop_after(struct session *s, int pos) {
+    for (int i = 0; i < s->n_ckpt + s->n_tail; i++)
+        if (s->ckpt[i].pos > pos) s->ckpt[i].pos = -1;
+}
+
+static void rs_claim(struct session *s, struct rs_slot *slot, int pos) {
+    slot->pos = pos;
+    slot->stamp = ++s->stamp;
+}
+
+/* Copies the live state into slot as position pos. */
+static void rs_save(struct session *s, struct rs_slot *slot, int pos) {
+    struct backend *be = model_backend(s->e->model);
+    be->copy(be, slot->data, s->kv->rs, kv_cache_rs_bytes(s->kv));
+    rs_claim(s, slot, pos);
+}
+
+/* Live state := the state at slot's position (the zero state needs no copy: the forward pass
+ * ignores the buffer at position 0). */
+static void rs_restore(struct session *s, const float *data) {
+    struct backend *be = model_backend(s->e->model);
+    if (data) be->copy(be, s->kv->rs, data, kv_cache_rs_bytes(s->kv));
+}
+
+/* Checkpoint slot for pos: the one already holding it, else an empty one, else the oldest. */
+static struct rs_slot *ckpt_victim(struct session *s, int pos) {
+    struct rs_slot *v = NULL;
+    for (int i = 0; i < s->n_ckpt; i++) {
+        struct rs_slot *c = &s->ckpt[i];
+        if (c->pos == pos) return c;
+        if (!v || (v->pos >= 0 && (c->pos < 0 || c->stamp < v->stamp))) v = c;
+    }
+    return v;
+}
+
+static struct rs_slot *tail_free(struct session *s) {
+    for (int i = 0; i < s->n_tail; i++)
+        if (s->tail[i].pos < 0) return &s->tail[i];
+    CHECK(0 && "tail window larger than its slots");
+    return NULL;
+}
+
+static void plan_add(struct session *s, int pos, float *dst) {
+    for (int i = 0; i < s->n_plan; i++)
+        if (s->plan_dst[i] == dst) { /* a slot reassigned within one plan: the later wins */
+            s->plan_pos[i] = pos;
+            return;
+        }
+    s->plan_pos[s->n_plan] = pos;
+    s->plan_dst[s->n_plan++] = dst;
+}
+
+static void rs_plan(struct session *s, int p0, int n) {
+    s->n_plan = 0;
+    if (!is_hybrid(s)) return;
+    if (s->n_tail > 0) {
+        int lo = p0 + n - s->n_tail, have_p0 = 0;
+        for (int i = 0; i < s->n_tail; i++) {
+            struct rs_slot *t = &s->tail[i];
+            if (t->pos < lo || t->pos > p0) t->pos = -1;
+            have_p0 |= t->pos == p0;
+        }
+        if (lo <= p0 && p0 > 0 && !have_p0) rs_save(s, tail_free(s), p0);
+        for (int pos = lo > p0 + 1 ? lo : p0 + 1; pos <= p0 + n - 1; pos++) {
+            struct rs_slot *t = tail_free(s);
+            rs_claim(s, t, pos);
+            plan_add(s, pos, t->data);
+        }
+    }
+    int kept = 0;
+    for (int i = 0; i < s->n_want; i++) {
+        int w = s->want[i];
+        if (w > p0 + n) {
+            s->want[kept++] = w;
+        } else if (w > p0) {
+            struct rs_slot *c = ckpt_victim(s, w);
+            rs_claim(s, c, w);
+            plan_add(s, w, c->data);
+        }
+    }
+    s->n_want = kept;
+}
+
+/* Snapshot target for the state after tokens [0, pos), or NULL. */
+static float *plan_target(const struct session *s, int pos) {
+    for (int i = 0; i < s->n_plan; i++)
+        if (s->plan_pos[i] == pos) return s->plan_dst[i];
+    return NULL;
+}
+
+int session_checkpoint(struct session *s, struct error *err) {
+    if (!is_hybrid(s)) return 0;
+    if (s->n_ckpt == 0)
+        return error_set(err, ERR_INVALID,
+                         "the session has no checkpoint slots (session_params.n_rs_checkpoints)");
+    if (s->n_past > 0) rs_save(s, ckpt_victim(s, s->n_past), s->n_past);
+    return 0;
+}
+
+int session_checkpoint_at(struct session *s, int pos, struct error *err) {
+    if (!is_hybrid(s)) return 0;
+    if (pos == s->n_past) return session_checkpoint(s, err);
+    if (pos < s->n_past || pos > s->n_ctx)
+        return error_set(err, ERR_INVALID, "cannot checkpoint position %d (at %d, context %d)", pos,
+                         s->n_past, s->n_ctx);
+    for (int i = 0; i < s->n_want; i++)
+        if (s->want[i] == pos) return 0;
+    if (s->n_want >= s->n_ckpt)
+        return error_set(err, ERR_INVALID, "%d checkpoint requests already pending", s->n_want);
+    s->want[s->n_want++] = pos;
+    return 0;
+}
+
+int session_truncate_cost(const struct session *s, int n_past) {
+    if (n_past < 0 || n_past > s->n_past) return -1;
+    if (!is_hybrid(s) || n_past == s->n_past || n_past == 0 || rs_find(s, n_past)) return 0;
+    const struct rs_slot *b = rs_best_below(s, n_past);
+    return n_past - (b ? b->pos : 0);
+}
+
+/* Brings the live state from position from (already restored) to to by evaluating the
+ * session's own tokens again. */
+static int session_replay(struct session *s, int from, int to, struct error *err) {
+    s->n_past = from;
+    if (to == from) return 0;
+    return session_eval(s, s->tokens + from, to - from, NULL, err);
+}
+
+/* ============================================================================================
+ * Evaluation
+ * ============================================================================================ */
+
 int session_eval(struct session *s, const int32_t *ids, int n, float *all_logits,
                  struct error *err) {
     struct model *m = s->e->model;
@@ -315,16 +569,21 @@ int session_eval(struct session *s, const int32_t *ids, int n, float *all_logits
             return error_set(err, ERR_INVALID, "token id %d out of range (vocabulary %d)", ids[i],
                              n_vocab);
     struct kv_cache *kvs[1] = {s->kv};
+    rs_plan(s, s->n_past, n);
     for (int i0 = 0; i0 < n; i0 += nb) {
         int nt = n - i0 < nb ? n - i0 : nb;
-        int last_batch = i0 + nt == n;
-        for (int i = 0; i < nt; i++) s->pos_buf[i] = s->n_past + i;
+        int last_batch = i0 + nt == n, any_snap = 0;
+        for (int i = 0; i < nt; i++) {
+            s->pos_buf[i] = s->n_past + i;
+            if (s->n_plan) any_snap |= (s->snap_buf[i] = plan_target(s, s->n_past + i + 1)) != 0;
+        }
         struct batch b = {
             .n_tokens = nt,
             .tokens = ids + i0,
             .pos = s->pos_buf,
             .seq = s->seq_buf,
             .kv = kvs,
+            .rs_snap = any_snap ? s->snap_buf : NULL,
         };
         if (all_logits) {
             for (int i = 0; i < nt; i++) s->out_rows[i] = i;
@@ -339,7 +598,8 @@ int session_eval(struct session *s, const int32_t *ids, int n, float *all_logits
         }
         int rc = model_forward(m, &b, err);
         if (rc) return rc; /* cannot happen after the checks above, but keep state consistent */
-        memcpy(s->tokens + s->n_past, ids + i0, (size_t)nt * sizeof(int32_t));
+        memmove(s->tokens + s->n_past, ids + i0,
+                (size_t)nt * sizeof(int32_t)); /* may be a replay */
         s->n_past += nt;
     }
     if (all_logits)
@@ -356,6 +616,22 @@ int session_copy_prefix(struct session *dst, const struct session *src, int n_pa
                          n_past, src->n_past, dst->n_ctx);
     if (dst->kv->type != src->kv->type)
         return error_set(err, ERR_INVALID, "sessions have different KV cache types");
+    if (dst == src) return session_truncate(dst, n_past, err);
+    /* hybrid: the state at n_past, or the nearest earlier one to replay from */
+    const float *state = NULL;
+    int from = n_past;
+    if (is_hybrid(src) && n_past > 0) {
+        const struct rs_slot *sl = n_past == src->n_past ? NULL : rs_find(src, n_past);
+        if (n_past == src->n_past) {
+            state = src->kv->rs;
+        } else if (sl) {
+            state = sl->data;
+        } else {
+            sl = rs_best_below(src, n_past);
+            from = sl ? sl->pos : 0;
+            state = sl ? sl->data : NULL;
+        }
+    }
     struct backend *be = model_backend(dst->e->model);
     size_t rk = dtype_row_bytes(src->kv->type, src->kv->kv_dim_k);
     size_t rv = dtype_row_bytes(src->kv->type, src->kv->kv_dim_v);
@@ -367,7 +643,13 @@ int session_copy_prefix(struct session *dst, const struct session *src, int n_pa
     memcpy(dst->tokens, src->tokens, (size_t)n_past * sizeof(int32_t));
     dst->n_past = n_past;
     dst->has_logits = 0;
-    return 0;
+    if (!is_hybrid(dst)) return 0;
+    rs_drop_after(dst, -1);
+    dst->n_want = 0;
+    rs_restore(dst, state);
+    int rc = session_replay(dst, from, n_past, err);
+    dst->has_logits = 0;
+    return rc;
 }
 
 int session_common_prefix(const struct session *s, const int32_t *ids, int n) {
@@ -397,10 +679,11 @@ int engine_eval_batch(struct engine *e, struct session_batch_item *items, int n_
                                  items[i].ids[t], n_vocab);
     }
     if (e->batch_cap < n_items && batch_reserve(e, n_items, err)) return ERR_NOMEM;
+    for (int i = 0; i < n_items; i++) rs_plan(items[i].s, items[i].s->n_past, items[i].n);
     /* Fill passes of up to nb tokens; an item may be split across passes. */
     int item = 0, done = 0; /* done = tokens of `item` already evaluated */
     while (item < n_items) {
-        int nt = 0, n_seq = 0, n_out = 0;
+        int nt = 0, n_seq = 0, n_out = 0, any_snap = 0;
         while (item < n_items && nt < nb) {
             struct session_batch_item *it = &items[item];
             int take = it->n - done < nb - nt ? it->n - done : nb - nt;
@@ -412,6 +695,8 @@ int engine_eval_batch(struct engine *e, struct session_batch_item *items, int n_
                 e->b_tok[nt + t] = it->ids[done + t];
                 e->b_pos[nt + t] = s->n_past + t;
                 e->b_seq[nt + t] = n_seq;
+                e->b_snap[nt + t] = s->n_plan ? plan_target(s, s->n_past + t + 1) : NULL;
+                any_snap |= e->b_snap[nt + t] != NULL;
             }
             int last = done + take == it->n;
             if (it->all_logits) {
@@ -441,6 +726,7 @@ int engine_eval_batch(struct engine *e, struct session_batch_item *items, int n_
             .n_outputs = n_out,
             .out_rows = e->b_out,
             .logits = e->b_logits,
+            .rs_snap = any_snap ? e->b_snap : NULL,
         };
         int rc = model_forward(m, &b, err);
         if (rc) return rc;
@@ -461,9 +747,21 @@ int engine_eval_batch(struct engine *e, struct session_batch_item *items, int n_
 int session_truncate(struct session *s, int n_past, struct error *err) {
     if (n_past < 0 || n_past > s->n_past)
         return error_set(err, ERR_INVALID, "cannot truncate to %d (have %d)", n_past, s->n_past);
-    s->n_past = n_past;
+    int rc = 0;
+    if (is_hybrid(s) && n_past < s->n_past) {
+        rs_drop_after(s, n_past);
+        const struct rs_slot *sl = n_past > 0 ? rs_find(s, n_past) : NULL;
+        if (sl || n_past == 0) {
+            rs_restore(s, sl ? sl->data : NULL);
+        } else { /* no snapshot here: replay from the nearest earlier one */
+            sl = rs_best_below(s, n_past);
+            rs_restore(s, sl ? sl->data : NULL);
+            rc = session_replay(s, sl ? sl->pos : 0, n_past, err);
+        }
+    }
+    s->n_past = rc ? s->n_past : n_past;
     s->has_logits = 0;
-    return 0;
+    return rc;
 }
 
 int32_t session_sample(struct session *s, struct sampler *smp) {

@@ -35,7 +35,9 @@ struct engine_info {
     uint64_t weight_bytes; /* bytes of tensor data */
     uint64_t file_bytes;
     int n_threads;
-    const char *kernels; /* CPU kernel set in use ("scalar", "avx2", "avx512") */
+    const char *kernels;   /* CPU kernel set in use ("scalar", "avx2", "avx512") */
+    int n_layer_recurrent; /* hybrid models (qwen35*): trunk layers with a recurrent state */
+    int n_nextn;           /* MTP ("nextn") blocks in the file (not part of n_layer) */
 };
 
 void engine_params_default(struct engine_params *p);
@@ -78,6 +80,11 @@ enum kv_type { KV_TYPE_F16 = 0, KV_TYPE_F32 = 1, KV_TYPE_Q8_0 = 2 };
 struct session_params {
     int n_ctx;            /* positions; 0 = min(n_ctx_train, 4096) */
     enum kv_type kv_type; /* default F16 */
+    /* Hybrid models only (see "recurrent state" below); each slot holds one full copy of the
+     * recurrent state (e.g. ~63 MiB for Qwen3.6-35B-A3B, ~150 MiB for Qwen3.6-27B). */
+    int n_rs_checkpoints; /* slots for session_checkpoint / session_checkpoint_at; default 0 */
+    int n_rs_tail;        /* rollback depth: positions n_past-1 .. n_past-n_rs_tail stay a copy
+                             away after every eval (speculative decoding); default 0 */
 };
 
 void session_params_default(struct session_params *p);
@@ -99,14 +106,46 @@ int session_eval(struct session *s, const int32_t *ids, int n, float *all_logits
 /* Logits [n_vocab] after the last token of the last eval; NULL before any eval. Valid until
  * the next eval/truncate. */
 const float *session_logits(const struct session *s);
-/* Forgets everything from position n_past on (0 <= n_past <= current). */
+/* Forgets everything from position n_past on (0 <= n_past <= current). For hybrid models this
+ * restores the recurrent state at n_past: a copy when a snapshot of that position exists (see
+ * below), otherwise the nearest earlier snapshot (or the start) is restored and the session's
+ * own tokens up to n_past are evaluated again (session_truncate_cost says how many). */
 int session_truncate(struct session *s, int n_past, struct error *err);
 
-/* Copies the first n_past positions (KV rows and tokens) of src into dst, which must belong to
- * the same engine and have room; dst's previous content is dropped. Used by the prefix cache:
- * a new request starts from a cached session's common prefix instead of re-evaluating it. */
+/* Copies the first n_past positions (KV rows, tokens and, for hybrid models, the recurrent
+ * state at n_past) of src into dst, which must belong to the same engine and have room; dst's
+ * previous content is dropped. Used by the prefix cache: a new request starts from a cached
+ * session's common prefix instead of re-evaluating it. Hybrid models: a copy when src is at
+ * n_past or has a snapshot there, otherwise dst re-evaluates the tokens after src's nearest
+ * earlier snapshot. */
 int session_copy_prefix(struct session *dst, const struct session *src, int n_past,
                         struct error *err);
+
+/* ---- recurrent state (hybrid models: qwen35, qwen35moe) ----
+ * Their Gated DeltaNet layers keep a fixed-size state per session that every token overwrites,
+ * so going back to an earlier position needs a saved copy ("snapshot") of the state there.
+ * Snapshots come from three places, all kept in slots allocated at session_create:
+ * - session_checkpoint: the current position (n_rs_checkpoints slots, oldest evicted first);
+ * - session_checkpoint_at: a later position, saved by the eval that passes it (same slots);
+ * - n_rs_tail: after every eval the previous n_rs_tail positions are kept (the ops copy the
+ *   state after each token of a speculative verify batch as they go).
+ * Position 0 (the empty state) is always available. Snapshots beyond a truncation point are
+ * dropped. For other models all of this is a no-op and truncation is always free. */
+
+/* Saves the state at the current position. ERR_INVALID if the session has no checkpoint
+ * slots. */
+int session_checkpoint(struct session *s, struct error *err);
+/* Asks the next evals to save the state at position pos (> n_past; pos == n_past is
+ * session_checkpoint). At most n_rs_checkpoints requests are pending (ERR_INVALID beyond). */
+int session_checkpoint_at(struct session *s, int pos, struct error *err);
+/* Changes the rollback depth (session_params.n_rs_tail) of an existing session, allocating or
+ * freeing slots; tail snapshots taken so far are dropped. For a decode loop that verifies up
+ * to k drafted tokens per pass, k makes every rejection a copy. No-op for other models.
+ * ERR_INVALID outside 0..64, ERR_NOMEM. */
+int session_set_rs_tail(struct session *s, int n_tail, struct error *err);
+/* Tokens that session_truncate(s, n_past) would evaluate again: 0 when it is a copy (or the
+ * model has no recurrent state), -1 if n_past is out of range. */
+int session_truncate_cost(const struct session *s, int n_past);
 
 /* Length of the common prefix of the session's tokens and ids[0..n). */
 int session_common_prefix(const struct session *s, const int32_t *ids, int n);

@@ -155,6 +155,7 @@ int generator_create(struct generator **out, struct session *s, struct sampler *
         struct session_params sp;
         session_params_default(&sp);
         sp.n_ctx = session_n_ctx(s);
+        sp.n_rs_tail = p->draft_max; /* hybrid draft models: cheap trims */
         if ((rc = session_create(&g->ds, p->draft_engine, &sp, err))) goto fail;
         break;
     }
@@ -162,6 +163,8 @@ int generator_create(struct generator **out, struct session *s, struct sampler *
         break;
     }
     if (g->p.mode == SPEC_NONE) g->p.draft_max = 0;
+    /* hybrid targets: keep the state after each verified token so a rejection is a copy */
+    if (g->p.draft_max > 0 && (rc = session_set_rs_tail(s, g->p.draft_max, err))) goto fail;
     g->cur_k = g->p.draft_max;
     g->batch = mem_calloc((size_t)g->p.draft_max + 1, sizeof(int32_t));
     g->logits = mem_calloc(((size_t)g->p.draft_max + 1) * (size_t)g->n_vocab, sizeof(float));

@@ -16,7 +16,7 @@ void block_attention(struct model *m, int il, const struct batch *b, const float
     struct backend *be = model_backend(m);
     struct scratch *sc = model_scratch(m);
     int n = b->n_tokens, hd = hp->head_dim;
-    int q_dim = hp->n_head * hd, k_dim = hp->n_head_kv * hd, v_dim = hp->n_head_kv * hp->head_dim_v;
+    int q_dim = hp->n_head * hd, k_dim = hp->n_head_kv * hd;
 
     model_matmul(m, l->attn_q, l->attn_q_bias, in, sc->q, n);
     model_matmul(m, l->attn_k, l->attn_k_bias, in, sc->k, n);
@@ -27,7 +27,16 @@ void block_attention(struct model *m, int il, const struct batch *b, const float
         be->rms_norm(be, sc->k, hd, l->attn_k_norm, sc->k, hd, n * hp->n_head_kv, hd, hp->rms_eps);
     be->rope(be, sc->q, q_dim, b->pos, n, hp->n_head, hd, &hp->rope);
     be->rope(be, sc->k, k_dim, b->pos, n, hp->n_head_kv, hd, &hp->rope);
+    block_attend(m, il, b);
+    model_matmul(m, l->attn_output, l->attn_output_bias, sc->attn, out, n);
+}
 
+void block_attend(struct model *m, int il, const struct batch *b) {
+    const struct model_hparams *hp = model_hparams(m);
+    struct backend *be = model_backend(m);
+    struct scratch *sc = model_scratch(m);
+    int n = b->n_tokens, hd = hp->head_dim;
+    int q_dim = hp->n_head * hd, k_dim = hp->n_head_kv * hd, v_dim = hp->n_head_kv * hp->head_dim_v;
     /* One KV store + attention call per run of tokens of the same sequence. */
     for (int i0 = 0; i0 < n;) {
         int i1 = i0 + 1;
@@ -52,7 +61,6 @@ void block_attention(struct model *m, int il, const struct batch *b, const float
         be->attention(be, &a);
         i0 = i1;
     }
-    model_matmul(m, l->attn_output, l->attn_output_bias, sc->attn, out, n);
 }
 
 void block_ffn(struct model *m, const struct layer *l, int n, const float *in, float *out) {

@@ -18,6 +18,11 @@ void block_embed(struct model *m, const struct batch *b);
  * RoPE (model rope params), KV store + attention per sequence, output projection (+bias). */
 void block_attention(struct model *m, int il, const struct batch *b, const float *in, float *out);
 
+/* The second half of block_attention: stores scratch k/v (normed, rotated) into layer il's KV
+ * cache and attends scratch q to it, into scratch attn [n][n_head*head_dim_v], one call per run
+ * of tokens of the same sequence. For architectures that build q/k/v their own way. */
+void block_attend(struct model *m, int il, const struct batch *b);
+
 /* SwiGLU FFN: out = ffn_down(silu(ffn_gate in) * ffn_up in). */
 void block_ffn(struct model *m, const struct layer *l, int n, const float *in, float *out);
 

@@ -40,6 +40,37 @@ nomem:
     return error_set(err, ERR_NOMEM, "out of memory allocating the KV cache (%d positions)", n_ctx);
 }
 
+int kv_cache_add_recurrent(struct kv_cache *kv, const uint8_t *is_recurrent, int conv_floats,
+                           int ssm_floats, struct error *err) {
+    CHECK(!kv->rs_index && conv_floats >= 0 && ssm_floats > 0);
+    kv->rs_index = mem_calloc((size_t)kv->n_layer, sizeof(int));
+    if (!kv->rs_index) return error_set(err, ERR_NOMEM, "out of memory");
+    int n = 0;
+    for (int il = 0; il < kv->n_layer; il++) kv->rs_index[il] = is_recurrent[il] ? n++ : -1;
+    kv->n_rs_layer = n;
+    kv->rs_conv_floats = conv_floats;
+    kv->rs_layer_floats = conv_floats + ssm_floats;
+    if (n == 0) return 0;
+    kv->rs = kv->be->buffer_alloc(kv->be, kv_cache_rs_bytes(kv));
+    if (!kv->rs)
+        return error_set(err, ERR_NOMEM, "out of memory allocating the recurrent state (%zu bytes)",
+                         kv_cache_rs_bytes(kv));
+    return 0;
+}
+
+size_t kv_cache_rs_bytes(const struct kv_cache *kv) {
+    return (size_t)kv->n_rs_layer * (size_t)kv->rs_layer_floats * sizeof(float);
+}
+
+float *kv_cache_rs_conv(const struct kv_cache *kv, int il) {
+    CHECK(kv->rs && il >= 0 && il < kv->n_layer && kv->rs_index[il] >= 0);
+    return kv->rs + (size_t)kv->rs_index[il] * (size_t)kv->rs_layer_floats;
+}
+
+float *kv_cache_rs_ssm(const struct kv_cache *kv, int il) {
+    return kv_cache_rs_conv(kv, il) + kv->rs_conv_floats;
+}
+
 void kv_cache_free(struct kv_cache *kv) {
     if (!kv) return;
     for (int il = 0; il < kv->n_layer; il++) {
@@ -48,6 +79,8 @@ void kv_cache_free(struct kv_cache *kv) {
     }
     mem_free(kv->k);
     mem_free(kv->v);
+    if (kv->rs) kv->be->buffer_free(kv->be, kv->rs);
+    mem_free(kv->rs_index);
     mem_free(kv);
 }
 
@@ -58,5 +91,5 @@ size_t kv_cache_bytes(const struct kv_cache *kv) {
             n += (dtype_row_bytes(kv->type, kv->kv_dim_k) +
                   dtype_row_bytes(kv->type, kv->kv_dim_v)) *
                  (size_t)kv->n_ctx;
-    return n;
+    return n + kv_cache_rs_bytes(kv);
 }

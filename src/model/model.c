@@ -244,6 +244,7 @@ static int scratch_alloc(struct model *m, struct error *err) {
     size_t ff = (size_t)hp->n_ff;
     size_t ff_moe = (size_t)hp->n_expert_used * (size_t)hp->n_ff_exp;
     if (ff_moe > ff) ff = ff_moe;
+    if ((size_t)hp->n_ff_shexp > ff) ff = (size_t)hp->n_ff_shexp;
     if (ff == 0) ff = 1;
     size_t used = hp->n_expert_used > 0 ? (size_t)hp->n_expert_used : 1;
     size_t n_exp = hp->n_expert > 0 ? (size_t)hp->n_expert : 1;
@@ -267,6 +268,19 @@ static int scratch_alloc(struct model *m, struct error *err) {
     ALLOC(y, B * E);
     ALLOC(out_h, B * E);
     ALLOC(logits, (size_t)SCRATCH_LOGIT_ROWS * (size_t)hp->n_vocab);
+    {
+        size_t hv = (size_t)hp->ssm_dt_rank, V = (size_t)hp->ssm_d_inner;
+        size_t C = 2 * (size_t)hp->ssm_n_group * (size_t)hp->ssm_d_state + V;
+        size_t mix = hv ? (C > 2 * q_dim ? C : 2 * q_dim) : 0, shexp = hp->n_ff_shexp ? 1 : 0;
+        ALLOC(mix, B * mix);
+        ALLOC(conv, B * (hv ? C : 0));
+        ALLOC(ssm_z, B * V);
+        ALLOC(ssm_alpha, B * hv);
+        ALLOC(ssm_beta, B * hv);
+        ALLOC(ssm_o, B * V);
+        ALLOC(y2, B * E * shexp);
+        ALLOC(shexp_gate, B * shexp);
+    }
 #undef ALLOC
     sc->ids = mem_calloc(B * used, sizeof(int32_t));
     sc->ew = mem_calloc(B * used, sizeof(float));
@@ -281,8 +295,10 @@ static void scratch_free(struct model *m) {
     struct scratch *sc = &m->sc;
     struct backend *be = m->be;
     if (!be) return;
-    float *bufs[] = {sc->x,     sc->xn,    sc->q,      sc->k, sc->v,     sc->attn,  sc->ffn_a,
-                     sc->ffn_b, sc->moe_y, sc->router, sc->y, sc->out_h, sc->logits};
+    float *bufs[] = {sc->x,      sc->xn,    sc->q,         sc->k,      sc->v,         sc->attn,
+                     sc->ffn_a,  sc->ffn_b, sc->moe_y,     sc->router, sc->y,         sc->out_h,
+                     sc->logits, sc->mix,   sc->conv,      sc->ssm_z,  sc->ssm_alpha, sc->ssm_beta,
+                     sc->ssm_o,  sc->y2,    sc->shexp_gate};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) be->buffer_free(be, bufs[i]);
     mem_free(sc->ids);
     mem_free(sc->ew);
@@ -393,6 +409,8 @@ int model_forward(struct model *m, const struct batch *b, struct error *err) {
             return error_set(err, ERR_INVALID, "token id %d out of range (vocabulary %d)",
                              b->tokens[i], m->hp.n_vocab);
         const struct kv_cache *kv = b->kv[b->seq[i]];
+        if (kv->n_layer < m->hp.n_layer || kv->n_rs_layer != m->hp.n_layer_recurrent)
+            return error_set(err, ERR_INVALID, "cache does not fit this model's layers");
         if (b->pos[i] < 0 || b->pos[i] >= kv->n_ctx)
             return error_set(err, ERR_RANGE, "position %d outside the context (%d)", b->pos[i],
                              kv->n_ctx);

@@ -33,6 +33,17 @@ struct model_hparams {
     float rms_eps;
     float attn_scale; /* 1/sqrt(head_dim) unless the file says otherwise */
     struct rope_params rope;
+
+    /* hybrid Gated DeltaNet models (qwen35, qwen35moe); 0 otherwise */
+    int n_nextn;           /* nextn_predict_layers: MTP blocks after the trunk (not run by it) */
+    int n_ff_shexp;        /* shared expert width (qwen35moe) */
+    int ssm_d_conv;        /* conv kernel size (4) */
+    int ssm_d_state;       /* d_k: key head dim of the delta-rule state (128) */
+    int ssm_n_group;       /* H_k: q/k heads */
+    int ssm_dt_rank;       /* H_v: value heads */
+    int ssm_d_inner;       /* H_v * d_v */
+    int n_layer_recurrent; /* trunk layers that are recurrent */
+    uint8_t is_recurrent[MODEL_MAX_LAYERS]; /* [n_layer_all] 1 = Gated DeltaNet layer */
 };
 
 /* Weights of one block; NULL where the architecture or file has none. Names follow GGUF. */
@@ -53,6 +64,29 @@ struct layer {
     const struct tensor *ffn_gate_exps; /* {n_embd, n_ff_exp, n_expert} */
     const struct tensor *ffn_up_exps;   /* {n_embd, n_ff_exp, n_expert} */
     const struct tensor *ffn_down_exps; /* {n_ff_exp, n_embd, n_expert} */
+
+    /* hybrid models (qwen35, qwen35moe); C = 2*H_k*d_k + H_v*d_v conv channels, V = H_v*d_v */
+    const struct tensor *post_attention_norm; /* {n_embd} the pre-FFN norm of these archs */
+    const struct tensor *attn_qkv;            /* {n_embd, C} GDN input projection (q, k, v) */
+    const struct tensor *attn_gate;           /* {n_embd, V} output gate z */
+    const struct tensor *ssm_conv1d;          /* {d_conv, C} F32 */
+    const struct tensor *ssm_dt;              /* {H_v} F32 (ssm_dt.bias) */
+    const struct tensor *ssm_a;               /* {H_v} F32, A = -exp(A_log) */
+    const struct tensor *ssm_beta;            /* {n_embd, H_v} */
+    const struct tensor *ssm_alpha;           /* {n_embd, H_v} */
+    const struct tensor *ssm_norm;            /* {d_v} F32 gated RMSNorm */
+    const struct tensor *ssm_out;             /* {V, n_embd} */
+    const struct tensor *ffn_gate_inp_shexp;  /* {n_embd} shared-expert gate (qwen35moe) */
+    const struct tensor *ffn_gate_shexp;      /* {n_embd, n_ff_shexp} */
+    const struct tensor *ffn_up_shexp;        /* {n_embd, n_ff_shexp} */
+    const struct tensor *ffn_down_shexp;      /* {n_ff_shexp, n_embd} */
+    /* MTP ("nextn") block, layers n_layer .. n_layer_all-1 (bound, not run by the trunk) */
+    const struct tensor *nextn_eh_proj;          /* {2*n_embd, n_embd} */
+    const struct tensor *nextn_enorm;            /* {n_embd} */
+    const struct tensor *nextn_hnorm;            /* {n_embd} */
+    const struct tensor *nextn_shared_head_norm; /* {n_embd} or NULL (use output_norm) */
+    const struct tensor *nextn_embed_tokens;     /* {n_embd, n_vocab} or NULL (token_embd) */
+    const struct tensor *nextn_shared_head_head; /* {n_embd, n_vocab} or NULL (output) */
 };
 
 struct model;
@@ -68,6 +102,9 @@ struct batch {
     int n_outputs;           /* rows whose logits are wanted */
     const int32_t *out_rows; /* [n_outputs] indices into the batch, ascending */
     float *logits;           /* [n_outputs][n_vocab], host memory */
+    /* Hybrid models: NULL, or [n_tokens] where a non-NULL entry asks for a copy of that token's
+     * sequence's whole recurrent state (layout of kv->rs) after the token, written there. */
+    float *const *rs_snap;
 };
 
 /* Activation buffers for one forward pass of up to n_batch tokens, in backend memory. Shared by
@@ -87,7 +124,16 @@ struct scratch {
     float *ew;     /* [n_batch][n_expert_used] host: expert weights */
     float *y;      /* [n_batch][n_embd] output of a sub-block before the residual add */
     float *out_h;  /* [n_batch][n_embd] hidden states of the output rows */
-    float *logits; /* [SCRATCH_LOGIT_ROWS][n_vocab] */
+    /* hybrid models (0-sized otherwise) */
+    float *mix;        /* [n_batch][max(C, 2*q_dim)] GDN qkv projection / attention q+gate */
+    float *conv;       /* [n_batch][C] conv + silu output */
+    float *ssm_z;      /* [n_batch][V] GDN output gate */
+    float *ssm_alpha;  /* [n_batch][H_v] decay logits */
+    float *ssm_beta;   /* [n_batch][H_v] update logits */
+    float *ssm_o;      /* [n_batch][V] GDN output */
+    float *y2;         /* [n_batch][n_embd] shared-expert output */
+    float *shexp_gate; /* [n_batch] shared-expert gate logits */
+    float *logits;     /* [SCRATCH_LOGIT_ROWS][n_vocab] */
 };
 
 #define SCRATCH_LOGIT_ROWS 8

@@ -12,6 +12,7 @@
 #include "../../base/log.h"
 #include "../../base/mem.h"
 #include "../../base/threads.h"
+#include "cpu_internal.h"
 #include "cpu_kernels.h"
 
 #include <float.h>
@@ -46,6 +47,14 @@ static void split_range(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
     int64_t per = (n + nth - 1) / nth;
     *lo = per * ith < n ? per * ith : n;
     *hi = *lo + per < n ? *lo + per : n;
+}
+
+void cpu_split_range(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
+    split_range(n, ith, nth, lo, hi);
+}
+
+struct threadpool *cpu_backend_pool(struct backend *be) {
+    return ctx_of(be)->pool;
 }
 
 /* ============================================================================================
@@ -633,6 +642,7 @@ int backend_cpu_create(struct backend **out, int n_threads, struct error *err) {
     be->matmul_id = cpu_matmul_id;
     be->moe_combine = cpu_moe_combine;
     be->free = cpu_free;
+    cpu_ops_recurrent_install(be);
     LOG_INFO("cpu backend: %d threads, kernels %s", n_threads, c->kern->name);
     *out = be;
     return 0;
