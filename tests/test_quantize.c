@@ -196,7 +196,7 @@ TEST(quantize_mix_rules_like_llama_quant) {
     EXPECT(type_of(&c, "blk.0.attn_q.weight") == DTYPE_Q5_0);
     EXPECT(type_of(&c, "blk.1.attn_v.weight") == DTYPE_Q8_0);
     EXPECT(type_of(&c, "blk.1.ffn_down.weight") == DTYPE_F16); /* 172 % 32 */
-    EXPECT(c.fell[0] == 0 && c.fell[2] == 1);                  /* the head rule itself picks Q8_0 */
+    EXPECT(c.fell[0] == 0 && c.fell[2] == MIX_FELL_BACK);      /* the head rule itself picks Q8_0 */
     ASSERT(plan(&c, "IQ4_XS", &m2, 0) == 0);
     EXPECT(type_of(&c, "blk.0.attn_q.weight") == DTYPE_IQ4_NL);
     ASSERT(plan(&c, "Q8_0", &m2, 0) == 0);
@@ -978,4 +978,133 @@ TEST(imatrix_lowers_quantization_error) {
     imatrix_free(im);
     remove(imat);
     remove(base);
+}
+
+/* ============================================================================================
+ * Q4_K_XL (dynamic allocation)
+ * ============================================================================================ */
+
+TEST(quantize_allocate_greedy_budget) {
+    /* three tensors; candidate costs fall ~4x per step */
+    struct mix_alloc_item it[3] = {
+        {3, {100, 125, 150}, {1.0, 0.25, 0.06}}, /* big, plain */
+        {3, {10, 13, 16}, {8.0, 2.0, 0.5}},      /* small, sensitive */
+        {2, {50, 100}, {0.2, 0.19}},             /* an upgrade that buys almost nothing */
+    };
+    int choice[3];
+    uint64_t used = quant_mix_allocate(it, 3, 162, choice);
+    EXPECT_EQ_INT(used, 160); /* the floors; the cheapest upgrade needs 3 more bytes */
+    EXPECT(choice[0] == 0 && choice[1] == 0 && choice[2] == 0);
+    used = quant_mix_allocate(it, 3, 200, choice);
+    EXPECT(used <= 200);
+    EXPECT(choice[1] == 2);                   /* the small sensitive one first, all the way */
+    EXPECT(choice[0] == 1 && choice[2] == 0); /* then the big one, as far as the budget goes */
+    used = quant_mix_allocate(it, 3, 1000, choice);
+    EXPECT(choice[0] == 2 && choice[1] == 2 && choice[2] == 1 && used == 266);
+    used = quant_mix_allocate(it, 3, 0, choice); /* nothing fits: the floors */
+    EXPECT(choice[0] == 0 && choice[1] == 0 && choice[2] == 0 && used == 160);
+}
+
+static uint64_t file_size(const char *path) {
+    size_t n = 0;
+    char *b = test_read_file(path, &n);
+    mem_free(b);
+    return b ? n : 0;
+}
+
+static enum dtype tensor_type(const char *path, const char *name) {
+    struct error err = {0};
+    struct gguf *g = NULL;
+    CHECK(gguf_open(&g, path, &err) == 0);
+    const struct gguf_tensor_info *t = gguf_find_tensor(g, name);
+    enum dtype d = t ? (enum dtype)t->type : DTYPE_COUNT;
+    gguf_close(g);
+    return d;
+}
+
+/* Q4_K_XL on the synthetic hybrid qwen35 (imatrix from the calibration text, KLD on the other
+ * text): at most Q4_K_M's size and a much lower KL divergence than Q4_K_M with the same
+ * imatrix (README: 0.37 vs 0.68 over the whole text). */
+TEST(quantize_q4_k_xl_beats_q4_k_m) {
+    const char *m = test_model_path("synthetic/qwen35-f32.gguf");
+    if (!m) SKIP_TEST("../shared/models/synthetic not found");
+    char model[512], imat[512], base[512], xl[512], km[512];
+    snprintf(model, sizeof(model), "%s", m);
+    snprintf(imat, sizeof(imat), "%s", tmp("xl.imatrix.gguf"));
+    snprintf(base, sizeof(base), "%s", tmp("xl.kld"));
+    snprintf(xl, sizeof(xl), "%s", tmp("xl-q4kxl.gguf"));
+    snprintf(km, sizeof(km), "%s", tmp("xl-q4km.gguf"));
+    const char *ai[] = {"imatrix", "-m", model, "-f",      "tests/data/stories-calib.txt",
+                        "-o",      imat, "-c",  "64",      "--chunks",
+                        "6",       "-t", "2",   "--no-ppl"};
+    ASSERT(run_tool(tool_imatrix_run, 14, ai, NULL, NULL) == 0);
+    const char *ab[] = {"perplexity", "-m", model, "-f", stories_text(),         "-c", "64",
+                        "--chunks",   "8",  "-t",  "2",  "--kl-divergence-base", base};
+    ASSERT(run_tool(tool_perplexity_run, 13, ab, NULL, NULL) == 0);
+    char *log = NULL;
+    ASSERT(quantize(model, km, "Q4_K_M", "--imatrix", imat, NULL) == 0);
+    ASSERT(quantize(model, xl, "Q4_K_XL", "--imatrix", imat, &log) == 0);
+    mem_free(log);
+    double kld[2];
+    const char *paths[2] = {km, xl};
+    for (int k = 0; k < 2; k++) {
+        const char *ak[] = {"perplexity",           "-m", paths[k], "--kl-divergence",
+                            "--kl-divergence-base", base, "-t",     "2"};
+        char *out = NULL;
+        ASSERT(run_tool(tool_perplexity_run, 8, ak, &out, NULL) == 0);
+        kld[k] = number_after(out, "Mean    KLD: ");
+        mem_free(out);
+    }
+    uint64_t s_km = file_size(km), s_xl = file_size(xl);
+    if (getenv("HEARTH_TEST_VERBOSE"))
+        printf("    qwen35: Q4_K_M %llu bytes KLD %.4f, Q4_K_XL %llu bytes KLD %.4f\n",
+               (unsigned long long)s_km, kld[0], (unsigned long long)s_xl, kld[1]);
+    EXPECT_MSG(s_xl <= s_km, "Q4_K_XL %llu bytes > Q4_K_M %llu", (unsigned long long)s_xl,
+               (unsigned long long)s_km);
+    EXPECT_MSG(kld[1] < 0.8 * kld[0], "KLD Q4_K_XL %.4f vs Q4_K_M %.4f", kld[1], kld[0]);
+    /* the LM head (tied token_embd) keeps Q4_K_M's type; the first block's linear attention
+     * gets more bits than the rules give it */
+    EXPECT(tensor_type(xl, "token_embd.weight") == DTYPE_Q8_0);
+    static const char *const more[] = {"blk.0.attn_qkv.weight", "blk.0.ssm_out.weight",
+                                       "blk.0.ssm_beta.weight"};
+    for (int i = 0; i < 3; i++) {
+        const struct dtype_traits *a = dtype_traits(tensor_type(xl, more[i]));
+        const struct dtype_traits *b = dtype_traits(tensor_type(km, more[i]));
+        ASSERT(a && b);
+        EXPECT_MSG(a->type_size * b->block_size > b->type_size * a->block_size, "%s: %s vs %s",
+                   more[i], a->name, b->name);
+    }
+    int64_t ft = 0;
+    struct error err = {0};
+    struct gguf *g = NULL;
+    ASSERT(gguf_open(&g, xl, &err) == 0);
+    EXPECT(gguf_get_int(g, "general.file_type", &ft) == 0 && ft == 15);
+    gguf_close(g);
+    /* the same bytes for another thread count (the measurement is deterministic) */
+    const char *a1[] = {"quantize", model, tmp("xl-t1.gguf"), "Q4_K_XL", "--imatrix", imat,
+                        "-t",       "1"};
+    ASSERT(run_tool(tool_quantize_run, 8, a1, NULL, NULL) == 0);
+    EXPECT(files_equal(xl, tmp("xl-t1.gguf")));
+    remove(tmp("xl-t1.gguf"));
+    /* stories260K: rows of 64, the 32-block ladder; still no bigger than Q4_K_M and the head
+     * stays Q8_0 */
+    const char *st = test_model_path("stories/stories260K.gguf");
+    if (st) {
+        char sp[512];
+        snprintf(sp, sizeof(sp), "%s", st);
+        ASSERT(quantize(sp, km, "Q4_K_M", NULL, NULL, NULL) == 0);
+        ASSERT(quantize(sp, xl, "Q4_K_XL", NULL, NULL, &log) == 0);
+        EXPECT_MSG(strstr(log, "without --imatrix") != NULL, "%s", log);
+        mem_free(log);
+        EXPECT(file_size(xl) <= file_size(km));
+        EXPECT(tensor_type(xl, "output.weight") == DTYPE_Q8_0);
+        /* user overrides are kept out of the allocation */
+        ASSERT(quantize(sp, xl, "Q4_K_XL", "--tensor-type", "ffn_up=q4_0", NULL) == 0);
+        EXPECT(tensor_type(xl, "blk.0.ffn_up.weight") == DTYPE_Q4_0 &&
+               tensor_type(xl, "blk.4.ffn_up.weight") == DTYPE_Q4_0);
+    }
+    remove(imat);
+    remove(base);
+    remove(xl);
+    remove(km);
 }

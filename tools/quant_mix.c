@@ -331,24 +331,25 @@ static int is_float_type(enum dtype t) {
 
 /* llama_tensor_get_type: overrides, then the preset's rules, then the shape fallback. */
 static enum dtype choose(struct mix_state *s, const struct mix_tensor *x, enum category cat,
-                         regex_t *re, int *fell) {
+                         regex_t *re, int *fell, int *user) {
     const struct mix_params *p = s->p;
-    if (!quant_mix_is_quantizable(x->name, x->n_dims) ||
-        (p->leave_output && !strcmp(x->name, "output.weight")))
-        return x->type;
+    if (!quant_mix_is_quantizable(x->name, x->n_dims)) return x->type;
+    *user = 1;
+    if (p->leave_output && !strcmp(x->name, "output.weight")) return x->type;
     /* llama.cpp returns these two without the shape check; hearth falls back rather than
      * writing a file no reader accepts */
     if (p->token_embd_type >= 0 && cat == CAT_TOKEN_EMBD)
         return fallback((enum dtype)p->token_embd_type, x->ne[0], fell);
     if (p->output_type >= 0 && cat == CAT_OUTPUT)
         return fallback((enum dtype)p->output_type, x->ne[0], fell);
+    *user = 0;
     enum dtype t = p->ft->base;
     if (is_float_type(t)) return t;
     int manual = 0;
     for (int k = 0; k < p->n_override; k++) {
         if (regexec(&re[k], x->name, 0, NULL, 0) == 0) {
             t = p->override[k].type;
-            manual = 1;
+            manual = *user = 1;
             break;
         }
     }
@@ -368,7 +369,7 @@ static int order_cmp(const void *a, const void *b, void *ctx) {
 }
 
 int quant_mix_plan(const struct mix_params *p, const struct mix_model *m,
-                   const struct mix_tensor *t, int n, enum dtype *types, uint8_t *fell_back,
+                   const struct mix_tensor *t, int n, enum dtype *types, uint8_t *flags,
                    struct error *err) {
     struct mix_state s = {0};
     s.p = p;
@@ -414,9 +415,9 @@ int quant_mix_plan(const struct mix_params *p, const struct mix_model *m,
     for (int i = 0; i < n; i++) order[i] = i;
     qsort_r(order, (size_t)n, sizeof(int), order_cmp, (void *)t);
     for (int k = 0; k < n; k++) {
-        int i = order[k], fell = 0;
-        types[i] = choose(&s, &t[i], category_of(t[i].name), re, &fell);
-        if (fell_back) fell_back[i] = (uint8_t)fell;
+        int i = order[k], fell = 0, user = 0;
+        types[i] = choose(&s, &t[i], category_of(t[i].name), re, &fell, &user);
+        if (flags) flags[i] = (uint8_t)((fell ? MIX_FELL_BACK : 0) | (user ? MIX_USER : 0));
         if (s.failed) {
             rc = ERR_INVALID;
             goto done;

@@ -98,13 +98,20 @@ struct mix_params {
  * llama-quantize writes): by block index (tensors outside blocks first), then by name. */
 int quant_mix_name_cmp(const char *a, const char *b);
 
+/* Per-tensor facts quant_mix_plan reports besides the type. */
+enum mix_flag {
+    MIX_FELL_BACK = 1, /* the row length forced a fallback type (llama-quantize's warning) */
+    MIX_USER = 2,      /* the type comes from --tensor-type / --output-tensor-type /
+                          --token-embedding-type / --leave-output-tensor, not from the preset */
+};
+
 /* Plans the whole file: types[i] for t[i] (t in any order; the rules' counters run in
  * quant_mix_name_cmp order). For a dynamic preset this is the starting point (the Q4_K_M
- * rules). fell_back (may be NULL) gets 1 for each tensor whose row length forced a fallback
- * type (llama-quantize's "falling back" warning), else 0. Returns 0, ERR_INVALID (bad override
- * pattern; a bad block index in an expert tensor's name) or ERR_NOMEM, with a message in err. */
+ * rules). flags (may be NULL) gets the mix_flag bits of each tensor. Returns 0, ERR_INVALID
+ * (bad override pattern; a bad block index in an expert tensor's name) or ERR_NOMEM, with a
+ * message in err. */
 int quant_mix_plan(const struct mix_params *p, const struct mix_model *m,
-                   const struct mix_tensor *t, int n, enum dtype *types, uint8_t *fell_back,
+                   const struct mix_tensor *t, int n, enum dtype *types, uint8_t *flags,
                    struct error *err);
 
 /* Whether llama.cpp would ever quantize this tensor (2-D/3-D weight matrices, not norms,

@@ -44,8 +44,8 @@ struct qz_opts {
 /* One tensor of the output, in output order. */
 struct qz_tensor {
     const struct gguf_tensor_info *src;
-    enum dtype type;   /* output type */
-    uint8_t fell_back; /* the row length forced a fallback type */
+    enum dtype type; /* output type */
+    uint8_t flags;   /* enum mix_flag bits */
     uint64_t out_bytes;
     const struct imatrix_entry *imat; /* importance entry used, or NULL */
 };
@@ -171,30 +171,33 @@ static void convert_tensor(struct threadpool *pool, const struct qz_tensor *t, c
  * tolerant expert stacks pay for them.
  */
 
-/* Sensitivity of a tensor's relative noise by role and position (our priors, from the UD
- * findings: the LM head and embeddings, attention and linear-attention projections and the
- * first and last blocks hurt most; expert up/gate tolerate ~3 bits). */
-static double quant_role_weight(const char *name, int layer, int n_layer) {
+/* How much a unit of relative noise in a tensor's output hurts, by role (our priors). The LM
+ * head's noise reaches the logits undiluted, while each block matrix is one of about 2 n_layer
+ * branches summed into the residual stream, so the head weighs 2 n_layer block matrices. Among
+ * block matrices the UD findings (and our measurements on the synthetic qwen35, README) put the
+ * linear-attention input projection attn_qkv far ahead, then its gate and output projection;
+ * routed expert up/gate tolerate ~3 bits (each sees only the tokens routed to it); the shared
+ * expert sees every token. The first and last blocks count double, the rest of the first and
+ * last eighth 1.5x (llama.cpp's use_more_bits idea). */
+static const struct {
+    const char *part; /* substring of the tensor name; first match wins */
+    double weight;
+} g_roles[] = {
+    {"attn_qkv", 8.0},    {"attn_gate", 3.0}, {"ssm_out", 3.0},       {"ssm_alpha", 2.0},
+    {"ssm_beta", 2.0},    {"attn_v.", 1.5},   {"attn_k.", 1.5},       {"attn_q.", 1.0},
+    {"attn_output", 1.0}, {"_shexp", 1.5},    {"ffn_down_exps", 1.0}, {"_exps", 0.6},
+    {"ffn_down", 1.5},
+};
+
+static double quant_role_weight(const char *name, int layer, int n_layer, int tied) {
+    if (!strcmp(name, "output.weight") || (tied && !strcmp(name, "token_embd.weight")))
+        return 2.0 * (n_layer > 2 ? n_layer : 2);
     double w = 1.0;
-    if (!strcmp(name, "output.weight"))
-        w = 4.0;
-    else if (!strcmp(name, "token_embd.weight"))
-        w = 2.0;
-    else if (strstr(name, "ssm_out"))
-        w = 3.0;
-    else if (strstr(name, "ssm_alpha") || strstr(name, "ssm_beta"))
-        w = 2.0;
-    else if (strstr(name, "attn_qkv") || strstr(name, "attn_gate") || strstr(name, "attn_v.") ||
-             strstr(name, "attn_output"))
-        w = 2.0;
-    else if (strstr(name, "attn_q.") || strstr(name, "attn_k."))
-        w = 1.5;
-    else if (strstr(name, "_shexp"))
-        w = 1.5; /* the shared expert sees every token */
-    else if (strstr(name, "ffn_down"))
-        w = strstr(name, "_exps") ? 1.0 : 1.5;
-    else if (strstr(name, "_exps"))
-        w = 0.6; /* routed up/gate: each sees 1/k of the tokens and tolerates ~3 bits */
+    for (size_t i = 0; i < sizeof(g_roles) / sizeof(g_roles[0]); i++)
+        if (strstr(name, g_roles[i].part)) {
+            w = g_roles[i].weight;
+            break;
+        }
     if (layer >= 0 && n_layer > 0) {
         if (layer == 0 || layer == n_layer - 1)
             w *= 2.0;
@@ -214,8 +217,8 @@ struct measure_job {
     int64_t n_sample, stride;  /* sampled rows: i * stride */
     float *scratch;            /* per thread: x, y, quantizer weights [ne0] each, a quantized row */
     size_t scratch_per_thread; /* floats */
-    double *err;               /* [nth][n_cand] */
-    double *sig;               /* [nth] */
+    double *err;               /* [n_sample][MIX_MAX_CANDIDATES] weighted squared error per row */
+    double *sig;               /* [n_sample] weighted energy per row */
 };
 
 static void measure_task(void *p, int ith, int nth) {
@@ -226,14 +229,14 @@ static void measure_task(void *p, int ith, int nth) {
     size_t src_row = dtype_row_bytes((enum dtype)s->type, ne0);
     float *x = j->scratch + (size_t)ith * j->scratch_per_thread, *y = x + ne0, *wq = y + ne0;
     void *q = wq + ne0;
-    double *err = j->err + (size_t)ith * (size_t)j->n_cand;
     for (int64_t i = ith; i < j->n_sample; i += nth) {
+        double *err = j->err + i * MIX_MAX_CANDIDATES;
         int64_t r = i * j->stride;
         st->to_float((const char *)s->data + r * (int64_t)src_row, x, ne0);
         const float *w = j->imat ? j->imat + (r / s->ne[1]) * ne0 : NULL;
         double sg = 0.0;
         for (int64_t k = 0; k < ne0; k++) sg += (w ? w[k] : 1.0) * (double)x[k] * x[k];
-        j->sig[ith] += sg;
+        j->sig[i] = sg;
         if (w) importance_weights(x, w, ne0, wq);
         for (int c = 0; c < j->n_cand; c++) {
             const struct dtype_traits *dt = dtype_traits(j->cands[c]);
@@ -247,29 +250,40 @@ static void measure_task(void *p, int ith, int nth) {
                 double d = (double)x[k] - y[k];
                 e += (w ? w[k] : 1.0) * d * d;
             }
-            err[c] += e;
+            err[c] = e;
         }
     }
 }
 
-/* The candidate ladder of a quantizable tensor, cheapest first (the rule type's fallbacks
- * decide the family for odd row lengths). Returns the count. */
-static int xl_ladder(const struct gguf_tensor_info *s, enum dtype *c) {
-    int64_t ne0 = s->ne[0];
-    int n = 0;
-    if (ne0 % QK_K == 0) {
+static double bits_per_weight(enum dtype t) {
+    const struct dtype_traits *tr = dtype_traits(t);
+    return 8.0 * (double)tr->type_size / (double)tr->block_size;
+}
+
+/* The candidate ladder of a quantizable tensor, cheapest first: the K family when rows are a
+ * multiple of 256 (Q3_K only for the FFN input projections, which tolerate it), else the
+ * 32-block family. Candidates below floor's bits per weight are dropped (the LM head keeps at
+ * least what the Q4_K_M rules give it: every measurement we made put it far ahead of any other
+ * tensor). Returns the count (0: not a candidate). */
+static int xl_ladder(const struct gguf_tensor_info *s, int floor, enum dtype *c) {
+    static const enum dtype k_family[] = {DTYPE_Q3_K, DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K,
+                                          DTYPE_Q8_0};
+    static const enum dtype b32_family[] = {DTYPE_IQ4_NL, DTYPE_Q5_0, DTYPE_Q5_1, DTYPE_Q8_0};
+    const enum dtype *fam;
+    int n_fam, n = 0;
+    if (s->ne[0] % QK_K == 0) {
         int tolerant = strstr(s->name, "ffn_up") || strstr(s->name, "ffn_gate");
-        if (tolerant) c[n++] = DTYPE_Q3_K;
-        c[n++] = DTYPE_Q4_K;
-        c[n++] = DTYPE_Q5_K;
-        c[n++] = DTYPE_Q6_K;
-        c[n++] = DTYPE_Q8_0;
-    } else if (ne0 % 32 == 0) {
-        c[n++] = DTYPE_IQ4_NL;
-        c[n++] = DTYPE_Q5_0;
-        c[n++] = DTYPE_Q5_1;
-        c[n++] = DTYPE_Q8_0;
+        fam = k_family + !tolerant;
+        n_fam = 5 - !tolerant;
+    } else if (s->ne[0] % 32 == 0) {
+        fam = b32_family;
+        n_fam = 4;
+    } else {
+        return 0;
     }
+    for (int i = 0; i < n_fam; i++)
+        if (floor < 0 || bits_per_weight(fam[i]) >= bits_per_weight((enum dtype)floor) - 1e-9)
+            c[n++] = fam[i];
     return n;
 }
 
@@ -287,20 +301,26 @@ static int plan_dynamic(struct threadpool *pool, struct qz_tensor *ts, int n, fl
         if (ts[i].src->ne[0] > max_ne0) max_ne0 = ts[i].src->ne[0];
     size_t per_thread = (size_t)max_ne0 * 5 + 64; /* x, y, weights, the largest quantized row */
     float *scratch = mem_alloc((size_t)nth * per_thread * sizeof(float));
-    double *errs = mem_alloc((size_t)nth * MIX_MAX_CANDIDATES * sizeof(double));
-    double *sigs = mem_alloc((size_t)nth * sizeof(double));
-    int rc = 0, n_items = 0;
+    double *errs = mem_alloc((size_t)XL_SAMPLE_ROWS * MIX_MAX_CANDIDATES * sizeof(double));
+    double(*nu)[MIX_MAX_CANDIDATES] = mem_calloc((size_t)(n > 0 ? n : 1), sizeof(*nu));
+    double *roles = mem_calloc((size_t)(n > 0 ? n : 1), sizeof(double));
+    double *sigs = mem_alloc((size_t)XL_SAMPLE_ROWS * sizeof(double));
+    int rc = 0, n_items = 0, tied = 1;
     uint64_t budget = 0;
-    if (!items || !cands || !map || !choice || !scratch || !errs || !sigs) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(ts[i].src->name, "output.weight")) tied = 0;
+    if (!items || !cands || !map || !choice || !scratch || !errs || !sigs || !nu || !roles) {
         rc = error_set(err, ERR_NOMEM, "out of memory measuring quantization errors");
         goto done;
     }
     for (int i = 0; i < n; i++) {
         const struct gguf_tensor_info *s = ts[i].src;
-        int q = quant_mix_is_quantizable(s->name, s->n_dims) && dtype_traits(ts[i].type) &&
-                dtype_traits(ts[i].type)->is_quantized && dtype_traits(s->type) &&
-                dtype_traits(s->type)->to_float;
-        int nc = q ? xl_ladder(s, cands[n_items]) : 0;
+        int q = !(ts[i].flags & MIX_USER) && quant_mix_is_quantizable(s->name, s->n_dims) &&
+                dtype_traits(ts[i].type) && dtype_traits(ts[i].type)->is_quantized &&
+                dtype_traits(s->type) && dtype_traits(s->type)->to_float;
+        int is_head =
+            !strcmp(s->name, "output.weight") || (tied && !strcmp(s->name, "token_embd.weight"));
+        int nc = q ? xl_ladder(s, is_head ? (int)ts[i].type : -1, cands[n_items]) : 0;
         if (nc == 0) continue;
         budget += ts[i].out_bytes;
         struct measure_job j = {0};
@@ -315,31 +335,35 @@ static int plan_dynamic(struct threadpool *pool, struct qz_tensor *ts, int n, fl
         j.scratch_per_thread = per_thread;
         j.err = errs;
         j.sig = sigs;
-        memset(errs, 0, (size_t)nth * MIX_MAX_CANDIDATES * sizeof(double));
-        memset(sigs, 0, (size_t)nth * sizeof(double));
         threadpool_run(pool, measure_task, &j);
         double sig = 0.0;
-        for (int t = 0; t < nth; t++) sig += sigs[t];
-        double role = quant_role_weight(s->name, quant_mix_layer(s->name), n_layer);
+        for (int64_t r = 0; r < j.n_sample; r++)
+            sig += sigs[r]; /* in row order: same sums
+                               for any thread count */
+        double role = quant_role_weight(s->name, quant_mix_layer(s->name), n_layer, tied);
         struct mix_alloc_item *it = &items[n_items];
         it->n_cand = nc;
         for (int c = 0; c < nc; c++) {
             double e = 0.0;
-            for (int t = 0; t < nth; t++) e += errs[t * MIX_MAX_CANDIDATES + c];
+            for (int64_t r = 0; r < j.n_sample; r++) e += errs[r * MIX_MAX_CANDIDATES + c];
             it->bytes[c] = tensor_bytes(cands[n_items][c], s->ne);
-            it->cost[c] = sig > 0 ? role * e / sig : 0.0;
+            nu[n_items][c] = sig > 0 ? e / sig : 0.0;
+            it->cost[c] = role * nu[n_items][c];
             if (c > 0 && it->cost[c] > it->cost[c - 1]) it->cost[c] = it->cost[c - 1];
         }
+        roles[n_items] = role;
         map[n_items++] = i;
     }
     uint64_t used = quant_mix_allocate(items, n_items, budget, choice);
     for (int k = 0; k < n_items; k++) {
         struct qz_tensor *t = &ts[map[k]];
         enum dtype nt = cands[k][choice[k]];
-        if (log && nt != t->type)
-            fprintf(log, "  Q4_K_XL: %-34s %-6s -> %-6s (relative error %.2e -> %.2e)\n",
-                    t->src->name, dtype_name(t->type), dtype_name(nt), items[k].cost[0],
-                    items[k].cost[choice[k]]);
+        int c0 = 0; /* the rule type's candidate, for the log */
+        while (c0 < items[k].n_cand && cands[k][c0] != t->type) c0++;
+        if (log)
+            fprintf(log, "  Q4_K_XL: %-34s %-6s -> %-6s relative error %.2e -> %.2e (x%.1f)\n",
+                    t->src->name, dtype_name(t->type), dtype_name(nt),
+                    c0 < items[k].n_cand ? nu[k][c0] : NAN, nu[k][choice[k]], roles[k]);
         t->type = nt;
         t->out_bytes = items[k].bytes[choice[k]];
     }
@@ -354,6 +378,8 @@ done:
     mem_free(scratch);
     mem_free(errs);
     mem_free(sigs);
+    mem_free(nu);
+    mem_free(roles);
     return rc;
 }
 
@@ -613,9 +639,9 @@ int tool_quantize_run(int argc, char **argv, FILE *out, FILE *err_out) {
         struct qz_tensor *t = &ts[i];
         const struct gguf_tensor_info *s = t->src;
         t->type = types[i];
-        t->fell_back = fell[i];
+        t->flags = fell[i];
         t->out_bytes = t->type == (enum dtype)s->type ? s->n_bytes : tensor_bytes(t->type, s->ne);
-        if (t->fell_back) {
+        if (t->flags & MIX_FELL_BACK) {
             n_fell++;
             if (o.verbose)
                 fprintf(err_out, "  %s: row length %lld is not a multiple of 256: %s\n", s->name,
@@ -667,7 +693,7 @@ int tool_quantize_run(int argc, char **argv, FILE *out, FILE *err_out) {
                 "them)\n",
                 n_fell, n);
     if (threadpool_create(&pool, o.n_threads > 0 ? o.n_threads : threads_n_cpus())) goto oom;
-    if (ft->is_dynamic) {
+    if (ft->is_dynamic && !o.pure) {
         if (!im)
             fprintf(err_out,
                     "hearth quantize: warning: %s without --imatrix measures errors "
