@@ -94,12 +94,19 @@ static int same_bits(float a, float b) {
 }
 
 /* Tables to compare with scalar: each ISA the host has (the scalar one too, which checks the
- * tiles and tables themselves). */
-static int tables(const struct cpu_kernels *out[3]) {
+ * tiles and tables themselves), and AVX-512 without AMX where the host has AMX. */
+static int tables(const struct cpu_kernels *out[4]) {
+    static struct cpu_kernels no_amx;
     int n = 0;
     for (int isa = CPU_ISA_SCALAR; isa <= CPU_ISA_AVX512; isa++) {
         const struct cpu_kernels *k = cpu_kernels_for((enum cpu_isa)isa);
         if (k) out[n++] = k;
+    }
+    struct cpu_features f;
+    cpu_features_detect(&f);
+    if (f.has_amx_int8 && cpu_kernels_for(CPU_ISA_AVX512)) {
+        f.has_amx_int8 = 0;
+        if (cpu_kernels_build(&no_amx, CPU_ISA_AVX512, &f) == 0) out[n++] = &no_amx;
     }
     return n;
 }
@@ -122,7 +129,7 @@ enum { N_SIZES = (int)(sizeof(g_sizes) / sizeof(g_sizes[0])), MAX_N = 11008, PAD
  * ====================================================================================== */
 
 TEST(kernels_tables_complete) {
-    const struct cpu_kernels *ks[3];
+    const struct cpu_kernels *ks[4];
     int nk = tables(ks);
     ASSERT(nk >= 1 && cpu_kernels_get() != NULL);
     for (int ik = 0; ik < nk; ik++) {
@@ -146,7 +153,7 @@ TEST(kernels_tables_complete) {
  * ====================================================================================== */
 
 TEST(kernels_from_float_bit_identical) {
-    const struct cpu_kernels *ks[3], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     const enum dtype acts[] = {DTYPE_Q8_0, DTYPE_Q8_K, DTYPE_F16, DTYPE_BF16, DTYPE_F32};
     char *buf = mem_alloc(MAX_N * 4 + PAD), *ya = mem_alloc(MAX_N * 4 + PAD);
@@ -186,7 +193,7 @@ TEST(kernels_from_float_bit_identical) {
 }
 
 TEST(kernels_to_float_bit_identical) {
-    const struct cpu_kernels *ks[3], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     float *tmp = mem_alloc(MAX_N * 4), *ya = mem_alloc(MAX_N * 4 + PAD);
     float *yb = mem_alloc(MAX_N * 4 + PAD);
@@ -220,7 +227,7 @@ TEST(kernels_to_float_bit_identical) {
  * ====================================================================================== */
 
 TEST(kernels_vec_dot_bit_identical) {
-    const struct cpu_kernels *ks[3], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     float *tmp = mem_alloc(MAX_N * 4);
     char *w = mem_alloc(MAX_N * 4 + PAD), *a = mem_alloc(MAX_N * 4 + PAD);
@@ -251,7 +258,7 @@ TEST(kernels_vec_dot_bit_identical) {
 /* Every tile shape n_w x n_x up to the maximum, strided rows and output, against the table's
  * own vec_dot (which the previous test ties to scalar); entries outside the tile untouched. */
 TEST(kernels_gemm_tile_equals_vec_dot) {
-    const struct cpu_kernels *ks[3], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     const int64_t ks_elems[] = {256, 768, 4096}; /* one, three and sixteen super-blocks */
     enum { MAXT = 16, OS = 21, ROW = 4200 * 4 };
@@ -308,7 +315,7 @@ TEST(kernels_gemm_tile_equals_vec_dot) {
 /* The reference dots against a double-precision dot of the unquantized f32 data: the bound
  * (relative to sum |w x|) is the format's own quantization error plus the activation's. */
 TEST(kernels_dot_vs_double) {
-    const struct cpu_kernels *ks[3], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     enum { N = 4096 };
     float *xw = mem_alloc(N * 4), *xa = mem_alloc(N * 4);
@@ -354,7 +361,7 @@ TEST(kernels_dot_vs_double) {
  * ====================================================================================== */
 
 TEST(kernels_attention_f16_bit_identical) {
-    const struct cpu_kernels *ks[3], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     enum { N = 1000 };
     uint16_t q[N + 3], k[N + 3], v[N + 3], acc_a[N + 3], acc_b[N + 3];

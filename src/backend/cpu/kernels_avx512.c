@@ -734,6 +734,47 @@ static void iq4_xs_gemm_tile_avx512(const void *w, size_t ws, const void *x, siz
         kq_tile(KQ_IQ4_XS, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 
+/* With AMX-INT8 (cpu_features.has_amx_int8) the K-quant tiles grow to 16 rows x 32 tokens:
+ * whole groups of 16 tokens go to the AMX kernel (kernels_amx.c), the rest to the 4 x 4 / 4 x 1
+ * kernels above; all give the same bits. */
+enum { AMX_W = 16, AMX_X = 32 };
+
+INLINE void kq_amx_tile(int type, enum dtype dt, const void *w, size_t ws, const void *x, size_t xs,
+                        int64_t k, float *out, size_t os, int n_w, int n_x) {
+    int groups = n_x / 16;
+    if (groups) cpu_amx_kq_tiles(dt, w, ws, x, xs, k, out, os, n_w, groups);
+    for (int j = 16 * groups; j < n_x; j += TILE_X) {
+        int nx = n_x - j < TILE_X ? n_x - j : TILE_X;
+        for (int i = 0; i < n_w; i += TILE_W) {
+            int nw = n_w - i < TILE_W ? n_w - i : TILE_W;
+            const char *wi = (const char *)w + (size_t)i * ws,
+                       *xj = (const char *)x + (size_t)j * xs;
+            float *o = out + (size_t)j * os + (size_t)i;
+            if (nx == 1)
+                kq_tile(type, TILE_W, 1, wi, ws, xj, xs, k, o, os, nw, nx);
+            else
+                kq_tile(type, TILE_W, TILE_X, wi, ws, xj, xs, k, o, os, nw, nx);
+        }
+    }
+}
+
+static void q4_k_gemm_tile_amx(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                               float *out, size_t os, int n_w, int n_x) {
+    kq_amx_tile(KQ_Q4_K, DTYPE_Q4_K, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void q5_k_gemm_tile_amx(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                               float *out, size_t os, int n_w, int n_x) {
+    kq_amx_tile(KQ_Q5_K, DTYPE_Q5_K, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void q6_k_gemm_tile_amx(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                               float *out, size_t os, int n_w, int n_x) {
+    kq_amx_tile(KQ_Q6_K, DTYPE_Q6_K, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void iq4_xs_gemm_tile_amx(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                 float *out, size_t os, int n_w, int n_x) {
+    kq_amx_tile(KQ_IQ4_XS, DTYPE_IQ4_XS, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+
 /* ============================================================================================
  * Dequantization (get_rows, quantized KV caches)
  * The same f32 expressions as the *_dequantize_row_ref functions, operation for operation.
@@ -867,6 +908,17 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
     k->to_float[DTYPE_Q5_K] = q5_k_to_f32_avx512;
     k->to_float[DTYPE_Q6_K] = q6_k_to_f32_avx512;
     k->to_float[DTYPE_IQ4_XS] = iq4_xs_to_f32_avx512;
+    if (f->has_amx_int8) {
+        static const enum dtype amx_types[4] = {DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K, DTYPE_IQ4_XS};
+        static const cpu_gemm_tile_fn amx_tiles[4] = {q4_k_gemm_tile_amx, q5_k_gemm_tile_amx,
+                                                      q6_k_gemm_tile_amx, iq4_xs_gemm_tile_amx};
+        for (int i = 0; i < 4; i++) {
+            k->gemm_tile[amx_types[i]] = amx_tiles[i];
+            k->gemm_tile_w[amx_types[i]] = AMX_W;
+            k->gemm_tile_x[amx_types[i]] = AMX_X;
+        }
+        k->name = "avx512-amx";
+    }
     k->attn_dot_f16 = attn_dot_f16_avx512;
     k->attn_mad_f16 = attn_mad_f16_avx512;
     k->attn_scale_f16 = attn_scale_f16_avx512;
