@@ -255,16 +255,27 @@ TEST(kernels_vec_dot_bit_identical) {
     mem_free(a);
 }
 
-/* Every tile shape n_w x n_x up to the maximum, strided rows and output, against the table's
- * own vec_dot (which the previous test ties to scalar); entries outside the tile untouched. */
+/* Tile shapes n_w x n_x: all up to 4, and around the block sizes of bigger tiles (4, 8, 16 rows;
+ * groups of 16 tokens up to 64). */
+static int tile_sizes(int max, int *out) {
+    static const int cand[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48, 63, 64};
+    int n = 0;
+    for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]); i++)
+        if (cand[i] <= max) out[n++] = cand[i];
+    return n;
+}
+
+/* Every such tile shape, strided rows and output, against the table's own vec_dot (which the
+ * previous test ties to scalar); entries outside the tile untouched. */
 TEST(kernels_gemm_tile_equals_vec_dot) {
     const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     const int64_t ks_elems[] = {256, 768, 4096}; /* one, three and sixteen super-blocks */
-    enum { MAXT = 16, OS = 21, ROW = 4200 * 4 };
+    enum { MAXT = 64, OS = 67, ROW = 4200 * 4 };
     float *tmp = mem_alloc(ROW), *out = mem_alloc(MAXT * OS * sizeof(float));
+    float *want = mem_alloc(MAXT * MAXT * sizeof(float));
     char *w = mem_alloc((size_t)MAXT * ROW + PAD), *a = mem_alloc((size_t)MAXT * ROW + PAD);
-    ASSERT(tmp && out && w && a);
+    ASSERT(tmp && out && want && w && a);
     g_state = 14;
     for (int ik = 0; ik < nk; ik++)
         for (int t = 0; t < DTYPE_COUNT; t++) {
@@ -273,31 +284,36 @@ TEST(kernels_gemm_tile_equals_vec_dot) {
             if (!tr || !tr->vec_dot) continue;
             int tw = k->gemm_tile_w[t] < MAXT ? k->gemm_tile_w[t] : MAXT;
             int tx = k->gemm_tile_x[t] < MAXT ? k->gemm_tile_x[t] : MAXT;
+            int nws[20], nxs[20], n_nw = tile_sizes(tw, nws), n_nx = tile_sizes(tx, nxs);
             int fails = 0;
             for (int ie = 0; ie < 3; ie++) {
                 int64_t n = ks_elems[ie];
-                if (tr->block_size == 1) n += 5; /* a tail past the 16-lane steps */
+                if (tx > 16 && n > 768) continue; /* keep the big tiles quick */
+                if (tr->block_size == 1) n += 5;  /* a tail past the 16-lane steps */
                 size_t wstride = dtype_row_bytes((enum dtype)t, n) + 4;
                 size_t astride = dtype_row_bytes(tr->vec_dot_type, n) + 8;
                 for (int i = 0; i < tw; i++)
                     make_weights((enum dtype)t, i, tmp, w + 4 + (size_t)i * wstride, n);
                 for (int j = 0; j < tx; j++)
                     make_act(sc, (enum dtype)t, j, tmp, a + 4 + (size_t)j * astride, n);
-                for (int nw = 1; nw <= tw; nw++)
-                    for (int nx = 1; nx <= tx; nx++) {
+                for (int j = 0; j < tx; j++)
+                    for (int i = 0; i < tw; i++)
+                        want[j * MAXT + i] = k->vec_dot[t](w + 4 + (size_t)i * wstride,
+                                                           a + 4 + (size_t)j * astride, n);
+                for (int iw = 0; iw < n_nw; iw++)
+                    for (int ix = 0; ix < n_nx; ix++) {
+                        int nw = nws[iw], nx = nxs[ix];
                         for (int e = 0; e < MAXT * OS; e++) out[e] = -12345.0f;
                         k->gemm_tile[t](w + 4, wstride, a + 4, astride, n, out, OS, nw, nx);
                         for (int j = 0; j < MAXT; j++)
                             for (int i = 0; i < OS; i++) {
                                 float got = out[j * OS + i];
                                 if (i < nw && j < nx) {
-                                    float want = k->vec_dot[t](w + 4 + (size_t)i * wstride,
-                                                               a + 4 + (size_t)j * astride, n);
-                                    if (!same_bits(got, want) && fails++ < 3)
+                                    if (!same_bits(got, want[j * MAXT + i]) && fails++ < 3)
                                         test_fail(__FILE__, __LINE__,
                                                   "%s %s tile %dx%d n=%lld (%d,%d): %.9g vs %.9g",
                                                   k->name, tr->name, nw, nx, (long long)n, i, j,
-                                                  got, want);
+                                                  got, want[j * MAXT + i]);
                                 } else if (got != -12345.0f && fails++ < 3) {
                                     test_fail(__FILE__, __LINE__, "%s %s tile %dx%d wrote (%d,%d)",
                                               k->name, tr->name, nw, nx, i, j);
@@ -308,6 +324,7 @@ TEST(kernels_gemm_tile_equals_vec_dot) {
         }
     mem_free(tmp);
     mem_free(out);
+    mem_free(want);
     mem_free(w);
     mem_free(a);
 }

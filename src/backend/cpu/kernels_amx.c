@@ -296,9 +296,12 @@ INLINE void amx_four(enum dtype type, const char *a_base, size_t x_stride, const
     TILE_STORED(3, c[3], 64);
 }
 
+enum { AMX_MAX_GROUPS = 4 }; /* token groups of 16 per call (the B tiles are built once) */
+
 INLINE void amx_kq(enum dtype type, const void *w, size_t w_stride, const void *x, size_t x_stride,
                    int64_t k, float *out, size_t out_stride, int n_w, int n_groups) {
-    CHECK(k % QK_K == 0 && n_w >= 1 && n_w <= 16);
+    CHECK(k % QK_K == 0 && n_w >= 1 && n_w <= 16 && n_groups >= 1 && n_groups <= AMX_MAX_GROUPS);
+    CHECK((size_t)(n_w - 1) * w_stride < 0x7fffffff);
     const size_t wb = kq_block_bytes(type);
     const int n_sub = type == DTYPE_Q6_K ? 16 : 8;
     const char *rows[16];
@@ -307,20 +310,19 @@ INLINE void amx_kq(enum dtype type, const void *w, size_t w_stride, const void *
         rows[i] = (const char *)w + (size_t)(i < n_w ? i : n_w - 1) * w_stride;
         offs_arr[i] = (int32_t)(rows[i] - rows[0]);
     }
-    CHECK((size_t)(n_w - 1) * w_stride < 0x7fffffff);
     const __m512i offs = _mm512_loadu_si512(offs_arr);
     struct amx_rows rd;
     struct amx_b bt;
     int32_t c[4][16][16];
-    float res[16][16];
+    float res[AMX_MAX_GROUPS][16][16];
+    memset(res, 0, sizeof(res));
     tiles_configure(type == DTYPE_Q6_K ? 16 : 32);
-    for (int g = 0; g < n_groups; g++) {
-        memset(res, 0, sizeof(res));
-        const char *xg = (const char *)x + (size_t)(16 * g) * x_stride;
-        for (int64_t ib = 0; ib < k / QK_K; ib++) {
-            size_t blk = (size_t)ib * wb;
-            amx_rows_load(type, rows, offs, blk, &rd);
-            amx_b_build(type, rows, blk, &bt);
+    for (int64_t ib = 0; ib < k / QK_K; ib++) {
+        size_t blk = (size_t)ib * wb;
+        amx_rows_load(type, rows, offs, blk, &rd);
+        amx_b_build(type, rows, blk, &bt);
+        for (int g = 0; g < n_groups; g++) {
+            const char *xg = (const char *)x + (size_t)(16 * g) * x_stride;
             const char *a_base = xg + (size_t)ib * sizeof(struct block_q8_k) + 4; /* qs */
             __m512i isum[16];
 #pragma GCC unroll 16
@@ -348,28 +350,28 @@ INLINE void amx_kq(enum dtype type, const void *w, size_t w_stride, const void *
                         memcpy(&pair, &y->bsums[2 * t], 4);
                         isum[m] = _mm512_dpwssd_epi32(isum[m], rd.neg[t], _mm512_set1_epi32(pair));
                     }
-                __m512 r = _mm512_loadu_ps(res[m]);
+                __m512 r = _mm512_loadu_ps(res[g][m]);
                 __m512 t1 = _mm512_mul_ps(_mm512_mul_ps(rd.d, dy), _mm512_cvtepi32_ps(isum[m]));
                 if (type == DTYPE_Q4_K || type == DTYPE_Q5_K) {
                     __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
                     __m256i s2 = _mm256_madd_epi16(bs, _mm256_set1_epi16(1));
-                    int32_t bp[4];
-                    _mm_storeu_si128((__m128i *)bp,
-                                     _mm256_cvtepi32_epi16(s2)); /* pairs (2t, 2t+1) */
+                    int32_t bp[4]; /* int16 pairs (2t, 2t+1) of the 8 sums of 32 */
+                    _mm_storeu_si128((__m128i *)bp, _mm256_cvtepi32_epi16(s2));
                     __m512i mi = _mm512_setzero_si512();
                     for (int t = 0; t < 4; t++)
                         mi = _mm512_dpwssd_epi32(mi, rd.mn[t], _mm512_set1_epi32(bp[t]));
                     t1 = _mm512_sub_ps(
                         t1, _mm512_mul_ps(_mm512_mul_ps(rd.dmin, dy), _mm512_cvtepi32_ps(mi)));
                 }
-                _mm512_storeu_ps(res[m], _mm512_add_ps(r, t1));
+                _mm512_storeu_ps(res[g][m], _mm512_add_ps(r, t1));
             }
         }
-        __mmask16 keep = (__mmask16)((1u << n_w) - 1);
+    }
+    __mmask16 keep = (__mmask16)((1u << n_w) - 1);
+    for (int g = 0; g < n_groups; g++)
         for (int m = 0; m < 16; m++)
             _mm512_mask_storeu_ps(out + (size_t)(16 * g + m) * out_stride, keep,
-                                  _mm512_loadu_ps(res[m]));
-    }
+                                  _mm512_loadu_ps(res[g][m]));
     __asm__ volatile("tilerelease" ::);
 }
 

@@ -409,26 +409,130 @@ static float iq4_nl_dot_q8_0_avx512(const void *w, const void *x, int64_t n) {
     return out;
 }
 
+/* Prompt tiles: 4 rows x 8 tokens in 512-bit vectors. Two tokens share a vector: their activation
+ * dwords are interleaved (lane 2l: token a's lane l, lane 2l+1: token b's), the weights' dwords
+ * duplicated, so one vpdpbusd, one vcvtdq2ps and one FMA serve two (row, token) pairs, and the
+ * two scale products (d_a, d_b) come in with a single 64-bit broadcast load. Each lane still
+ * follows the 8-lane order of the reference. */
+enum { PAIR_W = 4, PAIR_X = 8 };
+
+/* dd2[i][p][2b + t] = dw_i[b0 + b] * dx_{2p+t}[b0 + b], b < FAM_CHUNK. */
+INLINE void fam_scales_pairs(int fam, const char *const *wr, const char *const *xr, int64_t b0,
+                             int n, float dd2[PAIR_W][PAIR_X / 2][2 * FAM_CHUNK]) {
+    uint16_t h[FAM_CHUNK];
+    float dw[PAIR_W][FAM_CHUNK], dx[PAIR_X][FAM_CHUNK];
+    size_t wb = fam_block_bytes(fam);
+    for (int i = 0; i < PAIR_W + PAIR_X; i++) {
+        const char *row = i < PAIR_W ? wr[i] : xr[i - PAIR_W];
+        size_t bytes = i < PAIR_W ? wb : sizeof(struct block_q8_0);
+        for (int b = 0; b < FAM_CHUNK; b++) {
+            h[b] = 0;
+            if (b < n) memcpy(&h[b], row + (size_t)(b0 + b) * bytes, sizeof(uint16_t));
+        }
+        float *dst = i < PAIR_W ? dw[i] : dx[i - PAIR_W];
+        for (int b = 0; b < FAM_CHUNK; b += 16) _mm512_storeu_ps(dst + b, load_f16x16(h + b));
+    }
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    for (int i = 0; i < PAIR_W; i++)
+        for (int p = 0; p < PAIR_X / 2; p++)
+            for (int b = 0; b < FAM_CHUNK; b += 16) {
+                __m512 w = _mm512_loadu_ps(dw[i] + b);
+                __m512 a = _mm512_mul_ps(w, _mm512_loadu_ps(dx[2 * p] + b));
+                __m512 c = _mm512_mul_ps(w, _mm512_loadu_ps(dx[2 * p + 1] + b));
+                _mm512_storeu_ps(dd2[i][p] + 2 * b, _mm512_permutex2var_ps(a, lo, c));
+                _mm512_storeu_ps(dd2[i][p] + 2 * b + 16, _mm512_permutex2var_ps(a, hi, c));
+            }
+}
+
+/* The 32 unsigned weights of a block (fam_weights) with every dword duplicated. */
+INLINE __m512i fam_weights_dup(int fam, const char *blk, __m256i table) {
+    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    return _mm512_permutexvar_epi32(dup, _mm512_castsi256_si512(fam_weights(fam, blk, table)));
+}
+
+INLINE void fam_tile_pairs(int fam, const void *w, size_t w_stride, const void *x, size_t x_stride,
+                           int64_t k, float *out, size_t out_stride, int n_w, int n_x) {
+    CHECK(k % QK8_0 == 0);
+    const size_t wb = fam_block_bytes(fam);
+    const char *wr[PAIR_W], *xr[PAIR_X];
+#pragma GCC unroll 16
+    for (int i = 0; i < PAIR_W; i++) wr[i] = tile_row(w, w_stride, i, n_w);
+#pragma GCC unroll 16
+    for (int j = 0; j < PAIR_X; j++) xr[j] = tile_row(x, x_stride, j, n_x);
+    const __m256i table = _mm256_xor_si256(
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kvalues_iq4nl)),
+        _mm256_set1_epi8((char)0x80));
+    const __m512i offset = _mm512_set1_epi8((char)(fam == FAM_Q4_0 ? 8 : 128));
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i ilv = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    __m512 acc[PAIR_W][PAIR_X / 2];
+#pragma GCC unroll 16
+    for (int i = 0; i < PAIR_W; i++)
+#pragma GCC unroll 16
+        for (int p = 0; p < PAIR_X / 2; p++) acc[i][p] = _mm512_setzero_ps();
+    float dd2[PAIR_W][PAIR_X / 2][2 * FAM_CHUNK];
+    const int64_t nb = k / QK8_0;
+    for (int64_t b0 = 0; b0 < nb; b0 += FAM_CHUNK) {
+        int n = nb - b0 < FAM_CHUNK ? (int)(nb - b0) : FAM_CHUNK;
+        fam_scales_pairs(fam, wr, xr, b0, n, dd2);
+        for (int b = 0; b < n; b++) {
+            __m512i xv[PAIR_X / 2], start[PAIR_X / 2];
+#pragma GCC unroll 16
+            for (int p = 0; p < PAIR_X / 2; p++) {
+                const struct block_q8_0 *xa = (const struct block_q8_0 *)xr[2 * p] + b0 + b;
+                const struct block_q8_0 *xb = (const struct block_q8_0 *)xr[2 * p + 1] + b0 + b;
+                __m512i va = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xa->qs));
+                __m512i vb = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xb->qs));
+                xv[p] = _mm512_permutex2var_epi32(va, ilv, vb);
+                start[p] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, xv[p]));
+            }
+#pragma GCC unroll 16
+            for (int i = 0; i < PAIR_W; i++) {
+                __m512i wu = fam_weights_dup(fam, wr[i] + (size_t)(b0 + b) * wb, table);
+#pragma GCC unroll 16
+                for (int p = 0; p < PAIR_X / 2; p++) {
+                    double d2;
+                    memcpy(&d2, dd2[i][p] + 2 * b, sizeof(d2));
+                    __m512 d = _mm512_castpd_ps(_mm512_set1_pd(d2));
+                    __m512i sv = _mm512_dpbusd_epi32(start[p], wu, xv[p]);
+                    acc[i][p] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sv), acc[i][p]);
+                }
+            }
+        }
+    }
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    for (int p = 0; p < PAIR_X / 2; p++)
+        for (int i = 0; i < n_w && i < PAIR_W; i++) {
+            __m512 v = _mm512_permutexvar_ps(even, acc[i][p]); /* token 2p: low 8, 2p+1: high 8 */
+            if (2 * p < n_x)
+                out[(size_t)(2 * p) * out_stride + (size_t)i] = hsum_ps8(_mm512_castps512_ps256(v));
+            if (2 * p + 1 < n_x)
+                out[(size_t)(2 * p + 1) * out_stride + (size_t)i] =
+                    hsum_ps8(_mm512_extractf32x8_ps(v, 1));
+        }
+}
+
 static void q8_0_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                                   float *out, size_t os, int n_w, int n_x) {
     if (n_x == 1)
         fam_tile(FAM_Q8_0, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
     else
-        fam_tile(FAM_Q8_0, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+        fam_tile_pairs(FAM_Q8_0, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 static void q4_0_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                                   float *out, size_t os, int n_w, int n_x) {
     if (n_x == 1)
         fam_tile(FAM_Q4_0, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
     else
-        fam_tile(FAM_Q4_0, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+        fam_tile_pairs(FAM_Q4_0, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 static void iq4_nl_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                                     float *out, size_t os, int n_w, int n_x) {
     if (n_x == 1)
         fam_tile(FAM_IQ4_NL, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
     else
-        fam_tile(FAM_IQ4_NL, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+        fam_tile_pairs(FAM_IQ4_NL, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 
 /* ============================================================================================
@@ -734,10 +838,10 @@ static void iq4_xs_gemm_tile_avx512(const void *w, size_t ws, const void *x, siz
         kq_tile(KQ_IQ4_XS, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 
-/* With AMX-INT8 (cpu_features.has_amx_int8) the K-quant tiles grow to 16 rows x 32 tokens:
+/* With AMX-INT8 (cpu_features.has_amx_int8) the K-quant tiles grow to 16 rows x 64 tokens:
  * whole groups of 16 tokens go to the AMX kernel (kernels_amx.c), the rest to the 4 x 4 / 4 x 1
  * kernels above; all give the same bits. */
-enum { AMX_W = 16, AMX_X = 32 };
+enum { AMX_W = 16, AMX_X = 64 };
 
 INLINE void kq_amx_tile(int type, enum dtype dt, const void *w, size_t ws, const void *x, size_t xs,
                         int64_t k, float *out, size_t os, int n_w, int n_x) {
@@ -876,10 +980,11 @@ static void iq4_xs_to_f32_avx512(const void *x, float *y, int64_t n) {
 
 static void set_dot(struct cpu_kernels *k, enum dtype t, cpu_vec_dot_fn dot,
                     cpu_gemm_tile_fn tile) {
+    int pairs = t == DTYPE_Q8_0 || t == DTYPE_Q4_0 || t == DTYPE_IQ4_NL;
     k->vec_dot[t] = dot;
     k->gemm_tile[t] = tile;
-    k->gemm_tile_w[t] = TILE_W;
-    k->gemm_tile_x[t] = TILE_X;
+    k->gemm_tile_w[t] = pairs ? PAIR_W : TILE_W;
+    k->gemm_tile_x[t] = pairs ? PAIR_X : TILE_X;
 }
 
 int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f) {
