@@ -85,8 +85,8 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
 
 /* AMX tiles of the K-quants and IQ4_XS (kernels_amx.c, used by the AVX-512 table when the CPU
  * has AMX-INT8): out[j * out_stride + i] for i < n_w <= 16 weight rows and j < 16 * n_groups
- * tokens (whole groups of 16, 1 <= n_groups <= 4), bit for bit what the dtype's vec_dot gives. type is DTYPE_Q4_K,
- * DTYPE_Q5_K, DTYPE_Q6_K or DTYPE_IQ4_XS. */
+ * tokens (whole groups of 16, 1 <= n_groups <= 4), bit for bit what the dtype's vec_dot gives.
+ * type is DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K or DTYPE_IQ4_XS. */
 void cpu_amx_kq_tiles(enum dtype type, const void *w, size_t w_stride, const void *x,
                       size_t x_stride, int64_t k, float *out, size_t out_stride, int n_w,
                       int n_groups);

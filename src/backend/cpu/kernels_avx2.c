@@ -317,19 +317,36 @@ static void q8_k_quantize_row_act_avx2(const float *x, void *vy, int64_t n) {
  * pair sums (at most 2 * 128 * 127), vpmaddwd with ones the 8 int32 lanes of 4 products.
  * ============================================================================================ */
 
-enum q8_family { FAM_Q8_0, FAM_Q4_0, FAM_IQ4_NL };
+enum q8_family { FAM_Q8_0, FAM_Q4_0, FAM_IQ4_NL, FAM_Q5_0 };
 enum { FAM_CHUNK = 32 };
 
 INLINE size_t fam_block_bytes(int fam) {
-    return fam == FAM_Q8_0 ? sizeof(struct block_q8_0) : sizeof(struct block_q4_0);
+    return fam == FAM_Q8_0   ? sizeof(struct block_q8_0)
+           : fam == FAM_Q5_0 ? sizeof(struct block_q5_0)
+                             : sizeof(struct block_q4_0);
+}
+
+/* 32 bytes: 0xff where bit j of bits is set, else 0. */
+INLINE __m256i bits_to_bytes(uint32_t bits) {
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                                            2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), spread);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
 }
 
 /* The 32 signed weights of a block in element order. */
 INLINE __m256i fam_weights(int fam, const char *blk, __m256i table) {
     if (fam == FAM_Q8_0) return _mm256_loadu_si256((const __m256i *)(blk + 2));
-    __m128i v = _mm_loadu_si128((const __m128i *)(blk + 2));
+    __m128i v = _mm_loadu_si128((const __m128i *)(blk + (fam == FAM_Q5_0 ? 6 : 2)));
     __m256i q = _mm256_set_m128i(_mm_srli_epi16(v, 4), v);
     q = _mm256_and_si256(q, _mm256_set1_epi8(0x0f));
+    if (fam == FAM_Q5_0) { /* bit j of qh: the 16 of element j */
+        uint32_t qh;
+        memcpy(&qh, blk + 2, sizeof(qh));
+        q = _mm256_or_si256(q, _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10)));
+        return _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+    }
     return fam == FAM_IQ4_NL ? _mm256_shuffle_epi8(table, q)
                              : _mm256_sub_epi8(q, _mm256_set1_epi8(8));
 }
@@ -417,6 +434,19 @@ static float iq4_nl_dot_q8_0_avx2(const void *w, const void *x, int64_t n) {
     float out;
     fam_tile(FAM_IQ4_NL, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
     return out;
+}
+
+static float q5_0_dot_q8_0_avx2(const void *w, const void *x, int64_t n) {
+    float out;
+    fam_tile(FAM_Q5_0, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static void q5_0_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        fam_tile(FAM_Q5_0, QW, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        fam_tile(FAM_Q5_0, QW, QX, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 
 static void q8_0_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
@@ -742,6 +772,19 @@ INLINE void nibble_blocks_to_f32(int iq4, const void *vx, float *y, int64_t n) {
     }
 }
 
+static void q5_0_to_f32_avx2(const void *vx, float *y, int64_t n) {
+    CHECK(n % QK5_0 == 0);
+    const struct block_q5_0 *x = vx;
+    for (int64_t ib = 0; ib < n / QK5_0; ib++) {
+        __m256 d = _mm256_set1_ps(f16_to_f32(x[ib].d));
+        int8_t q[32];
+        _mm256_storeu_si256((__m256i *)q,
+                            fam_weights(FAM_Q5_0, (const char *)&x[ib], _mm256_setzero_si256()));
+        for (int h = 0; h < 4; h++)
+            _mm256_storeu_ps(y + ib * QK5_0 + 8 * h, _mm256_mul_ps(d, bytes8_to_ps(q + 8 * h)));
+    }
+}
+
 static void q4_0_to_f32_avx2(const void *x, float *y, int64_t n) {
     nibble_blocks_to_f32(0, x, y, n);
 }
@@ -816,6 +859,7 @@ int cpu_kernels_fill_avx2(struct cpu_kernels *k, const struct cpu_features *f) {
     set_dot(k, DTYPE_Q8_0, q8_0_dot_q8_0_avx2, q8_0_gemm_tile_avx2, QW, QX);
     set_dot(k, DTYPE_Q4_0, q4_0_dot_q8_0_avx2, q4_0_gemm_tile_avx2, QW, QX);
     set_dot(k, DTYPE_IQ4_NL, iq4_nl_dot_q8_0_avx2, iq4_nl_gemm_tile_avx2, QW, QX);
+    set_dot(k, DTYPE_Q5_0, q5_0_dot_q8_0_avx2, q5_0_gemm_tile_avx2, QW, QX);
     set_dot(k, DTYPE_Q4_K, q4_k_dot_q8_k_avx2, q4_k_gemm_tile_avx2, QW, QX);
     set_dot(k, DTYPE_Q5_K, q5_k_dot_q8_k_avx2, q5_k_gemm_tile_avx2, QW, QX);
     set_dot(k, DTYPE_Q6_K, q6_k_dot_q8_k_avx2, q6_k_gemm_tile_avx2, QW, QX);
@@ -829,6 +873,7 @@ int cpu_kernels_fill_avx2(struct cpu_kernels *k, const struct cpu_features *f) {
     k->to_float[DTYPE_Q8_0] = q8_0_to_f32_avx2;
     k->to_float[DTYPE_Q4_0] = q4_0_to_f32_avx2;
     k->to_float[DTYPE_IQ4_NL] = iq4_nl_to_f32_avx2;
+    k->to_float[DTYPE_Q5_0] = q5_0_to_f32_avx2;
     k->to_float[DTYPE_Q4_K] = q4_k_to_f32_avx2;
     k->to_float[DTYPE_Q5_K] = q5_k_to_f32_avx2;
     k->to_float[DTYPE_Q6_K] = q6_k_to_f32_avx2;

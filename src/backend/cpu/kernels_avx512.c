@@ -300,11 +300,18 @@ static void q8_k_quantize_row_act_avx512(const float *x, void *vy, int64_t n) {
  * and one FMA (with a broadcast load) per (row, token, block).
  * ============================================================================================ */
 
-enum q8_family { FAM_Q8_0, FAM_Q4_0, FAM_IQ4_NL };
+enum q8_family { FAM_Q8_0, FAM_Q4_0, FAM_IQ4_NL, FAM_Q5_0 };
 enum { FAM_CHUNK = 32 }; /* blocks whose scale products are formed together */
 
 INLINE size_t fam_block_bytes(int fam) {
-    return fam == FAM_Q8_0 ? sizeof(struct block_q8_0) : sizeof(struct block_q4_0);
+    return fam == FAM_Q8_0   ? sizeof(struct block_q8_0)
+           : fam == FAM_Q5_0 ? sizeof(struct block_q5_0)
+                             : sizeof(struct block_q4_0);
+}
+
+/* The family's offset c: the weights enter vpdpbusd as w + c. */
+INLINE int fam_offset(int fam) {
+    return fam == FAM_Q4_0 ? 8 : fam == FAM_Q5_0 ? 16 : 128;
 }
 
 /* The 32 weights of a block plus the family's offset, as unsigned bytes in element order. */
@@ -312,8 +319,14 @@ INLINE __m256i fam_weights(int fam, const char *blk, __m256i table) {
     if (fam == FAM_Q8_0)
         return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)),
                                 _mm256_set1_epi8((char)0x80));
-    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2)));
+    size_t qs = fam == FAM_Q5_0 ? 6 : 2;
+    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + qs)));
     v = _mm256_and_si256(_mm256_mask_srli_epi16(v, 0xff00, v, 4), _mm256_set1_epi8(0x0f));
+    if (fam == FAM_Q5_0) { /* bit j of qh: the 16 of element j */
+        uint32_t qh;
+        memcpy(&qh, blk + 2, sizeof(qh));
+        return _mm256_or_si256(v, _mm256_and_si256(_mm256_movm_epi8(qh), _mm256_set1_epi8(0x10)));
+    }
     return fam == FAM_IQ4_NL ? _mm256_shuffle_epi8(table, v) : v;
 }
 
@@ -356,7 +369,7 @@ INLINE void fam_tile(int fam, int nw_max, int nx_max, const void *w, size_t w_st
     const __m256i table = _mm256_xor_si256(
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kvalues_iq4nl)),
         _mm256_set1_epi8((char)0x80));
-    const __m256i offset = _mm256_set1_epi8((char)(fam == FAM_Q4_0 ? 8 : 128));
+    const __m256i offset = _mm256_set1_epi8((char)fam_offset(fam));
     const __m256i zero = _mm256_setzero_si256();
     __m256 acc[TILE_W][TILE_X];
 #pragma GCC unroll 16
@@ -463,7 +476,7 @@ INLINE void fam_tile_pairs(int fam, const void *w, size_t w_stride, const void *
     const __m256i table = _mm256_xor_si256(
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kvalues_iq4nl)),
         _mm256_set1_epi8((char)0x80));
-    const __m512i offset = _mm512_set1_epi8((char)(fam == FAM_Q4_0 ? 8 : 128));
+    const __m512i offset = _mm512_set1_epi8((char)fam_offset(fam));
     const __m512i zero = _mm512_setzero_si512();
     const __m512i ilv = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     __m512 acc[PAIR_W][PAIR_X / 2];
@@ -511,6 +524,19 @@ INLINE void fam_tile_pairs(int fam, const void *w, size_t w_stride, const void *
                 out[(size_t)(2 * p + 1) * out_stride + (size_t)i] =
                     hsum_ps8(_mm512_extractf32x8_ps(v, 1));
         }
+}
+
+static float q5_0_dot_q8_0_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    fam_tile(FAM_Q5_0, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static void q5_0_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                  float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        fam_tile(FAM_Q5_0, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        fam_tile_pairs(FAM_Q5_0, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 
 static void q8_0_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
@@ -917,6 +943,19 @@ INLINE void nibble_blocks_to_f32(int iq4, const void *vx, float *y, int64_t n) {
     }
 }
 
+static void q5_0_to_f32_avx512(const void *vx, float *y, int64_t n) {
+    CHECK(n % QK5_0 == 0);
+    const struct block_q5_0 *x = vx;
+    for (int64_t ib = 0; ib < n / QK5_0; ib++) {
+        __m512 d = _mm512_set1_ps(f16_to_f32(x[ib].d));
+        __m256i q = fam_weights(FAM_Q5_0, (const char *)&x[ib], _mm256_setzero_si256());
+        q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+        _mm512_storeu_ps(y + ib * QK5_0, _mm512_mul_ps(d, bytes_to_ps(_mm256_castsi256_si128(q))));
+        _mm512_storeu_ps(y + ib * QK5_0 + 16,
+                         _mm512_mul_ps(d, bytes_to_ps(_mm256_extracti128_si256(q, 1))));
+    }
+}
+
 static void q4_0_to_f32_avx512(const void *x, float *y, int64_t n) {
     nibble_blocks_to_f32(0, x, y, n);
 }
@@ -980,7 +1019,7 @@ static void iq4_xs_to_f32_avx512(const void *x, float *y, int64_t n) {
 
 static void set_dot(struct cpu_kernels *k, enum dtype t, cpu_vec_dot_fn dot,
                     cpu_gemm_tile_fn tile) {
-    int pairs = t == DTYPE_Q8_0 || t == DTYPE_Q4_0 || t == DTYPE_IQ4_NL;
+    int pairs = t == DTYPE_Q8_0 || t == DTYPE_Q4_0 || t == DTYPE_IQ4_NL || t == DTYPE_Q5_0;
     k->vec_dot[t] = dot;
     k->gemm_tile[t] = tile;
     k->gemm_tile_w[t] = pairs ? PAIR_W : TILE_W;
@@ -996,6 +1035,7 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
     set_dot(k, DTYPE_Q8_0, q8_0_dot_q8_0_avx512, q8_0_gemm_tile_avx512);
     set_dot(k, DTYPE_Q4_0, q4_0_dot_q8_0_avx512, q4_0_gemm_tile_avx512);
     set_dot(k, DTYPE_IQ4_NL, iq4_nl_dot_q8_0_avx512, iq4_nl_gemm_tile_avx512);
+    set_dot(k, DTYPE_Q5_0, q5_0_dot_q8_0_avx512, q5_0_gemm_tile_avx512);
     set_dot(k, DTYPE_Q4_K, q4_k_dot_q8_k_avx512, q4_k_gemm_tile_avx512);
     set_dot(k, DTYPE_Q5_K, q5_k_dot_q8_k_avx512, q5_k_gemm_tile_avx512);
     set_dot(k, DTYPE_Q6_K, q6_k_dot_q8_k_avx512, q6_k_gemm_tile_avx512);
@@ -1009,6 +1049,7 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
     k->to_float[DTYPE_Q8_0] = q8_0_to_f32_avx512;
     k->to_float[DTYPE_Q4_0] = q4_0_to_f32_avx512;
     k->to_float[DTYPE_IQ4_NL] = iq4_nl_to_f32_avx512;
+    k->to_float[DTYPE_Q5_0] = q5_0_to_f32_avx512;
     k->to_float[DTYPE_Q4_K] = q4_k_to_f32_avx512;
     k->to_float[DTYPE_Q5_K] = q5_k_to_f32_avx512;
     k->to_float[DTYPE_Q6_K] = q6_k_to_f32_avx512;
