@@ -144,7 +144,7 @@ TEST(kernels_tables_complete) {
             EXPECT_MSG(k->from_float[tr->vec_dot_type] && k->to_float[t], "%s: %s conversions",
                        k->name, tr->name);
         }
-        EXPECT(k->attn_dot_f16 && k->attn_mad_f16 && k->attn_scale_f16);
+        EXPECT(k->attn_dot_f16 && k->attn_mad_f16 && k->attn_scale_f16 && k->attn_dots_f16);
     }
 }
 
@@ -382,6 +382,7 @@ TEST(kernels_attention_f16_bit_identical) {
     int nk = tables(ks);
     enum { N = 1000 };
     uint16_t q[N + 3], k[N + 3], v[N + 3], acc_a[N + 3], acc_b[N + 3];
+    static uint16_t keys[7 * (N + 5)];
     const int64_t lens[] = {0, 1, 15, 16, 17, 63, 64, 65, 128, 200, 576, N};
     g_state = 16;
     for (int ik = 0; ik < nk; ik++)
@@ -398,6 +399,12 @@ TEST(kernels_attention_f16_bit_identical) {
                       db = ks[ik]->attn_dot_f16(q + 1, k + 1, n);
                 EXPECT_MSG(same_bits(da, db), "%s attn_dot_f16 n=%lld: %.9g vs %.9g", ks[ik]->name,
                            (long long)n, db, da);
+                float dots_a[7], dots_b[7]; /* 7 keys, rows N + 5 apart */
+                for (int i = 0; i < 7 * (N + 5); i++) keys[i] = fp32_to_fp16(rng_gauss());
+                sc->attn_dots_f16(q + 1, keys + 1, (N + 5) * 2, n, dots_a, 7);
+                ks[ik]->attn_dots_f16(q + 1, keys + 1, (N + 5) * 2, n, dots_b, 7);
+                EXPECT_MSG(!memcmp(dots_a, dots_b, sizeof(dots_a)), "%s attn_dots_f16 n=%lld",
+                           ks[ik]->name, (long long)n);
                 float s = rep == 0 ? 0.7f : rep == 1 ? 1e-3f : 3.0f;
                 sc->attn_mad_f16(acc_a + 1, v + 1, s, n);
                 ks[ik]->attn_mad_f16(acc_b + 1, v + 1, s, n);

@@ -49,6 +49,10 @@ typedef void (*cpu_gemm_tile_fn)(const void *w, size_t w_stride, const void *x, 
 typedef float (*cpu_attn_dot_f16_fn)(const uint16_t *q, const uint16_t *k, int64_t n);
 typedef void (*cpu_attn_mad_f16_fn)(uint16_t *acc, const uint16_t *v, float s, int64_t n);
 typedef void (*cpu_attn_scale_f16_fn)(uint16_t *acc, float s, int64_t n);
+/* out[j] = attn_dot_f16(q, k + j * k_stride bytes, n) for j < n_k, bit for bit: one query against
+ * many keys (the rows of a KV cache), without a call and a q conversion per key. */
+typedef void (*cpu_attn_dots_f16_fn)(const uint16_t *q, const uint16_t *k, size_t k_stride,
+                                     int64_t n, float *out, int64_t n_k);
 
 struct cpu_kernels {
     const char *name;                          /* "scalar", "avx2", "avx512" */
@@ -61,6 +65,7 @@ struct cpu_kernels {
     cpu_attn_dot_f16_fn attn_dot_f16;
     cpu_attn_mad_f16_fn attn_mad_f16;
     cpu_attn_scale_f16_fn attn_scale_f16;
+    cpu_attn_dots_f16_fn attn_dots_f16;
 };
 
 enum cpu_isa { CPU_ISA_SCALAR = 0, CPU_ISA_AVX2 = 1, CPU_ISA_AVX512 = 2 };
@@ -109,5 +114,7 @@ const struct cpu_kernels *cpu_kernels_for(enum cpu_isa isa);
 float attn_dot_f16_ref(const uint16_t *q, const uint16_t *k, int64_t n);
 void attn_mad_f16_ref(uint16_t *acc, const uint16_t *v, float s, int64_t n);
 void attn_scale_f16_ref(uint16_t *acc, float s, int64_t n);
+void attn_dots_f16_ref(const uint16_t *q, const uint16_t *k, size_t k_stride, int64_t n, float *out,
+                       int64_t n_k);
 
 #endif

@@ -210,6 +210,13 @@ static float attn_dot_f16_avx2(const uint16_t *q, const uint16_t *k, int64_t n) 
     return (float)sum;
 }
 
+static void attn_dots_f16_avx2(const uint16_t *q, const uint16_t *k, size_t k_stride, int64_t n,
+                               float *out, int64_t n_k) {
+    for (int64_t j = 0; j < n_k; j++)
+        out[j] =
+            attn_dot_f16_avx2(q, (const uint16_t *)((const char *)k + (size_t)j * k_stride), n);
+}
+
 static void attn_mad_f16_avx2(uint16_t *acc, const uint16_t *v, float s, int64_t n) {
     const __m256 vs = _mm256_set1_ps(s);
     int64_t i = 0;
@@ -881,5 +888,6 @@ int cpu_kernels_fill_avx2(struct cpu_kernels *k, const struct cpu_features *f) {
     k->attn_dot_f16 = attn_dot_f16_avx2;
     k->attn_mad_f16 = attn_mad_f16_avx2;
     k->attn_scale_f16 = attn_scale_f16_avx2;
+    k->attn_dots_f16 = attn_dots_f16_avx2;
     return 0;
 }

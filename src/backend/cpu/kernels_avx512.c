@@ -217,6 +217,55 @@ static float attn_dot_f16_avx512(const uint16_t *q, const uint16_t *k, int64_t n
     return (float)sum;
 }
 
+/* Keys four at a time with q in registers (n a multiple of 64 up to 256, else key by key). Each
+ * key's four accumulators reduce to one vector, (a0 + a2) + (a1 + a3); the four vectors then go
+ * through the 8+8, 4+4, (0+2)+(1+3) tree side by side. */
+static void attn_dots_f16_avx512(const uint16_t *q, const uint16_t *k, size_t k_stride, int64_t n,
+                                 float *out, int64_t n_k) {
+    if (n % 64 != 0 || n > 256 || n == 0) {
+        for (int64_t j = 0; j < n_k; j++)
+            out[j] = attn_dot_f16_avx512(
+                q, (const uint16_t *)((const char *)k + (size_t)j * k_stride), n);
+        return;
+    }
+    __m512 qf[16];
+    int steps = (int)(n / 64);
+    for (int i = 0; i < 4 * steps; i++) qf[i] = load_f16x16(q + 16 * i);
+    int64_t j = 0;
+    for (; j + 4 <= n_k; j += 4) {
+        __m512 v[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            const uint16_t *kr = (const uint16_t *)((const char *)k + (size_t)(j + r) * k_stride);
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int s = 0; s < steps; s++) {
+                a0 = _mm512_fmadd_ps(qf[4 * s], load_f16x16(kr + 64 * s), a0);
+                a1 = _mm512_fmadd_ps(qf[4 * s + 1], load_f16x16(kr + 64 * s + 16), a1);
+                a2 = _mm512_fmadd_ps(qf[4 * s + 2], load_f16x16(kr + 64 * s + 32), a2);
+                a3 = _mm512_fmadd_ps(qf[4 * s + 3], load_f16x16(kr + 64 * s + 48), a3);
+            }
+            v[r] = _mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3));
+        }
+        /* lanes l + (l + 8): 128-bit lanes [x.0 + x.2, x.1 + x.3] of key x, two keys per vector */
+        __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(v[0], v[1], 0x44),
+                                  _mm512_shuffle_f32x4(v[0], v[1], 0xee));
+        __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(v[2], v[3], 0x44),
+                                  _mm512_shuffle_f32x4(v[2], v[3], 0xee));
+        /* lanes l + (l + 4): 128-bit lane r holds key r's four */
+        __m512 u =
+            _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xdd));
+        /* (0 + 2) + (1 + 3) within each 128-bit lane */
+        __m512 c = _mm512_add_ps(u, _mm512_permute_ps(u, _MM_SHUFFLE(1, 0, 3, 2)));
+        __m512 d = _mm512_add_ps(c, _mm512_permute_ps(c, _MM_SHUFFLE(2, 3, 0, 1)));
+        __m512 r4 = _mm512_permutexvar_ps(
+            _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), d);
+        _mm_storeu_ps(out + j, _mm512_castps512_ps128(r4));
+    }
+    for (; j < n_k; j++)
+        out[j] =
+            attn_dot_f16_avx512(q, (const uint16_t *)((const char *)k + (size_t)j * k_stride), n);
+}
+
 static void attn_mad_f16_avx512(uint16_t *acc, const uint16_t *v, float s, int64_t n) {
     const __m512 vs = _mm512_set1_ps(s);
     int64_t i = 0;
@@ -1068,5 +1117,6 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
     k->attn_dot_f16 = attn_dot_f16_avx512;
     k->attn_mad_f16 = attn_mad_f16_avx512;
     k->attn_scale_f16 = attn_scale_f16_avx512;
+    k->attn_dots_f16 = attn_dots_f16_avx512;
     return 0;
 }
