@@ -314,6 +314,25 @@ static void q8_0_quantize_row_act_avx512(const float *x, void *vy, int64_t n) {
     }
 }
 
+static void q8_1_quantize_row_act_avx512(const float *x, void *vy, int64_t n) {
+    CHECK(n % QK8_1 == 0);
+    struct block_q8_1 *y = vy;
+    for (int64_t ib = 0; ib < n / QK8_1; ib++) {
+        __m512 v0 = _mm512_loadu_ps(x + ib * QK8_1), v1 = _mm512_loadu_ps(x + ib * QK8_1 + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        float d = amax / 127.0f;
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        __m512 s = _mm512_set1_ps(id);
+        __m512i q0 = round_to_epi32(_mm512_mul_ps(v0, s)),
+                q1 = round_to_epi32(_mm512_mul_ps(v1, s));
+        _mm_storeu_si128((__m128i *)y[ib].qs, _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(y[ib].qs + 16), _mm512_cvtepi32_epi8(q1));
+        int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        y[ib].d = fp32_to_fp16(d);
+        y[ib].s = fp32_to_fp16(d * (float)sum);
+    }
+}
+
 static void q8_k_quantize_row_act_avx512(const float *x, void *vy, int64_t n) {
     CHECK(n % QK_K == 0);
     struct block_q8_k *y = vy;
@@ -349,18 +368,34 @@ static void q8_k_quantize_row_act_avx512(const float *x, void *vy, int64_t n) {
  * and one FMA (with a broadcast load) per (row, token, block).
  * ============================================================================================ */
 
-enum q8_family { FAM_Q8_0, FAM_Q4_0, FAM_IQ4_NL, FAM_Q5_0 };
+/* Q4_1 and Q5_1 (value d q + m) dot Q8_1 rows: no offset, and the m_x s_y terms go to a separate
+ * FMA chain per (row, token), as in their references. */
+enum q8_family { FAM_Q8_0, FAM_Q4_0, FAM_IQ4_NL, FAM_Q5_0, FAM_Q4_1, FAM_Q5_1 };
 enum { FAM_CHUNK = 32 }; /* blocks whose scale products are formed together */
 
 INLINE size_t fam_block_bytes(int fam) {
     return fam == FAM_Q8_0   ? sizeof(struct block_q8_0)
            : fam == FAM_Q5_0 ? sizeof(struct block_q5_0)
+           : fam == FAM_Q4_1 ? sizeof(struct block_q4_1)
+           : fam == FAM_Q5_1 ? sizeof(struct block_q5_1)
                              : sizeof(struct block_q4_0);
+}
+
+INLINE int fam_has_min(int fam) {
+    return fam == FAM_Q4_1 || fam == FAM_Q5_1;
+}
+
+/* Activation blocks: Q8_1 (d, s, qs) for the families with a min, else Q8_0 (d, qs). */
+INLINE size_t fam_act_bytes(int fam) {
+    return fam_has_min(fam) ? sizeof(struct block_q8_1) : sizeof(struct block_q8_0);
+}
+INLINE size_t fam_act_qs(int fam) {
+    return fam_has_min(fam) ? 4 : 2;
 }
 
 /* The family's offset c: the weights enter vpdpbusd as w + c. */
 INLINE int fam_offset(int fam) {
-    return fam == FAM_Q4_0 ? 8 : fam == FAM_Q5_0 ? 16 : 128;
+    return fam == FAM_Q4_0 ? 8 : fam == FAM_Q5_0 ? 16 : fam_has_min(fam) ? 0 : 128;
 }
 
 /* The 32 weights of a block plus the family's offset, as unsigned bytes in element order. */
@@ -368,34 +403,39 @@ INLINE __m256i fam_weights(int fam, const char *blk, __m256i table) {
     if (fam == FAM_Q8_0)
         return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)),
                                 _mm256_set1_epi8((char)0x80));
-    size_t qs = fam == FAM_Q5_0 ? 6 : 2;
+    size_t qs = fam == FAM_Q5_0 ? 6 : fam == FAM_Q4_1 ? 4 : fam == FAM_Q5_1 ? 8 : 2;
     __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + qs)));
     v = _mm256_and_si256(_mm256_mask_srli_epi16(v, 0xff00, v, 4), _mm256_set1_epi8(0x0f));
-    if (fam == FAM_Q5_0) { /* bit j of qh: the 16 of element j */
+    if (fam == FAM_Q5_0 || fam == FAM_Q5_1) { /* bit j of qh: the 16 of element j */
         uint32_t qh;
-        memcpy(&qh, blk + 2, sizeof(qh));
+        memcpy(&qh, blk + (fam == FAM_Q5_0 ? 2 : 4), sizeof(qh));
         return _mm256_or_si256(v, _mm256_and_si256(_mm256_movm_epi8(qh), _mm256_set1_epi8(0x10)));
     }
     return fam == FAM_IQ4_NL ? _mm256_shuffle_epi8(table, v) : v;
 }
 
-/* dd[p][b] = dw_i[b0 + b] * dx_j[b0 + b] for the pairs p = i * nx_max + j, b < n. */
+/* dd[p][b] = dw_i[b0 + b] * dx_j[b0 + b] for the pairs p = i * nx_max + j, b < n; with a min
+ * also mw[i][b] = m_i and sx[j][b] = s_j (the fp16 field after d, in both blocks). */
 INLINE void fam_scales(int fam, int nw_max, int nx_max, const char *const *wr,
                        const char *const *xr, int64_t b0, int n,
-                       float dd[TILE_W * TILE_X][FAM_CHUNK]) {
+                       float dd[TILE_W * TILE_X][FAM_CHUNK], float mw[TILE_W][FAM_CHUNK],
+                       float sx[TILE_X][FAM_CHUNK]) {
     uint16_t h[FAM_CHUNK];
     float dw[TILE_W][FAM_CHUNK], dx[TILE_X][FAM_CHUNK];
     size_t wb = fam_block_bytes(fam);
 #pragma GCC unroll 16
     for (int i = 0; i < nw_max + nx_max; i++) {
         const char *row = i < nw_max ? wr[i] : xr[i - nw_max];
-        size_t bytes = i < nw_max ? wb : sizeof(struct block_q8_0);
-        for (int b = 0; b < FAM_CHUNK; b++) {
-            h[b] = 0; /* d is the first field of every block of the family */
-            if (b < n) memcpy(&h[b], row + (size_t)(b0 + b) * bytes, sizeof(uint16_t));
+        size_t bytes = i < nw_max ? wb : fam_act_bytes(fam);
+        for (int f = 0; f < 1 + fam_has_min(fam); f++) {
+            for (int b = 0; b < FAM_CHUNK; b++) {
+                h[b] = 0; /* d (then m or s) open every block of the family */
+                if (b < n) memcpy(&h[b], row + (size_t)(b0 + b) * bytes + 2 * f, sizeof(uint16_t));
+            }
+            float *dst =
+                f ? (i < nw_max ? mw[i] : sx[i - nw_max]) : (i < nw_max ? dw[i] : dx[i - nw_max]);
+            for (int b = 0; b < FAM_CHUNK; b += 16) _mm512_storeu_ps(dst + b, load_f16x16(h + b));
         }
-        float *dst = i < nw_max ? dw[i] : dx[i - nw_max];
-        for (int b = 0; b < FAM_CHUNK; b += 16) _mm512_storeu_ps(dst + b, load_f16x16(h + b));
     }
 #pragma GCC unroll 16
     for (int i = 0; i < nw_max; i++)
@@ -425,18 +465,21 @@ INLINE void fam_tile(int fam, int nw_max, int nx_max, const void *w, size_t w_st
     for (int i = 0; i < nw_max; i++)
 #pragma GCC unroll 16
         for (int j = 0; j < nx_max; j++) acc[i][j] = _mm256_setzero_ps();
-    float dd[TILE_W * TILE_X][FAM_CHUNK];
+    float dd[TILE_W * TILE_X][FAM_CHUNK], mw[TILE_W][FAM_CHUNK], sx[TILE_X][FAM_CHUNK];
+    float msum[TILE_W][TILE_X] = {{0}};
+    const size_t ab = fam_act_bytes(fam), aq = fam_act_qs(fam);
     const int64_t nb = k / QK8_0;
     for (int64_t b0 = 0; b0 < nb; b0 += FAM_CHUNK) {
         int n = nb - b0 < FAM_CHUNK ? (int)(nb - b0) : FAM_CHUNK;
-        fam_scales(fam, nw_max, nx_max, wr, xr, b0, n, dd);
+        fam_scales(fam, nw_max, nx_max, wr, xr, b0, n, dd, mw, sx);
         for (int b = 0; b < n; b++) {
             __m256i xv[TILE_X], start[TILE_X];
 #pragma GCC unroll 16
             for (int j = 0; j < nx_max; j++) {
-                const struct block_q8_0 *xb = (const struct block_q8_0 *)xr[j] + b0 + b;
-                xv[j] = _mm256_loadu_si256((const __m256i *)xb->qs);
-                start[j] = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, offset, xv[j]));
+                xv[j] = _mm256_loadu_si256((const __m256i *)(xr[j] + (size_t)(b0 + b) * ab + aq));
+                start[j] = fam_has_min(fam)
+                               ? zero
+                               : _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, offset, xv[j]));
             }
 #pragma GCC unroll 16
             for (int i = 0; i < nw_max; i++) {
@@ -446,13 +489,15 @@ INLINE void fam_tile(int fam, int nw_max, int nx_max, const void *w, size_t w_st
                     __m256i s = _mm256_dpbusd_epi32(start[j], wu, xv[j]);
                     acc[i][j] = _mm256_fmadd_ps(_mm256_set1_ps(dd[i * nx_max + j][b]),
                                                 _mm256_cvtepi32_ps(s), acc[i][j]);
+                    if (fam_has_min(fam)) msum[i][j] = fmaf(mw[i][b], sx[j][b], msum[i][j]);
                 }
             }
         }
     }
     for (int j = 0; j < n_x && j < nx_max; j++)
         for (int i = 0; i < n_w && i < nw_max; i++)
-            out[(size_t)j * out_stride + (size_t)i] = hsum_ps8(acc[i][j]);
+            out[(size_t)j * out_stride + (size_t)i] =
+                fam_has_min(fam) ? hsum_ps8(acc[i][j]) + msum[i][j] : hsum_ps8(acc[i][j]);
 }
 
 static float q8_0_dot_q8_0_avx512(const void *w, const void *x, int64_t n) {
@@ -573,6 +618,31 @@ INLINE void fam_tile_pairs(int fam, const void *w, size_t w_stride, const void *
                 out[(size_t)(2 * p + 1) * out_stride + (size_t)i] =
                     hsum_ps8(_mm512_extractf32x8_ps(v, 1));
         }
+}
+
+static float q4_1_dot_q8_1_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    fam_tile(FAM_Q4_1, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float q5_1_dot_q8_1_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    fam_tile(FAM_Q5_1, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static void q4_1_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                  float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        fam_tile(FAM_Q4_1, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        fam_tile(FAM_Q4_1, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void q5_1_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                  float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        fam_tile(FAM_Q5_1, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        fam_tile(FAM_Q5_1, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 
 static float q5_0_dot_q8_0_avx512(const void *w, const void *x, int64_t n) {
@@ -1005,6 +1075,32 @@ static void q5_0_to_f32_avx512(const void *vx, float *y, int64_t n) {
     }
 }
 
+/* Q4_1, Q5_1: (float)q * d + m */
+INLINE void min_blocks_to_f32(int fam, const void *vx, float *y, int64_t n) {
+    CHECK(n % 32 == 0);
+    size_t bytes = fam_block_bytes(fam);
+    for (int64_t ib = 0; ib < n / 32; ib++) {
+        const char *blk = (const char *)vx + (size_t)ib * bytes;
+        uint16_t dm[2];
+        memcpy(dm, blk, sizeof(dm));
+        __m512 d = _mm512_set1_ps(f16_to_f32(dm[0])), m = _mm512_set1_ps(f16_to_f32(dm[1]));
+        __m256i q = fam_weights(fam, blk, _mm256_setzero_si256());
+        _mm512_storeu_ps(
+            y + ib * 32,
+            _mm512_add_ps(_mm512_mul_ps(bytes_to_ps(_mm256_castsi256_si128(q)), d), m));
+        _mm512_storeu_ps(
+            y + ib * 32 + 16,
+            _mm512_add_ps(_mm512_mul_ps(bytes_to_ps(_mm256_extracti128_si256(q, 1)), d), m));
+    }
+}
+
+static void q4_1_to_f32_avx512(const void *x, float *y, int64_t n) {
+    min_blocks_to_f32(FAM_Q4_1, x, y, n);
+}
+static void q5_1_to_f32_avx512(const void *x, float *y, int64_t n) {
+    min_blocks_to_f32(FAM_Q5_1, x, y, n);
+}
+
 static void q4_0_to_f32_avx512(const void *x, float *y, int64_t n) {
     nibble_blocks_to_f32(0, x, y, n);
 }
@@ -1085,12 +1181,15 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
     set_dot(k, DTYPE_Q4_0, q4_0_dot_q8_0_avx512, q4_0_gemm_tile_avx512);
     set_dot(k, DTYPE_IQ4_NL, iq4_nl_dot_q8_0_avx512, iq4_nl_gemm_tile_avx512);
     set_dot(k, DTYPE_Q5_0, q5_0_dot_q8_0_avx512, q5_0_gemm_tile_avx512);
+    set_dot(k, DTYPE_Q4_1, q4_1_dot_q8_1_avx512, q4_1_gemm_tile_avx512);
+    set_dot(k, DTYPE_Q5_1, q5_1_dot_q8_1_avx512, q5_1_gemm_tile_avx512);
     set_dot(k, DTYPE_Q4_K, q4_k_dot_q8_k_avx512, q4_k_gemm_tile_avx512);
     set_dot(k, DTYPE_Q5_K, q5_k_dot_q8_k_avx512, q5_k_gemm_tile_avx512);
     set_dot(k, DTYPE_Q6_K, q6_k_dot_q8_k_avx512, q6_k_gemm_tile_avx512);
     set_dot(k, DTYPE_IQ4_XS, iq4_xs_dot_q8_k_avx512, iq4_xs_gemm_tile_avx512);
     k->from_float[DTYPE_Q8_0] = q8_0_quantize_row_act_avx512;
     k->from_float[DTYPE_Q8_K] = q8_k_quantize_row_act_avx512;
+    k->from_float[DTYPE_Q8_1] = q8_1_quantize_row_act_avx512;
     k->from_float[DTYPE_F16] = f16_from_f32_avx512;
     k->from_float[DTYPE_BF16] = bf16_from_f32_avx512;
     k->to_float[DTYPE_F16] = f16_to_f32_avx512;
@@ -1099,6 +1198,8 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
     k->to_float[DTYPE_Q4_0] = q4_0_to_f32_avx512;
     k->to_float[DTYPE_IQ4_NL] = iq4_nl_to_f32_avx512;
     k->to_float[DTYPE_Q5_0] = q5_0_to_f32_avx512;
+    k->to_float[DTYPE_Q4_1] = q4_1_to_f32_avx512;
+    k->to_float[DTYPE_Q5_1] = q5_1_to_f32_avx512;
     k->to_float[DTYPE_Q4_K] = q4_k_to_f32_avx512;
     k->to_float[DTYPE_Q5_K] = q5_k_to_f32_avx512;
     k->to_float[DTYPE_Q6_K] = q6_k_to_f32_avx512;

@@ -155,6 +155,7 @@ int cpu_kernels_fill_scalar(struct cpu_kernels *k) {
     }
     k->from_float[DTYPE_Q8_0] = q8_0_quantize_row_act;
     k->from_float[DTYPE_Q8_K] = q8_k_quantize_row_act;
+    k->from_float[DTYPE_Q8_1] = q8_1_quantize_row_act;
     k->attn_dot_f16 = attn_dot_f16_ref;
     k->attn_mad_f16 = attn_mad_f16_ref;
     k->attn_scale_f16 = attn_scale_f16_ref;
