@@ -560,20 +560,22 @@ static void iq4_nl_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_
  * p = i * nx + j, and the f32 step runs on the 8 pairs in one vector.
  * ============================================================================================ */
 
-enum kq_type { KQ_Q4_K, KQ_Q5_K, KQ_Q6_K, KQ_IQ4_XS };
+enum kq_type { KQ_Q4_K, KQ_Q5_K, KQ_Q6_K, KQ_IQ4_XS, KQ_Q2_K, KQ_Q3_K };
 
 INLINE size_t kq_block_bytes(int type) {
     return type == KQ_Q4_K   ? sizeof(struct block_q4_k)
            : type == KQ_Q5_K ? sizeof(struct block_q5_k)
            : type == KQ_Q6_K ? sizeof(struct block_q6_k)
+           : type == KQ_Q2_K ? sizeof(struct block_q2_k)
+           : type == KQ_Q3_K ? sizeof(struct block_q3_k)
                              : sizeof(struct block_iq4_xs);
 }
 
 /* Per row and super-block: the int16 scales (8 per sub-block of 32; Q6_K 16 of 16), mins and
  * f32 super-scales. */
 struct kq_row {
-    int16_t sc[16]; /* Q4_K/Q5_K/IQ4_XS: sc[0..7]; Q6_K: all 16 */
-    __m128i mn;     /* Q4_K/Q5_K: 8 mins as int16 */
+    int16_t sc[16]; /* Q4_K/Q5_K/IQ4_XS: sc[0..7]; Q2_K/Q3_K/Q6_K: all 16 */
+    int16_t mn[16]; /* Q4_K/Q5_K: mn[0..7]; Q2_K: all 16 */
     float d, dmin;
 };
 
@@ -589,14 +591,44 @@ INLINE void kq_row_load(int type, const char *blk, struct kq_row *r) {
         uint32_t mn_hi = ((w2 >> 4) & 0x0f0f0f0f) | ((w1 >> 6) & 0x03030303) << 4;
         _mm_storeu_si128((__m128i *)r->sc,
                          _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)sc_hi, (int)sc_lo)));
-        r->mn = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)mn_hi, (int)mn_lo));
+        _mm_storeu_si128((__m128i *)r->mn,
+                         _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)mn_hi, (int)mn_lo)));
         r->d = f16_to_f32(b->d);
         r->dmin = f16_to_f32(b->dmin);
     } else if (type == KQ_Q6_K) {
         const struct block_q6_k *b = (const struct block_q6_k *)blk;
         _mm256_storeu_si256((__m256i *)r->sc,
                             _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales)));
-        r->mn = _mm_setzero_si128();
+        r->d = f16_to_f32(b->d);
+        r->dmin = 0.0f;
+    } else if (type == KQ_Q2_K) { /* scales[i]: low nibble scale, high nibble min */
+        const struct block_q2_k *b = (const struct block_q2_k *)blk;
+        for (int i = 0; i < 16; i++) {
+            r->sc[i] = (int16_t)(b->scales[i] & 0x0f);
+            r->mn[i] = (int16_t)(b->scales[i] >> 4);
+        }
+        r->d = f16_to_f32(b->d);
+        r->dmin = f16_to_f32(b->dmin);
+    } else if (type == KQ_Q3_K) {
+        const struct block_q3_k *b = (const struct block_q3_k *)blk;
+        /* q3_k_get_scale: low nibbles in bytes 0-7 (j < 8: low, else high nibble of byte
+         * j - 8); the 2 high bits of scale j at bits 2(j/4) of byte 8 + j%4; stored + 32 */
+        __m128i v = _mm_loadl_epi64((const __m128i *)b->scales);
+        __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(v, _mm_set1_epi8(0x0f)),
+                                        _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0f)));
+        uint32_t hw;
+        memcpy(&hw, b->scales + 8, 4);
+        __m256i h = _mm256_set1_epi32((int)hw);
+        const __m256i three = _mm256_set1_epi32(3);
+        __m256i h0 = _mm256_and_si256(
+            _mm256_srlv_epi32(h, _mm256_setr_epi32(0, 8, 16, 24, 2, 10, 18, 26)), three);
+        __m256i h1 = _mm256_and_si256(
+            _mm256_srlv_epi32(h, _mm256_setr_epi32(4, 12, 20, 28, 6, 14, 22, 30)), three);
+        __m256i hh = _mm256_packs_epi32(h0, h1);
+        /* packs interleaves 128-bit halves: words h0[0..3] h1[0..3] h0[4..7] h1[4..7] */
+        hh = _mm256_permute4x64_epi64(hh, _MM_SHUFFLE(3, 1, 2, 0));
+        __m256i sc = _mm256_or_si256(_mm256_cvtepu8_epi16(lo), _mm256_slli_epi16(hh, 4));
+        _mm256_storeu_si256((__m256i *)r->sc, _mm256_sub_epi16(sc, _mm256_set1_epi16(32)));
         r->d = f16_to_f32(b->d);
         r->dmin = 0.0f;
     } else {
@@ -605,7 +637,6 @@ INLINE void kq_row_load(int type, const char *blk, struct kq_row *r) {
             r->sc[ib] = (int16_t)((((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0f) |
                                    ((b->scales_h >> (2 * ib)) & 3) << 4) -
                                   32);
-        r->mn = _mm_setzero_si128();
         r->d = f16_to_f32(b->d);
         r->dmin = 0.0f;
     }
@@ -623,6 +654,18 @@ INLINE __m256i kq_part_weights(int type, const char *blk, int g) {
         __m256i h = _mm256_loadu_si256((const __m256i *)((const struct block_q5_k *)blk)->qh);
         h = _mm256_and_si256(_mm256_srli_epi16(h, g), _mm256_set1_epi8(1));
         return _mm256_or_si256(q, _mm256_slli_epi16(h, 4));
+    }
+    if (type == KQ_Q2_K || type == KQ_Q3_K) { /* bits 2j of qs[32h + l]; Q3_K: + 4 * bit 4h + j
+                                               * of hmask[l] (the stored q + 4) */
+        int h = g / 4, j = g % 4;
+        const uint8_t *qs = type == KQ_Q2_K ? ((const struct block_q2_k *)blk)->qs
+                                            : ((const struct block_q3_k *)blk)->qs;
+        __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * h));
+        v = _mm256_and_si256(_mm256_srli_epi16(v, 2 * j), _mm256_set1_epi8(3));
+        if (type == KQ_Q2_K) return v;
+        __m256i hm = _mm256_loadu_si256((const __m256i *)((const struct block_q3_k *)blk)->hmask);
+        hm = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + j), _mm256_set1_epi8(1));
+        return _mm256_or_si256(v, _mm256_slli_epi16(hm, 2));
     }
     if (type == KQ_Q6_K) {
         const struct block_q6_k *b = (const struct block_q6_k *)blk;
@@ -642,7 +685,7 @@ INLINE __m256i kq_part_weights(int type, const char *blk, int g) {
 
 /* int16 scale of each of the 16 pairs of values 32g .. 32g+31. */
 INLINE __m256i kq_part_scales(int type, const struct kq_row *r, int g) {
-    if (type == KQ_Q6_K)
+    if (type == KQ_Q6_K || type == KQ_Q3_K || type == KQ_Q2_K) /* sub-blocks of 16 */
         return _mm256_set_m128i(_mm_set1_epi16(r->sc[2 * g + 1]), _mm_set1_epi16(r->sc[2 * g]));
     return _mm256_set1_epi16(r->sc[g]);
 }
@@ -674,7 +717,7 @@ INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_st
     CHECK(k % QK_K == 0);
     const size_t wb = kq_block_bytes(type);
     const int n_pairs = nw_max * nx_max;
-    const int has_min = type == KQ_Q4_K || type == KQ_Q5_K;
+    const int has_min = type == KQ_Q4_K || type == KQ_Q5_K || type == KQ_Q2_K;
     const char *wr[QW], *xr[QX];
 #pragma GCC unroll 16
     for (int i = 0; i < nw_max; i++) wr[i] = tile_row(w, w_stride, i, n_w);
@@ -721,12 +764,14 @@ INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_st
                 }
             }
         }
-        if (type == KQ_Q6_K) /* q = stored - 32: add -32 * sum_s scale_s * bsum_s */
+        if (type == KQ_Q6_K || type == KQ_Q3_K) /* q = stored - 32 (Q3_K: - 4): add
+                                                 * -32 (-4) * sum_s scale_s * bsum_s */
 #pragma GCC unroll 16
             for (int i = 0; i < nw_max; i++) {
                 __m256i neg = _mm256_sub_epi16(
                     _mm256_setzero_si256(),
-                    _mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)row[i].sc), 5));
+                    _mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)row[i].sc),
+                                      type == KQ_Q6_K ? 5 : 2));
 #pragma GCC unroll 16
                 for (int j = 0; j < nx_max; j++) {
                     __m256i bs = _mm256_loadu_si256((const __m256i *)yb[j]->bsums);
@@ -739,22 +784,37 @@ INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_st
         __m256 dy = _mm256_permutevar8x32_ps(_mm256_zextps128_ps256(_mm_loadu_ps(ty)), lane_j);
         __m256 t = _mm256_mul_ps(_mm256_mul_ps(dx, dy), fi);
         if (has_min) {
-            __m128i b2[QX], mv[QW * QX];
+            __m256i fmi;
+            if (type == KQ_Q2_K) { /* isum_min = sum of the 16 mins times the 16 bsums */
+                __m256i mv[QW * QX];
 #pragma GCC unroll 16
-            for (int j = 0; j < nx_max; j++) {
-                __m256i bs = _mm256_loadu_si256((const __m256i *)yb[j]->bsums);
-                __m256i s2 = _mm256_madd_epi16(bs, _mm256_set1_epi16(1)); /* 8 pair sums */
-                b2[j] =
-                    _mm_packs_epi32(_mm256_castsi256_si128(s2), _mm256_extracti128_si256(s2, 1));
+                for (int i = 0; i < nw_max; i++)
+#pragma GCC unroll 16
+                    for (int j = 0; j < nx_max; j++)
+                        mv[i * nx_max + j] =
+                            _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)row[i].mn),
+                                              _mm256_loadu_si256((const __m256i *)yb[j]->bsums));
+                fmi = kq_sum_pairs(mv, n_pairs);
+            } else { /* 8 mins times the sums of 32 (bsum pairs) */
+                __m128i b2[QX], mv[QW * QX];
+#pragma GCC unroll 16
+                for (int j = 0; j < nx_max; j++) {
+                    __m256i bs = _mm256_loadu_si256((const __m256i *)yb[j]->bsums);
+                    __m256i s2 = _mm256_madd_epi16(bs, _mm256_set1_epi16(1)); /* 8 pair sums */
+                    b2[j] = _mm_packs_epi32(_mm256_castsi256_si128(s2),
+                                            _mm256_extracti128_si256(s2, 1));
+                }
+#pragma GCC unroll 16
+                for (int i = 0; i < nw_max; i++)
+#pragma GCC unroll 16
+                    for (int j = 0; j < nx_max; j++)
+                        mv[i * nx_max + j] =
+                            _mm_madd_epi16(_mm_loadu_si128((const __m128i *)row[i].mn), b2[j]);
+                fmi = kq_sum_pairs128(mv, n_pairs);
             }
-#pragma GCC unroll 16
-            for (int i = 0; i < nw_max; i++)
-#pragma GCC unroll 16
-                for (int j = 0; j < nx_max; j++)
-                    mv[i * nx_max + j] = _mm_madd_epi16(row[i].mn, b2[j]);
             __m256 dm =
                 _mm256_permutevar8x32_ps(_mm256_zextps128_ps256(_mm_loadu_ps(rdmin)), lane_i);
-            __m256 fm = _mm256_cvtepi32_ps(kq_sum_pairs128(mv, n_pairs));
+            __m256 fm = _mm256_cvtepi32_ps(fmi);
             t = _mm256_sub_ps(t, _mm256_mul_ps(_mm256_mul_ps(dm, dy), fm));
         }
         sum = _mm256_add_ps(sum, t);
@@ -766,6 +826,30 @@ INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_st
             out[(size_t)j * out_stride + (size_t)i] = res[i * nx_max + j];
 }
 
+static float q2_k_dot_q8_k_avx2(const void *w, const void *x, int64_t n) {
+    float out;
+    kq_tile(KQ_Q2_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float q3_k_dot_q8_k_avx2(const void *w, const void *x, int64_t n) {
+    float out;
+    kq_tile(KQ_Q3_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static void q2_k_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        kq_tile(KQ_Q2_K, QW, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        kq_tile(KQ_Q2_K, QW, QX, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void q3_k_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        kq_tile(KQ_Q3_K, QW, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        kq_tile(KQ_Q3_K, QW, QX, w, ws, x, xs, k, out, os, n_w, n_x);
+}
 static float q4_k_dot_q8_k_avx2(const void *w, const void *x, int64_t n) {
     float out;
     kq_tile(KQ_Q4_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
@@ -904,24 +988,24 @@ INLINE void kq_to_f32(int type, const void *vx, float *y, int64_t n) {
         const char *blk = (const char *)vx + (size_t)ib * wb;
         struct kq_row r;
         kq_row_load(type, blk, &r);
-        int16_t mn[8];
-        _mm_storeu_si128((__m128i *)mn, r.mn);
         for (int g = 0; g < QK_K / 32; g++) {
             __m256i q = kq_part_weights(type, blk, g);
             if (type == KQ_Q6_K) q = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
+            if (type == KQ_Q3_K) q = _mm256_sub_epi8(q, _mm256_set1_epi8(4));
             int8_t qb[32];
             _mm256_storeu_si256((__m256i *)qb, q);
             for (int h = 0; h < 4; h++) {
                 __m256 v = bytes8_to_ps(qb + 8 * h);
                 float *dst = y + ib * QK_K + 32 * g + 8 * h;
-                if (type == KQ_Q6_K) {
+                if (type == KQ_Q6_K || type == KQ_Q3_K) {
                     float ds = r.d * (float)r.sc[2 * g + h / 2];
                     _mm256_storeu_ps(dst, _mm256_mul_ps(_mm256_set1_ps(ds), v));
                 } else if (type == KQ_IQ4_XS) {
                     float dl = r.d * (float)r.sc[g];
                     _mm256_storeu_ps(dst, _mm256_mul_ps(_mm256_set1_ps(dl), v));
                 } else {
-                    float ds = r.d * (float)r.sc[g], ms = r.dmin * (float)mn[g];
+                    int s16 = type == KQ_Q2_K ? 2 * g + h / 2 : g;
+                    float ds = r.d * (float)r.sc[s16], ms = r.dmin * (float)r.mn[s16];
                     _mm256_storeu_ps(dst, _mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(ds), v),
                                                         _mm256_set1_ps(ms)));
                 }
@@ -930,6 +1014,12 @@ INLINE void kq_to_f32(int type, const void *vx, float *y, int64_t n) {
     }
 }
 
+static void q2_k_to_f32_avx2(const void *x, float *y, int64_t n) {
+    kq_to_f32(KQ_Q2_K, x, y, n);
+}
+static void q3_k_to_f32_avx2(const void *x, float *y, int64_t n) {
+    kq_to_f32(KQ_Q3_K, x, y, n);
+}
 static void q4_k_to_f32_avx2(const void *x, float *y, int64_t n) {
     kq_to_f32(KQ_Q4_K, x, y, n);
 }
@@ -967,6 +1057,8 @@ int cpu_kernels_fill_avx2(struct cpu_kernels *k, const struct cpu_features *f) {
     set_dot(k, DTYPE_Q5_0, q5_0_dot_q8_0_avx2, q5_0_gemm_tile_avx2, QW, QX);
     set_dot(k, DTYPE_Q4_1, q4_1_dot_q8_1_avx2, q4_1_gemm_tile_avx2, QW, QX);
     set_dot(k, DTYPE_Q5_1, q5_1_dot_q8_1_avx2, q5_1_gemm_tile_avx2, QW, QX);
+    set_dot(k, DTYPE_Q2_K, q2_k_dot_q8_k_avx2, q2_k_gemm_tile_avx2, QW, QX);
+    set_dot(k, DTYPE_Q3_K, q3_k_dot_q8_k_avx2, q3_k_gemm_tile_avx2, QW, QX);
     set_dot(k, DTYPE_Q4_K, q4_k_dot_q8_k_avx2, q4_k_gemm_tile_avx2, QW, QX);
     set_dot(k, DTYPE_Q5_K, q5_k_dot_q8_k_avx2, q5_k_gemm_tile_avx2, QW, QX);
     set_dot(k, DTYPE_Q6_K, q6_k_dot_q8_k_avx2, q6_k_gemm_tile_avx2, QW, QX);
@@ -984,6 +1076,8 @@ int cpu_kernels_fill_avx2(struct cpu_kernels *k, const struct cpu_features *f) {
     k->to_float[DTYPE_Q5_0] = q5_0_to_f32_avx2;
     k->to_float[DTYPE_Q4_1] = q4_1_to_f32_avx2;
     k->to_float[DTYPE_Q5_1] = q5_1_to_f32_avx2;
+    k->to_float[DTYPE_Q2_K] = q2_k_to_f32_avx2;
+    k->to_float[DTYPE_Q3_K] = q3_k_to_f32_avx2;
     k->to_float[DTYPE_Q4_K] = q4_k_to_f32_avx2;
     k->to_float[DTYPE_Q5_K] = q5_k_to_f32_avx2;
     k->to_float[DTYPE_Q6_K] = q6_k_to_f32_avx2;

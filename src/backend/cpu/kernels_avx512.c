@@ -692,22 +692,30 @@ static void iq4_nl_gemm_tile_avx512(const void *w, size_t ws, const void *x, siz
  * reduction, and the f32 step runs on all pairs of the tile in one vector, lane p = i * nx + j.
  * ============================================================================================ */
 
-enum kq_type { KQ_Q4_K, KQ_Q5_K, KQ_Q6_K, KQ_IQ4_XS };
+enum kq_type { KQ_Q4_K, KQ_Q5_K, KQ_Q6_K, KQ_IQ4_XS, KQ_Q2_K, KQ_Q3_K };
 
 INLINE size_t kq_block_bytes(int type) {
     return type == KQ_Q4_K   ? sizeof(struct block_q4_k)
            : type == KQ_Q5_K ? sizeof(struct block_q5_k)
            : type == KQ_Q6_K ? sizeof(struct block_q6_k)
+           : type == KQ_Q2_K ? sizeof(struct block_q2_k)
+           : type == KQ_Q3_K ? sizeof(struct block_q3_k)
                              : sizeof(struct block_iq4_xs);
+}
+
+/* Sub-blocks of 16 values (Q2_K, Q3_K, Q6_K), else of 32. */
+INLINE int kq_sub16(int type) {
+    return type == KQ_Q6_K || type == KQ_Q3_K || type == KQ_Q2_K;
 }
 
 /* Per row and super-block: scales as int16 (8 per sub-block of 32; Q6_K 16 per sub-block of 16),
  * Q4_K/Q5_K mins as int16, and the f32 super-scales. */
 struct kq_row {
-    __m256i sc;    /* Q4_K/Q5_K/IQ4_XS: 8 scales (low half); Q6_K: 16 scales */
+    __m256i sc;    /* Q4_K/Q5_K/IQ4_XS: 8 scales (low half); Q2_K/Q3_K/Q6_K: 16 scales */
     __m128i mn;    /* Q4_K/Q5_K: 8 mins */
-    __m256i neg;   /* Q6_K: -32 * the 16 scales */
-    float d, dmin; /* super-scale, super-min (Q4_K/Q5_K) */
+    __m256i mn16;  /* Q2_K: 16 mins */
+    __m256i neg;   /* Q6_K: -32, Q3_K: -4 times the 16 scales (the offset of the stored q) */
+    float d, dmin; /* super-scale, super-min (Q2_K/Q4_K/Q5_K) */
 };
 
 /* Q4_K/Q5_K 12-byte packing (k_quant_get_scale_min), four sub-blocks per 32-bit word. */
@@ -738,6 +746,31 @@ INLINE struct kq_row kq_row_load(int type, const char *blk) {
         r.sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
         r.neg = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(r.sc, 5));
         r.d = f16_to_f32(b->d);
+    } else if (type == KQ_Q2_K) { /* scales[i]: low nibble scale, high nibble min */
+        const struct block_q2_k *b = (const struct block_q2_k *)blk;
+        __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+        r.sc = _mm256_and_si256(v, _mm256_set1_epi16(0x0f));
+        r.mn16 = _mm256_srli_epi16(v, 4);
+        r.d = f16_to_f32(b->d);
+        r.dmin = f16_to_f32(b->dmin);
+    } else if (type == KQ_Q3_K) { /* q3_k_get_scale: low nibbles in bytes 0-7 (j < 8: low,
+                                   * else high nibble of byte j - 8), 2 high bits of scale j at
+                                   * bits 2(j/4) of byte 8 + j%4; stored + 32 */
+        const struct block_q3_k *b = (const struct block_q3_k *)blk;
+        __m128i v = _mm_loadl_epi64((const __m128i *)b->scales);
+        __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(v, _mm_set1_epi8(0x0f)),
+                                        _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0f)));
+        uint32_t hw;
+        memcpy(&hw, b->scales + 8, 4);
+        __m256i h = _mm256_cvtepu8_epi16(
+            _mm_shuffle_epi8(_mm_cvtsi32_si128((int)hw),
+                             _mm_setr_epi8(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3)));
+        h = _mm256_srlv_epi16(h, _mm256_setr_epi16(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6));
+        h = _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi16(3)), 4);
+        r.sc =
+            _mm256_sub_epi16(_mm256_or_si256(_mm256_cvtepu8_epi16(lo), h), _mm256_set1_epi16(32));
+        r.neg = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(r.sc, 2));
+        r.d = f16_to_f32(b->d);
     } else {
         const struct block_iq4_xs *b = (const struct block_iq4_xs *)blk;
         uint32_t sl;
@@ -762,7 +795,7 @@ static const int16_t g_pair_sub16[32] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 
 
 /* int16 scale of every pair of chunk c's 64 values (vpmaddubsw pairs them). */
 INLINE __m512i kq_chunk_scales(int type, const struct kq_row *r, int c) {
-    int q6 = type == KQ_Q6_K; /* sub-blocks of 16 values, else of 32 */
+    int q6 = kq_sub16(type); /* sub-blocks of 16 values, else of 32 */
     __m512i idx = _mm512_add_epi16(_mm512_loadu_si512(q6 ? g_pair_sub16 : g_pair_sub32),
                                    _mm512_set1_epi16((short)(q6 ? 4 * c : 2 * c)));
     return _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(r->sc));
@@ -784,6 +817,22 @@ INLINE __m512i kq_chunk_weights(int type, const char *blk, int c, __mmask64 *neg
         h = _mm512_mask_srli_epi16(h, 0xffff0000, h, 1);
         h = 2 * c <= 4 ? _mm512_slli_epi16(h, (unsigned)(4 - 2 * c)) : _mm512_srli_epi16(h, 2);
         return _mm512_or_si512(q, _mm512_and_si512(h, _mm512_set1_epi8(0x10)));
+    }
+    if (type == KQ_Q2_K || type == KQ_Q3_K) {
+        /* half h = c/2; quarters j = 2(c%2), 2(c%2)+1: bits 2j of qs[32h + l]; Q3_K: plus 4 *
+         * bit 4h + j of hmask[l] (the stored q + 4, 0..7) */
+        int h = c / 2, j0 = 2 * (c % 2);
+        const uint8_t *qs = type == KQ_Q2_K ? ((const struct block_q2_k *)blk)->qs
+                                            : ((const struct block_q3_k *)blk)->qs;
+        __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * h)));
+        v = _mm512_mask_srli_epi16(v, 0xffff0000, v, 2);
+        v = _mm512_and_si512(_mm512_srli_epi16(v, (unsigned)(2 * j0)), _mm512_set1_epi8(3));
+        if (type == KQ_Q2_K) return v;
+        const struct block_q3_k *b = (const struct block_q3_k *)blk;
+        __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)b->hmask));
+        hm = _mm512_mask_srli_epi16(hm, 0xffff0000, hm, 1);
+        hm = _mm512_and_si512(_mm512_srli_epi16(hm, (unsigned)(4 * h + j0)), _mm512_set1_epi8(1));
+        return _mm512_or_si512(v, _mm512_slli_epi16(hm, 2));
     }
     if (type == KQ_Q6_K) {
         /* half h = c/2; quarters k = 2(c%2), 2(c%2)+1: low nibble (c%2) of ql[64h .. 64h+63],
@@ -838,7 +887,7 @@ INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_st
     CHECK(k % QK_K == 0);
     const size_t wb = kq_block_bytes(type);
     const int n_pairs = nw_max * nx_max;
-    const int has_min = type == KQ_Q4_K || type == KQ_Q5_K;
+    const int has_min = type == KQ_Q4_K || type == KQ_Q5_K || type == KQ_Q2_K;
     const char *wr[TILE_W], *xr[TILE_X];
 #pragma GCC unroll 16
     for (int i = 0; i < nw_max; i++) wr[i] = tile_row(w, w_stride, i, n_w);
@@ -887,7 +936,7 @@ INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_st
                 }
             }
         }
-        if (type == KQ_Q6_K)
+        if (type == KQ_Q6_K || type == KQ_Q3_K) /* the offset of the stored q */
 #pragma GCC unroll 16
             for (int i = 0; i < nw_max; i++)
 #pragma GCC unroll 16
@@ -902,25 +951,37 @@ INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_st
         __m512 dy = _mm512_permutexvar_ps(lane_j, _mm512_zextps128_ps512(_mm_loadu_ps(ty)));
         __m512 t = _mm512_mul_ps(_mm512_mul_ps(dx, dy), fi);
         if (has_min) {
-            /* isum_min[p] = sum_s m_i[s] (bsums_j[2s] + bsums_j[2s+1]): int32 lane 4r + t of
-             * allm / allb holds the int16 pair (s = 2t, 2t+1) of row / token r */
-            __m512i allm = _mm512_setzero_si512(), allb = _mm512_setzero_si512();
-#pragma GCC unroll 16
-            for (int i = 0; i < nw_max; i++)
-                allm = _mm512_mask_broadcast_i32x4(allm, (__mmask16)(0xf << (4 * i)), row[i].mn);
-#pragma GCC unroll 16
-            for (int j = 0; j < nx_max; j++) {
-                __m256i bs = _mm256_loadu_si256((const __m256i *)yb[j]->bsums);
-                __m128i b2 = _mm256_cvtepi32_epi16(_mm256_madd_epi16(bs, _mm256_set1_epi16(1)));
-                allb = _mm512_mask_broadcast_i32x4(allb, (__mmask16)(0xf << (4 * j)), b2);
-            }
+            /* isum_min[p] = sum_s m_i[s] b_j[s], with b the sums of the mins' sub-blocks
+             * (Q4_K/Q5_K: bsums[2s] + bsums[2s+1]; Q2_K: bsums[s], two halves of 8): int32
+             * lane 4r + t of allm / allb holds the int16 pair (s = 2t, 2t+1) of row / token r */
             __m512i mi = _mm512_setzero_si512();
+            for (int half = 0; half < (type == KQ_Q2_K ? 2 : 1); half++) {
+                __m512i allm = _mm512_setzero_si512(), allb = _mm512_setzero_si512();
 #pragma GCC unroll 16
-            for (int s = 0; s < 4; s++) {
-                __m512i im = _mm512_add_epi32(_mm512_slli_epi32(lane_i, 2), _mm512_set1_epi32(s));
-                __m512i jb = _mm512_add_epi32(_mm512_slli_epi32(lane_j, 2), _mm512_set1_epi32(s));
-                mi = _mm512_dpwssd_epi32(mi, _mm512_permutexvar_epi32(im, allm),
-                                         _mm512_permutexvar_epi32(jb, allb));
+                for (int i = 0; i < nw_max; i++) {
+                    __m128i m = type == KQ_Q2_K ? (half ? _mm256_extracti128_si256(row[i].mn16, 1)
+                                                        : _mm256_castsi256_si128(row[i].mn16))
+                                                : row[i].mn;
+                    allm = _mm512_mask_broadcast_i32x4(allm, (__mmask16)(0xf << (4 * i)), m);
+                }
+#pragma GCC unroll 16
+                for (int j = 0; j < nx_max; j++) {
+                    __m256i bs = _mm256_loadu_si256((const __m256i *)yb[j]->bsums);
+                    __m128i b2 =
+                        type == KQ_Q2_K
+                            ? (half ? _mm256_extracti128_si256(bs, 1) : _mm256_castsi256_si128(bs))
+                            : _mm256_cvtepi32_epi16(_mm256_madd_epi16(bs, _mm256_set1_epi16(1)));
+                    allb = _mm512_mask_broadcast_i32x4(allb, (__mmask16)(0xf << (4 * j)), b2);
+                }
+#pragma GCC unroll 16
+                for (int s = 0; s < 4; s++) {
+                    __m512i im =
+                        _mm512_add_epi32(_mm512_slli_epi32(lane_i, 2), _mm512_set1_epi32(s));
+                    __m512i jb =
+                        _mm512_add_epi32(_mm512_slli_epi32(lane_j, 2), _mm512_set1_epi32(s));
+                    mi = _mm512_dpwssd_epi32(mi, _mm512_permutexvar_epi32(im, allm),
+                                             _mm512_permutexvar_epi32(jb, allb));
+                }
             }
             __m512 dm = _mm512_permutexvar_ps(lane_i, _mm512_zextps128_ps512(_mm_loadu_ps(rdmin)));
             t = _mm512_sub_ps(t, _mm512_mul_ps(_mm512_mul_ps(dm, dy), _mm512_cvtepi32_ps(mi)));
@@ -934,6 +995,30 @@ INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_st
             out[(size_t)j * out_stride + (size_t)i] = res[i * nx_max + j];
 }
 
+static float q2_k_dot_q8_k_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    kq_tile(KQ_Q2_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float q3_k_dot_q8_k_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    kq_tile(KQ_Q3_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static void q2_k_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                  float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        kq_tile(KQ_Q2_K, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        kq_tile(KQ_Q2_K, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void q3_k_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                  float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        kq_tile(KQ_Q3_K, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        kq_tile(KQ_Q3_K, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+}
 static float q4_k_dot_q8_k_avx512(const void *w, const void *x, int64_t n) {
     float out;
     kq_tile(KQ_Q4_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
@@ -1115,27 +1200,31 @@ INLINE void kq_to_f32(int type, const void *vx, float *y, int64_t n) {
     for (int64_t ib = 0; ib < n / QK_K; ib++) {
         const char *blk = (const char *)vx + (size_t)ib * wb;
         struct kq_row r = kq_row_load(type, blk);
-        int16_t sc[16], mn[8];
+        int16_t sc[16], mn[16];
         _mm256_storeu_si256((__m256i *)sc, r.sc);
-        _mm_storeu_si128((__m128i *)mn, r.mn);
+        if (type == KQ_Q2_K)
+            _mm256_storeu_si256((__m256i *)mn, r.mn16);
+        else
+            _mm_storeu_si128((__m128i *)mn, r.mn);
         for (int c = 0; c < QK_K / 64; c++) {
             __mmask64 neg = 0;
             __m512i q = kq_chunk_weights(type, blk, c, &neg);
             if (type == KQ_Q6_K) q = _mm512_sub_epi8(q, _mm512_set1_epi8(32));
+            if (type == KQ_Q3_K) q = _mm512_sub_epi8(q, _mm512_set1_epi8(4));
             if (type == KQ_IQ4_XS) q = _mm512_mask_sub_epi8(q, neg, _mm512_setzero_si512(), q);
             int8_t qb[64];
             _mm512_storeu_si512(qb, q);
             for (int g = 0; g < 4; g++) {
                 __m512 v = bytes_to_ps(_mm_loadu_si128((const __m128i *)(qb + 16 * g)));
                 float *dst = y + ib * QK_K + 64 * c + 16 * g;
-                if (type == KQ_Q6_K) { /* d * scale * q */
+                if (type == KQ_Q6_K || type == KQ_Q3_K) { /* d * scale * q */
                     float ds = r.d * (float)sc[4 * c + g];
                     _mm512_storeu_ps(dst, _mm512_mul_ps(_mm512_set1_ps(ds), v));
                 } else if (type == KQ_IQ4_XS) { /* (d * scale) * value */
                     float dl = r.d * (float)sc[2 * c + g / 2];
                     _mm512_storeu_ps(dst, _mm512_mul_ps(_mm512_set1_ps(dl), v));
                 } else { /* (d * scale) * q - dmin * min */
-                    int s = 2 * c + g / 2;
+                    int s = type == KQ_Q2_K ? 4 * c + g : 2 * c + g / 2;
                     float ds = r.d * (float)sc[s], ms = r.dmin * (float)mn[s];
                     _mm512_storeu_ps(dst, _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(ds), v),
                                                         _mm512_set1_ps(ms)));
@@ -1145,6 +1234,12 @@ INLINE void kq_to_f32(int type, const void *vx, float *y, int64_t n) {
     }
 }
 
+static void q2_k_to_f32_avx512(const void *x, float *y, int64_t n) {
+    kq_to_f32(KQ_Q2_K, x, y, n);
+}
+static void q3_k_to_f32_avx512(const void *x, float *y, int64_t n) {
+    kq_to_f32(KQ_Q3_K, x, y, n);
+}
 static void q4_k_to_f32_avx512(const void *x, float *y, int64_t n) {
     kq_to_f32(KQ_Q4_K, x, y, n);
 }
@@ -1183,6 +1278,8 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
     set_dot(k, DTYPE_Q5_0, q5_0_dot_q8_0_avx512, q5_0_gemm_tile_avx512);
     set_dot(k, DTYPE_Q4_1, q4_1_dot_q8_1_avx512, q4_1_gemm_tile_avx512);
     set_dot(k, DTYPE_Q5_1, q5_1_dot_q8_1_avx512, q5_1_gemm_tile_avx512);
+    set_dot(k, DTYPE_Q2_K, q2_k_dot_q8_k_avx512, q2_k_gemm_tile_avx512);
+    set_dot(k, DTYPE_Q3_K, q3_k_dot_q8_k_avx512, q3_k_gemm_tile_avx512);
     set_dot(k, DTYPE_Q4_K, q4_k_dot_q8_k_avx512, q4_k_gemm_tile_avx512);
     set_dot(k, DTYPE_Q5_K, q5_k_dot_q8_k_avx512, q5_k_gemm_tile_avx512);
     set_dot(k, DTYPE_Q6_K, q6_k_dot_q8_k_avx512, q6_k_gemm_tile_avx512);
@@ -1200,6 +1297,8 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
     k->to_float[DTYPE_Q5_0] = q5_0_to_f32_avx512;
     k->to_float[DTYPE_Q4_1] = q4_1_to_f32_avx512;
     k->to_float[DTYPE_Q5_1] = q5_1_to_f32_avx512;
+    k->to_float[DTYPE_Q2_K] = q2_k_to_f32_avx512;
+    k->to_float[DTYPE_Q3_K] = q3_k_to_f32_avx512;
     k->to_float[DTYPE_Q4_K] = q4_k_to_f32_avx512;
     k->to_float[DTYPE_Q5_K] = q5_k_to_f32_avx512;
     k->to_float[DTYPE_Q6_K] = q6_k_to_f32_avx512;
