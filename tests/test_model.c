@@ -643,3 +643,24 @@ TEST(model_qwen35_batch_verify_rollback) {
     session_free(s2);
     engine_close(e);
 }
+
+/* The server's needs: the GGUF's chat template (none in these files) and what a session costs
+ * in RAM (for the prefix cache's cap): bytes grow with n_ctx by the KV rows. */
+TEST(model_engine_chat_template_and_session_bytes) {
+    const char *p = test_model_path("synthetic/qwen3-f32.gguf");
+    if (!p) SKIP_TEST("../shared/models/synthetic not found");
+    struct engine *e = open_engine(p, 1);
+    ASSERT(e);
+    EXPECT(engine_chat_template(e) == NULL);
+    struct session *a = new_session(e, 32, KV_TYPE_F16), *b = new_session(e, 64, KV_TYPE_F16);
+    ASSERT(a && b);
+    size_t ba = session_bytes(a), bb = session_bytes(b);
+    EXPECT(ba > 0 && bb > ba);
+    /* 32 more positions: K and V rows of every layer in f16, plus 32 token ids */
+    struct engine_info info;
+    engine_get_info(e, &info);
+    EXPECT(bb - ba >= (size_t)32 * (size_t)info.n_layer * 2 * 2);
+    session_free(a);
+    session_free(b);
+    engine_close(e);
+}

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 int cli_run_main(int argc, char **argv);
+int cli_serve_main(int argc, char **argv); /* hearth serve (see src/server/server.h) */
 
 /* Shared option helpers: parse a whole-string integer / float; 0 on success. */
 int cli_parse_int(const char *s, long long lo, long long hi, long long *out);

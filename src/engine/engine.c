@@ -26,6 +26,7 @@ struct engine {
     void *observe_ctx;
     struct tokenizer *tok;
     char *name;
+    char *chat_template; /* tokenizer.chat_template or NULL */
     /* engine_eval_batch staging, sized n_batch tokens (outputs) and batch_cap sequences */
     int32_t *b_tok, *b_pos, *b_seq, *b_out; /* [n_batch] */
     float **b_dst;                          /* [n_batch] where each output row goes */
@@ -136,6 +137,7 @@ int engine_open(struct engine **out, const char *path, const struct engine_param
             goto fail;
         }
     }
+    e->chat_template = gguf_get_strdup(model_gguf(e->model), "tokenizer.chat_template");
     *out = e;
     return 0;
 fail:
@@ -148,6 +150,7 @@ void engine_close(struct engine *e) {
     tokenizer_free(e->tok);
     model_free(e->model);
     mem_free(e->name);
+    mem_free(e->chat_template);
     mem_free(e->b_tok);
     mem_free(e->b_pos);
     mem_free(e->b_seq);
@@ -210,6 +213,10 @@ void engine_token_piece(const struct engine *e, int32_t id, int render_special, 
 
 int engine_token_is_eog(const struct engine *e, int32_t id) {
     return tokenizer_is_eog(e->tok, id);
+}
+
+const char *engine_chat_template(const struct engine *e) {
+    return e->chat_template;
 }
 
 int32_t engine_token_bos(const struct engine *e) {
@@ -387,6 +394,12 @@ int session_n_past(const struct session *s) {
 
 const int32_t *session_tokens(const struct session *s) {
     return s->tokens;
+}
+
+size_t session_bytes(const struct session *s) {
+    size_t nb = (size_t)model_n_batch(s->e->model), V = (size_t)model_hparams(s->e->model)->n_vocab;
+    return sizeof(*s) + kv_cache_bytes(s->kv) + (size_t)s->n_ctx * sizeof(int32_t) +
+           V * sizeof(float) + 3 * nb * sizeof(int32_t);
 }
 
 const float *session_logits(const struct session *s) {

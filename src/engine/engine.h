@@ -73,6 +73,9 @@ int engine_check_vocab_compatible(const struct engine *target, const struct engi
 typedef void (*engine_observe_fn)(void *ctx, const char *tensor, const float *rows, int n_rows,
                                   int row_len, const int32_t *ids, int n_used, int x_per_slot);
 void engine_set_observer(struct engine *e, engine_observe_fn fn, void *ctx);
+/* The GGUF's tokenizer.chat_template (Jinja source), or NULL when the file has none. Valid until
+ * engine_close. */
+const char *engine_chat_template(const struct engine *e);
 
 /* ---- sessions ---- */
 enum kv_type { KV_TYPE_F16 = 0, KV_TYPE_F32 = 1, KV_TYPE_Q8_0 = 2 };
@@ -96,6 +99,9 @@ struct engine *session_engine(const struct session *s);
 int session_n_ctx(const struct session *s);
 int session_n_past(const struct session *s);            /* tokens in the cache */
 const int32_t *session_tokens(const struct session *s); /* [n_past] the tokens in the cache */
+/* Bytes the session holds (KV cache for n_ctx positions plus its buffers): what a prefix cache
+ * entry of this size costs in RAM. */
+size_t session_bytes(const struct session *s);
 
 /* Appends n tokens at position n_past (split into batches internally) and computes the logits
  * of the last one. If all_logits is non-NULL it receives [n][n_vocab] logits, one row per

@@ -28,8 +28,12 @@ struct sampler {
     int has_bias;
     struct cand *cands;      /* [n_vocab] */
     struct token_prob *dist; /* [n_vocab] the last sampler_dist result */
-    int32_t *counts;         /* [n_vocab] occurrences in the penalty window (zero between uses) */
-    int32_t *history;        /* [hist_cap] ring of recent tokens */
+    float greedy_prob;       /* softmax probability of the greedy pick in the last dist */
+    struct sampler_constraint constraint;
+    int has_constraint;
+    float *masked;    /* [n_vocab] working copy of the logits for the constraint, or NULL */
+    int32_t *counts;  /* [n_vocab] occurrences in the penalty window (zero between uses) */
+    int32_t *history; /* [hist_cap] ring of recent tokens */
     int hist_cap, hist_len, hist_head;
     uint64_t rng[4]; /* xoshiro256** state */
 };
@@ -112,6 +116,7 @@ void sampler_free(struct sampler *s) {
     mem_free(s->bias);
     mem_free(s->cands);
     mem_free(s->dist);
+    mem_free(s->masked);
     mem_free(s->counts);
     mem_free(s->history);
     mem_free(s);
@@ -128,6 +133,26 @@ void sampler_accept(struct sampler *s, int32_t id) {
     s->history[s->hist_head] = id;
     s->hist_head = (s->hist_head + 1) % s->hist_cap;
     if (s->hist_len < s->hist_cap) s->hist_len++;
+}
+
+void sampler_take(struct sampler *s, int32_t id) {
+    sampler_accept(s, id);
+    if (s->has_constraint && s->constraint.accept) s->constraint.accept(s->constraint.ctx, id);
+}
+
+int sampler_set_constraint(struct sampler *s, const struct sampler_constraint *c) {
+    if (!c) {
+        s->has_constraint = 0;
+        return 0;
+    }
+    CHECK(c->mask != NULL);
+    if (!s->masked) {
+        s->masked = mem_alloc((size_t)s->n_vocab * sizeof(float));
+        if (!s->masked) return ERR_NOMEM;
+    }
+    s->constraint = *c;
+    s->has_constraint = 1;
+    return 0;
 }
 
 void sampler_reset(struct sampler *s) {
@@ -202,18 +227,35 @@ static void select_top_k(struct cand *c, int n, int k) {
 int sampler_dist(struct sampler *s, const float *logits, const struct token_prob **out) {
     const struct sampler_params *p = &s->p;
     int n = s->n_vocab;
+    int masked = 0;
+    if (s->has_constraint) {
+        memcpy(s->masked, logits, (size_t)n * sizeof(float));
+        s->constraint.mask(s->constraint.ctx, s->masked, n);
+        for (int i = 0; i < n && !masked; i++) masked = s->masked[i] != -INFINITY;
+        if (masked) logits = s->masked;
+    }
     for (int i = 0; i < n; i++) {
         s->cands[i].id = i;
         s->cands[i].logit = s->has_bias ? logits[i] + s->bias[i] : logits[i];
     }
     apply_penalties(s);
     struct cand *c = s->cands;
+    if (masked) { /* masked tokens leave the chain (a -INFINITY candidate could be drawn) */
+        int m = 0;
+        for (int i = 0; i < n; i++)
+            if (c[i].logit != -INFINITY) c[m++] = c[i];
+        if (m > 0) n = m;
+    }
     struct token_prob *d = s->dist;
     *out = d;
     if (p->temperature <= 0) { /* greedy: argmax, lowest id on ties */
         int best = 0;
         for (int i = 1; i < n; i++)
-            if (c[i].logit > c[best].logit) best = i;
+            if (c[i].logit > c[best].logit || (c[i].logit == c[best].logit && c[i].id < c[best].id))
+                best = i;
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += exp((double)c[i].logit - c[best].logit);
+        s->greedy_prob = (float)(1.0 / sum);
         d[0].id = c[best].id;
         d[0].p = 1.0f;
         return 1;
@@ -298,6 +340,6 @@ int32_t sampler_sample(struct sampler *s, const float *logits, float *prob_out) 
             if (d[i].id == picked) prob = d[i].p;
     }
     if (prob_out) *prob_out = prob;
-    sampler_accept(s, picked);
+    sampler_take(s, picked);
     return picked;
 }

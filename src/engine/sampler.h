@@ -5,6 +5,8 @@
  * draw with the sampler's own seeded PRNG. temperature <= 0 is greedy (argmax, lowest id on
  * ties) and ignores the rest. The same seed and the same logits give the same tokens.
  * A sampler owns its buffers; it is sized once for n_vocab and never allocates while sampling.
+ * An optional constraint (grammar-constrained decoding, engine/constraint.h) masks logits before
+ * the chain and is told every token the sampler generates.
  */
 #ifndef HEARTH_SAMPLER_H
 #define HEARTH_SAMPLER_H
@@ -29,6 +31,18 @@ struct sampler_params {
 
 struct sampler;
 
+/* A constraint on the next token. mask sets logits[id] = -INFINITY for every token that may not
+ * come next; it runs on the sampler's working copy of the logits, before logit bias, penalties
+ * and the filters. accept is told each generated token (sampler_sample's picks and the tokens
+ * passed to sampler_take), not the prompt tokens given to sampler_accept. */
+typedef void (*sampler_mask_fn)(void *ctx, float *logits, int n_vocab);
+typedef void (*sampler_pick_fn)(void *ctx, int32_t id);
+struct sampler_constraint {
+    void *ctx;              /* passed to both callbacks */
+    sampler_mask_fn mask;   /* required */
+    sampler_pick_fn accept; /* may be NULL */
+};
+
 void sampler_params_default(struct sampler_params *p);
 int sampler_create(struct sampler **out, const struct sampler_params *p, int n_vocab,
                    struct error *err);
@@ -37,6 +51,13 @@ void sampler_free(struct sampler *s);
 int sampler_set_logit_bias(struct sampler *s, int32_t id, float bias);
 /* Records tokens (e.g. the prompt) in the penalty history without sampling. */
 void sampler_accept(struct sampler *s, int32_t id);
+/* Records a generated token chosen outside sampler_sample (e.g. an accepted speculative draft):
+ * penalty history and the constraint's accept. */
+void sampler_take(struct sampler *s, int32_t id);
+/* Installs c (copied; NULL removes it). The first call allocates a working copy of n_vocab
+ * logits: 0 or ERR_NOMEM. Candidates masked to -INFINITY never reach the chain; if a mask
+ * leaves no candidate at all, the unmasked logits are used. */
+int sampler_set_constraint(struct sampler *s, const struct sampler_constraint *c);
 void sampler_reset(struct sampler *s); /* clears history (keeps params, biases, RNG state) */
 /* One candidate of the final distribution. */
 struct token_prob {

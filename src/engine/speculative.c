@@ -250,13 +250,13 @@ int generator_next(struct generator *g, int32_t *out, int max, struct error *err
         int32_t draft = g->batch[1 + i];
         int ok = g->greedy ? d[0].id == draft : sampler_uniform(g->smp) < dist_prob(d, n, draft);
         if (ok) {
-            sampler_accept(g->smp, draft);
+            sampler_take(g->smp, draft);
             out[n_out++] = draft;
             continue;
         }
         int32_t x = g->greedy ? d[0].id : sampler_draw(g->smp, d, n, draft);
         if (x < 0) x = d[0].id;
-        sampler_accept(g->smp, x);
+        sampler_take(g->smp, x);
         out[n_out++] = x;
         /* drop drafts i..nd-1 from the session: it keeps pending + the accepted drafts */
         if ((rc = session_truncate(g->s, session_n_past(g->s) - (nd - i), err))) return rc;
