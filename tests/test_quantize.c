@@ -13,6 +13,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Under the sanitizers the qwen35 forward pass is ~80x slower: the Q4_K_XL test then runs its
+ * code paths on a few tokens and skips the statistical comparison. */
+#if defined(__SANITIZE_ADDRESS__)
+#define QZ_SAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define QZ_SAN 1
+#endif
+#endif
+#ifndef QZ_SAN
+#define QZ_SAN 0
+#endif
+
 /* ============================================================================================
  * Helpers
  * ============================================================================================ */
@@ -940,12 +953,23 @@ TEST(imatrix_lowers_quantization_error) {
     snprintf(model, sizeof(model), "%s", m);
     snprintf(imat, sizeof(imat), "%s", tmp("lower.imatrix.gguf"));
     snprintf(base, sizeof(base), "%s", tmp("lower.kld"));
-    ASSERT(imatrix_cmd(model, imat, "128", "8", "--no-ppl") == 0);
+    ASSERT(imatrix_cmd(model, imat, "128", QZ_SAN ? "2" : "8", "--no-ppl") == 0);
     struct error err = {0};
     struct imatrix *im = NULL;
     ASSERT(imatrix_load(&im, imat, &err) == 0);
-    const char *ab[] = {"perplexity", "-m", model, "-f", stories_text(),         "-c", "128",
-                        "--chunks",   "8",  "-t",  "2",  "--kl-divergence-base", base};
+    const char *ab[] = {"perplexity",
+                        "-m",
+                        model,
+                        "-f",
+                        stories_text(),
+                        "-c",
+                        "128",
+                        "--chunks",
+                        QZ_SAN ? "2" : "8",
+                        "-t",
+                        "2",
+                        "--kl-divergence-base",
+                        base};
     ASSERT(run_tool(tool_perplexity_run, 13, ab, NULL, NULL) == 0);
     static const char *const types[] = {"Q4_0", "Q3_K_M", "Q4_K_M", "IQ4_NL"};
     for (int ti = 0; ti < 4; ti++) {
@@ -971,7 +995,7 @@ TEST(imatrix_lowers_quantization_error) {
                    types[ti], werr[0], werr[1], kld[0], kld[1]);
         EXPECT_MSG(werr[1] < 0.95 * werr[0], "%s: weighted error %.5f with vs %.5f without",
                    types[ti], werr[1], werr[0]);
-        if (ti == 0)
+        if (ti == 0 && !QZ_SAN)
             EXPECT_MSG(kld[1] < 0.95 * kld[0], "%s: KLD %.5f with imatrix vs %.5f without",
                        types[ti], kld[1], kld[0]);
     }
@@ -1034,12 +1058,35 @@ TEST(quantize_q4_k_xl_beats_q4_k_m) {
     snprintf(base, sizeof(base), "%s", tmp("xl.kld"));
     snprintf(xl, sizeof(xl), "%s", tmp("xl-q4kxl.gguf"));
     snprintf(km, sizeof(km), "%s", tmp("xl-q4km.gguf"));
-    const char *ai[] = {"imatrix", "-m", model, "-f",      "tests/data/stories-calib.txt",
-                        "-o",      imat, "-c",  "64",      "--chunks",
-                        "6",       "-t", "2",   "--no-ppl"};
+    const char *ctx = QZ_SAN ? "32" : "64";
+    const char *ai[] = {"imatrix",
+                        "-m",
+                        model,
+                        "-f",
+                        "tests/data/stories-calib.txt",
+                        "-o",
+                        imat,
+                        "-c",
+                        ctx,
+                        "--chunks",
+                        QZ_SAN ? "1" : "6",
+                        "-t",
+                        "2",
+                        "--no-ppl"};
     ASSERT(run_tool(tool_imatrix_run, 14, ai, NULL, NULL) == 0);
-    const char *ab[] = {"perplexity", "-m", model, "-f", stories_text(),         "-c", "64",
-                        "--chunks",   "8",  "-t",  "2",  "--kl-divergence-base", base};
+    const char *ab[] = {"perplexity",
+                        "-m",
+                        model,
+                        "-f",
+                        stories_text(),
+                        "-c",
+                        ctx,
+                        "--chunks",
+                        QZ_SAN ? "2" : "8",
+                        "-t",
+                        "2",
+                        "--kl-divergence-base",
+                        base};
     ASSERT(run_tool(tool_perplexity_run, 13, ab, NULL, NULL) == 0);
     char *log = NULL;
     ASSERT(quantize(model, km, "Q4_K_M", "--imatrix", imat, NULL) == 0);
@@ -1061,7 +1108,9 @@ TEST(quantize_q4_k_xl_beats_q4_k_m) {
                (unsigned long long)s_km, kld[0], (unsigned long long)s_xl, kld[1]);
     EXPECT_MSG(s_xl <= s_km, "Q4_K_XL %llu bytes > Q4_K_M %llu", (unsigned long long)s_xl,
                (unsigned long long)s_km);
-    EXPECT_MSG(kld[1] < 0.8 * kld[0], "KLD Q4_K_XL %.4f vs Q4_K_M %.4f", kld[1], kld[0]);
+    EXPECT(kld[0] > 0 && kld[1] > 0);
+    if (!QZ_SAN)
+        EXPECT_MSG(kld[1] < 0.8 * kld[0], "KLD Q4_K_XL %.4f vs Q4_K_M %.4f", kld[1], kld[0]);
     /* the LM head (tied token_embd) keeps Q4_K_M's type; the first block's linear attention
      * gets more bits than the rules give it */
     EXPECT(tensor_type(xl, "token_embd.weight") == DTYPE_Q8_0);
