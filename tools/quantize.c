@@ -667,7 +667,7 @@ int tool_quantize_run(int argc, char **argv, FILE *out, FILE *err_out) {
             warned_requant = 1;
         }
         if (s->ne[0] > max_ne0) max_ne0 = s->ne[0];
-        if (im) {
+        if (im && s->ne[3] == 1) { /* importance rows are per matrix of a 2-D/3-D stack */
             const struct imatrix_entry *e = imatrix_find(im, s->name);
             if (!e) {
                 if (o.verbose) fprintf(err_out, "  no importance data for %s\n", s->name);
