@@ -6,7 +6,9 @@ BUILD    ?= build
 OPT      ?= -O2
 CFLAGS   ?=
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wvla -Wno-unused-parameter
-BASEFLAGS := -std=c11 $(OPT) -g $(WARN) -D_GNU_SOURCE -MMD -MP -pthread
+# -ffp-contract=off: a*b+c stays two roundings everywhere (clang would fuse it in the FMA-enabled
+# ISA files), so SIMD kernels and the scalar references agree bit for bit.
+BASEFLAGS := -std=c11 $(OPT) -g $(WARN) -ffp-contract=off -D_GNU_SOURCE -MMD -MP -pthread
 ifeq ($(WERROR),1)
 BASEFLAGS += -Werror
 endif
@@ -19,6 +21,7 @@ LDLIBS   := -lm -pthread
 # Each instruction-set file gets its own flags; nothing else is compiled with them.
 ISA_AVX2   := -mavx2 -mfma -mf16c
 ISA_AVX512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mf16c -mavx2
+ISA_AMX    := $(ISA_AVX512) -mamx-tile -mamx-int8
 
 LIB_SRC   := $(sort $(wildcard src/*/*.c src/*/*/*.c))
 LIB_SRC   := $(filter-out src/cli/%,$(LIB_SRC))
@@ -55,7 +58,7 @@ TOOL_OBJ  := $(TOOL_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all deps run serve test test-scalar asan tsan fuzz bench format format-check clean
+.PHONY: all deps run serve test test-scalar asan tsan fuzz bench bench-kernels format format-check clean
 
 all: hearth
 
@@ -77,6 +80,10 @@ $(BUILD)/src/backend/cpu/kernels_avx512.o: src/backend/cpu/kernels_avx512.c
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) $(ISA_AVX512) -c -o $@ $<
 
+$(BUILD)/src/backend/cpu/kernels_amx.o: src/backend/cpu/kernels_amx.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) $(ISA_AMX) -c -o $@ $<
+
 # The test table: every `TEST(name)` line in tests/test_*.c becomes X(name).
 $(BUILD)/tests/tests_list.h: $(TEST_SRC)
 	@mkdir -p $(dir $@)
@@ -95,6 +102,13 @@ endif
 
 $(BUILD)/test_runner: $(BUILD)/tests/test_main.o $(TEST_OBJ) $(TOOL_OBJ) $(LIB_OBJ)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $^ $(LDSAN) $(LDLIBS) $(TEST_LDLIBS) $(JANSSON)
+
+# Kernel speed per dtype and instruction set (bench/bench_kernels.c; one thread, ~1 minute).
+$(BUILD)/bench_kernels: $(BUILD)/bench/bench_kernels.o $(LIB_OBJ)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $^ $(LDSAN) $(LDLIBS)
+
+bench-kernels: $(BUILD)/bench_kernels
+	./$(BUILD)/bench_kernels $(ARGS)
 
 # Installs missing Debian packages (no-op when everything is there).
 deps:
@@ -172,4 +186,5 @@ format-check:
 clean:
 	rm -rf build hearth
 
--include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/tests/test_main.d
+-include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/tests/test_main.d \
+         $(BUILD)/bench/bench_kernels.d

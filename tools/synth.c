@@ -734,12 +734,23 @@ int tool_synth_main(int argc, char **argv) {
     }
     uint64_t total = 0;
     int64_t max_tensor_bytes = 0, row_cap = c.n_embd > c.n_ff ? c.n_embd : c.n_ff;
+    {
+        struct mix_tensor *mt = mem_calloc((size_t)tl.n, sizeof(*mt));
+        enum dtype *types = mem_calloc((size_t)tl.n, sizeof(*types));
+        struct mix_params mp = {ft, 0, 0, 0, -1, -1, NULL, 0};
+        struct mix_model mm = {c.arch, c.n_layer + c.n_nextn, c.n_expert, c.n_head, c.n_head_kv};
+        int prc = !mt || !types ? ERR_NOMEM : 0;
+        for (int i = 0; i < tl.n && !prc; i++)
+            mt[i] = (struct mix_tensor){tl.t[i].name, tl.t[i].n_dims, tl.t[i].ne, DTYPE_F32};
+        if (!prc) prc = quant_mix_plan(&mp, &mm, mt, tl.n, types, NULL, &err);
+        for (int i = 0; i < tl.n && !prc; i++) tl.t[i].type = types[i];
+        mem_free(mt);
+        mem_free(types);
+        if (prc) goto fail;
+    }
     for (int i = 0; i < tl.n; i++) {
         if (tl.t[i].ne[0] > row_cap) row_cap = tl.t[i].ne[0];
         struct synth_tensor *t = &tl.t[i];
-        struct mix_tensor mt = {t->name, t->n_dims, t->ne, t->layer, c.n_layer + c.n_nextn,
-                                !c.tied};
-        t->type = quant_mix_choose(ft, &mt);
         if (!dtype_traits(t->type) || !dtype_traits(t->type)->from_float) {
             error_set(&err, ERR_UNSUPPORTED, "no quantizer for %s", dtype_name(t->type));
             goto fail;

@@ -23,4 +23,21 @@ int tool_tokenize_run(int argc, char **argv, FILE *in, FILE *out, FILE *err_out)
 /* `hearth synth --preset NAME -o OUT [--type T] ...`: a random-weight GGUF at a real shape. */
 int tool_synth_main(int argc, char **argv);
 
+/* `hearth quantize IN OUT TYPE [options]`: rewrites a GGUF with llama-quantize's per-tensor type
+ * mixes (and the dynamic Q4_K_XL); progress and the summary go to err_out, --dry-run's plan
+ * and --help to out. */
+int tool_quantize_main(int argc, char **argv);
+int tool_quantize_run(int argc, char **argv, FILE *out, FILE *err_out);
+
+/* `hearth perplexity -m MODEL -f TEXT [-c CTX] [--kl-divergence-base FILE] [--kl-divergence]`:
+ * llama-perplexity's chunked perplexity, and KL divergence against saved base log-probs. The
+ * running estimates, the final estimate and the KLD statistics go to out, progress to err_out. */
+int tool_perplexity_main(int argc, char **argv);
+int tool_perplexity_run(int argc, char **argv, FILE *out, FILE *err_out);
+
+/* `hearth imatrix -m MODEL -f TEXT -o FILE [-c CTX] [--chunks N]`: importance matrix of a text
+ * (llama-imatrix's GGUF format, tools/imatrix.h); per-chunk perplexity to out. */
+int tool_imatrix_main(int argc, char **argv);
+int tool_imatrix_run(int argc, char **argv, FILE *out, FILE *err_out);
+
 #endif

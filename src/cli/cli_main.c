@@ -9,13 +9,17 @@
 #include <string.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: hearth <command> [options]\n"
-               "commands:\n"
-               "  run       generate text from a prompt (hearth run --help)\n"
-               "  serve     OpenAI/Anthropic-compatible HTTP server (hearth serve --help)\n"
-               "  inspect   print a GGUF file's metadata and tensor table: inspect FILE [--all]\n"
-               "  tokenize  token ids of stdin: tokenize -m FILE [--bos] [--no-parse-special]\n"
-               "  synth     write a random-weight GGUF of a given architecture and shape\n");
+    fprintf(f,
+            "usage: hearth <command> [options]\n"
+            "commands:\n"
+            "  run         generate text from a prompt (hearth run --help)\n"
+            "  serve       OpenAI/Anthropic-compatible HTTP server (hearth serve --help)\n"
+            "  inspect     print a GGUF file's metadata and tensor table: inspect FILE [--all]\n"
+            "  tokenize    token ids of stdin: tokenize -m FILE [--bos] [--no-parse-special]\n"
+            "  synth       write a random-weight GGUF of a given architecture and shape\n"
+            "  quantize    convert a GGUF to other tensor types: quantize IN OUT TYPE\n"
+            "  imatrix     importance matrix of a text: imatrix -m FILE -f TEXT -o OUT\n"
+            "  perplexity  perplexity / KL divergence over a text: perplexity -m FILE -f TEXT\n");
 }
 
 int main(int argc, char **argv) {
@@ -31,6 +35,9 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "inspect")) return tool_inspect_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return tool_tokenize_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "synth")) return tool_synth_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "quantize")) return tool_quantize_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "perplexity")) return tool_perplexity_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "imatrix")) return tool_imatrix_main(argc - 1, argv + 1);
     fprintf(stderr, "hearth: unknown command '%s' (try hearth --help)\n", cmd);
     return 1;
 }

@@ -190,7 +190,7 @@ extern const int8_t kvalues_mxfp4[16];
  * Reference functions, one group per file.
  * ====================================================================================== */
 
-/* quant_f16.c: plain float formats. Dots accumulate in double like ggml's ggml_vec_dot_f*. */
+/* quant_f16.c: plain float formats. Dots: 16 FMA lanes, pairwise lane sum (f32_dot_f32_ref). */
 void f32_dequantize_row_ref(const void *x, float *y, int64_t n);
 void f32_quantize_row_ref(const float *x, void *y, int64_t n);
 float f32_dot_f32_ref(const void *x, const void *y, int64_t n);
@@ -210,6 +210,8 @@ float q8_0_dot_q8_0_ref(const void *x, const void *y, int64_t n);
 void q8_0_quantize_row_act(const float *x, void *y, int64_t n);
 void q8_1_dequantize_row_ref(const void *x, float *y, int64_t n);
 void q8_1_quantize_row_ref(const float *x, void *y, int64_t n);
+/* Activation-row quantizer of the Q4_1/Q5_1 matmuls (scale 127/amax, round half to even). */
+void q8_1_quantize_row_act(const float *x, void *y, int64_t n);
 
 /* quant_q8_k.c: Q8_K, bit for bit ggml's quantize_row_q8_K_ref. */
 void q8_k_dequantize_row_ref(const void *x, float *y, int64_t n);
