@@ -15,11 +15,12 @@
 #include <math.h>
 #include <string.h>
 
-/* Marginal cost of one more row in a verify pass, relative to a one-token decode step. On the
- * CPU a few extra rows reuse the weights already streamed for the first, but their arithmetic
- * is not free; 0.1 is an estimate (speculative-decoding.md: dense verify passes cost "little
- * more than one", MoE passes more). It only steers the draft length. */
-#define SPEC_VERIFY_ROW_COST 0.1
+/* Marginal cost of one more row in a verify pass, relative to a one-token decode step. Extra rows
+ * reuse the weights already streamed for the first, but their arithmetic is not free on a CPU:
+ * with the AVX-512 kernels prompt processing ran at ~2-2.5x the decode rate on Qwen3.6-shaped
+ * files (an extra row ~0.4 of a step) and real models with more threads do better; 0.25 sits
+ * between. It only steers the draft length (speculative-decoding.md 1, 3.4). */
+#define SPEC_VERIFY_ROW_COST 0.25
 /* Weight of older steps in the acceptance estimate (an exponential window of ~10 steps). */
 #define SPEC_DECAY 0.9
 /* SPEC_AUTO: after an MTP draft that was not worth verifying, wait 1, 2, 4 .. this many steps
