@@ -330,7 +330,12 @@ TEST(server_sched_prefill_interleaves) {
     struct engine *e = NULL;
     struct error err = {0};
     ASSERT(engine_open(&e, path, &ep, &err) == 0);
-    struct sched_params p = {2, 1024, 16, KV_TYPE_F16, 0, 0};
+    struct sched_params p;
+    memset(&p, 0, sizeof(p));
+    p.n_slots = 2;
+    p.n_ctx = 1024;
+    p.n_batch = 16;
+    p.kv_type = KV_TYPE_F16;
     struct sched *s = NULL;
     ASSERT_MSG(sched_create(&s, e, &p, &err) == 0, "%s", err.msg);
     struct sched_chan *ch = sched_chan_create();

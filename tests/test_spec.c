@@ -357,3 +357,44 @@ TEST(spec_mtp_sampling_distribution_unchanged) {
     session_free(s);
     engine_close(e);
 }
+
+/* A drafter whose drafts are rejected stops costing verify rows: with 1-gram lookup (a match
+ * nearly every step) on a random-weight model, the n-gram drafter backs off to one-token
+ * probes 1, 2, 4 .. 16 steps apart instead of verifying a draft every pass. Output unchanged. */
+TEST(spec_ngram_backs_off_when_rejected) {
+    const char *path = test_model_path("synthetic/qwen35-f32.gguf");
+    if (!path) SKIP_TEST("../shared/models/synthetic not found");
+    struct error err = {0};
+    struct engine_params ep;
+    engine_params_default(&ep);
+    ep.n_threads = 1;
+    struct engine *e = NULL;
+    ASSERT(engine_open(&e, path, &ep, &err) == 0);
+    int32_t prompt[96], base[48], out[48]; /* most ids once: nearly every token has a match */
+    for (int i = 0; i < 96; i++) prompt[i] = 1 + (i * 5) % 509;
+    struct spec_stats st;
+    ASSERT(generate(e, SPEC_NONE, NULL, 0, 1, prompt, 96, base, 48, NULL) == 48);
+    struct spec_params p;
+    spec_params_default(&p);
+    p.mode = SPEC_NGRAM;
+    p.ngram_min = p.ngram_max = 1;
+    ASSERT(generate_p(e, &p, 0, 1, prompt, 96, out, 48, &st) == 48);
+    EXPECT(memcmp(base, out, sizeof(base)) == 0);
+    if (getenv("HEARTH_TEST_VERBOSE"))
+        printf("    adaptive: %lld passes, %lld drafts, %lld/%lld accepted\n",
+               (long long)st.n_steps, (long long)st.n_drafts, (long long)st.n_accepted,
+               (long long)st.n_drafted);
+    /* three one-token drafts drive the estimate below break-even, then probes 1, 2, 4 .. apart */
+    EXPECT_MSG(st.n_drafted <= 10 && st.n_drafted == st.n_drafts,
+               "%lld tokens drafted in %lld drafts", (long long)st.n_drafted,
+               (long long)st.n_drafts);
+    p.adaptive = 0;
+    ASSERT(generate_p(e, &p, 0, 1, prompt, 96, out, 48, &st) == 48);
+    EXPECT(memcmp(base, out, sizeof(base)) == 0);
+    if (getenv("HEARTH_TEST_VERBOSE"))
+        printf("    fixed: %lld passes, %lld drafts, %lld/%lld accepted\n", (long long)st.n_steps,
+               (long long)st.n_drafts, (long long)st.n_accepted, (long long)st.n_drafted);
+    EXPECT_MSG(st.n_drafted >= 40, "the fixed length drafted only %lld tokens",
+               (long long)st.n_drafted); /* so the lookup did find matches */
+    engine_close(e);
+}

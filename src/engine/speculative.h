@@ -15,7 +15,14 @@
  * and n-gram lookup together and verifies whichever draft promises more tokens per unit of
  * work. Each drafter's draft length adapts to its measured acceptance rate: the length that
  * maximises expected tokens per target pass over the pass's cost (one verify row and the
- * drafting itself are charged per drafted token; see choose_length in speculative.c).
+ * drafting itself are charged per drafted token; see choose_length in speculative.c). A drafter
+ * whose drafts are not worth verifying at that rate backs off (n-gram: one-token probes 1, 2, 4
+ * .. 16 steps apart; the MTP head under SPEC_AUTO: no drafting for as long), so a model that
+ * never accepts a draft decodes at nearly the plain speed.
+ *
+ * A step is two halves (generator_plan, generator_commit) around the target's forward pass, so
+ * the server evaluates the verify rows of all its slots in one batched pass; generator_next runs
+ * both halves around session_eval for a single sequence (hearth run).
  */
 #ifndef HEARTH_SPECULATIVE_H
 #define HEARTH_SPECULATIVE_H
@@ -56,6 +63,7 @@ struct spec_stats {
     int64_t n_drafted;                     /* draft tokens proposed and verified */
     int64_t n_accepted;                    /* of which accepted */
     int64_t n_emitted;                     /* tokens produced */
+    int64_t n_drafts;                      /* passes that verified a draft */
     int64_t n_drafted_by[SPEC_SRC_COUNT];  /* n_drafted per drafter */
     int64_t n_accepted_by[SPEC_SRC_COUNT]; /* n_accepted per drafter */
 };
@@ -68,24 +76,68 @@ int spec_mode_parse(const char *name, enum spec_mode *out);
 const char *spec_mode_name(enum spec_mode m);
 const char *spec_source_name(enum spec_source src); /* "ngram", "draft", "mtp" */
 
-/* The generator borrows the session and sampler (both must outlive it). SPEC_DRAFT checks the
- * vocabularies match (ERR_INVALID with the first differing token otherwise); SPEC_MTP on a model
- * without nextn layers is ERR_UNSUPPORTED; SPEC_AUTO quietly uses n-gram alone there. MTP modes
- * enable MTP on the session: create the generator before evaluating the prompt (positions the
- * session already holds are missing from the MTP layer's cache, which lowers acceptance). */
+/* The generator borrows the session and sampler (both must outlive it; smp may be NULL until
+ * generator_begin). SPEC_DRAFT checks the vocabularies match (ERR_INVALID with the first
+ * differing token otherwise); SPEC_MTP on a model without nextn layers is ERR_UNSUPPORTED;
+ * SPEC_AUTO quietly uses n-gram alone there. MTP modes enable MTP on the session: create the
+ * generator before evaluating the prompt (positions the session already holds are missing from
+ * the MTP layer's cache, which lowers acceptance). p->draft_max is the generator's capacity:
+ * hybrid sessions get a rollback tail of that many positions (session_set_rs_tail). */
 int generator_create(struct generator **out, struct session *s, struct sampler *smp,
                      const struct spec_params *p, struct error *err);
 void generator_free(struct generator *g);
 
 /* Evaluates the prompt (appended to whatever the session holds) and records it in the sampler's
- * penalty history. */
+ * penalty history. The next step samples the first generated token. */
 int generator_prefill(struct generator *g, const int32_t *ids, int n, struct error *err);
+
+/* Starts a new generation on a generator that is reused (a server slot): the caller evaluates
+ * the prompt itself and records it in the sampler; the first step after this samples from the
+ * logits the session holds then. smp (borrowed; NULL keeps the current one) samples this
+ * generation. mode narrows the speculation for it: SPEC_AUTO keeps the generator's own mode,
+ * SPEC_NONE turns drafting off, SPEC_NGRAM is always available unless the generator was
+ * created with SPEC_NONE, SPEC_MTP and SPEC_DRAFT need that drafter (MTP: created with SPEC_MTP
+ * or with SPEC_AUTO on an MTP model); anything else is ERR_UNSUPPORTED. draft_max < 0 keeps the
+ * created length, otherwise it is capped to it. The drafters' acceptance estimates start over;
+ * statistics keep counting. */
+int generator_begin(struct generator *g, struct sampler *smp, enum spec_mode mode, int draft_max,
+                    struct error *err);
+
+/* One decode step in two halves, so that a scheduler can evaluate the steps of several
+ * generators in one batched forward pass (engine_eval_batch):
+ *   generator_plan   drafts and says which tokens to append to the session;
+ *   (the caller evaluates exactly plan.ids on the session, every row's logits into plan.logits)
+ *   generator_commit verifies the draft against those logits, emits the accepted tokens and the
+ *                    target's own next one, and truncates the session over the rejected drafts.
+ * generator_next is plan + session_eval + commit. */
+struct generator_plan {
+    const int32_t *ids; /* [n] the pending token, then the draft (the generator's buffer) */
+    int n;              /* 0: nothing to evaluate (the first token of a generation comes from the
+                           session's current logits); else 1 + draft length */
+    float *logits;      /* [n][n_vocab] where the evaluation must write every row's logits (the
+                           all_logits of session_eval / session_batch_item) when n > 1, else
+                           NULL (the session's own last-token logits are used) */
+};
+
+/* Plans a step that emits at most max tokens (>= 1; a step with a draft of k tokens emits 1..k+1).
+ * The plan stays valid until generator_commit. ERR_RANGE when the context has no room for the
+ * pending token, ERR_INVALID before anything was evaluated, or a drafter's error. */
+int generator_plan(struct generator *g, int max, struct generator_plan *plan, struct error *err);
+/* Completes the planned step after its tokens were evaluated: writes the emitted tokens to out
+ * (room for plan.n tokens, at least 1) and returns their count, or a negative ERR_*. Every
+ * emitted token has gone through the sampler (sampler_sample or sampler_take, in order, so a
+ * constraint hook sees each one). If the evaluation failed instead, call generator_begin (or
+ * generator_prefill) before the next step. */
+int generator_commit(struct generator *g, int32_t *out, struct error *err);
 
 /* Produces the next tokens: at least 1, at most max (a speculative step may yield several).
  * Tokens are the model's choice; the caller checks for end of generation and stops. Returns
  * the number written to out, or a negative ERR_* (ERR_RANGE when the context is full). */
 int generator_next(struct generator *g, int32_t *out, int max, struct error *err);
 
+/* Statistics since generator_create (they keep counting across generator_begin). */
 void generator_stats(const struct generator *g, struct spec_stats *st);
+/* The most tokens a step can evaluate (1 + the created draft_max): the room callers need. */
+int generator_max_step(const struct generator *g);
 
 #endif

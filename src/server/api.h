@@ -47,6 +47,8 @@ struct server {
     struct server_opts o;
     struct engine *e;
     struct engine_info info;
+    struct engine *draft; /* --spec draft: the draft model, else NULL */
+    char spec_desc[128];  /* server_spec_desc */
     struct sched *sched;
     struct http_server *http;
     struct chat_prompt_cfg prompt_cfg;
@@ -114,6 +116,9 @@ struct api_job {
     int is_chat;                   /* parse content/reasoning/tool calls */
     int streaming;                 /* keep the parser's deltas for the stream */
     enum chat_reasoning reasoning; /* how the output starts (the prompt may open <think>) */
+    int spec_override;             /* the request's "speculative" settings (checked) */
+    enum spec_mode spec_mode;
+    int draft_max;
     char id[64];
     int64_t created;
     /* streaming state */

@@ -190,9 +190,35 @@ static void fill_gen(const struct gen_request *r, int choice, struct sched_gen *
  * reasoning, text and tool-call pieces exactly as they were decided.
  * ============================================================================================ */
 
+/* The request's "speculative" object against what the server's slots can do (the rules of
+ * generator_begin): "auto" is the server's own setting, "none" always works, "ngram" unless
+ * the server runs without speculation, "mtp" and "draft" only with that drafter loaded. */
+static int check_spec(struct api_job *j, struct api_err *e) {
+    const struct gen_request *r = j->r;
+    if (!r->spec_mode && r->spec_draft_max < 0) return 0;
+    enum spec_mode m = SPEC_AUTO, have = j->s->o.spec_mode;
+    if (r->spec_mode && spec_mode_parse(r->spec_mode, &m))
+        return api_err_set(e, ERR_INVALID,
+                           "'speculative.mode' must be none, ngram, draft, mtp or auto");
+    int ok = m == SPEC_AUTO || m == SPEC_NONE || m == have ||
+             (m == SPEC_NGRAM && have != SPEC_NONE) ||
+             (m == SPEC_MTP && have == SPEC_AUTO && j->s->info.has_mtp);
+    if (!ok)
+        return api_err_set(e, ERR_INVALID,
+                           "'speculative.mode': %s is not available on this server (%s)",
+                           spec_mode_name(m), j->s->spec_desc);
+    j->spec_override = 1;
+    j->spec_mode = m;
+    j->draft_max = r->spec_draft_max;
+    return 0;
+}
+
 static int submit(struct api_job *j, const int32_t *ids, int n, int choice, struct api_err *e) {
     struct sched_gen g;
     fill_gen(j->r, choice, &g);
+    g.spec_override = j->spec_override;
+    g.spec_mode = j->spec_mode;
+    g.draft_max = j->draft_max;
     int rc = make_constraint(j, &g.constraint, e);
     if (rc) return rc;
     struct error err = {0};
@@ -265,6 +291,7 @@ int api_job_start(struct server *s, struct http_req *req, enum req_api api, enum
                              j->r->bias_ids[i], s->info.n_vocab);
             goto fail;
         }
+    if ((rc = check_spec(j, e))) goto fail;
     j->n_choices = req_n_tasks(j->r);
     j->choices = arena_array(&j->arena, (size_t)j->n_choices, sizeof(*j->choices));
     j->ch = sched_chan_create();

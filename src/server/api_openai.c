@@ -98,15 +98,17 @@ static json_t *usage_json(const struct api_job *j) {
                      "prompt_tokens_details", "cached_tokens", api_job_cached_tokens(j));
 }
 
-/* llama-server's timings object (of the first choice). */
+/* llama-server's timings object (of the first choice), with its speculation counters: draft
+ * tokens verified (draft_n) and accepted (draft_n_accepted). */
 static json_t *timings_json(const struct api_job *j) {
     const struct sched_result *r = &j->choices[0].res;
     int prompt_n = r->n_prompt - r->n_cached;
-    return json_pack("{s:i,s:i,s:f,s:f,s:i,s:f,s:f}", "cache_n", r->n_cached, "prompt_n", prompt_n,
-                     "prompt_ms", r->t_prompt_ms, "prompt_per_second",
+    return json_pack("{s:i,s:i,s:f,s:f,s:i,s:f,s:f,s:i,s:i}", "cache_n", r->n_cached, "prompt_n",
+                     prompt_n, "prompt_ms", r->t_prompt_ms, "prompt_per_second",
                      r->t_prompt_ms > 0 ? prompt_n * 1e3 / r->t_prompt_ms : 0.0, "predicted_n",
                      r->n_gen, "predicted_ms", r->t_gen_ms, "predicted_per_second",
-                     r->t_gen_ms > 0 ? r->n_gen * 1e3 / r->t_gen_ms : 0.0);
+                     r->t_gen_ms > 0 ? r->n_gen * 1e3 / r->t_gen_ms : 0.0, "draft_n", r->n_drafted,
+                     "draft_n_accepted", r->n_accepted);
 }
 
 static const char *model_name(const struct api_job *j) {

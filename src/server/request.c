@@ -127,6 +127,22 @@ static int parse_sampling(const json_t *body, struct gen_request *r, struct erro
     return 0;
 }
 
+/* hearth's per-request speculation: {"speculative": {"mode": NAME, "draft_max": N}}. */
+static int parse_speculative(const json_t *body, struct gen_request *r, struct error *err) {
+    const json_t *v = json_object_get(body, "speculative");
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_object(v))
+        return error_set(err, ERR_INVALID,
+                         "'speculative' must be an object like {\"mode\": \"ngram\", "
+                         "\"draft_max\": 4}");
+    int64_t x;
+    int got;
+    TRY(got = json_get_int(v, "draft_max", 0, 64, &x, err));
+    if (got) r->spec_draft_max = (int)x;
+    TRY(json_get_str(v, "mode", &r->spec_mode, NULL, err));
+    return 0;
+}
+
 static int parse_max_tokens(const json_t *body, struct gen_request *r, struct error *err) {
     int64_t x;
     int got;
@@ -153,6 +169,7 @@ static void set_defaults(struct gen_request *r, enum req_api api) {
     r->repeat_penalty = 1.0;
     r->seed = -1;
     r->parallel_tool_calls = 1;
+    r->spec_draft_max = -1;
 }
 
 /* ============================================================================================
@@ -498,6 +515,7 @@ static int parse_common(const json_t *body, struct gen_request *r, struct arena 
     TRY(parse_max_tokens(body, r, err));
     TRY(parse_sampling(body, r, err));
     TRY(parse_logit_bias(body, r, a, err));
+    TRY(parse_speculative(body, r, err));
     return 0;
 }
 
@@ -911,6 +929,7 @@ static int parse_messages_api(const json_t *body, struct gen_request *r, struct 
     if ((got = json_get_int(body, "top_k", 0, 1 << 30, &x, err)) < 0) return got;
     if (got) r->top_k = (int)x;
     TRY(parse_stop(body, "stop_sequences", r, a, err));
+    TRY(parse_speculative(body, r, err));
     int thinking = -1;
     const json_t *th = json_object_get(body, "thinking");
     if (th && !json_is_null(th)) {

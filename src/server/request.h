@@ -57,6 +57,9 @@ struct gen_request {
     int n_bias;
     int logprobs;     /* log-probs were asked for */
     int top_logprobs; /* alternatives per token, 0..REQ_MAX_PROBS */
+    /* hearth extension "speculative": {"mode": "ngram", "draft_max": 4} (any field optional) */
+    const char *spec_mode; /* the mode's name as sent (checked by the API layer), or NULL */
+    int spec_draft_max;    /* 0..64, or -1 when not given */
 
     /* chat and messages: the conversation in OpenAI chat shape (owned references) */
     json_t *messages; /* array of message objects */

@@ -2,9 +2,11 @@
  *
  * HTTP threads submit tasks (a tokenized prompt plus generation settings) and read results; the
  * scheduler thread alone touches the engine, the slots' sessions and the prefix cache. Each
- * step it builds one batch with a single token for every generating slot and a chunk of prompt
- * for slots still reading theirs (engine_eval_batch: one forward pass serves everyone), then
- * samples for every slot that has fresh logits. A slot keeps its sequence after a task ends; a
+ * step it builds one batch with the pending token (plus a speculative draft, when its generator
+ * proposes one) of every generating slot and a chunk of prompt for slots still reading theirs
+ * (engine_eval_batch: one forward pass serves everyone), then lets every slot with fresh logits
+ * verify its draft and emit its tokens (engine/speculative.h: generator_plan, generator_commit,
+ * the same code `hearth run` uses). A slot keeps its sequence after a task ends; a
  * new task takes the idle slot, or the saved prefix (the RAM prefix cache), that shares the
  * longest token prefix with its prompt and evaluates only the rest.
  *
@@ -31,12 +33,14 @@ struct sched_chan;
 struct sched_task;
 
 struct sched_params {
-    int n_slots;          /* sequences generated in parallel (--parallel) */
-    int n_ctx;            /* positions per slot */
-    int n_batch;          /* tokens per step for prompt chunks; 0 = 512 */
-    enum kv_type kv_type; /* KV cache type of every slot */
-    size_t cache_bytes;   /* RAM for saved prefixes beyond the slots' own; 0 = none */
-    int cache_min_tokens; /* shorter sequences are not saved */
+    int n_slots;             /* sequences generated in parallel (--parallel) */
+    int n_ctx;               /* positions per slot */
+    int n_batch;             /* tokens per step for prompt chunks; 0 = 512 */
+    enum kv_type kv_type;    /* KV cache type of every slot */
+    size_t cache_bytes;      /* RAM for saved prefixes beyond the slots' own; 0 = none */
+    int cache_min_tokens;    /* shorter sequences are not saved */
+    struct spec_params spec; /* speculative decoding in every slot (zeroed: SPEC_NONE); a
+                                draft_engine is borrowed and must outlive the scheduler */
 };
 
 /* A constraint on which tokens may come next (grammar, JSON schema). The scheduler owns it once
@@ -62,6 +66,10 @@ struct sched_gen {
     int n_probs;    /* top log-probs recorded per token (0..SCHED_MAX_PROBS); -1: none */
     int ignore_eos; /* keep going after end-of-generation tokens */
     struct sched_constraint *constraint; /* optional; ownership passes to the scheduler */
+    int spec_override;                   /* 1: spec_mode/draft_max below apply to this task */
+    enum spec_mode spec_mode; /* narrows the scheduler's speculation (generator_begin rules;
+                                 SPEC_AUTO: the scheduler's own) */
+    int draft_max;            /* -1: the scheduler's; else capped to it */
 };
 
 enum sched_finish {
@@ -96,6 +104,8 @@ struct sched_result {
     int n_cached;   /* of which reused from a cached prefix */
     int n_gen;      /* tokens generated (the end-of-generation token included) */
     double t_queue_ms, t_prompt_ms, t_gen_ms;
+    int n_drafted;    /* speculative draft tokens verified for this task */
+    int n_accepted;   /* of which accepted */
     struct error err; /* SCHED_ERROR */
 };
 
@@ -111,7 +121,10 @@ struct sched_stats {
     int n_slots, n_busy, n_queued;
     int n_cache_entries;
     size_t cache_bytes;
-    int n_ctx_max; /* largest sequence seen in a slot */
+    int n_ctx_max;                          /* largest sequence seen in a slot */
+    uint64_t spec_drafts;                   /* verify passes of a slot that carried a draft */
+    uint64_t spec_drafted[SPEC_SRC_COUNT];  /* draft tokens verified, per drafter */
+    uint64_t spec_accepted[SPEC_SRC_COUNT]; /* of which accepted */
 };
 
 int sched_create(struct sched **out, struct engine *e, const struct sched_params *p,

@@ -159,6 +159,15 @@ static void metric(struct buf *b, const char *name, const char *type, const char
                type, name, v);
 }
 
+/* A metric with one value per drafter (label drafter="ngram"|"draft"|"mtp"). */
+static void metric_by_drafter(struct buf *b, const char *name, const char *help,
+                              const uint64_t *v) {
+    buf_printf(b, "# HELP hearth_%s %s\n# TYPE hearth_%s counter\n", name, help, name);
+    for (int i = 0; i < SPEC_SRC_COUNT; i++)
+        buf_printf(b, "hearth_%s{drafter=\"%s\"} %llu\n", name,
+                   spec_source_name((enum spec_source)i), (unsigned long long)v[i]);
+}
+
 static void ep_metrics(struct server *s, struct http_req *req) {
     struct sched_stats st;
     sched_get_stats(s->sched, &st);
@@ -202,6 +211,22 @@ static void ep_metrics(struct server *s, struct http_req *req) {
     metric(&b, "prompt_cache_bytes", "gauge", "Bytes held by the RAM prefix cache.",
            (double)st.cache_bytes);
     metric(&b, "n_tokens_max", "counter", "Longest sequence held by a slot.", st.n_ctx_max);
+    uint64_t drafted = 0, accepted = 0;
+    for (int i = 0; i < SPEC_SRC_COUNT; i++) {
+        drafted += st.spec_drafted[i];
+        accepted += st.spec_accepted[i];
+    }
+    metric(&b, "spec_drafts_total", "counter",
+           "Speculative verify passes (a slot's step that carried a draft).",
+           (double)st.spec_drafts);
+    metric(&b, "spec_draft_tokens_total", "counter", "Draft tokens verified.", (double)drafted);
+    metric(&b, "spec_accepted_tokens_total", "counter", "Draft tokens accepted.", (double)accepted);
+    metric(&b, "spec_acceptance_rate", "gauge", "Accepted over verified draft tokens.",
+           drafted ? (double)accepted / (double)drafted : 0);
+    metric_by_drafter(&b, "spec_drafter_draft_tokens_total", "Draft tokens verified, per drafter.",
+                      st.spec_drafted);
+    metric_by_drafter(&b, "spec_drafter_accepted_tokens_total",
+                      "Draft tokens accepted, per drafter.", st.spec_accepted);
     if (b.failed) {
         buf_free(&b);
         struct api_err e;
@@ -443,6 +468,8 @@ void server_opts_default(struct server_opts *o) {
     o->max_body_bytes = (size_t)64 << 20;
     o->cache_bytes = (size_t)4 << 30;
     o->cache_min_tokens = 16;
+    o->spec_mode = SPEC_AUTO;
+    o->draft_max = -1;
 }
 
 static char *token_text(struct engine *e, int32_t id) {
@@ -536,7 +563,30 @@ int server_open(struct server **out, const struct server_opts *o, struct error *
     sp.kv_type = o->kv_type;
     sp.cache_bytes = o->cache_bytes;
     sp.cache_min_tokens = o->cache_min_tokens;
+    spec_params_default(&sp.spec);
+    sp.spec.mode = o->spec_mode;
+    if (o->draft_max >= 0) sp.spec.draft_max = sp.spec.mtp_max = o->draft_max;
+    if (o->spec_mode == SPEC_DRAFT) {
+        if (!o->draft_model_path) {
+            rc = error_set(err, ERR_INVALID, "--spec draft needs --draft-model FILE");
+            goto fail;
+        }
+        if ((rc = engine_open(&s->draft, o->draft_model_path, &ep, err))) goto fail;
+        sp.spec.draft_engine = s->draft;
+    } else if (o->draft_model_path) {
+        rc = error_set(err, ERR_INVALID, "--draft-model is for --spec draft (not %s)",
+                       spec_mode_name(o->spec_mode));
+        goto fail;
+    }
     if ((rc = sched_create(&s->sched, s->e, &sp, err))) goto fail;
+    const char *mode = spec_mode_name(o->spec_mode);
+    if (o->spec_mode == SPEC_AUTO)
+        snprintf(s->spec_desc, sizeof(s->spec_desc), "auto: %s",
+                 s->info.has_mtp ? "MTP head + n-gram" : "n-gram (the model has no MTP block)");
+    else if (o->spec_mode == SPEC_DRAFT)
+        snprintf(s->spec_desc, sizeof(s->spec_desc), "draft: %s", o->draft_model_path);
+    else
+        snprintf(s->spec_desc, sizeof(s->spec_desc), "%s", mode);
     struct http_params hp = {o->host, o->port, o->max_body_bytes, 256, 600};
     if ((rc = http_open(&s->http, &hp, on_request, s, err))) goto fail;
     *out = s;
@@ -550,11 +600,16 @@ int server_port(const struct server *s) {
     return http_port(s->http);
 }
 
+const char *server_spec_desc(const struct server *s) {
+    return s->spec_desc;
+}
+
 void server_close(struct server *s) {
     if (!s) return;
     if (s->sched) sched_shutdown(s->sched); /* waiting handlers see their tasks end */
     http_close(s->http);
     sched_free(s->sched);
+    engine_close(s->draft);
     engine_close(s->e);
     constraint_vocab_free(s->vocab);
     chat_template_free(s->tpl);

@@ -30,11 +30,17 @@ struct server_opts {
     size_t max_body_bytes;          /* default 64 MiB */
     size_t cache_bytes;             /* RAM prefix cache beyond the slots; default 4 GiB */
     int cache_min_tokens;           /* default 16 */
+    enum spec_mode spec_mode;       /* speculative decoding; default SPEC_AUTO (MTP when the
+                                       model has an MTP block, plus n-gram lookup) */
+    int draft_max;                  /* longest draft; -1: the defaults (8, MTP head 3) */
+    const char *draft_model_path;   /* SPEC_DRAFT: the draft model */
 };
 
 void server_opts_default(struct server_opts *o);
 int server_open(struct server **out, const struct server_opts *o, struct error *err);
 int server_port(const struct server *s);
+/* What speculative decoding the slots use, in words (e.g. "auto: MTP head + n-gram"). */
+const char *server_spec_desc(const struct server *s);
 /* Cancels running generations, stops listening, frees everything. s may be NULL. */
 void server_close(struct server *s);
 

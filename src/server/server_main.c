@@ -27,6 +27,11 @@ static void usage(FILE *f) {
                "  --api-key KEY            require this key (Authorization: Bearer / x-api-key)\n"
                "  --alias NAME             model id reported to clients (default: file name)\n"
                "  --chat-template-file F   Jinja chat template to use instead of the model's\n"
+               "  --spec MODE              speculative decoding: none, ngram, draft, mtp, auto\n"
+               "                           (default auto: the model's MTP head when it has one,\n"
+               "                           plus n-gram lookup)\n"
+               "  --draft-max N            longest draft (default 8; 3 for the MTP head)\n"
+               "  -md, --draft-model F     draft model for --spec draft (implies it)\n"
                "  --max-body BYTES         largest request body (default 64 MiB)\n"
                "  -v                       log every request\n");
 }
@@ -44,6 +49,7 @@ static int parse_int(const char *s, long long lo, long long hi, long long *out) 
 int server_main(int argc, char **argv) {
     struct server_opts o;
     server_opts_default(&o);
+    int spec_given = 0;
     const char *api_key_env = getenv("HEARTH_API_KEY");
     if (api_key_env && *api_key_env) o.api_key = api_key_env;
     for (int i = 1; i < argc; i++) {
@@ -107,6 +113,17 @@ int server_main(int argc, char **argv) {
             o.alias = v, i++;
         } else if (!strcmp(a, "--chat-template-file")) {
             o.chat_template_file = v, i++;
+        } else if (!strcmp(a, "--spec")) {
+            if (spec_mode_parse(v, &o.spec_mode)) {
+                fprintf(stderr, "hearth serve: --spec must be none, ngram, draft, mtp or auto\n");
+                return 1;
+            }
+            spec_given = 1;
+            i++;
+        } else if (!strcmp(a, "--draft-max")) {
+            INT_OPT(0, 64, o.draft_max);
+        } else if (!strcmp(a, "--draft-model") || !strcmp(a, "-md")) {
+            o.draft_model_path = v, i++;
         } else {
             fprintf(stderr, "hearth serve: unknown option %s\n", a);
             usage(stderr);
@@ -114,6 +131,7 @@ int server_main(int argc, char **argv) {
         }
 #undef INT_OPT
     }
+    if (o.draft_model_path && !spec_given) o.spec_mode = SPEC_DRAFT;
     if (!o.model_path) {
         fprintf(stderr, "hearth serve: -m MODEL is required\n");
         usage(stderr);
@@ -134,6 +152,7 @@ int server_main(int argc, char **argv) {
     }
     fprintf(stderr, "hearth: serving %s on http://%s:%d (OpenAI base URL http://%s:%d/v1)\n",
             o.model_path, o.host, server_port(s), o.host, server_port(s));
+    fprintf(stderr, "hearth: speculative decoding: %s\n", server_spec_desc(s));
     int sig = 0;
     sigwait(&set, &sig);
     fprintf(stderr, "hearth: stopping (signal %d)\n", sig);
