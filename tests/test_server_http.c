@@ -23,6 +23,18 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Under the sanitizers the qwen35 forward pass is ~80x slower: its tests use fewer tokens. */
+#if defined(__SANITIZE_ADDRESS__)
+#define HTTP_SAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HTTP_SAN 1
+#endif
+#endif
+#ifndef HTTP_SAN
+#define HTTP_SAN 0
+#endif
+
 /* ============================================================================================
  * Helpers: a server, an HTTP client, JSON
  * ============================================================================================ */
@@ -1166,4 +1178,346 @@ TEST(server_oom_during_requests) {
     json_decref(v);
     server_close(s);
     EXPECT_EQ_INT(mem_live_bytes(), live0);
+}
+
+/* ============================================================================================
+ * Speculative decoding in the continuous batch
+ * ============================================================================================ */
+
+static struct server *open_server_spec(const char *model, int n_ctx, int n_parallel,
+                                       size_t cache_bytes, enum spec_mode mode,
+                                       const char *draft_model) {
+    struct server_opts o;
+    server_opts_default(&o);
+    o.model_path = model;
+    o.port = 0;
+    o.n_ctx = n_ctx;
+    o.n_parallel = n_parallel;
+    o.n_threads = 1;
+    o.cache_bytes = cache_bytes;
+    o.spec_mode = mode;
+    o.draft_model_path = draft_model;
+    struct server *s = NULL;
+    struct error err = {0};
+    if (server_open(&s, &o, &err)) test_fail(__FILE__, __LINE__, "server_open: %s", err.msg);
+    return s;
+}
+
+/* POSTs each body at once (curl multi) and returns the parsed answers in out[]. */
+static void post_concurrent(int port, const char *path, char *const *bodies, int n, json_t **out) {
+    CURLM *m = curl_multi_init();
+    CURL *h[16];
+    struct resp r[16];
+    for (int i = 0; i < n; i++) {
+        memset(&r[i], 0, sizeof(r[i]));
+        buf_init(&r[i].body);
+        h[i] = make_req(port, "POST", path, bodies[i], strlen(bodies[i]), NULL, &r[i], 120000);
+        curl_multi_add_handle(m, h[i]);
+    }
+    int running = 1;
+    while (running) {
+        curl_multi_perform(m, &running);
+        if (running) curl_multi_poll(m, NULL, 0, 100, NULL);
+    }
+    for (int i = 0; i < n; i++) {
+        out[i] = parse(&r[i]);
+        curl_multi_remove_handle(m, h[i]);
+        curl_easy_cleanup(h[i]);
+        resp_free(&r[i]);
+    }
+    curl_multi_cleanup(m);
+}
+
+static double metric_labeled(int port, const char *name, const char *drafter) {
+    char key[128];
+    snprintf(key, sizeof(key), "spec_drafter_%s{drafter=\"%s\"}", name, drafter);
+    struct resp r;
+    request(port, "GET", "/metrics", NULL, &r);
+    char full[160];
+    snprintf(full, sizeof(full), "\nhearth_%s ", key);
+    const char *p = r.body.data ? strstr(r.body.data, full) : NULL;
+    double v = p ? strtod(p + strlen(full), NULL) : -1;
+    resp_free(&r);
+    return v;
+}
+
+/* Greedy output with n-gram speculation (the default on a model without an MTP block) equals
+ * output without it, alone and with requests verified side by side in one batch; log-probs are
+ * the same too; drafts and acceptances show up in the timings and /metrics. */
+TEST(server_spec_greedy_identical) {
+    NEED_MODEL();
+    struct server *s = open_server(model, 512, 3, NULL, 0, 0);
+    ASSERT(s);
+    int port = server_port(s);
+    enum { N = 5 };
+    const char *prompts[N] = {"Once upon a time", "The cat", "Lily went to the park and",
+                              "One day, a big", "Tom had a red ball. He"};
+    char *plain[N] = {0}, *spec[N];
+    json_t *v;
+    long st;
+    int drafted = 0, accepted = 0;
+    for (int i = 0; i < N; i++) {
+        char b[512];
+        snprintf(b, sizeof(b),
+                 "{\"prompt\": \"%s\", \"max_tokens\": %d, \"temperature\": 0, \"speculative\": "
+                 "{\"mode\": \"none\"}}",
+                 prompts[i], 60 + 10 * i);
+        v = post_json(port, "/v1/completions", b, &st);
+        EXPECT_EQ_INT(st, 200);
+        plain[i] = mem_strdup(jstr(v, "choices.0.text") ? jstr(v, "choices.0.text") : "?");
+        EXPECT_EQ_INT(jint(v, "timings.draft_n"), 0);
+        json_decref(v);
+        spec[i] = mem_alloc(512);
+        snprintf(spec[i], 512, "{\"prompt\": \"%s\", \"max_tokens\": %d, \"temperature\": 0}",
+                 prompts[i], 60 + 10 * i);
+        v = post_json(port, "/v1/completions", spec[i], &st);
+        EXPECT_EQ_INT(st, 200);
+        EXPECT_MSG(streq(jstr(v, "choices.0.text"), plain[i]), "prompt %d: '%s' vs '%s'", i,
+                   jstr(v, "choices.0.text") ? jstr(v, "choices.0.text") : "(null)", plain[i]);
+        drafted += (int)jint(v, "timings.draft_n");
+        accepted += (int)jint(v, "timings.draft_n_accepted");
+        EXPECT(jint(v, "timings.draft_n_accepted") <= jint(v, "timings.draft_n"));
+        EXPECT_EQ_INT(jint(v, "usage.completion_tokens"), 60 + 10 * i);
+        json_decref(v);
+    }
+    EXPECT_MSG(drafted > 20 && accepted > 10, "%d drafted, %d accepted", drafted, accepted);
+    EXPECT_EQ_INT((int)metric_value(port, "spec_draft_tokens_total"), drafted);
+    EXPECT_EQ_INT((int)metric_value(port, "spec_accepted_tokens_total"), accepted);
+    EXPECT_EQ_INT((int)metric_labeled(port, "draft_tokens_total", "ngram"), drafted);
+    EXPECT_EQ_INT((int)metric_labeled(port, "accepted_tokens_total", "mtp"), 0);
+    double rate = metric_value(port, "spec_acceptance_rate");
+    EXPECT(rate > 0 && rate <= 1);
+    EXPECT(metric_value(port, "spec_drafts_total") > 0);
+    /* all at once: more requests than slots, drafts of several slots in each forward pass */
+    json_t *out[N];
+    post_concurrent(port, "/v1/completions", spec, N, out);
+    for (int i = 0; i < N; i++) {
+        EXPECT_MSG(streq(jstr(out[i], "choices.0.text"), plain[i]), "concurrent %d: '%s'", i,
+                   jstr(out[i], "choices.0.text") ? jstr(out[i], "choices.0.text") : "(null)");
+        json_decref(out[i]);
+    }
+    /* log-probs: each token's from its own verify row, as without speculation */
+    const char *lp = "{\"prompt\": \"Once upon a time\", \"max_tokens\": 120, \"temperature\": 0, "
+                     "\"logprobs\": 2%s}";
+    char b[512];
+    snprintf(b, sizeof(b), lp, ", \"speculative\": {\"mode\": \"none\"}");
+    json_t *a = post_json(port, "/v1/completions", b, &st);
+    snprintf(b, sizeof(b), lp, "");
+    json_t *c = post_json(port, "/v1/completions", b, &st);
+    EXPECT(jint(c, "timings.draft_n_accepted") > 0);
+    char *la =
+        json_dump_str(json_object_get(json_array_get(json_object_get(a, "choices"), 0), "logprobs"),
+                      JSON_COMPACT);
+    char *lc =
+        json_dump_str(json_object_get(json_array_get(json_object_get(c, "choices"), 0), "logprobs"),
+                      JSON_COMPACT);
+    EXPECT_MSG(la && lc && !strcmp(la, lc) && strlen(la) > 100, "log-probs differ:\n%s\n%s",
+               la ? la : "", lc ? lc : "");
+    mem_free(la);
+    mem_free(lc);
+    json_decref(a);
+    json_decref(c);
+    /* a 1-token cap per step: still the same text */
+    v = post_json(port, "/v1/completions",
+                  "{\"prompt\": \"Once upon a time\", \"max_tokens\": 60, \"temperature\": 0, "
+                  "\"speculative\": {\"draft_max\": 1}}",
+                  &st);
+    EXPECT_EQ_INT(st, 200);
+    EXPECT(streq(jstr(v, "choices.0.text"), plain[0]));
+    EXPECT(jint(v, "timings.draft_n") > 0);
+    json_decref(v);
+    /* what a request may not ask for */
+    const struct bad_case bad[] = {
+        {"POST", "/v1/completions", "{\"prompt\": \"x\", \"speculative\": {\"mode\": \"bogus\"}}",
+         400, "speculative.mode"},
+        {"POST", "/v1/completions", "{\"prompt\": \"x\", \"speculative\": {\"mode\": \"mtp\"}}",
+         400, "not available"},
+        {"POST", "/v1/completions", "{\"prompt\": \"x\", \"speculative\": {\"mode\": \"draft\"}}",
+         400, "not available"},
+        {"POST", "/v1/completions", "{\"prompt\": \"x\", \"speculative\": {\"draft_max\": 65}}",
+         400, "draft_max"},
+        {"POST", "/v1/chat/completions",
+         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"speculative\": 4}", 400,
+         "speculative"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) expect_error(port, &bad[i], 0);
+    for (int i = 0; i < N; i++) {
+        mem_free(plain[i]);
+        mem_free(spec[i]);
+    }
+    server_close(s);
+    /* --spec none: nothing drafted, and a request cannot turn it on */
+    s = open_server_spec(model, 256, 1, 0, SPEC_NONE, NULL);
+    ASSERT(s);
+    port = server_port(s);
+    v = post_json(port, "/v1/completions",
+                  "{\"prompt\": \"Once upon a time\", \"max_tokens\": 60, \"temperature\": 0}",
+                  &st);
+    EXPECT_EQ_INT(jint(v, "timings.draft_n"), 0);
+    json_decref(v);
+    const struct bad_case off = {"POST", "/v1/completions",
+                                 "{\"prompt\": \"x\", \"speculative\": {\"mode\": \"ngram\"}}", 400,
+                                 "not available"};
+    expect_error(port, &off, 0);
+    EXPECT_EQ_INT((int)metric_value(port, "spec_draft_tokens_total"), 0);
+    server_close(s);
+}
+
+/* Grammar-constrained output (tool_choice required, json_schema) with n-gram drafts: the same
+ * answer as without speculation; drafts the grammar forbids are rejected, accepted tokens
+ * advance the grammar in order. */
+TEST(server_spec_constrained) {
+    NEED_MODEL();
+    struct server *s = open_server(model, 512, 2, NULL, 0, 0);
+    ASSERT(s);
+    int port = server_port(s);
+    const char *modes[2] = {"none", "ngram"};
+    json_t *v[2][2];
+    for (int m = 0; m < 2; m++) {
+        char b[1536];
+        long st;
+        snprintf(b, sizeof(b),
+                 "{\"messages\": [{\"role\": \"user\", \"content\": \"Read\"}], \"max_tokens\": "
+                 "80, \"temperature\": 0, \"tool_choice\": \"required\", \"parallel_tool_calls\": "
+                 "false, \"speculative\": {\"mode\": \"%s\"}, %s}",
+                 modes[m], g_tools);
+        v[0][m] = post_json(port, "/v1/chat/completions", b, &st);
+        EXPECT_EQ_INT(st, 200);
+        snprintf(b, sizeof(b),
+                 "{\"messages\": [{\"role\": \"user\", \"content\": \"Pick a color and a number, "
+                 "a number and a color\"}], \"max_tokens\": 80, \"temperature\": 0, "
+                 "\"speculative\": {\"mode\": \"%s\"}, \"response_format\": {\"type\": "
+                 "\"json_schema\", \"json_schema\": {\"name\": \"c\", \"schema\": {\"type\": "
+                 "\"object\", \"properties\": {\"color\": {\"enum\": [\"red\", \"green\"]}, \"n\": "
+                 "{\"type\": \"integer\"}, \"m\": {\"type\": \"integer\"}}, \"required\": "
+                 "[\"color\", \"n\", \"m\"], \"additionalProperties\": false}}}}",
+                 modes[m]);
+        v[1][m] = post_json(port, "/v1/chat/completions", b, &st);
+        EXPECT_EQ_INT(st, 200);
+    }
+    /* tool calls: the same call (ids are random per response) */
+    EXPECT(streq(jstr(v[0][1], "choices.0.finish_reason"), "tool_calls"));
+    EXPECT(streq(jstr(v[0][1], "choices.0.message.tool_calls.0.function.name"), "read"));
+    const char *args = jstr(v[0][1], "choices.0.message.tool_calls.0.function.arguments");
+    EXPECT_MSG(streq(args, jstr(v[0][0], "choices.0.message.tool_calls.0.function.arguments")),
+               "arguments %s", args ? args : "(null)");
+    /* json_schema: the same object */
+    const char *content = jstr(v[1][1], "choices.0.message.content");
+    EXPECT_MSG(streq(content, jstr(v[1][0], "choices.0.message.content")), "content %s",
+               content ? content : "(null)");
+    json_t *obj = content ? json_loads(content, 0, NULL) : NULL;
+    EXPECT_MSG(json_is_object(obj) && json_is_integer(json_object_get(obj, "m")),
+               "not the schema's object: %s", content ? content : "");
+    json_decref(obj);
+    int drafted = 0;
+    for (int k = 0; k < 2; k++) {
+        EXPECT_EQ_INT(jint(v[k][0], "timings.draft_n"), 0);
+        EXPECT(streq(jstr(v[k][0], "choices.0.finish_reason"),
+                     jstr(v[k][1], "choices.0.finish_reason")));
+        EXPECT_EQ_INT(jint(v[k][0], "usage.completion_tokens"),
+                      jint(v[k][1], "usage.completion_tokens"));
+        drafted += (int)jint(v[k][1], "timings.draft_n");
+        json_decref(v[k][0]);
+        json_decref(v[k][1]);
+    }
+    EXPECT_MSG(drafted > 0, "no drafts in the constrained requests");
+    server_close(s);
+}
+
+/* --spec draft with the model itself as the draft: every draft is accepted, output unchanged. */
+TEST(server_spec_draft_model) {
+    NEED_MODEL();
+    struct server *s = open_server_spec(model, 256, 2, 0, SPEC_DRAFT, model);
+    ASSERT(s);
+    int port = server_port(s);
+    struct buf want;
+    buf_init(&want);
+    engine_greedy(model, "Once upon a time", 40, &want, NULL);
+    char *bodies[2];
+    bodies[0] = mem_strdup("{\"prompt\": \"Once upon a time\", \"max_tokens\": 40, "
+                           "\"temperature\": 0}");
+    bodies[1] = mem_strdup(bodies[0]);
+    json_t *out[2];
+    post_concurrent(port, "/v1/completions", bodies, 2, out);
+    for (int i = 0; i < 2; i++) {
+        EXPECT(streq(jstr(out[i], "choices.0.text"), want.data));
+        EXPECT(jint(out[i], "timings.draft_n") > 0);
+        EXPECT_EQ_INT(jint(out[i], "timings.draft_n"), jint(out[i], "timings.draft_n_accepted"));
+        json_decref(out[i]);
+        mem_free(bodies[i]);
+    }
+    EXPECT(metric_labeled(port, "accepted_tokens_total", "draft") > 0);
+    server_close(s);
+    buf_free(&want);
+    /* the flags' errors */
+    struct server_opts o;
+    server_opts_default(&o);
+    o.model_path = model;
+    o.port = 0;
+    o.n_ctx = 64;
+    o.spec_mode = SPEC_DRAFT;
+    struct error err = {0};
+    EXPECT(server_open(&s, &o, &err) == ERR_INVALID && strstr(err.msg, "--draft-model"));
+    o.spec_mode = SPEC_MTP; /* stories260K has no MTP block */
+    EXPECT(server_open(&s, &o, &err) == ERR_UNSUPPORTED);
+    o.spec_mode = SPEC_NGRAM;
+    o.draft_model_path = model;
+    EXPECT(server_open(&s, &o, &err) == ERR_INVALID);
+}
+
+/* A hybrid model with an MTP block (qwen35-mtp-f32): the default (MTP head + n-gram) and forced
+ * MTP drafting give the output of plain decoding, alone, side by side in one batch and from the
+ * prefix cache (rollbacks restore the recurrent state from the slot's tail snapshots). Random
+ * weights: the head's drafts are rejected, so every step rolls back. */
+TEST(server_spec_mtp_hybrid) {
+    const char *model = test_model_path("synthetic/qwen35-mtp-f32.gguf");
+    if (!model) SKIP_TEST("../shared/models/synthetic not found");
+    json_use_mem();
+    struct server *s = open_server_spec(model, 128, 2, (size_t)16 << 20, SPEC_AUTO, NULL);
+    ASSERT(s);
+    int port = server_port(s);
+    const char *prompts[2] = {"[1, 13, 42, 100, 7, 300, 55, 211, 480, 99, 3, 256]",
+                              "[1, 13, 42, 100, 7, 300, 55, 17, 400, 64]"};
+    const char *modes[3] = {", \"speculative\": {\"mode\": \"none\"}", "",
+                            ", \"speculative\": {\"mode\": \"mtp\"}"};
+    enum { N = HTTP_SAN ? 5 : 12 }; /* tokens per request */
+    char *want[2] = {0};
+    char b[512];
+    long st;
+    for (int i = 0; i < 2; i++) {
+        for (int m = 0; m < 3; m++) {
+            snprintf(b, sizeof(b),
+                     "{\"prompt\": %s, \"max_tokens\": %d, \"temperature\": 0, \"ignore_eos\": "
+                     "true%s}",
+                     prompts[i], N, modes[m]);
+            json_t *v = post_json(port, "/v1/completions", b, &st);
+            EXPECT_EQ_INT(st, 200);
+            const char *t = jstr(v, "choices.0.text");
+            if (m == 0) want[i] = mem_strdup(t ? t : "?");
+            EXPECT_MSG(streq(t, want[i]), "prompt %d, mode %d differs", i, m);
+            EXPECT_EQ_INT(jint(v, "usage.completion_tokens"), N);
+            if (m == 2) EXPECT(jint(v, "timings.draft_n") >= N - 2); /* every step but the last */
+            if (m > 0) EXPECT(jint(v, "usage.prompt_tokens_details.cached_tokens") > 0);
+            json_decref(v);
+        }
+    }
+    EXPECT(metric_labeled(port, "draft_tokens_total", "mtp") >= 2 * (N - 2));
+    /* both prompts at once, forced MTP drafts verified in shared passes */
+    char *bodies[2];
+    for (int i = 0; i < 2; i++) {
+        snprintf(b, sizeof(b),
+                 "{\"prompt\": %s, \"max_tokens\": %d, \"temperature\": 0, \"ignore_eos\": "
+                 "true%s}",
+                 prompts[i], N, modes[2]);
+        bodies[i] = mem_strdup(b);
+    }
+    json_t *out[2];
+    post_concurrent(port, "/v1/completions", bodies, 2, out);
+    for (int i = 0; i < 2; i++) {
+        EXPECT_MSG(streq(jstr(out[i], "choices.0.text"), want[i]), "concurrent %d differs", i);
+        json_decref(out[i]);
+        mem_free(bodies[i]);
+        mem_free(want[i]);
+    }
+    server_close(s);
 }

@@ -635,18 +635,18 @@ static void hook_accept(void *ctx, int32_t id) {
         probs_compute(sl->sched->n_vocab, g->n_probs, sl->work, id, &sl->stage[j]);
 }
 
-struct commit_stats {
-    int n_tokens;
-    struct spec_stats d; /* generator statistics added by this commit */
-};
+static void stats_token(struct sched *s, void *arg) {
+    (void)arg;
+    s->stats.tokens_generated++;
+}
 
+/* Adds a commit's speculation counters (a delta of the generator's statistics). */
 static void stats_commit(struct sched *s, void *arg) {
-    const struct commit_stats *a = arg;
-    s->stats.tokens_generated += (uint64_t)a->n_tokens;
-    s->stats.spec_drafts += (uint64_t)a->d.n_drafts;
+    const struct spec_stats *d = arg;
+    s->stats.spec_drafts += (uint64_t)d->n_drafts;
     for (int i = 0; i < SPEC_SRC_COUNT; i++) {
-        s->stats.spec_drafted[i] += (uint64_t)a->d.n_drafted_by[i];
-        s->stats.spec_accepted[i] += (uint64_t)a->d.n_accepted_by[i];
+        s->stats.spec_drafted[i] += (uint64_t)d->n_drafted_by[i];
+        s->stats.spec_accepted[i] += (uint64_t)d->n_accepted_by[i];
     }
 }
 
@@ -656,6 +656,7 @@ static void stats_commit(struct sched *s, void *arg) {
 static int slot_emit(struct sched *s, struct slot *sl, int32_t id, int j, int k) {
     struct sched_task *t = sl->task;
     sl->n_gen++;
+    stats_locked(s, stats_token, NULL); /* before the task's end is reported */
     if (!t->gen.ignore_eos && engine_token_is_eog(s->e, id)) {
         slot_finish(s, sl, SCHED_STOP_EOS, -1, 0, NULL);
         return 1;
@@ -695,21 +696,17 @@ static void slot_commit(struct sched *s, struct slot *sl) {
         return;
     }
     if (sl->t_first == 0) sl->t_first = now_ms();
-    struct commit_stats cs = {0};
-    struct spec_stats st;
+    struct spec_stats st, d = {0};
     generator_stats(sl->loop, &st);
-    cs.d.n_drafts = st.n_drafts - sl->st_seen.n_drafts;
+    d.n_drafts = st.n_drafts - sl->st_seen.n_drafts;
     for (int i = 0; i < SPEC_SRC_COUNT; i++) {
-        cs.d.n_drafted_by[i] = st.n_drafted_by[i] - sl->st_seen.n_drafted_by[i];
-        cs.d.n_accepted_by[i] = st.n_accepted_by[i] - sl->st_seen.n_accepted_by[i];
+        d.n_drafted_by[i] = st.n_drafted_by[i] - sl->st_seen.n_drafted_by[i];
+        d.n_accepted_by[i] = st.n_accepted_by[i] - sl->st_seen.n_accepted_by[i];
     }
     sl->st_seen = st;
+    if (d.n_drafts) stats_locked(s, stats_commit, &d);
     int done = 0;
-    for (int j = 0; j < n && !done; j++) {
-        cs.n_tokens++;
-        done = slot_emit(s, sl, sl->emit[j], j, sl->pick_base + j);
-    }
-    stats_locked(s, stats_commit, &cs);
+    for (int j = 0; j < n && !done; j++) done = slot_emit(s, sl, sl->emit[j], j, sl->pick_base + j);
     if (done) return;
     if (session_n_past(sl->ses) >= session_n_ctx(sl->ses)) {
         slot_finish(s, sl, SCHED_LENGTH, -1, 0, NULL);
