@@ -403,12 +403,16 @@ TEST(spec_ngram_backs_off_when_rejected) {
                "%lld tokens drafted in %lld drafts", (long long)st.n_drafted,
                (long long)st.n_drafts);
     p.adaptive = 0;
+    if (SPEC_SAN) { /* the fixed-length comparison costs 8-token verify passes: skip it */
+        engine_close(e);
+        return;
+    }
     ASSERT(generate_p(e, &p, 0, 1, prompt, NP, out, NG, &st) == NG);
     EXPECT(memcmp(base, out, sizeof(base)) == 0);
     if (getenv("HEARTH_TEST_VERBOSE"))
         printf("    fixed: %lld passes, %lld drafts, %lld/%lld accepted\n", (long long)st.n_steps,
                (long long)st.n_drafts, (long long)st.n_accepted, (long long)st.n_drafted);
-    EXPECT_MSG(st.n_drafted >= (SPEC_SAN ? 8 : 40), "the fixed length drafted only %lld tokens",
+    EXPECT_MSG(st.n_drafted >= 40, "the fixed length drafted only %lld tokens",
                (long long)st.n_drafted); /* so the lookup did find matches */
     engine_close(e);
 }
