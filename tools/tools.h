@@ -23,4 +23,8 @@ int tool_tokenize_run(int argc, char **argv, FILE *in, FILE *out, FILE *err_out)
 /* `hearth synth --preset NAME -o OUT [--type T] ...`: a random-weight GGUF at a real shape. */
 int tool_synth_main(int argc, char **argv);
 
+/* `hearth bench -m MODEL [-p 512] [-n 128] [-t N] [-r 3] [--json]`: prompt-processing and
+ * generation tokens/s in llama-bench's format (tools/bench.c). */
+int tool_bench_main(int argc, char **argv);
+
 #endif

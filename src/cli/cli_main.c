@@ -14,7 +14,8 @@ static void usage(FILE *f) {
                "  run       generate text from a prompt (hearth run --help)\n"
                "  inspect   print a GGUF file's metadata and tensor table: inspect FILE [--all]\n"
                "  tokenize  token ids of stdin: tokenize -m FILE [--bos] [--no-parse-special]\n"
-               "  synth     write a random-weight GGUF of a given architecture and shape\n");
+               "  synth     write a random-weight GGUF of a given architecture and shape\n"
+               "  bench     prompt and generation tokens/s, llama-bench style (--help)\n");
 }
 
 int main(int argc, char **argv) {
@@ -29,6 +30,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "inspect")) return tool_inspect_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return tool_tokenize_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "synth")) return tool_synth_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return tool_bench_main(argc - 1, argv + 1);
     fprintf(stderr, "hearth: unknown command '%s' (try hearth --help)\n", cmd);
     return 1;
 }
