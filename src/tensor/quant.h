@@ -190,7 +190,7 @@ extern const int8_t kvalues_mxfp4[16];
  * Reference functions, one group per file.
  * ====================================================================================== */
 
-/* quant_f16.c: plain float formats. Dots accumulate in double like ggml's ggml_vec_dot_f*. */
+/* quant_f16.c: plain float formats. Dots: 16 FMA lanes, pairwise lane sum (f32_dot_f32_ref). */
 void f32_dequantize_row_ref(const void *x, float *y, int64_t n);
 void f32_quantize_row_ref(const float *x, void *y, int64_t n);
 float f32_dot_f32_ref(const void *x, const void *y, int64_t n);

@@ -1,8 +1,9 @@
 /* quant_f16.c: the plain float formats F32, F16 and BF16 (quant.h).
  *
- * The F16/BF16 dots accumulate products in double, like ggml's ggml_vec_dot_f16/bf16
- * (ggml_float sums); each product is formed in f32 first, as there. The F32 dot has a fixed
- * 16-lane order (see f32_dot_f32_ref).
+ * All three dots share one fixed 16-lane order (see f32_dot_f32_ref): the order of llama.cpp's
+ * x86 matrix products for these types (tinyBLAS in llamafile_sgemm: one 16-lane FMA accumulator
+ * per output, then a horizontal sum), and what a 512-bit vector unit computes. A product of two
+ * f16 or two bf16 values is exact in f32, so each FMA rounds once.
  */
 #include "quant.h"
 
@@ -51,8 +52,15 @@ void f16_quantize_row_ref(const float *x, void *vy, int64_t n) {
 
 float f16_dot_f16_ref(const void *vx, const void *vy, int64_t n) {
     const uint16_t *x = vx, *y = vy;
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) sum += (double)(fp16_to_fp32(x[i]) * fp16_to_fp32(y[i]));
+    float lane[16] = {0};
+    int64_t n16 = n & ~(int64_t)15;
+    for (int64_t i = 0; i < n16; i += 16)
+        for (int l = 0; l < 16; l++)
+            lane[l] = fmaf(fp16_to_fp32(x[i + l]), fp16_to_fp32(y[i + l]), lane[l]);
+    for (int l = 0; l < 8; l++) lane[l] += lane[l + 8];
+    for (int l = 0; l < 4; l++) lane[l] += lane[l + 4];
+    double sum = (double)((lane[0] + lane[2]) + (lane[1] + lane[3]));
+    for (int64_t i = n16; i < n; i++) sum += (double)(fp16_to_fp32(x[i]) * fp16_to_fp32(y[i]));
     return (float)sum;
 }
 
@@ -70,7 +78,14 @@ void bf16_quantize_row_ref(const float *x, void *vy, int64_t n) {
 
 float bf16_dot_bf16_ref(const void *vx, const void *vy, int64_t n) {
     const uint16_t *x = vx, *y = vy;
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) sum += (double)(bf16_to_fp32(x[i]) * bf16_to_fp32(y[i]));
+    float lane[16] = {0};
+    int64_t n16 = n & ~(int64_t)15;
+    for (int64_t i = 0; i < n16; i += 16)
+        for (int l = 0; l < 16; l++)
+            lane[l] = fmaf(bf16_to_fp32(x[i + l]), bf16_to_fp32(y[i + l]), lane[l]);
+    for (int l = 0; l < 8; l++) lane[l] += lane[l + 8];
+    for (int l = 0; l < 4; l++) lane[l] += lane[l + 4];
+    double sum = (double)((lane[0] + lane[2]) + (lane[1] + lane[3]));
+    for (int64_t i = n16; i < n; i++) sum += (double)(bf16_to_fp32(x[i]) * bf16_to_fp32(y[i]));
     return (float)sum;
 }

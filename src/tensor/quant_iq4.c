@@ -52,20 +52,25 @@ void iq4_nl_quantize_row_ref(const float *x, void *y, int64_t n) {
     iq4_nl_quantize_row_imatrix(x, y, n, NULL);
 }
 
+/* The fixed order of the Q8_0 dot (see q4_0_dot_q8_0_ref): 8 lanes of 4-product integer sums
+ * per block, scaled by dx*dy with an FMA into f32 lanes, added pairwise at the end. */
 float iq4_nl_dot_q8_0_ref(const void *vx, const void *vy, int64_t n) {
     CHECK(n % QK4_NL == 0);
     const struct block_iq4_nl *x = vx;
     const struct block_q8_0 *y = vy;
-    float sum = 0.0f;
+    float lane[8] = {0};
     for (int64_t ib = 0; ib < n / QK4_NL; ib++) {
-        int32_t sumi = 0;
-        for (int j = 0; j < QK4_NL / 2; j++) {
-            sumi += kvalues_iq4nl[x[ib].qs[j] & 0x0f] * y[ib].qs[j];
-            sumi += kvalues_iq4nl[x[ib].qs[j] >> 4] * y[ib].qs[j + 16];
+        float d = fp16_to_fp32(x[ib].d) * fp16_to_fp32(y[ib].d);
+        for (int l = 0; l < 8; l++) {
+            int32_t sumi = 0;
+            for (int j = 4 * l; j < 4 * l + 4; j++) {
+                int q = j < 16 ? x[ib].qs[j] & 0x0f : x[ib].qs[j - 16] >> 4;
+                sumi += kvalues_iq4nl[q] * y[ib].qs[j];
+            }
+            lane[l] = fmaf(d, (float)sumi, lane[l]);
         }
-        sum += (fp16_to_fp32(x[ib].d) * fp16_to_fp32(y[ib].d)) * (float)sumi;
     }
-    return sum;
+    return quant_sum_lanes8(lane);
 }
 
 /* ======================================================================================

@@ -56,18 +56,25 @@ void q4_0_quantize_row_imatrix(const float *x, void *vy, int64_t n, const float 
     }
 }
 
+/* The fixed order of the Q8_0 dot (q8_0_dot_q8_0_ref): per block, 8 partial integer sums of 4
+ * consecutive products (elements 4l..4l+3 in block order, lanes 0-3 from the low nibbles), each
+ * scaled by dx*dy into its own f32 lane with an FMA; the lanes are added pairwise at the end.
+ * This is also the order of llama.cpp's AVX2 kernel. */
 float q4_0_dot_q8_0_ref(const void *vx, const void *vy, int64_t n) {
     CHECK(n % QK4_0 == 0);
     const struct block_q4_0 *x = vx;
     const struct block_q8_0 *y = vy;
-    float sum = 0.0f;
+    float lane[8] = {0};
     for (int64_t ib = 0; ib < n / QK4_0; ib++) {
-        int32_t sumi = 0;
-        for (int j = 0; j < QK4_0 / 2; j++) {
-            sumi += ((x[ib].qs[j] & 0x0f) - 8) * y[ib].qs[j];
-            sumi += ((x[ib].qs[j] >> 4) - 8) * y[ib].qs[j + 16];
+        float d = fp16_to_fp32(x[ib].d) * fp16_to_fp32(y[ib].d);
+        for (int l = 0; l < 8; l++) {
+            int32_t sumi = 0;
+            for (int j = 4 * l; j < 4 * l + 4; j++) {
+                int q = j < 16 ? x[ib].qs[j] & 0x0f : x[ib].qs[j - 16] >> 4;
+                sumi += (q - 8) * y[ib].qs[j];
+            }
+            lane[l] = fmaf(d, (float)sumi, lane[l]);
         }
-        sum += (float)sumi * fp16_to_fp32(x[ib].d) * fp16_to_fp32(y[ib].d);
     }
-    return sum;
+    return quant_sum_lanes8(lane);
 }

@@ -1,6 +1,7 @@
 /* cpu_features.c: CPUID detection and the one-time choice of the kernel table. */
 #include "cpu_kernels.h"
 
+#include "../../base/error.h"
 #include "../../base/log.h"
 
 #include <pthread.h>
@@ -61,12 +62,25 @@ static int g_table_ok[3];
 static pthread_once_t g_tables_once = PTHREAD_ONCE_INIT;
 static const struct cpu_kernels *g_active;
 
+/* Entries the ISA filled replace the scalar ones; a gemm tile travels with its sizes, and an ISA
+ * that brings its own vec_dot for a dtype must bring the tile too (else the merged tile would
+ * loop over the slower scalar dot). */
 static void merge_over_scalar(struct cpu_kernels *dst, const struct cpu_kernels *isa) {
     for (int t = 0; t < DTYPE_COUNT; t++) {
         if (isa->vec_dot[t]) dst->vec_dot[t] = isa->vec_dot[t];
         if (isa->from_float[t]) dst->from_float[t] = isa->from_float[t];
         if (isa->to_float[t]) dst->to_float[t] = isa->to_float[t];
+        CHECK(!isa->vec_dot[t] || isa->gemm_tile[t]);
+        if (isa->gemm_tile[t]) {
+            CHECK(isa->gemm_tile_w[t] >= 1 && isa->gemm_tile_x[t] >= 1);
+            dst->gemm_tile[t] = isa->gemm_tile[t];
+            dst->gemm_tile_w[t] = isa->gemm_tile_w[t];
+            dst->gemm_tile_x[t] = isa->gemm_tile_x[t];
+        }
     }
+    if (isa->attn_dot_f16) dst->attn_dot_f16 = isa->attn_dot_f16;
+    if (isa->attn_mad_f16) dst->attn_mad_f16 = isa->attn_mad_f16;
+    if (isa->attn_scale_f16) dst->attn_scale_f16 = isa->attn_scale_f16;
     dst->name = isa->name;
 }
 
@@ -76,11 +90,11 @@ static void tables_init(void) {
     enum cpu_isa best = cpu_isa_best(&f);
     cpu_kernels_fill_scalar(&g_tables[CPU_ISA_SCALAR]);
     g_table_ok[CPU_ISA_SCALAR] = 1;
-    static int (*const fill[3])(struct cpu_kernels *) = {
-        cpu_kernels_fill_scalar, cpu_kernels_fill_avx2, cpu_kernels_fill_avx512};
+    static int (*const fill[3])(struct cpu_kernels *, const struct cpu_features *) = {
+        NULL, cpu_kernels_fill_avx2, cpu_kernels_fill_avx512};
     for (int isa = CPU_ISA_AVX2; isa <= CPU_ISA_AVX512; isa++) {
         struct cpu_kernels tmp;
-        if ((int)best < isa || fill[isa](&tmp) != 0) continue;
+        if ((int)best < isa || fill[isa](&tmp, &f) != 0) continue;
         g_tables[isa] = g_tables[CPU_ISA_SCALAR];
         merge_over_scalar(&g_tables[isa], &tmp);
         g_table_ok[isa] = 1;

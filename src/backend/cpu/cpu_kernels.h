@@ -2,15 +2,23 @@
  *
  * Each ISA file (kernels_scalar.c, kernels_avx2.c, kernels_avx512.c, later kernels_neon.c) fills
  * a struct cpu_kernels. Entries it leaves NULL fall back to the scalar table, whose entries come
- * from the reference functions in src/tensor (dtype_traits). The table is chosen once at start-up
- * from CPUID, or forced with HEARTH_CPU=scalar|avx2|avx512; it is the only global mutable state
- * of the backend. Every SIMD entry has a test against its scalar twin (tests/test_kernels.c).
+ * from the reference functions in src/tensor (dtype_traits) and the attention references below.
+ * The table is chosen once at start-up from CPUID, or forced with HEARTH_CPU=scalar|avx2|avx512;
+ * it is the only global mutable state of the backend. Every SIMD entry has a test against its
+ * scalar twin (tests/test_kernels.c). Kernels keep no state, allocate nothing and may be called
+ * from any thread.
+ *
+ * Numerics: an entry computes exactly what its scalar twin computes, bit for bit, wherever the
+ * reference fixes a summation order (F32/F16/BF16: 16 FMA lanes; Q8_0/Q4_0/IQ4_NL: 8 lanes of
+ * 4-product integer sums; K-quants, IQ4_XS: exact integer sums per super-block; the attention
+ * helpers), and gemm_tile[t] equals vec_dot[t] bit for bit on every element.
  */
 #ifndef HEARTH_CPU_KERNELS_H
 #define HEARTH_CPU_KERNELS_H
 
 #include "../../tensor/dtype.h"
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Dot product of a weight row (dtype d) with an activation row in d's vec_dot_type. */
@@ -20,11 +28,39 @@ typedef void (*cpu_from_float_fn)(const float *x, void *y, int64_t n);
 /* Dequantize a weight row to f32. */
 typedef void (*cpu_to_float_fn)(const void *x, float *y, int64_t n);
 
+/* A tile of dot products, the kernel of prompt processing: for i < n_w, j < n_x
+ *   out[j * out_stride + i] = vec_dot(w + i * w_stride, x + j * x_stride, k)
+ * bit for bit. w: n_w weight rows of k elements in the weight dtype; x: n_x activation rows in
+ * its vec_dot_type (as from_float wrote them); strides in bytes. out is token-major like the
+ * backend's y[token * n_out + row]; out_stride in floats. 1 <= n_w <= gemm_tile_w[dtype] and
+ * 1 <= n_x <= gemm_tile_x[dtype]; any smaller tile is allowed (edges). Each weight block is
+ * loaded once for the n_x activation rows and each activation block once for the n_w weight
+ * rows. n_x == 1 is the decode case: several weight rows against one activation row, which
+ * also hides the latency of vec_dot's single accumulator chain. */
+typedef void (*cpu_gemm_tile_fn)(const void *w, size_t w_stride, const void *x, size_t x_stride,
+                                 int64_t k, float *out, size_t out_stride, int n_w, int n_x);
+
+/* Attention over an F16 KV cache, llama.cpp's flash-attention arithmetic (docs/MODELS.md):
+ *   attn_dot_f16(q, k, n)       score = sum q[i] * k[i] over f16 inputs, in ggml's AVX-512
+ *                               ggml_vec_dot_f16 order (attn_dot_f16_ref)
+ *   attn_mad_f16(acc, v, s, n)  acc[i] = f16(fma(v[i], s, acc[i]))   (ggml_vec_mad_f16)
+ *   attn_scale_f16(acc, s, n)   acc[i] = f16(acc[i] * s)             (ggml_vec_scale_f16)
+ * Vectors are raw IEEE binary16 bits; any n >= 0, any alignment. */
+typedef float (*cpu_attn_dot_f16_fn)(const uint16_t *q, const uint16_t *k, int64_t n);
+typedef void (*cpu_attn_mad_f16_fn)(uint16_t *acc, const uint16_t *v, float s, int64_t n);
+typedef void (*cpu_attn_scale_f16_fn)(uint16_t *acc, float s, int64_t n);
+
 struct cpu_kernels {
     const char *name;                          /* "scalar", "avx2", "avx512" */
     cpu_vec_dot_fn vec_dot[DTYPE_COUNT];       /* indexed by weight dtype */
     cpu_from_float_fn from_float[DTYPE_COUNT]; /* indexed by activation dtype */
     cpu_to_float_fn to_float[DTYPE_COUNT];     /* indexed by dtype */
+    cpu_gemm_tile_fn gemm_tile[DTYPE_COUNT];   /* indexed by weight dtype; set with vec_dot */
+    int gemm_tile_w[DTYPE_COUNT];              /* largest n_w of gemm_tile[t] (weight rows) */
+    int gemm_tile_x[DTYPE_COUNT];              /* largest n_x of gemm_tile[t] (tokens) */
+    cpu_attn_dot_f16_fn attn_dot_f16;
+    cpu_attn_mad_f16_fn attn_mad_f16;
+    cpu_attn_scale_f16_fn attn_scale_f16;
 };
 
 enum cpu_isa { CPU_ISA_SCALAR = 0, CPU_ISA_AVX2 = 1, CPU_ISA_AVX512 = 2 };
@@ -39,14 +75,24 @@ void cpu_features_detect(struct cpu_features *f);
 enum cpu_isa cpu_isa_best(const struct cpu_features *f);
 
 /* Fill a table for one ISA. Scalar fills every supported dtype; the others fill what they have
- * (the caller merges over the scalar table). Return 0, or -1 if the ISA is not compiled in. */
+ * (the caller merges over the scalar table; an ISA that fills vec_dot[t] fills gemm_tile[t] and
+ * its sizes too). f: the CPU's features, for variants chosen at fill time (AVX-VNNI). Return 0,
+ * or -1 if the ISA is not compiled in. */
 int cpu_kernels_fill_scalar(struct cpu_kernels *k);
-int cpu_kernels_fill_avx2(struct cpu_kernels *k);
-int cpu_kernels_fill_avx512(struct cpu_kernels *k);
+int cpu_kernels_fill_avx2(struct cpu_kernels *k, const struct cpu_features *f);
+int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f);
 
 /* The table in use (chosen on first call from CPUID and HEARTH_CPU). Thread-safe. */
 const struct cpu_kernels *cpu_kernels_get(void);
 /* A specific table merged over scalar, for tests; NULL if the CPU lacks the ISA. */
 const struct cpu_kernels *cpu_kernels_for(enum cpu_isa isa);
+
+/* Scalar references of the attention helpers (kernels_scalar.c). attn_dot_f16_ref: 64-element
+ * steps into four 16-lane FMA accumulators (lane l of accumulator a takes element 16a + l of each
+ * step), reduced a0+a2, a1+a3, then a0+a1, then lanes 8+8, 4+4, (0+2)+(1+3); elements past the
+ * last full step are added in double, and the double is rounded to float. */
+float attn_dot_f16_ref(const uint16_t *q, const uint16_t *k, int64_t n);
+void attn_mad_f16_ref(uint16_t *acc, const uint16_t *v, float s, int64_t n);
+void attn_scale_f16_ref(uint16_t *acc, float s, int64_t n);
 
 #endif

@@ -4,7 +4,7 @@
 
 #include <string.h>
 
-int cpu_kernels_fill_avx2(struct cpu_kernels *k) {
+int cpu_kernels_fill_avx2(struct cpu_kernels *k, const struct cpu_features *f) {
     memset(k, 0, sizeof(*k));
     k->name = "avx2";
     return 0;

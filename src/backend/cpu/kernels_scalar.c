@@ -1,12 +1,136 @@
 /* kernels_scalar.c: the scalar kernel table, built from the reference functions in src/tensor.
  * It is both the portable fallback and the oracle the SIMD tables are tested against.
  * Activation rows use the activation quantizers (round half to even, as a vector unit does), not
- * the weight quantizers, so every ISA rounds activations identically. */
+ * the weight quantizers, so every ISA rounds activations identically. The gemm tiles are loops
+ * over the reference dots (one wrapper per dtype, since a tile entry carries no dtype); the
+ * attention references fix llama.cpp's summation order for the F16 KV cache. */
 #include "cpu_kernels.h"
 
 #include "../../tensor/quant.h"
 
+#include <math.h>
 #include <string.h>
+
+/* ---- gemm tiles: loops over the reference dots ---- */
+
+static void tile_loop(cpu_vec_dot_fn dot, const void *w, size_t w_stride, const void *x,
+                      size_t x_stride, int64_t k, float *out, size_t out_stride, int n_w, int n_x) {
+    for (int j = 0; j < n_x; j++)
+        for (int i = 0; i < n_w; i++)
+            out[(size_t)j * out_stride + (size_t)i] = dot(
+                (const char *)w + (size_t)i * w_stride, (const char *)x + (size_t)j * x_stride, k);
+}
+
+static void f32_tile(const void *w, size_t ws, const void *x, size_t xs, int64_t k, float *out,
+                     size_t os, int nw, int nx) {
+    tile_loop(f32_dot_f32_ref, w, ws, x, xs, k, out, os, nw, nx);
+}
+static void f16_tile(const void *w, size_t ws, const void *x, size_t xs, int64_t k, float *out,
+                     size_t os, int nw, int nx) {
+    tile_loop(f16_dot_f16_ref, w, ws, x, xs, k, out, os, nw, nx);
+}
+static void bf16_tile(const void *w, size_t ws, const void *x, size_t xs, int64_t k, float *out,
+                      size_t os, int nw, int nx) {
+    tile_loop(bf16_dot_bf16_ref, w, ws, x, xs, k, out, os, nw, nx);
+}
+static void q4_0_tile(const void *w, size_t ws, const void *x, size_t xs, int64_t k, float *out,
+                      size_t os, int nw, int nx) {
+    tile_loop(q4_0_dot_q8_0_ref, w, ws, x, xs, k, out, os, nw, nx);
+}
+static void q4_1_tile(const void *w, size_t ws, const void *x, size_t xs, int64_t k, float *out,
+                      size_t os, int nw, int nx) {
+    tile_loop(q4_1_dot_q8_1_ref, w, ws, x, xs, k, out, os, nw, nx);
+}
+static void q5_0_tile(const void *w, size_t ws, const void *x, size_t xs, int64_t k, float *out,
+                      size_t os, int nw, int nx) {
+    tile_loop(q5_0_dot_q8_0_ref, w, ws, x, xs, k, out, os, nw, nx);
+}
+static void q5_1_tile(const void *w, size_t ws, const void *x, size_t xs, int64_t k, float *out,
+                      size_t os, int nw, int nx) {
+    tile_loop(q5_1_dot_q8_1_ref, w, ws, x, xs, k, out, os, nw, nx);
+}
+static void q8_0_tile(const void *w, size_t ws, const void *x, size_t xs, int64_t k, float *out,
+                      size_t os, int nw, int nx) {
+    tile_loop(q8_0_dot_q8_0_ref, w, ws, x, xs, k, out, os, nw, nx);
+}
+static void q2_k_tile(const void *w, size_t ws, const void *x, size_t xs, int64_t k, float *out,
+                      size_t os, int nw, int nx) {
+    tile_loop(q2_k_dot_q8_k_ref, w, ws, x, xs, k, out, os, nw, nx);
+}
+static void q3_k_tile(const void *w, size_t ws, const void *x, size_t xs, int64_t k, float *out,
+                      size_t os, int nw, int nx) {
+    tile_loop(q3_k_dot_q8_k_ref, w, ws, x, xs, k, out, os, nw, nx);
+}
+static void q4_k_tile(const void *w, size_t ws, const void *x, size_t xs, int64_t k, float *out,
+                      size_t os, int nw, int nx) {
+    tile_loop(q4_k_dot_q8_k_ref, w, ws, x, xs, k, out, os, nw, nx);
+}
+static void q5_k_tile(const void *w, size_t ws, const void *x, size_t xs, int64_t k, float *out,
+                      size_t os, int nw, int nx) {
+    tile_loop(q5_k_dot_q8_k_ref, w, ws, x, xs, k, out, os, nw, nx);
+}
+static void q6_k_tile(const void *w, size_t ws, const void *x, size_t xs, int64_t k, float *out,
+                      size_t os, int nw, int nx) {
+    tile_loop(q6_k_dot_q8_k_ref, w, ws, x, xs, k, out, os, nw, nx);
+}
+static void q8_k_tile(const void *w, size_t ws, const void *x, size_t xs, int64_t k, float *out,
+                      size_t os, int nw, int nx) {
+    tile_loop(q8_k_dot_q8_k_ref, w, ws, x, xs, k, out, os, nw, nx);
+}
+static void iq4_nl_tile(const void *w, size_t ws, const void *x, size_t xs, int64_t k, float *out,
+                        size_t os, int nw, int nx) {
+    tile_loop(iq4_nl_dot_q8_0_ref, w, ws, x, xs, k, out, os, nw, nx);
+}
+static void iq4_xs_tile(const void *w, size_t ws, const void *x, size_t xs, int64_t k, float *out,
+                        size_t os, int nw, int nx) {
+    tile_loop(iq4_xs_dot_q8_k_ref, w, ws, x, xs, k, out, os, nw, nx);
+}
+static void mxfp4_tile(const void *w, size_t ws, const void *x, size_t xs, int64_t k, float *out,
+                       size_t os, int nw, int nx) {
+    tile_loop(mxfp4_dot_q8_0_ref, w, ws, x, xs, k, out, os, nw, nx);
+}
+
+static const cpu_gemm_tile_fn g_tiles[DTYPE_COUNT] = {
+    [DTYPE_F32] = f32_tile,       [DTYPE_F16] = f16_tile,     [DTYPE_BF16] = bf16_tile,
+    [DTYPE_Q4_0] = q4_0_tile,     [DTYPE_Q4_1] = q4_1_tile,   [DTYPE_Q5_0] = q5_0_tile,
+    [DTYPE_Q5_1] = q5_1_tile,     [DTYPE_Q8_0] = q8_0_tile,   [DTYPE_Q2_K] = q2_k_tile,
+    [DTYPE_Q3_K] = q3_k_tile,     [DTYPE_Q4_K] = q4_k_tile,   [DTYPE_Q5_K] = q5_k_tile,
+    [DTYPE_Q6_K] = q6_k_tile,     [DTYPE_Q8_K] = q8_k_tile,   [DTYPE_IQ4_NL] = iq4_nl_tile,
+    [DTYPE_IQ4_XS] = iq4_xs_tile, [DTYPE_MXFP4] = mxfp4_tile,
+};
+
+/* ---- attention on an F16 cache ---- */
+
+/* ggml_vec_dot_f16 as llama.cpp's AVX-512 build computes it (GGML_F16_STEP 64, GGML_F16_EPR 16,
+ * GGML_F32x16_REDUCE, _mm512_reduce_add_ps), which its flash attention uses for q.k with an F16
+ * cache. The products of two f16 values are exact in f32, so each FMA rounds once. */
+float attn_dot_f16_ref(const uint16_t *q, const uint16_t *k, int64_t n) {
+    float acc[4][16] = {{0}};
+    int64_t n64 = n & ~(int64_t)63;
+    for (int64_t i = 0; i < n64; i += 64)
+        for (int a = 0; a < 4; a++)
+            for (int l = 0; l < 16; l++)
+                acc[a][l] = fmaf(fp16_to_fp32(q[i + 16 * a + l]), fp16_to_fp32(k[i + 16 * a + l]),
+                                 acc[a][l]);
+    float lane[16];
+    for (int l = 0; l < 16; l++) lane[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    for (int l = 0; l < 8; l++) lane[l] += lane[l + 8];
+    for (int l = 0; l < 4; l++) lane[l] += lane[l + 4];
+    double sum = (double)((lane[0] + lane[2]) + (lane[1] + lane[3]));
+    for (int64_t i = n64; i < n; i++) sum += (double)(fp16_to_fp32(q[i]) * fp16_to_fp32(k[i]));
+    return (float)sum;
+}
+
+void attn_mad_f16_ref(uint16_t *acc, const uint16_t *v, float s, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        acc[i] = fp32_to_fp16(fmaf(fp16_to_fp32(v[i]), s, fp16_to_fp32(acc[i])));
+}
+
+void attn_scale_f16_ref(uint16_t *acc, float s, int64_t n) {
+    for (int64_t i = 0; i < n; i++) acc[i] = fp32_to_fp16(fp16_to_fp32(acc[i]) * s);
+}
+
+/* ---- the table ---- */
 
 int cpu_kernels_fill_scalar(struct cpu_kernels *k) {
     memset(k, 0, sizeof(*k));
@@ -17,8 +141,16 @@ int cpu_kernels_fill_scalar(struct cpu_kernels *k) {
         k->vec_dot[t] = tr->vec_dot;
         k->from_float[t] = tr->from_float;
         k->to_float[t] = tr->to_float;
+        if (tr->vec_dot) {
+            k->gemm_tile[t] = g_tiles[t];
+            k->gemm_tile_w[t] = 4;
+            k->gemm_tile_x[t] = 4;
+        }
     }
     k->from_float[DTYPE_Q8_0] = q8_0_quantize_row_act;
     k->from_float[DTYPE_Q8_K] = q8_k_quantize_row_act;
+    k->attn_dot_f16 = attn_dot_f16_ref;
+    k->attn_mad_f16 = attn_mad_f16_ref;
+    k->attn_scale_f16 = attn_scale_f16_ref;
     return 0;
 }
