@@ -1,9 +1,12 @@
 /* threads.c: persistent worker pool (see threads.h).
  *
- * A job is published by bumping `generation` under the mutex; workers spin briefly on the
- * generation counter (cheap for the back-to-back ops of a forward pass), then block on the
- * condition variable. Completion is counted with an atomic; the caller spins (then yields) until
- * every worker has reported, which keeps the per-op barrier to a few microseconds.
+ * A job is published by bumping `generation`; workers spin on the generation counter for a
+ * while (~0.2 ms: the ops of a forward pass come back to back, and a spinning worker starts
+ * within a cache-line transfer), then block on the condition variable, and the publisher only
+ * takes the mutex to broadcast when someone sleeps. Completion is counted with an atomic; the
+ * caller spins (then yields) until every worker has reported. The in-job barrier is a
+ * sense-counting spin barrier that yields after a while, so a thread that lost its core to
+ * another process does not leave the others burning theirs.
  */
 #include "threads.h"
 
@@ -15,7 +18,13 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
-#define SPIN_ITERS 20000
+#define SPIN_ITERS 4000 /* pause-loop iterations before sleeping / yielding (~0.2 ms) */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 
 struct threadpool {
     int n_threads;      /* including the caller */
@@ -28,6 +37,8 @@ struct threadpool {
     _Atomic int n_sleeping; /* workers blocked (or about to block) on cond */
     threadpool_task_fn fn;  /* current job */
     void *ctx;
+    _Atomic int barrier_count;      /* threads arrived at the current barrier */
+    _Atomic unsigned barrier_phase; /* bumped when a barrier opens */
 };
 
 struct worker_arg {
@@ -44,8 +55,10 @@ static void *worker_main(void *p) {
         unsigned gen;
         int spins = 0;
         while ((gen = atomic_load_explicit(&pool->generation, memory_order_acquire)) == seen &&
-               !atomic_load(&pool->stop) && spins < SPIN_ITERS)
+               !atomic_load(&pool->stop) && spins < SPIN_ITERS) {
+            cpu_relax();
             spins++;
+        }
         if (gen == seen && !atomic_load(&pool->stop)) {
             /* seq_cst: either the publisher sees n_sleeping > 0 and broadcasts, or we see the
              * new generation here before waiting. */
@@ -134,7 +147,28 @@ void threadpool_run(struct threadpool *pool, threadpool_task_fn fn, void *ctx) {
     fn(ctx, 0, pool->n_threads);
     int spins = 0;
     while (atomic_load_explicit(&pool->n_done, memory_order_acquire) < pool->n_threads - 1) {
-        if (++spins > SPIN_ITERS) sched_yield();
+        if (++spins > SPIN_ITERS)
+            sched_yield();
+        else
+            cpu_relax();
+    }
+}
+
+void threadpool_barrier(struct threadpool *pool) {
+    if (pool->n_threads == 1) return;
+    /* Read the phase before arriving: the barrier cannot open without this thread. */
+    unsigned phase = atomic_load(&pool->barrier_phase);
+    if (atomic_fetch_add(&pool->barrier_count, 1) == pool->n_threads - 1) {
+        atomic_store(&pool->barrier_count, 0);
+        atomic_fetch_add(&pool->barrier_phase, 1);
+        return;
+    }
+    int spins = 0;
+    while (atomic_load(&pool->barrier_phase) == phase) {
+        if (++spins > SPIN_ITERS)
+            sched_yield();
+        else
+            cpu_relax();
     }
 }
 

@@ -18,6 +18,11 @@ int threadpool_create(struct threadpool **out, int n_threads);
 void threadpool_free(struct threadpool *pool);
 int threadpool_n_threads(const struct threadpool *pool);
 void threadpool_run(struct threadpool *pool, threadpool_task_fn fn, void *ctx);
+/* Called by every thread of the running job (all nth of them, or none): returns once all have
+ * arrived, and everything each thread wrote before it is visible to all after it. Lets one job
+ * hold several phases (quantize the activations, then multiply) for the price of a spin instead
+ * of a second wake-up. */
+void threadpool_barrier(struct threadpool *pool);
 
 /* Number of online CPUs (>= 1). */
 int threads_n_cpus(void);

@@ -1,11 +1,17 @@
 /* cpu_backend.c: the CPU implementation of struct backend (see backend.h).
  *
- * Every op packs its arguments into a small struct and runs a task function on the thread pool;
- * each thread takes a contiguous slice of the op's independent work (output rows, heads, tokens).
- * Matrix products follow llama.cpp's CPU scheme: the f32 activations are first converted to the
- * weight type's vec_dot_type (Q8_0, Q8_K, F16, ...) once per op, then every weight row is read
- * once and dotted with all activation rows of the batch. The per-dtype kernels come from the
- * kernel table (cpu_kernels.h), chosen once at start-up.
+ * Every op packs its arguments into a small struct and runs one job on the persistent thread
+ * pool (base/threads.h). Work is cut into units (row chunks, tiles, attention rows) that threads
+ * claim from an atomic counter, so a thread that loses its core to another process does not
+ * hold the others back; an op with several phases (quantize the activations, then multiply)
+ * separates them with the pool's spin barrier instead of a second job. Small ops run inline on
+ * the caller: a wake-up costs more than they do.
+ *
+ * Numerics do not depend on the schedule: every output element is computed by exactly one
+ * kernel call whose arguments do not depend on the thread count, the unit boundaries or the
+ * other rows of the batch. That keeps batched prefill equal to token-by-token evaluation and a
+ * multi-session batch equal to separate sessions, bit for bit, whichever kernel table is used.
+ * The per-dtype kernels come from the kernel table (cpu_kernels.h), chosen once at start-up.
  */
 #include "../backend.h"
 
@@ -16,10 +22,12 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 struct cpu_ctx {
     struct threadpool *pool;
+    int n_threads;
     const struct cpu_kernels *kern;
     void *work;       /* scratch for quantized activations and per-thread buffers */
     size_t work_size; /* bytes */
@@ -30,8 +38,8 @@ static struct cpu_ctx *ctx_of(struct backend *be) {
 }
 
 /* Scratch of at least n_bytes, kept between ops (grows, never shrinks). CHECKs on failure:
- * sizes are bounded by the batch and context fixed at session creation, and the engine reserves
- * the worst case up front (cpu_reserve), so a failure here is a bug. */
+ * sizes are bounded by the batch and context fixed at session creation, so a failure here is
+ * an out-of-memory the engine could not have reported anyway. */
 static void *work_get(struct cpu_ctx *c, size_t n_bytes) {
     if (n_bytes > c->work_size) {
         mem_free(c->work);
@@ -42,10 +50,18 @@ static void *work_get(struct cpu_ctx *c, size_t n_bytes) {
     return c->work;
 }
 
+static size_t align64(size_t n) {
+    return (n + 63) & ~(size_t)63;
+}
+
 static void split_range(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
     int64_t per = (n + nth - 1) / nth;
     *lo = per * ith < n ? per * ith : n;
     *hi = *lo + per < n ? *lo + per : n;
+}
+
+static int64_t min64(int64_t a, int64_t b) {
+    return a < b ? a : b;
 }
 
 /* ============================================================================================
@@ -68,8 +84,11 @@ static void cpu_copy(struct backend *be, void *dst, const void *src, size_t n_by
 
 /* ============================================================================================
  * Element-wise ops and norms
- * Cheap ops; split over rows or elements so that large batches still use every thread.
+ * Cheap ops; split over rows or elements so that large batches still use every thread, and run
+ * inline below a size where waking the pool costs more than the work.
  * ============================================================================================ */
+
+#define INLINE_ELEMS 16384 /* element-wise work below this runs on the caller */
 
 struct get_rows_args {
     const struct cpu_kernels *kern;
@@ -92,7 +111,10 @@ static void cpu_get_rows(struct backend *be, const struct tensor *w, const int32
                          float *out) {
     struct get_rows_args a = {ctx_of(be)->kern, w, ids, n, out};
     for (int i = 0; i < n; i++) CHECK(ids[i] >= 0 && ids[i] < w->ne[1]);
-    threadpool_run(ctx_of(be)->pool, get_rows_task, &a);
+    if (n == 1)
+        get_rows_task(&a, 0, 1);
+    else
+        threadpool_run(ctx_of(be)->pool, get_rows_task, &a);
 }
 
 struct rms_norm_args {
@@ -126,7 +148,7 @@ static void cpu_rms_norm(struct backend *be, const float *x, int x_stride, const
     CHECK(!w || (w->type == DTYPE_F32 && w->ne[0] == dim));
     struct rms_norm_args a = {
         x, x_stride, w ? (const float *)w->data : NULL, out, out_stride, n_rows, dim, eps};
-    if ((int64_t)n_rows * dim < 4096)
+    if ((int64_t)n_rows * dim < INLINE_ELEMS)
         rms_norm_task(&a, 0, 1);
     else
         threadpool_run(ctx_of(be)->pool, rms_norm_task, &a);
@@ -156,7 +178,7 @@ static void binary_task(void *p, int ith, int nth) {
 static void run_binary(struct backend *be, const float *x, const float *y, float *out, int64_t n,
                        int op) {
     struct binary_args a = {x, y, out, n, op};
-    if (n < 8192)
+    if (n < (op == 0 ? 4 * INLINE_ELEMS : INLINE_ELEMS / 2))
         binary_task(&a, 0, 1);
     else
         threadpool_run(ctx_of(be)->pool, binary_task, &a);
@@ -208,7 +230,7 @@ static void rope_task(void *p, int ith, int nth) {
         corr_lo = fmaxf(0, corr_lo);
         corr_hi = fminf((float)(n_rot - 1), corr_hi);
     }
-    float cs[1024], sn[1024]; /* n_rot/2 <= 512 checked by the caller */
+    float cs[1024], sn[1024]; /* n_rot/2 <= 1024 checked by the caller */
     int64_t lo, hi;
     split_range(a->n, ith, nth, &lo, &hi);
     for (int64_t t = lo; t < hi; t++) {
@@ -253,15 +275,63 @@ static void cpu_rope(struct backend *be, float *x, int stride, const int32_t *po
                      int n_head, int head_dim, const struct rope_params *rp) {
     CHECK(rp->n_rot > 0 && rp->n_rot <= head_dim && rp->n_rot % 2 == 0 && rp->n_rot <= 2048);
     struct rope_args a = {x, stride, pos, n, n_head, head_dim, rp};
-    threadpool_run(ctx_of(be)->pool, rope_task, &a);
+    if (n < 4)
+        rope_task(&a, 0, 1);
+    else
+        threadpool_run(ctx_of(be)->pool, rope_task, &a);
 }
 
 /* ============================================================================================
  * Matrix products
- * Phase 1 converts the activation rows to the weight's vec_dot_type (in parallel over rows);
- * phase 2 splits the output rows over threads, and each thread reads a weight row once and
- * dots it with every activation row.
+ * y[t][r] = W[r] . x[t]. The activation rows are first converted to the weight's vec_dot_type
+ * (Q8_0, Q8_K, F16...), once per op. The product is then cut into units of unit_rows weight
+ * rows x unit_toks tokens; inside a unit the kernel's gemm tile (up to tile_w rows x tile_x
+ * tokens) reads each weight block once for tile_x tokens and each activation block once for
+ * tile_w rows, with the weight rows of a tile kept hot in L1 while the unit's tokens stream
+ * past them from L2. For decode (one token) a unit is a chunk of rows and the tile is tile_w
+ * rows against the one activation row.
  * ============================================================================================ */
+
+#define UNIT_TOKS     64  /* tokens per prefill unit: their activations stay in L2 */
+#define UNIT_MIN_ROWS 16  /* smallest row chunk (decode) */
+#define UNITS_PER_THR 8   /* aim for this many units per thread, for balance */
+#define MOE_UNIT_ROWS 256 /* largest row chunk of an expert unit */
+
+struct mm_plan {
+    int tile_w, tile_x;
+    int64_t unit_rows, unit_toks;
+    int64_t n_row_units, n_tok_units;
+};
+
+/* Unit sizes for an n_out x n product on nth threads. */
+static void mm_plan_make(const struct cpu_kernels *kern, enum dtype wt, int64_t n_out, int64_t n,
+                         int nth, struct mm_plan *p) {
+    p->tile_w = kern->gemm_tile_w[wt] > 0 ? kern->gemm_tile_w[wt] : 1;
+    p->tile_x = kern->gemm_tile_x[wt] > 0 ? kern->gemm_tile_x[wt] : 1;
+    p->unit_toks = n <= UNIT_TOKS ? n : UNIT_TOKS;
+    p->n_tok_units = (n + p->unit_toks - 1) / p->unit_toks;
+    int64_t want = (int64_t)nth * UNITS_PER_THR;
+    int64_t row_units = (want + p->n_tok_units - 1) / p->n_tok_units;
+    int64_t rows = (n_out + row_units - 1) / row_units;
+    if (rows < UNIT_MIN_ROWS) rows = UNIT_MIN_ROWS;
+    rows = (rows + p->tile_w - 1) / p->tile_w * p->tile_w;
+    p->unit_rows = rows;
+    p->n_row_units = (n_out + rows - 1) / rows;
+}
+
+/* One unit: weight rows [r0, r1) x tokens [t0, t1), written at y[t * y_stride + r - y_row0]. */
+static void mm_unit(cpu_gemm_tile_fn tile, const struct mm_plan *p, const void *w, size_t w_rb,
+                    int64_t k, const void *xq, size_t xq_rb, int64_t r0, int64_t r1, int64_t t0,
+                    int64_t t1, float *y, size_t y_stride) {
+    for (int64_t r = r0; r < r1; r += p->tile_w) {
+        int nw = (int)min64(p->tile_w, r1 - r);
+        for (int64_t t = t0; t < t1; t += p->tile_x) {
+            int nx = (int)min64(p->tile_x, t1 - t);
+            tile((const char *)w + (size_t)r * w_rb, w_rb, (const char *)xq + (size_t)t * xq_rb,
+                 xq_rb, k, y + (size_t)t * y_stride + (size_t)r, y_stride, nw, nx);
+        }
+    }
+}
 
 struct quantize_args {
     cpu_from_float_fn from_float;
@@ -272,54 +342,45 @@ struct quantize_args {
     size_t row_bytes;
 };
 
-static void quantize_task(void *p, int ith, int nth) {
-    struct quantize_args *a = p;
+static void quantize_rows_part(const struct quantize_args *a, int ith, int nth) {
     int64_t lo, hi;
     split_range(a->n_rows, ith, nth, &lo, &hi);
     for (int64_t r = lo; r < hi; r++)
         a->from_float(a->x + r * a->k, (char *)a->xq + r * a->row_bytes, a->k);
 }
 
-/* Converts n_rows rows of k floats to vt; returns the converted rows (x itself for F32). */
-static const void *quantize_rows(struct backend *be, enum dtype vt, const float *x, int64_t k,
-                                 int n_rows, size_t *row_bytes, size_t offset) {
-    struct cpu_ctx *c = ctx_of(be);
-    if (vt == DTYPE_F32) {
-        *row_bytes = (size_t)k * sizeof(float);
-        return x;
-    }
-    *row_bytes = dtype_row_bytes(vt, k);
-    char *xq = (char *)work_get(c, offset + *row_bytes * (size_t)n_rows) + offset;
-    struct quantize_args a = {c->kern->from_float[vt], x, k, n_rows, xq, *row_bytes};
-    CHECK(a.from_float != NULL);
-    if (n_rows == 1)
-        quantize_task(&a, 0, 1);
-    else
-        threadpool_run(c->pool, quantize_task, &a);
-    return xq;
-}
-
 struct matmul_args {
-    cpu_vec_dot_fn dot;
+    struct threadpool *pool;
+    struct quantize_args q; /* phase 1 when q.from_float (n > 1) */
+    cpu_gemm_tile_fn tile;
     const struct tensor *w;
     const float *bias;
     const void *xq;
-    size_t xq_row_bytes;
+    size_t xq_rb;
     float *y;
-    int n;
+    int64_t n;
+    struct mm_plan plan;
+    _Atomic int64_t next; /* next unit to claim */
 };
 
 static void matmul_task(void *p, int ith, int nth) {
     struct matmul_args *a = p;
+    if (a->q.from_float) {
+        quantize_rows_part(&a->q, ith, nth);
+        threadpool_barrier(a->pool);
+    }
+    const struct mm_plan *pl = &a->plan;
     int64_t k = a->w->ne[0], n_out = a->w->ne[1];
-    int64_t lo, hi;
-    split_range(n_out, ith, nth, &lo, &hi);
-    for (int64_t r = lo; r < hi; r++) {
-        const void *wr = tensor_row(a->w, r, 0);
-        float b = a->bias ? a->bias[r] : 0.0f;
-        for (int t = 0; t < a->n; t++)
-            a->y[(int64_t)t * n_out + r] =
-                a->dot(wr, (const char *)a->xq + (size_t)t * a->xq_row_bytes, k) + b;
+    int64_t n_units = pl->n_row_units * pl->n_tok_units;
+    for (int64_t u; (u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed)) < n_units;) {
+        int64_t r0 = (u / pl->n_tok_units) * pl->unit_rows;
+        int64_t t0 = (u % pl->n_tok_units) * pl->unit_toks;
+        int64_t r1 = min64(r0 + pl->unit_rows, n_out), t1 = min64(t0 + pl->unit_toks, a->n);
+        mm_unit(a->tile, pl, a->w->data, a->w->nb[1], k, a->xq, a->xq_rb, r0, r1, t0, t1, a->y,
+                (size_t)n_out);
+        if (a->bias)
+            for (int64_t t = t0; t < t1; t++)
+                for (int64_t r = r0; r < r1; r++) a->y[t * n_out + r] += a->bias[r];
     }
 }
 
@@ -327,16 +388,42 @@ static void cpu_matmul(struct backend *be, const struct tensor *w, const struct 
                        const float *x, float *y, int n) {
     struct cpu_ctx *c = ctx_of(be);
     const struct dtype_traits *tr = dtype_traits(w->type);
-    CHECK(tr && c->kern->vec_dot[w->type]);
+    CHECK(tr && c->kern->gemm_tile[w->type]);
     CHECK(!bias || (bias->type == DTYPE_F32 && bias->ne[0] == w->ne[1]));
-    size_t row_bytes;
-    const void *xq = quantize_rows(be, tr->vec_dot_type, x, w->ne[0], n, &row_bytes, 0);
-    struct matmul_args a = {
-        c->kern->vec_dot[w->type], w, bias ? (const float *)bias->data : NULL, xq, row_bytes, y, n};
+    int64_t k = w->ne[0];
+    enum dtype vt = tr->vec_dot_type;
+    struct matmul_args a;
+    memset(&a, 0, sizeof(a));
+    a.pool = c->pool;
+    a.tile = c->kern->gemm_tile[w->type];
+    a.w = w;
+    a.bias = bias ? (const float *)bias->data : NULL;
+    a.y = y;
+    a.n = n;
+    if (vt == DTYPE_F32) {
+        a.xq = x;
+        a.xq_rb = (size_t)k * sizeof(float);
+    } else {
+        a.xq_rb = dtype_row_bytes(vt, k);
+        void *xq = work_get(c, a.xq_rb * (size_t)n);
+        a.xq = xq;
+        cpu_from_float_fn ff = c->kern->from_float[vt];
+        CHECK(ff != NULL);
+        if (n == 1) /* one row: cheaper on the caller than as a phase */
+            ff(x, xq, k);
+        else
+            a.q = (struct quantize_args){ff, x, k, n, xq, a.xq_rb};
+    }
+    mm_plan_make(c->kern, w->type, w->ne[1], n, c->n_threads, &a.plan);
+    atomic_init(&a.next, 0);
     threadpool_run(c->pool, matmul_task, &a);
 }
 
-/* ---- mixture of experts ---- */
+/* ---- mixture of experts ----
+ * matmul_id groups the (token, slot) pairs by expert (a counting sort), gathers each group's
+ * activation rows into one contiguous run, and then multiplies every expert's weights with its
+ * run exactly like a dense matmul, so each expert's weights are read once per call however
+ * many tokens chose it. Outputs go through a per-thread tile buffer back to y[slot]. */
 
 static void cpu_moe_route(struct backend *be, const float *logits, int n, int n_expert, int k,
                           int norm, int32_t *ids, float *weights) {
@@ -373,33 +460,63 @@ static void cpu_moe_route(struct backend *be, const float *logits, int n, int n_
 }
 
 struct matmul_id_args {
-    cpu_vec_dot_fn dot;
+    struct threadpool *pool;
+    cpu_from_float_fn from_float; /* NULL for F32 activations (copied) */
+    cpu_gemm_tile_fn tile;
     const struct tensor *w;
-    const void *xq;
-    size_t xq_row_bytes;
-    int x_per_slot, k;
-    const int32_t *slot_of;      /* [n*k] slots grouped by expert */
+    const float *x;
+    int x_per_slot, k, n_slots;
+    const int32_t *slot_of;      /* [n_slots] slots (t*k + j) grouped by expert */
     const int32_t *expert_start; /* [n_expert+1] offsets into slot_of */
+    const int64_t *unit_base;    /* [n_used+1] first unit of each used expert */
+    const int32_t *used;         /* [n_used] experts with at least one slot */
+    int n_used;
+    void *xg;     /* [n_slots] activation rows in grouped order, vec_dot_type */
+    size_t xg_rb; /* bytes per row */
+    float *tmp;   /* per thread: unit_rows x unit_toks floats */
+    size_t tmp_stride;
     float *y;
+    struct mm_plan plan; /* unit_rows and unit_toks (tile sizes) shared by all experts */
+    _Atomic int64_t next;
 };
 
 static void matmul_id_task(void *p, int ith, int nth) {
     struct matmul_id_args *a = p;
-    int64_t kdim = a->w->ne[0], n_out = a->w->ne[1], n_expert = a->w->ne[2];
+    int64_t kdim = a->w->ne[0], n_out = a->w->ne[1];
+    /* phase 1: activation rows in grouped order */
     int64_t lo, hi;
-    split_range(n_out, ith, nth, &lo, &hi);
-    for (int64_t e = 0; e < n_expert; e++) {
-        int s0 = a->expert_start[e], s1 = a->expert_start[e + 1];
-        if (s0 == s1) continue;
-        for (int64_t r = lo; r < hi; r++) {
-            const void *wr = tensor_row(a->w, r, e);
-            for (int s = s0; s < s1; s++) {
-                int slot = a->slot_of[s]; /* = t*k + j */
-                int xrow = a->x_per_slot ? slot : slot / a->k;
-                a->y[(int64_t)slot * n_out + r] =
-                    a->dot(wr, (const char *)a->xq + (size_t)xrow * a->xq_row_bytes, kdim);
-            }
-        }
+    split_range(a->n_slots, ith, nth, &lo, &hi);
+    for (int64_t g = lo; g < hi; g++) {
+        int slot = a->slot_of[g];
+        const float *xr = a->x + (int64_t)(a->x_per_slot ? slot : slot / a->k) * kdim;
+        char *dst = (char *)a->xg + (size_t)g * a->xg_rb;
+        if (a->from_float)
+            a->from_float(xr, dst, kdim);
+        else
+            memcpy(dst, xr, a->xg_rb);
+    }
+    threadpool_barrier(a->pool);
+    /* phase 2: units of (expert, row chunk, token chunk) */
+    const struct mm_plan *pl = &a->plan;
+    float *tmp = a->tmp + (size_t)ith * a->tmp_stride;
+    int64_t n_units = a->unit_base[a->n_used];
+    int ie = 0;
+    for (int64_t u; (u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed)) < n_units;) {
+        while (u >= a->unit_base[ie + 1]) ie++;
+        while (u < a->unit_base[ie]) ie--;
+        int e = a->used[ie];
+        int64_t s0 = a->expert_start[e], cnt = a->expert_start[e + 1] - s0;
+        int64_t n_tok_units = (cnt + pl->unit_toks - 1) / pl->unit_toks;
+        int64_t v = u - a->unit_base[ie];
+        int64_t r0 = (v / n_tok_units) * pl->unit_rows, t0 = (v % n_tok_units) * pl->unit_toks;
+        int64_t r1 = min64(r0 + pl->unit_rows, n_out), t1 = min64(t0 + pl->unit_toks, cnt);
+        /* tmp holds the unit as [t - t0][r - r0] */
+        mm_unit(a->tile, pl, tensor_row(a->w, r0, e), a->w->nb[1], kdim,
+                (const char *)a->xg + (size_t)(s0 + t0) * a->xg_rb, a->xg_rb, 0, r1 - r0, 0,
+                t1 - t0, tmp, (size_t)pl->unit_rows);
+        for (int64_t t = t0; t < t1; t++)
+            memcpy(a->y + (int64_t)a->slot_of[s0 + t] * n_out + r0,
+                   tmp + (size_t)(t - t0) * pl->unit_rows, (size_t)(r1 - r0) * sizeof(float));
     }
 }
 
@@ -407,134 +524,210 @@ static void cpu_matmul_id(struct backend *be, const struct tensor *w, const floa
                           int x_per_slot, const int32_t *ids, int n, int k, float *y) {
     struct cpu_ctx *c = ctx_of(be);
     const struct dtype_traits *tr = dtype_traits(w->type);
-    CHECK(tr && c->kern->vec_dot[w->type]);
-    int64_t n_expert = w->ne[2];
-    int n_slots = n * k, n_xrows = x_per_slot ? n_slots : n;
-    /* Group slots by expert (counting sort) in the front of the scratch. */
-    size_t index_bytes = ((size_t)n_slots + (size_t)n_expert + 1) * sizeof(int32_t);
-    size_t offset = (index_bytes + 63) & ~(size_t)63;
-    size_t row_bytes;
-    if (tr->vec_dot_type != DTYPE_F32) /* reserve all at once so quantize_rows won't move it */
-        work_get(c, offset + dtype_row_bytes(tr->vec_dot_type, w->ne[0]) * (size_t)n_xrows);
-    else
-        work_get(c, offset);
-    const void *xq = quantize_rows(be, tr->vec_dot_type, x, w->ne[0], n_xrows, &row_bytes, offset);
-    int32_t *slot_of = (int32_t *)c->work;
-    int32_t *start = slot_of + n_slots;
-    memset(start, 0, ((size_t)n_expert + 1) * sizeof(int32_t));
+    CHECK(tr && c->kern->gemm_tile[w->type]);
+    int64_t n_expert = w->ne[2], kdim = w->ne[0], n_out = w->ne[1];
+    int n_slots = n * k, nth = c->n_threads;
+    enum dtype vt = tr->vec_dot_type;
+    size_t xg_rb = vt == DTYPE_F32 ? (size_t)kdim * sizeof(float) : dtype_row_bytes(vt, kdim);
+
+    /* Plan: UNIT_TOKS tokens of one expert per unit; rows so that the used experts together
+     * give about UNITS_PER_THR units per thread (at most MOE_UNIT_ROWS, which bounds the
+     * per-thread tile buffer). */
+    struct matmul_id_args a;
+    memset(&a, 0, sizeof(a));
+    uint8_t seen[4096] = {0};
+    int64_t n_used_est = 0;
+    CHECK(n_expert <= 4096);
     for (int s = 0; s < n_slots; s++) {
         CHECK(ids[s] >= 0 && ids[s] < n_expert);
-        start[ids[s] + 1]++;
+        n_used_est += !seen[ids[s]];
+        seen[ids[s]] = 1;
     }
+    mm_plan_make(c->kern, w->type, n_out, 1, nth, &a.plan);
+    {
+        int64_t want = (int64_t)nth * UNITS_PER_THR;
+        int64_t rows = (n_out * n_used_est + want - 1) / want;
+        if (rows > MOE_UNIT_ROWS) rows = MOE_UNIT_ROWS;
+        if (rows < UNIT_MIN_ROWS) rows = UNIT_MIN_ROWS;
+        a.plan.unit_rows = (rows + a.plan.tile_w - 1) / a.plan.tile_w * a.plan.tile_w;
+        a.plan.unit_toks = UNIT_TOKS;
+    }
+
+    /* Scratch: index arrays, grouped activations, per-thread tile buffers. */
+    size_t off_start = align64((size_t)n_slots * sizeof(int32_t));
+    size_t off_used = off_start + align64(((size_t)n_expert + 1) * sizeof(int32_t));
+    size_t off_base = off_used + align64((size_t)n_expert * sizeof(int32_t));
+    size_t off_xg = off_base + align64(((size_t)n_expert + 1) * sizeof(int64_t));
+    size_t off_tmp = off_xg + align64(xg_rb * (size_t)n_slots);
+    size_t tmp_stride = (size_t)a.plan.unit_rows * (size_t)a.plan.unit_toks;
+    char *work = work_get(c, off_tmp + tmp_stride * sizeof(float) * (size_t)nth);
+    int32_t *slot_of = (int32_t *)work, *start = (int32_t *)(work + off_start);
+    int32_t *used = (int32_t *)(work + off_used);
+    int64_t *base = (int64_t *)(work + off_base);
+
+    /* Group slots by expert (counting sort, stable: slots of one expert stay in token order). */
+    memset(start, 0, ((size_t)n_expert + 1) * sizeof(int32_t));
+    for (int s = 0; s < n_slots; s++) start[ids[s] + 1]++;
     for (int64_t e = 0; e < n_expert; e++) start[e + 1] += start[e];
-    /* Fill using a running cursor per expert; cursor reuses the next expert's start (restored
-     * afterwards by a shift). */
     for (int s = 0; s < n_slots; s++) slot_of[start[ids[s]]++] = s;
     for (int64_t e = n_expert; e > 0; e--) start[e] = start[e - 1];
     start[0] = 0;
-    struct matmul_id_args a = {
-        c->kern->vec_dot[w->type], w, xq, row_bytes, x_per_slot, k, slot_of, start, y};
+    int n_used = 0;
+    base[0] = 0;
+    for (int64_t e = 0; e < n_expert; e++) {
+        int64_t cnt = start[e + 1] - start[e];
+        if (!cnt) continue;
+        int64_t units = ((n_out + a.plan.unit_rows - 1) / a.plan.unit_rows) *
+                        ((cnt + a.plan.unit_toks - 1) / a.plan.unit_toks);
+        used[n_used] = (int32_t)e;
+        base[n_used + 1] = base[n_used] + units;
+        n_used++;
+    }
+
+    a.pool = c->pool;
+    a.from_float = vt == DTYPE_F32 ? NULL : c->kern->from_float[vt];
+    CHECK(vt == DTYPE_F32 || a.from_float);
+    a.tile = c->kern->gemm_tile[w->type];
+    a.w = w;
+    a.x = x;
+    a.x_per_slot = x_per_slot;
+    a.k = k;
+    a.n_slots = n_slots;
+    a.slot_of = slot_of;
+    a.expert_start = start;
+    a.used = used;
+    a.unit_base = base;
+    a.n_used = n_used;
+    a.xg = work + off_xg;
+    a.xg_rb = xg_rb;
+    a.tmp = (float *)(work + off_tmp);
+    a.tmp_stride = tmp_stride;
+    a.y = y;
+    atomic_init(&a.next, 0);
     threadpool_run(c->pool, matmul_id_task, &a);
+}
+
+struct moe_combine_args {
+    const float *y, *weights;
+    int n, k, dim;
+    float *out;
+};
+
+static void moe_combine_task(void *p, int ith, int nth) {
+    struct moe_combine_args *a = p;
+    int64_t lo, hi;
+    split_range(a->n, ith, nth, &lo, &hi);
+    for (int64_t t = lo; t < hi; t++) {
+        float *o = a->out + t * a->dim;
+        for (int i = 0; i < a->dim; i++) o[i] = 0;
+        for (int j = 0; j < a->k; j++) {
+            const float *yr = a->y + (t * a->k + j) * a->dim;
+            float wj = a->weights[t * a->k + j];
+            for (int i = 0; i < a->dim; i++) o[i] += wj * yr[i];
+        }
+    }
 }
 
 static void cpu_moe_combine(struct backend *be, const float *y, const float *weights, int n, int k,
                             int dim, float *out) {
-    for (int t = 0; t < n; t++) {
-        float *o = out + (int64_t)t * dim;
-        for (int i = 0; i < dim; i++) o[i] = 0;
-        for (int j = 0; j < k; j++) {
-            const float *yr = y + ((int64_t)t * k + j) * dim;
-            float wj = weights[t * k + j];
-            for (int i = 0; i < dim; i++) o[i] += wj * yr[i];
-        }
-    }
+    struct moe_combine_args a = {y, weights, n, k, dim, out};
+    if ((int64_t)n * k * dim < INLINE_ELEMS)
+        moe_combine_task(&a, 0, 1);
+    else
+        threadpool_run(ctx_of(be)->pool, moe_combine_task, &a);
 }
 
 /* ============================================================================================
  * KV cache and attention
  * The cache holds K and V rows per position in the session's cache dtype. Attention walks the
  * positions once per (token, head) with an online softmax (running max and sum), so memory is
- * O(head_dim) per task and never O(n_ctx^2).
+ * O(head_dim) per task and never O(n_ctx^2). Work units are (KV head, token, head of the
+ * group) rows, claimed in that order so that the rows running at the same time read the same
+ * K/V rows, longest (latest token) first so the tail of the job is short rows.
  * ============================================================================================ */
 
-static void kv_row_to_float(enum dtype type, const void *row, int64_t off, int n, float *out,
-                            const struct cpu_kernels *kern) {
-    switch (type) {
-    case DTYPE_F32:
-        memcpy(out, (const float *)row + off, (size_t)n * sizeof(float));
-        break;
-    case DTYPE_F16: {
-        const uint16_t *h = (const uint16_t *)row + off;
-        for (int i = 0; i < n; i++) out[i] = fp16_to_fp32(h[i]);
-        break;
-    }
-    default: { /* block type: off and n are multiples of the block size */
-        kern->to_float[type]((const char *)row + dtype_row_bytes(type, off), out, n);
-        break;
-    }
+struct kv_store_args {
+    const struct cpu_kernels *kern;
+    void *k_cache, *v_cache;
+    enum dtype kv_type;
+    int kv_dim, src_stride, pos0, n;
+    const float *k, *v;
+};
+
+static void kv_store_task(void *p, int ith, int nth) {
+    struct kv_store_args *a = p;
+    size_t row_bytes = dtype_row_bytes(a->kv_type, a->kv_dim);
+    int64_t lo, hi;
+    split_range(2 * (int64_t)a->n, ith, nth, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++) {
+        int t = (int)(i >> 1), is_v = (int)(i & 1);
+        const float *src = (is_v ? a->v : a->k) + (int64_t)t * a->src_stride;
+        void *dst = (char *)(is_v ? a->v_cache : a->k_cache) + (size_t)(a->pos0 + t) * row_bytes;
+        if (a->kv_type == DTYPE_F32)
+            memcpy(dst, src, (size_t)a->kv_dim * sizeof(float));
+        else
+            a->kern->from_float[a->kv_type](src, dst, a->kv_dim);
     }
 }
 
 static void cpu_kv_store(struct backend *be, void *k_cache, void *v_cache, enum dtype kv_type,
                          int kv_dim, const float *k, const float *v, int src_stride, int pos0,
                          int n) {
-    const struct cpu_kernels *kern = ctx_of(be)->kern;
-    size_t row_bytes = dtype_row_bytes(kv_type, kv_dim);
-    for (int t = 0; t < n; t++) {
-        const float *src[2] = {k + (int64_t)t * src_stride, v + (int64_t)t * src_stride};
-        void *dst[2] = {(char *)k_cache + (size_t)(pos0 + t) * row_bytes,
-                        (char *)v_cache + (size_t)(pos0 + t) * row_bytes};
-        for (int i = 0; i < 2; i++) {
-            if (kv_type == DTYPE_F32)
-                memcpy(dst[i], src[i], (size_t)kv_dim * sizeof(float));
-            else if (kv_type == DTYPE_F16)
-                for (int j = 0; j < kv_dim; j++) ((uint16_t *)dst[i])[j] = fp32_to_fp16(src[i][j]);
-            else
-                kern->from_float[kv_type](src[i], dst[i], kv_dim);
-        }
-    }
+    struct cpu_ctx *c = ctx_of(be);
+    CHECK(kv_type == DTYPE_F32 || c->kern->from_float[kv_type]);
+    struct kv_store_args a = {c->kern, k_cache, v_cache, kv_type, kv_dim, src_stride, pos0, n, k, v};
+    if ((int64_t)n * kv_dim < INLINE_ELEMS)
+        kv_store_task(&a, 0, 1);
+    else
+        threadpool_run(c->pool, kv_store_task, &a);
 }
 
-struct attn_task_args {
-    const struct attn_args *a;
-    const struct cpu_kernels *kern;
-    float *work; /* per thread: 3*head_dim floats */
-};
+/* One attention row's scratch: head_dim floats of f32 work + 2 f16 vectors, 64-byte aligned. */
+static size_t attn_row_scratch(int hd) {
+    return align64((size_t)hd * 3 * sizeof(float)) + 2 * align64((size_t)hd * sizeof(uint16_t));
+}
 
 /* F16 cache: the arithmetic of llama.cpp's CPU flash attention, so logits agree with it to
  * float rounding: the query is rounded to f16 (to dot with f16 keys), scores are f16 products
- * summed in f32, and the running value sum is kept in f16 (rounded after every update). */
-static void attention_f16_row(const struct attn_args *a, const float *q, int g, int n_kv,
-                              size_t row_bytes, float *qh, float *acc, float *o) {
+ * summed in f32 (attn_dot_f16's order), and the running value sum is kept in f16, rounded after
+ * every update (attn_scale_f16 when the max moves, attn_mad_f16 per position). */
+static void attention_f16_row(const struct attn_args *a, const struct cpu_kernels *kern,
+                              const float *q, int g, int n_kv, size_t row_bytes, uint16_t *qh,
+                              uint16_t *acc, float *o) {
     int hd = a->head_dim;
-    for (int i = 0; i < hd; i++) qh[i] = fp16_to_fp32(fp32_to_fp16(q[i]));
+    kern->from_float[DTYPE_F16](q, qh, hd);
+    memset(acc, 0, (size_t)hd * sizeof(uint16_t));
+    const char *kbase = (const char *)a->k + (size_t)g * hd * sizeof(uint16_t);
+    const char *vbase = (const char *)a->v + (size_t)g * hd * sizeof(uint16_t);
     float m = -INFINITY, l = 0;
-    for (int i = 0; i < hd; i++) acc[i] = 0;
     for (int j = 0; j < n_kv; j++) {
-        const uint16_t *kr =
-            (const uint16_t *)((const char *)a->k + (size_t)j * row_bytes) + g * hd;
-        const uint16_t *vr =
-            (const uint16_t *)((const char *)a->v + (size_t)j * row_bytes) + g * hd;
-        float s = 0;
-        for (int i = 0; i < hd; i++) s += qh[i] * fp16_to_fp32(kr[i]);
+        float s = kern->attn_dot_f16(qh, (const uint16_t *)(kbase + (size_t)j * row_bytes), hd);
         s *= a->scale;
         float ms = 1.0f, vs = 1.0f;
         if (s > m) {
             ms = expf(m - s); /* 0 on the first position */
             m = s;
-            for (int i = 0; i < hd; i++) acc[i] = fp16_to_fp32(fp32_to_fp16(acc[i] * ms));
+            kern->attn_scale_f16(acc, ms, hd);
         } else {
             vs = expf(s - m);
         }
-        for (int i = 0; i < hd; i++)
-            acc[i] = fp16_to_fp32(fp32_to_fp16(fmaf(fp16_to_fp32(vr[i]), vs, acc[i])));
+        kern->attn_mad_f16(acc, (const uint16_t *)(vbase + (size_t)j * row_bytes), vs, hd);
         l = l * ms + vs;
     }
     float inv = l > 0 ? 1.0f / l : 0.0f;
-    for (int i = 0; i < hd; i++) o[i] = acc[i] * inv;
+    kern->to_float[DTYPE_F16](acc, o, hd);
+    for (int i = 0; i < hd; i++) o[i] *= inv;
 }
 
 /* F32 / block-quantized cache: plain online softmax in f32. */
+static void kv_row_to_float(enum dtype type, const void *row, int64_t off, int n, float *out,
+                            const struct cpu_kernels *kern) {
+    if (type == DTYPE_F32) /* block types: off and n are multiples of the block size */
+        memcpy(out, (const float *)row + off, (size_t)n * sizeof(float));
+    else
+        kern->to_float[type]((const char *)row + dtype_row_bytes(type, off), out, n);
+}
+
 static void attention_f32_row(const struct attn_args *a, const float *q, int g, int n_kv,
                               size_t row_bytes, const struct cpu_kernels *kern, float *kbuf,
                               float *vbuf, float *acc, float *o) {
@@ -564,32 +757,55 @@ static void attention_f32_row(const struct attn_args *a, const float *q, int g, 
     for (int i = 0; i < hd; i++) o[i] = acc[i] * inv;
 }
 
+struct attn_task_args {
+    const struct attn_args *a;
+    const struct cpu_kernels *kern;
+    char *work; /* per thread: attn_row_scratch(head_dim) bytes */
+    _Atomic int64_t next;
+};
+
+#define ATTN_UNIT_ROWS 4 /* (token, head) rows claimed at once */
+
 static void attention_task(void *p, int ith, int nth) {
     struct attn_task_args *ta = p;
     const struct attn_args *a = ta->a;
     int hd = a->head_dim, kv_dim = a->n_head_kv * hd, group = a->n_head / a->n_head_kv;
     size_t row_bytes = dtype_row_bytes(a->kv_type, kv_dim);
-    float *b0 = ta->work + (size_t)ith * 3 * hd, *b1 = b0 + hd, *acc = b1 + hd;
-    int64_t lo, hi;
-    split_range((int64_t)a->n_tokens * a->n_head, ith, nth, &lo, &hi);
-    for (int64_t task = lo; task < hi; task++) {
-        int it = (int)(task / a->n_head), h = (int)(task % a->n_head), g = h / group;
-        const float *q = a->q + (int64_t)it * a->q_stride + (int64_t)h * hd;
-        float *o = a->out + (int64_t)it * a->n_head * hd + (int64_t)h * hd;
-        int n_kv = a->pos0 + it + 1;
-        if (a->kv_type == DTYPE_F16)
-            attention_f16_row(a, q, g, n_kv, row_bytes, b0, acc, o);
-        else
-            attention_f32_row(a, q, g, n_kv, row_bytes, ta->kern, b0, b1, acc, o);
+    char *w = ta->work + (size_t)ith * attn_row_scratch(hd);
+    float *b0 = (float *)w, *b1 = b0 + hd, *acc = b1 + hd;
+    uint16_t *qh = (uint16_t *)(w + align64((size_t)hd * 3 * sizeof(float)));
+    uint16_t *acc16 = (uint16_t *)((char *)qh + align64((size_t)hd * sizeof(uint16_t)));
+    int64_t n_rows = (int64_t)a->n_tokens * a->n_head;
+    for (;;) {
+        int64_t r0 = atomic_fetch_add_explicit(&ta->next, ATTN_UNIT_ROWS, memory_order_relaxed);
+        if (r0 >= n_rows) break;
+        for (int64_t r = r0; r < min64(r0 + ATTN_UNIT_ROWS, n_rows); r++) {
+            /* r = (g * n_tokens + (n_tokens - 1 - it)) * group + hg */
+            int hg = (int)(r % group);
+            int64_t rest = r / group;
+            int it = a->n_tokens - 1 - (int)(rest % a->n_tokens), g = (int)(rest / a->n_tokens);
+            int h = g * group + hg;
+            const float *q = a->q + (int64_t)it * a->q_stride + (int64_t)h * hd;
+            float *o = a->out + (int64_t)it * a->n_head * hd + (int64_t)h * hd;
+            int n_kv = a->pos0 + it + 1;
+            if (a->kv_type == DTYPE_F16)
+                attention_f16_row(a, ta->kern, q, g, n_kv, row_bytes, qh, acc16, o);
+            else
+                attention_f32_row(a, q, g, n_kv, row_bytes, ta->kern, b0, b1, acc, o);
+        }
     }
 }
 
 static void cpu_attention(struct backend *be, const struct attn_args *a) {
     struct cpu_ctx *c = ctx_of(be);
     CHECK(a->n_head % a->n_head_kv == 0 && a->head_dim > 0);
-    int nth = threadpool_n_threads(c->pool);
-    float *work = work_get(c, (size_t)nth * 3 * (size_t)a->head_dim * sizeof(float));
-    struct attn_task_args ta = {a, c->kern, work};
+    CHECK(a->kv_type != DTYPE_F16 ||
+          (c->kern->attn_dot_f16 && c->kern->attn_mad_f16 && c->kern->attn_scale_f16));
+    struct attn_task_args ta;
+    ta.a = a;
+    ta.kern = c->kern;
+    ta.work = work_get(c, (size_t)c->n_threads * attn_row_scratch(a->head_dim));
+    atomic_init(&ta.next, 0);
     threadpool_run(c->pool, attention_task, &ta);
 }
 
@@ -613,6 +829,7 @@ int backend_cpu_create(struct backend **out, int n_threads, struct error *err) {
     struct cpu_ctx *c = mem_calloc(1, sizeof(*c));
     if (!be || !c) goto nomem;
     if (threadpool_create(&c->pool, n_threads) != 0) goto nomem;
+    c->n_threads = n_threads;
     c->kern = cpu_kernels_get();
     be->name = "cpu";
     be->ctx = c;

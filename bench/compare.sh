@@ -1,0 +1,78 @@
+#!/bin/bash
+# bench/compare.sh: hearth vs llama.cpp on the same GGUF files, alternating the two engines.
+#
+#   bench/compare.sh [MODEL_NAME...]      names from bench/models.sh (default: all)
+#   env: THREADS (2), PP (512), TG (128), ROUNDS (3: alternations per model), REPS (2: timed
+#        runs per engine per round), HEARTH_BENCH_DIR (files, default /tmp/hearth-bench),
+#        HEARTH_PEER (an installed copy of ../shared/peer; default: installed into
+#        $HEARTH_BENCH_DIR/peer on first use, with npm, as its README says)
+#
+# Each round runs `hearth bench` and then llama.cpp's `node bench.mjs` (../shared/peer) on the
+# same file with the same thread count, so both see the same machine load; the machine is
+# shared and noisy, so the table reports the median over rounds of each engine's per-round
+# figure (hearth: mean of REPS runs; llama.cpp: median of REPS runs after one warm-up).
+# llama.cpp's tg figure includes node-llama-cpp's per-token JavaScript and full-vocabulary
+# sampling; its pp figure is llama-bench's. Raw per-round numbers go to $OUT (a .tsv).
+set -eu
+cd "$(dirname "$0")/.."
+. bench/models.sh
+THREADS=${THREADS:-2}
+PP=${PP:-512}
+TG=${TG:-128}
+ROUNDS=${ROUNDS:-3}
+REPS=${REPS:-2}
+OUT=${OUT:-$BENCH_DIR/compare-$(date +%Y%m%d-%H%M%S).tsv}
+
+PEER=${HEARTH_PEER:-$BENCH_DIR/peer}
+if [ ! -f "$PEER/bench.mjs" ] || [ ! -d "$PEER/node_modules" ]; then
+    echo "installing ../shared/peer into $PEER" >&2
+    mkdir -p "$PEER"
+    cp -r ../shared/peer/. "$PEER/"
+    (cd "$PEER" && NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm ci --omit=optional >&2)
+fi
+
+names=${*:-$(bench_models)}
+printf 'model\tround\tengine\tpp_ts\ttg_ts\n' > "$OUT"
+for name in $names; do
+    path=$(bench_file "$name")
+    for round in $(seq 1 "$ROUNDS"); do
+        h=$("$HEARTH" bench -m "$path" -t "$THREADS" -p "$PP" -n "$TG" -r "$REPS" --json)
+        read -r hpp htg < <(echo "$h" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+pp = [x["avg_ts"] for x in r if x["n_prompt"] > 0]
+tg = [x["avg_ts"] for x in r if x["n_gen"] > 0]
+print(pp[0] if pp else 0, tg[0] if tg else 0)')
+        l=$(cd "$PEER" && node bench.mjs "$path" --threads "$THREADS" --pp "$PP" --tg "$TG" \
+            --reps "$REPS" 2>/dev/null | tail -1)
+        read -r lpp ltg < <(echo "$l" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print(r.get("pp_tps", 0), r.get("tg_tps", 0))')
+        printf '%s\t%s\thearth\t%s\t%s\n' "$name" "$round" "$hpp" "$htg" >> "$OUT"
+        printf '%s\t%s\tllama.cpp\t%s\t%s\n' "$name" "$round" "$lpp" "$ltg" >> "$OUT"
+        echo "$name round $round: hearth pp $hpp tg $htg | llama.cpp pp $lpp tg $ltg" >&2
+    done
+done
+
+python3 - "$OUT" "$PP" "$TG" "$THREADS" <<'PY'
+import csv, statistics, sys
+path, pp, tg, threads = sys.argv[1:5]
+rows = list(csv.DictReader(open(path), delimiter="\t"))
+models = []
+for r in rows:
+    if r["model"] not in models:
+        models.append(r["model"])
+print(f"\n{threads} threads, median of rounds (raw: {path})\n")
+print(f"| model | hearth pp{pp} | llama.cpp pp{pp} | ratio | hearth tg{tg} | llama.cpp tg{tg} | ratio |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+for m in models:
+    def med(engine, key):
+        v = [float(r[key]) for r in rows if r["model"] == m and r["engine"] == engine]
+        return statistics.median(v) if v else 0.0
+    hp, lp = med("hearth", "pp_ts"), med("llama.cpp", "pp_ts")
+    ht, lt = med("hearth", "tg_ts"), med("llama.cpp", "tg_ts")
+    rp = hp / lp if lp else 0
+    rt = ht / lt if lt else 0
+    print(f"| {m} | {hp:.1f} | {lp:.1f} | {rp:.2f}x | {ht:.2f} | {lt:.2f} | {rt:.2f}x |")
+PY
