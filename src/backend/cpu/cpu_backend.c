@@ -675,7 +675,8 @@ static void cpu_kv_store(struct backend *be, void *k_cache, void *v_cache, enum 
                          int n) {
     struct cpu_ctx *c = ctx_of(be);
     CHECK(kv_type == DTYPE_F32 || c->kern->from_float[kv_type]);
-    struct kv_store_args a = {c->kern, k_cache, v_cache, kv_type, kv_dim, src_stride, pos0, n, k, v};
+    struct kv_store_args a = {c->kern,    k_cache, v_cache, kv_type, kv_dim,
+                              src_stride, pos0,    n,       k,       v};
     if ((int64_t)n * kv_dim < INLINE_ELEMS)
         kv_store_task(&a, 0, 1);
     else
