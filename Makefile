@@ -33,7 +33,7 @@ TOOL_OBJ  := $(TOOL_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all deps run test test-scalar asan tsan fuzz bench format format-check clean
+.PHONY: all deps run test test-scalar asan tsan fuzz bench bench-kernels format format-check clean
 
 all: hearth
 
@@ -66,6 +66,13 @@ $(BUILD)/tests/test_main.o: tests/test_main.c $(BUILD)/tests/tests_list.h
 
 $(BUILD)/test_runner: $(BUILD)/tests/test_main.o $(TEST_OBJ) $(TOOL_OBJ) $(LIB_OBJ)
 	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $^ $(LDSAN) $(LDLIBS)
+
+# Kernel speed per dtype and instruction set (bench/bench_kernels.c; one thread, ~1 minute).
+$(BUILD)/bench_kernels: $(BUILD)/bench/bench_kernels.o $(LIB_OBJ)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -o $@ $^ $(LDSAN) $(LDLIBS)
+
+bench-kernels: $(BUILD)/bench_kernels
+	./$(BUILD)/bench_kernels $(ARGS)
 
 # Installs missing Debian packages (no-op when everything is there).
 deps:
@@ -132,4 +139,5 @@ format-check:
 clean:
 	rm -rf build hearth
 
--include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/tests/test_main.d
+-include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/tests/test_main.d \
+         $(BUILD)/bench/bench_kernels.d

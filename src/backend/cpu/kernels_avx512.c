@@ -1,11 +1,874 @@
-/* kernels_avx512.c: AVX-512 (F/BW/VL/DQ + VNNI + BF16) kernels, compiled with those flags only
- * for this file. Entries not filled here fall back to the scalar table. */
+/* kernels_avx512.c: AVX-512 kernels (F/BW/VL/DQ + VNNI + BF16), compiled with those flags only
+ * for this file (Makefile ISA_AVX512). Entries not filled here fall back to the scalar table.
+ *
+ * Every kernel computes what its scalar twin in src/tensor (or kernels_scalar.c) computes, bit
+ * for bit; tests/test_kernels.c checks that. The dots and gemm tiles of one dtype are one
+ * always-inline kernel instantiated for three shapes: 1 x 1 (vec_dot), 4 weight rows x 1 token
+ * (decode) and 4 x 4 (prompt processing). A smaller tile runs the 4-wide kernel with its last
+ * row / token repeated and drops the repeated results, which keeps the register tiles fixed and
+ * small enough for both gcc and clang to keep in registers.
+ */
 #include "cpu_kernels.h"
 
+#include "../../base/error.h"
+#include "../../tensor/quant.h"
+
+#include <immintrin.h>
 #include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+enum { TILE_W = 4, TILE_X = 4 };
+
+/* ============================================================================================
+ * Helpers
+ * The horizontal sums follow the scalar trees exactly: 16 lanes are added 8+8, then 4+4, then
+ * (0+2)+(1+3) (f32_dot_f32_ref); 8 lanes 4+4 then the same (quant_sum_lanes8).
+ * ============================================================================================ */
+
+INLINE float hsum_ps8(__m256 v) {
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b)); /* c0 = b0 + b2, c1 = b1 + b3 */
+    return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
+}
+
+INLINE float hsum_ps16(__m512 v) {
+    return hsum_ps8(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+}
+
+INLINE float f16_to_f32(uint16_t h) {
+    return _cvtsh_ss(h);
+}
+
+INLINE __m512 load_f16x16(const void *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+
+INLINE __m512 load_bf16x16(const void *p) {
+    __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+
+/* Row pointers of a tile: row r of n (r >= n repeats the last row). */
+INLINE const char *tile_row(const void *base, size_t stride, int r, int n) {
+    return (const char *)base + (size_t)(r < n ? r : n - 1) * stride;
+}
+
+/* ============================================================================================
+ * F32, F16, BF16: dots and tiles
+ * One 16-lane FMA accumulator per (row, token), as f32_dot_f32_ref; the tail past the last
+ * multiple of 16 in double. The tile is FMA-bound: 4 + 4 loads feed 16 FMAs per step.
+ * ============================================================================================ */
+
+enum float_kind { KIND_F32, KIND_F16, KIND_BF16 };
+
+INLINE __m512 load_kind(int kind, const char *p, int64_t i) {
+    if (kind == KIND_F32) return _mm512_loadu_ps((const float *)p + i);
+    if (kind == KIND_F16) return load_f16x16((const uint16_t *)p + i);
+    return load_bf16x16((const uint16_t *)p + i);
+}
+
+INLINE float scalar_kind(int kind, const char *p, int64_t i) {
+    if (kind == KIND_F32) return ((const float *)p)[i];
+    if (kind == KIND_F16) return f16_to_f32(((const uint16_t *)p)[i]);
+    return bf16_to_fp32(((const uint16_t *)p)[i]);
+}
+
+INLINE float float_finish(int kind, __m512 acc, const char *w, const char *x, int64_t n16,
+                          int64_t k) {
+    double sum = (double)hsum_ps16(acc);
+    for (int64_t i = n16; i < k; i++)
+        sum += (double)(scalar_kind(kind, w, i) * scalar_kind(kind, x, i));
+    return (float)sum;
+}
+
+INLINE void float_tile(int kind, int nw_max, int nx_max, const void *w, size_t w_stride,
+                       const void *x, size_t x_stride, int64_t k, float *out, size_t out_stride,
+                       int n_w, int n_x) {
+    const char *wr[TILE_W], *xr[TILE_X];
+    __m512 acc[TILE_W][TILE_X];
+#pragma GCC unroll 16
+    for (int i = 0; i < nw_max; i++) wr[i] = tile_row(w, w_stride, i, n_w);
+#pragma GCC unroll 16
+    for (int j = 0; j < nx_max; j++) xr[j] = tile_row(x, x_stride, j, n_x);
+#pragma GCC unroll 16
+    for (int i = 0; i < nw_max; i++)
+#pragma GCC unroll 16
+        for (int j = 0; j < nx_max; j++) acc[i][j] = _mm512_setzero_ps();
+    int64_t n16 = k & ~(int64_t)15;
+    for (int64_t t = 0; t < n16; t += 16) {
+        __m512 xv[TILE_X];
+#pragma GCC unroll 16
+        for (int j = 0; j < nx_max; j++) xv[j] = load_kind(kind, xr[j], t);
+#pragma GCC unroll 16
+        for (int i = 0; i < nw_max; i++) {
+            __m512 wv = load_kind(kind, wr[i], t);
+#pragma GCC unroll 16
+            for (int j = 0; j < nx_max; j++) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
+        }
+    }
+    for (int j = 0; j < n_x && j < nx_max; j++)
+        for (int i = 0; i < n_w && i < nw_max; i++)
+            out[(size_t)j * out_stride + (size_t)i] =
+                float_finish(kind, acc[i][j], wr[i], xr[j], n16, k);
+}
+
+static float f32_dot_f32_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    float_tile(KIND_F32, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float f16_dot_f16_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    float_tile(KIND_F16, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float bf16_dot_bf16_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    float_tile(KIND_BF16, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+
+static void f32_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                 float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        float_tile(KIND_F32, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        float_tile(KIND_F32, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void f16_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                 float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        float_tile(KIND_F16, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        float_tile(KIND_F16, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void bf16_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                  float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        float_tile(KIND_BF16, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        float_tile(KIND_BF16, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+
+/* ============================================================================================
+ * F16 and BF16 conversions
+ * vcvtps2ph with round-to-nearest-even is fp32_to_fp16 exactly (subnormals, overflow, NaN).
+ * BF16 rounds with integer arithmetic: vcvtneps2bf16 would flush subnormal inputs to zero.
+ * ============================================================================================ */
+
+static void f16_from_f32_avx512(const float *x, void *vy, int64_t n) {
+    uint16_t *y = vy;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256(
+            (__m256i *)(y + i),
+            _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; i++) y[i] = fp32_to_fp16(x[i]);
+}
+
+static void f16_to_f32_avx512(const void *vx, float *y, int64_t n) {
+    const uint16_t *x = vx;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, load_f16x16(x + i));
+    for (; i < n; i++) y[i] = f16_to_f32(x[i]);
+}
+
+static void bf16_from_f32_avx512(const float *x, void *vy, int64_t n) {
+    uint16_t *y = vy;
+    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+    const __m512i bias = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i u = _mm512_loadu_si512(x + i);
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs_mask), inf);
+        __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), one);
+        __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(bias, lsb)), 16);
+        __m512i q = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(64));
+        r = _mm512_mask_mov_epi32(r, nan, q);
+        _mm256_storeu_si256((__m256i *)(y + i), _mm512_cvtepi32_epi16(r));
+    }
+    for (; i < n; i++) y[i] = fp32_to_bf16(x[i]);
+}
+
+static void bf16_to_f32_avx512(const void *vx, float *y, int64_t n) {
+    const uint16_t *x = vx;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, load_bf16x16(x + i));
+    for (; i < n; i++) y[i] = bf16_to_fp32(x[i]);
+}
+
+/* ============================================================================================
+ * Attention on an F16 cache (attn_*_f16_ref)
+ * ============================================================================================ */
+
+static float attn_dot_f16_avx512(const uint16_t *q, const uint16_t *k, int64_t n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t n64 = n & ~(int64_t)63;
+    for (int64_t i = 0; i < n64; i += 64) {
+        a0 = _mm512_fmadd_ps(load_f16x16(q + i), load_f16x16(k + i), a0);
+        a1 = _mm512_fmadd_ps(load_f16x16(q + i + 16), load_f16x16(k + i + 16), a1);
+        a2 = _mm512_fmadd_ps(load_f16x16(q + i + 32), load_f16x16(k + i + 32), a2);
+        a3 = _mm512_fmadd_ps(load_f16x16(q + i + 48), load_f16x16(k + i + 48), a3);
+    }
+    __m512 s = _mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3));
+    double sum = (double)hsum_ps16(s);
+    for (int64_t i = n64; i < n; i++) sum += (double)(f16_to_f32(q[i]) * f16_to_f32(k[i]));
+    return (float)sum;
+}
+
+static void attn_mad_f16_avx512(uint16_t *acc, const uint16_t *v, float s, int64_t n) {
+    const __m512 vs = _mm512_set1_ps(s);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 r = _mm512_fmadd_ps(load_f16x16(v + i), vs, load_f16x16(acc + i));
+        _mm256_storeu_si256((__m256i *)(acc + i),
+                            _mm512_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    for (; i < n; i++) acc[i] = fp32_to_fp16(fmaf(f16_to_f32(v[i]), s, f16_to_f32(acc[i])));
+}
+
+static void attn_scale_f16_avx512(uint16_t *acc, float s, int64_t n) {
+    const __m512 vs = _mm512_set1_ps(s);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 r = _mm512_mul_ps(load_f16x16(acc + i), vs);
+        _mm256_storeu_si256((__m256i *)(acc + i),
+                            _mm512_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    for (; i < n; i++) acc[i] = fp32_to_fp16(f16_to_f32(acc[i]) * s);
+}
+
+/* ============================================================================================
+ * Activation quantizers (q8_0_quantize_row_act, q8_k_quantize_row_act)
+ * Scale 127/amax, round half to even (embedded rounding of the conversion), the same f32
+ * product x * scale as the scalar code, so the quants are identical.
+ * ============================================================================================ */
+
+INLINE __m512i round_to_epi32(__m512 v) {
+    return _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+static void q8_0_quantize_row_act_avx512(const float *x, void *vy, int64_t n) {
+    CHECK(n % QK8_0 == 0);
+    struct block_q8_0 *y = vy;
+    for (int64_t ib = 0; ib < n / QK8_0; ib++) {
+        __m512 v0 = _mm512_loadu_ps(x + ib * QK8_0), v1 = _mm512_loadu_ps(x + ib * QK8_0 + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        y[ib].d = fp32_to_fp16(amax / 127.0f);
+        __m512 s = _mm512_set1_ps(id);
+        __m512i q0 = round_to_epi32(_mm512_mul_ps(v0, s)),
+                q1 = round_to_epi32(_mm512_mul_ps(v1, s));
+        _mm_storeu_si128((__m128i *)y[ib].qs, _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(y[ib].qs + 16), _mm512_cvtepi32_epi8(q1));
+    }
+}
+
+static void q8_k_quantize_row_act_avx512(const float *x, void *vy, int64_t n) {
+    CHECK(n % QK_K == 0);
+    struct block_q8_k *y = vy;
+    const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
+    for (int64_t ib = 0; ib < n / QK_K; ib++) {
+        const float *xb = x + ib * QK_K;
+        __m512 m = _mm512_setzero_ps();
+        for (int g = 0; g < QK_K / 16; g++)
+            m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(xb + 16 * g)));
+        float amax = _mm512_reduce_max_ps(m);
+        memset(&y[ib], 0, sizeof(y[ib]));
+        if (amax == 0.0f) continue;
+        float iscale = 127.0f / amax;
+        __m512 s = _mm512_set1_ps(iscale);
+        for (int g = 0; g < QK_K / 16; g++) {
+            __m512i q = round_to_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + 16 * g), s));
+            q = _mm512_max_epi32(_mm512_min_epi32(q, lim), nlim);
+            y[ib].bsums[g] = (int16_t)_mm512_reduce_add_epi32(q);
+            _mm_storeu_si128((__m128i *)(y[ib].qs + 16 * g), _mm512_cvtepi32_epi8(q));
+        }
+        y[ib].d = 1.0f / iscale;
+    }
+}
+
+/* ============================================================================================
+ * The Q8_0 family: Q8_0, Q4_0 and IQ4_NL weights against Q8_0 activations
+ * The fixed order (q8_0_dot_q8_0_ref): per block, 8 int32 lanes of 4-product sums, each scaled
+ * by dw*dx into its own f32 lane with an FMA. vpdpbusd multiplies unsigned by signed bytes, so the
+ * weights are made unsigned with an offset c (Q8_0: w + 128; Q4_0: the nibble, w + 8; IQ4_NL:
+ * table value + 128) and each lane starts at -c * (sum of its 4 activations), which depends on
+ * the token only: sum (w + c) x - c sum x = sum w x, exactly. The dw*dx products of a chunk of
+ * blocks are formed up front with vector multiplies, so the inner loop is vpdpbusd, vcvtdq2ps
+ * and one FMA (with a broadcast load) per (row, token, block).
+ * ============================================================================================ */
+
+enum q8_family { FAM_Q8_0, FAM_Q4_0, FAM_IQ4_NL };
+enum { FAM_CHUNK = 32 }; /* blocks whose scale products are formed together */
+
+INLINE size_t fam_block_bytes(int fam) {
+    return fam == FAM_Q8_0 ? sizeof(struct block_q8_0) : sizeof(struct block_q4_0);
+}
+
+/* The 32 weights of a block plus the family's offset, as unsigned bytes in element order. */
+INLINE __m256i fam_weights(int fam, const char *blk, __m256i table) {
+    if (fam == FAM_Q8_0)
+        return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)),
+                                _mm256_set1_epi8((char)0x80));
+    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2)));
+    v = _mm256_and_si256(_mm256_mask_srli_epi16(v, 0xff00, v, 4), _mm256_set1_epi8(0x0f));
+    return fam == FAM_IQ4_NL ? _mm256_shuffle_epi8(table, v) : v;
+}
+
+/* dd[p][b] = dw_i[b0 + b] * dx_j[b0 + b] for the pairs p = i * nx_max + j, b < n. */
+INLINE void fam_scales(int fam, int nw_max, int nx_max, const char *const *wr,
+                       const char *const *xr, int64_t b0, int n,
+                       float dd[TILE_W * TILE_X][FAM_CHUNK]) {
+    uint16_t h[FAM_CHUNK];
+    float dw[TILE_W][FAM_CHUNK], dx[TILE_X][FAM_CHUNK];
+    size_t wb = fam_block_bytes(fam);
+#pragma GCC unroll 16
+    for (int i = 0; i < nw_max + nx_max; i++) {
+        const char *row = i < nw_max ? wr[i] : xr[i - nw_max];
+        size_t bytes = i < nw_max ? wb : sizeof(struct block_q8_0);
+        for (int b = 0; b < FAM_CHUNK; b++) {
+            h[b] = 0; /* d is the first field of every block of the family */
+            if (b < n) memcpy(&h[b], row + (size_t)(b0 + b) * bytes, sizeof(uint16_t));
+        }
+        float *dst = i < nw_max ? dw[i] : dx[i - nw_max];
+        for (int b = 0; b < FAM_CHUNK; b += 16) _mm512_storeu_ps(dst + b, load_f16x16(h + b));
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < nw_max; i++)
+#pragma GCC unroll 16
+        for (int j = 0; j < nx_max; j++)
+            for (int b = 0; b < FAM_CHUNK; b += 16)
+                _mm512_storeu_ps(dd[i * nx_max + j] + b, _mm512_mul_ps(_mm512_loadu_ps(dw[i] + b),
+                                                                       _mm512_loadu_ps(dx[j] + b)));
+}
+
+INLINE void fam_tile(int fam, int nw_max, int nx_max, const void *w, size_t w_stride, const void *x,
+                     size_t x_stride, int64_t k, float *out, size_t out_stride, int n_w, int n_x) {
+    CHECK(k % QK8_0 == 0);
+    const size_t wb = fam_block_bytes(fam);
+    const char *wr[TILE_W], *xr[TILE_X];
+#pragma GCC unroll 16
+    for (int i = 0; i < nw_max; i++) wr[i] = tile_row(w, w_stride, i, n_w);
+#pragma GCC unroll 16
+    for (int j = 0; j < nx_max; j++) xr[j] = tile_row(x, x_stride, j, n_x);
+    const __m256i table = _mm256_xor_si256(
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kvalues_iq4nl)),
+        _mm256_set1_epi8((char)0x80));
+    const __m256i offset = _mm256_set1_epi8((char)(fam == FAM_Q4_0 ? 8 : 128));
+    const __m256i zero = _mm256_setzero_si256();
+    __m256 acc[TILE_W][TILE_X];
+#pragma GCC unroll 16
+    for (int i = 0; i < nw_max; i++)
+#pragma GCC unroll 16
+        for (int j = 0; j < nx_max; j++) acc[i][j] = _mm256_setzero_ps();
+    float dd[TILE_W * TILE_X][FAM_CHUNK];
+    const int64_t nb = k / QK8_0;
+    for (int64_t b0 = 0; b0 < nb; b0 += FAM_CHUNK) {
+        int n = nb - b0 < FAM_CHUNK ? (int)(nb - b0) : FAM_CHUNK;
+        fam_scales(fam, nw_max, nx_max, wr, xr, b0, n, dd);
+        for (int b = 0; b < n; b++) {
+            __m256i xv[TILE_X], start[TILE_X];
+#pragma GCC unroll 16
+            for (int j = 0; j < nx_max; j++) {
+                const struct block_q8_0 *xb = (const struct block_q8_0 *)xr[j] + b0 + b;
+                xv[j] = _mm256_loadu_si256((const __m256i *)xb->qs);
+                start[j] = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, offset, xv[j]));
+            }
+#pragma GCC unroll 16
+            for (int i = 0; i < nw_max; i++) {
+                __m256i wu = fam_weights(fam, wr[i] + (size_t)(b0 + b) * wb, table);
+#pragma GCC unroll 16
+                for (int j = 0; j < nx_max; j++) {
+                    __m256i s = _mm256_dpbusd_epi32(start[j], wu, xv[j]);
+                    acc[i][j] = _mm256_fmadd_ps(_mm256_set1_ps(dd[i * nx_max + j][b]),
+                                                _mm256_cvtepi32_ps(s), acc[i][j]);
+                }
+            }
+        }
+    }
+    for (int j = 0; j < n_x && j < nx_max; j++)
+        for (int i = 0; i < n_w && i < nw_max; i++)
+            out[(size_t)j * out_stride + (size_t)i] = hsum_ps8(acc[i][j]);
+}
+
+static float q8_0_dot_q8_0_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    fam_tile(FAM_Q8_0, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float q4_0_dot_q8_0_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    fam_tile(FAM_Q4_0, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float iq4_nl_dot_q8_0_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    fam_tile(FAM_IQ4_NL, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+
+static void q8_0_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                  float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        fam_tile(FAM_Q8_0, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        fam_tile(FAM_Q8_0, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void q4_0_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                  float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        fam_tile(FAM_Q4_0, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        fam_tile(FAM_Q4_0, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void iq4_nl_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                    float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        fam_tile(FAM_IQ4_NL, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        fam_tile(FAM_IQ4_NL, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+
+/* ============================================================================================
+ * K-quants (Q4_K, Q5_K, Q6_K) and IQ4_XS against Q8_K activations
+ * The references sum each super-block exactly in int32 (isum; isum_min for the mins) and only
+ * then scale in f32, so any integer order gives the same bits. Per 64-value chunk the weights
+ * become 64 unsigned bytes in element order (IQ4_XS: |value|, its sign moved onto the
+ * activation); vpmaddubsw multiplies them with the activation bytes into 32 int16 pair sums (at
+ * most 2 * 63 * 127: no saturation) and vpdpwssd scales those by the sub-block scales into int32
+ * lanes. Q6_K's -32 offset joins the same lanes as -32 * scale * bsum. After the super-block the
+ * 16 lanes of every (row, token) pair are summed for the whole tile at once by a transposing
+ * reduction, and the f32 step runs on all pairs of the tile in one vector, lane p = i * nx + j.
+ * ============================================================================================ */
+
+enum kq_type { KQ_Q4_K, KQ_Q5_K, KQ_Q6_K, KQ_IQ4_XS };
+
+INLINE size_t kq_block_bytes(int type) {
+    return type == KQ_Q4_K   ? sizeof(struct block_q4_k)
+           : type == KQ_Q5_K ? sizeof(struct block_q5_k)
+           : type == KQ_Q6_K ? sizeof(struct block_q6_k)
+                             : sizeof(struct block_iq4_xs);
+}
+
+/* Per row and super-block: scales as int16 (8 per sub-block of 32; Q6_K 16 per sub-block of 16),
+ * Q4_K/Q5_K mins as int16, and the f32 super-scales. */
+struct kq_row {
+    __m256i sc;    /* Q4_K/Q5_K/IQ4_XS: 8 scales (low half); Q6_K: 16 scales */
+    __m128i mn;    /* Q4_K/Q5_K: 8 mins */
+    __m256i neg;   /* Q6_K: -32 * the 16 scales */
+    float d, dmin; /* super-scale, super-min (Q4_K/Q5_K) */
+};
+
+/* Q4_K/Q5_K 12-byte packing (k_quant_get_scale_min), four sub-blocks per 32-bit word. */
+INLINE void kq_unpack_scale_min(const uint8_t *p, __m128i *sc, __m128i *mn) {
+    uint32_t w0, w1, w2;
+    memcpy(&w0, p, 4);
+    memcpy(&w1, p + 4, 4);
+    memcpy(&w2, p + 8, 4);
+    uint32_t sc_lo = w0 & 0x3f3f3f3f, mn_lo = w1 & 0x3f3f3f3f;
+    uint32_t sc_hi = (w2 & 0x0f0f0f0f) | ((w0 >> 6) & 0x03030303) << 4;
+    uint32_t mn_hi = ((w2 >> 4) & 0x0f0f0f0f) | ((w1 >> 6) & 0x03030303) << 4;
+    *sc = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)sc_hi, (int)sc_lo));
+    *mn = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)mn_hi, (int)mn_lo));
+}
+
+INLINE struct kq_row kq_row_load(int type, const char *blk) {
+    struct kq_row r;
+    memset(&r, 0, sizeof(r));
+    if (type == KQ_Q4_K || type == KQ_Q5_K) {
+        const struct block_q4_k *b = (const struct block_q4_k *)blk; /* same head in Q5_K */
+        __m128i sc;
+        kq_unpack_scale_min(b->scales, &sc, &r.mn);
+        r.sc = _mm256_castsi128_si256(sc);
+        r.d = f16_to_f32(b->d);
+        r.dmin = f16_to_f32(b->dmin);
+    } else if (type == KQ_Q6_K) {
+        const struct block_q6_k *b = (const struct block_q6_k *)blk;
+        r.sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+        r.neg = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(r.sc, 5));
+        r.d = f16_to_f32(b->d);
+    } else {
+        const struct block_iq4_xs *b = (const struct block_iq4_xs *)blk;
+        uint32_t sl;
+        memcpy(&sl, b->scales_l, 4);
+        __m128i lo = _mm_unpacklo_epi8(_mm_cvtsi32_si128((int)(sl & 0x0f0f0f0f)),
+                                       _mm_cvtsi32_si128((int)((sl >> 4) & 0x0f0f0f0f)));
+        __m128i hi = _mm_srlv_epi16(_mm_set1_epi16((short)b->scales_h),
+                                    _mm_setr_epi16(0, 2, 4, 6, 8, 10, 12, 14));
+        hi = _mm_slli_epi16(_mm_and_si128(hi, _mm_set1_epi16(3)), 4);
+        __m128i ls = _mm_or_si128(_mm_cvtepu8_epi16(lo), hi);
+        r.sc = _mm256_castsi128_si256(_mm_sub_epi16(ls, _mm_set1_epi16(32)));
+        r.d = f16_to_f32(b->d);
+    }
+    return r;
+}
+
+/* Sub-block of each int16 pair of a 64-value chunk, relative to the chunk's first sub-block. */
+static const int16_t g_pair_sub32[32] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                         1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+static const int16_t g_pair_sub16[32] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                         2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
+
+/* int16 scale of every pair of chunk c's 64 values (vpmaddubsw pairs them). */
+INLINE __m512i kq_chunk_scales(int type, const struct kq_row *r, int c) {
+    int q6 = type == KQ_Q6_K; /* sub-blocks of 16 values, else of 32 */
+    __m512i idx = _mm512_add_epi16(_mm512_loadu_si512(q6 ? g_pair_sub16 : g_pair_sub32),
+                                   _mm512_set1_epi16((short)(q6 ? 4 * c : 2 * c)));
+    return _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(r->sc));
+}
+
+/* Chunk c (values 64c .. 64c+63) of a super-block as 64 unsigned bytes in element order. For
+ * IQ4_XS the bytes are |value| and *neg marks the negative values. */
+INLINE __m512i kq_chunk_weights(int type, const char *blk, int c, __mmask64 *neg) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    if (type == KQ_Q4_K || type == KQ_Q5_K) {
+        const uint8_t *qs = type == KQ_Q4_K ? ((const struct block_q4_k *)blk)->qs
+                                            : ((const struct block_q5_k *)blk)->qs;
+        __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * c)));
+        __m512i q = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xffff0000, v, 4), m4);
+        if (type == KQ_Q4_K) return q;
+        /* 5th bit: bit 2c of qh[l] for the first 32 values, bit 2c+1 for the next 32 */
+        const struct block_q5_k *b = (const struct block_q5_k *)blk;
+        __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)b->qh));
+        h = _mm512_mask_srli_epi16(h, 0xffff0000, h, 1);
+        h = 2 * c <= 4 ? _mm512_slli_epi16(h, (unsigned)(4 - 2 * c)) : _mm512_srli_epi16(h, 2);
+        return _mm512_or_si512(q, _mm512_and_si512(h, _mm512_set1_epi8(0x10)));
+    }
+    if (type == KQ_Q6_K) {
+        /* half h = c/2; quarters k = 2(c%2), 2(c%2)+1: low nibble (c%2) of ql[64h .. 64h+63],
+         * high 2 bits at bits 2k of qh[32h + l] */
+        const struct block_q6_k *b = (const struct block_q6_k *)blk;
+        int h = c / 2, kk = c % 2;
+        __m512i l = _mm512_loadu_si512(b->ql + 64 * h);
+        if (kk) l = _mm512_srli_epi16(l, 4);
+        l = _mm512_and_si512(l, m4);
+        __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)));
+        hb = _mm512_mask_srli_epi16(hb, 0xffff0000, hb, 2);
+        if (!kk) hb = _mm512_slli_epi16(hb, 4); /* kk = 1: bits 4..5 already */
+        return _mm512_or_si512(l, _mm512_and_si512(hb, _mm512_set1_epi8(0x30)));
+    }
+    /* IQ4_XS: sub-blocks 2c, 2c+1 = qs[32c .. 32c+31]; each 16 bytes give 16 low nibbles, then
+     * 16 high nibbles */
+    const struct block_iq4_xs *b = (const struct block_iq4_xs *)blk;
+    __m512i v = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b->qs + 32 * c)));
+    v = _mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(1, 1, 0, 0));
+    __m512i q = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xff00ff00, v, 4), m4);
+    const __m512i abs_table = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(127, 104, 83, 65, 49, 35, 22, 10, 1, 13, 25, 38, 53, 69, 89, 113));
+    *neg = _mm512_cmplt_epu8_mask(q, _mm512_set1_epi8(8)); /* kvalues_iq4nl[0..7] < 0 */
+    return _mm512_shuffle_epi8(abs_table, q);
+}
+
+/* The 16 int32 lanes of v[p], p < n_pairs, summed: lane p of the result (a transposing tree). */
+INLINE __m512i kq_sum_pairs(const __m512i *v, int n_pairs) {
+    if (n_pairs == 1)
+        return _mm512_castsi128_si512(_mm_cvtsi32_si128(_mm512_reduce_add_epi32(v[0])));
+    const __m512i z = _mm512_setzero_si512();
+    __m512i t[8], u[4];
+#pragma GCC unroll 16
+    for (int q = 0; q < 8; q++) {
+        __m512i a = 2 * q < n_pairs ? v[2 * q] : z, b = 2 * q + 1 < n_pairs ? v[2 * q + 1] : z;
+        t[q] = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    }
+#pragma GCC unroll 16
+    for (int q = 0; q < 4; q++)
+        u[q] = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2 * q], t[2 * q + 1]),
+                                _mm512_unpackhi_epi64(t[2 * q], t[2 * q + 1]));
+    __m512i s01 = _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], 0x88),
+                                   _mm512_shuffle_i32x4(u[0], u[1], 0xdd));
+    __m512i s23 = _mm512_add_epi32(_mm512_shuffle_i32x4(u[2], u[3], 0x88),
+                                   _mm512_shuffle_i32x4(u[2], u[3], 0xdd));
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(s01, s23, 0x88),
+                            _mm512_shuffle_i32x4(s01, s23, 0xdd));
+}
+
+INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_stride, const void *x,
+                    size_t x_stride, int64_t k, float *out, size_t out_stride, int n_w, int n_x) {
+    CHECK(k % QK_K == 0);
+    const size_t wb = kq_block_bytes(type);
+    const int n_pairs = nw_max * nx_max;
+    const int has_min = type == KQ_Q4_K || type == KQ_Q5_K;
+    const char *wr[TILE_W], *xr[TILE_X];
+#pragma GCC unroll 16
+    for (int i = 0; i < nw_max; i++) wr[i] = tile_row(w, w_stride, i, n_w);
+#pragma GCC unroll 16
+    for (int j = 0; j < nx_max; j++) xr[j] = tile_row(x, x_stride, j, n_x);
+    /* lane p = i * nx_max + j: row i, token j */
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i lane_i = nx_max == 4 ? _mm512_srli_epi32(iota, 2) : iota;
+    const __m512i lane_j =
+        nx_max == 4 ? _mm512_and_si512(iota, _mm512_set1_epi32(3)) : _mm512_setzero_si512();
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t ib = 0; ib < k / QK_K; ib++) {
+        const struct block_q8_k *yb[TILE_X];
+        float rd[TILE_W] = {0}, rdmin[TILE_W] = {0}, ty[TILE_X] = {0};
+        struct kq_row row[TILE_W];
+        __m512i acc[TILE_W * TILE_X];
+#pragma GCC unroll 16
+        for (int j = 0; j < nx_max; j++) {
+            yb[j] = (const struct block_q8_k *)xr[j] + ib;
+            ty[j] = yb[j]->d;
+        }
+#pragma GCC unroll 16
+        for (int i = 0; i < nw_max; i++) {
+            row[i] = kq_row_load(type, wr[i] + (size_t)ib * wb);
+            rd[i] = row[i].d;
+            rdmin[i] = row[i].dmin;
+        }
+#pragma GCC unroll 16
+        for (int p = 0; p < n_pairs; p++) acc[p] = _mm512_setzero_si512();
+        for (int c = 0; c < QK_K / 64; c++) {
+            __m512i a[TILE_X];
+#pragma GCC unroll 16
+            for (int j = 0; j < nx_max; j++) a[j] = _mm512_loadu_si512(yb[j]->qs + 64 * c);
+#pragma GCC unroll 16
+            for (int i = 0; i < nw_max; i++) {
+                __mmask64 neg = 0;
+                __m512i q = kq_chunk_weights(type, wr[i] + (size_t)ib * wb, c, &neg);
+                __m512i sc = kq_chunk_scales(type, &row[i], c);
+#pragma GCC unroll 16
+                for (int j = 0; j < nx_max; j++) {
+                    __m512i aj = a[j];
+                    if (type == KQ_IQ4_XS)
+                        aj = _mm512_mask_sub_epi8(aj, neg, _mm512_setzero_si512(), aj);
+                    acc[i * nx_max + j] =
+                        _mm512_dpwssd_epi32(acc[i * nx_max + j], _mm512_maddubs_epi16(q, aj), sc);
+                }
+            }
+        }
+        if (type == KQ_Q6_K)
+#pragma GCC unroll 16
+            for (int i = 0; i < nw_max; i++)
+#pragma GCC unroll 16
+                for (int j = 0; j < nx_max; j++) {
+                    __m256i bs = _mm256_loadu_si256((const __m256i *)yb[j]->bsums);
+                    acc[i * nx_max + j] =
+                        _mm512_dpwssd_epi32(acc[i * nx_max + j], _mm512_zextsi256_si512(row[i].neg),
+                                            _mm512_zextsi256_si512(bs));
+                }
+        __m512 fi = _mm512_cvtepi32_ps(kq_sum_pairs(acc, n_pairs));
+        __m512 dx = _mm512_permutexvar_ps(lane_i, _mm512_zextps128_ps512(_mm_loadu_ps(rd)));
+        __m512 dy = _mm512_permutexvar_ps(lane_j, _mm512_zextps128_ps512(_mm_loadu_ps(ty)));
+        __m512 t = _mm512_mul_ps(_mm512_mul_ps(dx, dy), fi);
+        if (has_min) {
+            /* isum_min[p] = sum_s m_i[s] (bsums_j[2s] + bsums_j[2s+1]): int32 lane 4r + t of
+             * allm / allb holds the int16 pair (s = 2t, 2t+1) of row / token r */
+            __m512i allm = _mm512_setzero_si512(), allb = _mm512_setzero_si512();
+#pragma GCC unroll 16
+            for (int i = 0; i < nw_max; i++)
+                allm = _mm512_mask_broadcast_i32x4(allm, (__mmask16)(0xf << (4 * i)), row[i].mn);
+#pragma GCC unroll 16
+            for (int j = 0; j < nx_max; j++) {
+                __m256i bs = _mm256_loadu_si256((const __m256i *)yb[j]->bsums);
+                __m128i b2 = _mm256_cvtepi32_epi16(_mm256_madd_epi16(bs, _mm256_set1_epi16(1)));
+                allb = _mm512_mask_broadcast_i32x4(allb, (__mmask16)(0xf << (4 * j)), b2);
+            }
+            __m512i mi = _mm512_setzero_si512();
+#pragma GCC unroll 16
+            for (int s = 0; s < 4; s++) {
+                __m512i im = _mm512_add_epi32(_mm512_slli_epi32(lane_i, 2), _mm512_set1_epi32(s));
+                __m512i jb = _mm512_add_epi32(_mm512_slli_epi32(lane_j, 2), _mm512_set1_epi32(s));
+                mi = _mm512_dpwssd_epi32(mi, _mm512_permutexvar_epi32(im, allm),
+                                         _mm512_permutexvar_epi32(jb, allb));
+            }
+            __m512 dm = _mm512_permutexvar_ps(lane_i, _mm512_zextps128_ps512(_mm_loadu_ps(rdmin)));
+            t = _mm512_sub_ps(t, _mm512_mul_ps(_mm512_mul_ps(dm, dy), _mm512_cvtepi32_ps(mi)));
+        }
+        sum = _mm512_add_ps(sum, t);
+    }
+    float res[16];
+    _mm512_storeu_ps(res, sum);
+    for (int j = 0; j < n_x && j < nx_max; j++)
+        for (int i = 0; i < n_w && i < nw_max; i++)
+            out[(size_t)j * out_stride + (size_t)i] = res[i * nx_max + j];
+}
+
+static float q4_k_dot_q8_k_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    kq_tile(KQ_Q4_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float q5_k_dot_q8_k_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    kq_tile(KQ_Q5_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float q6_k_dot_q8_k_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    kq_tile(KQ_Q6_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float iq4_xs_dot_q8_k_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    kq_tile(KQ_IQ4_XS, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static void q4_k_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                  float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        kq_tile(KQ_Q4_K, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        kq_tile(KQ_Q4_K, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void q5_k_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                  float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        kq_tile(KQ_Q5_K, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        kq_tile(KQ_Q5_K, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void q6_k_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                  float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        kq_tile(KQ_Q6_K, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        kq_tile(KQ_Q6_K, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void iq4_xs_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                    float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        kq_tile(KQ_IQ4_XS, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        kq_tile(KQ_IQ4_XS, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+
+/* ============================================================================================
+ * Dequantization (get_rows, quantized KV caches)
+ * The same f32 expressions as the *_dequantize_row_ref functions, operation for operation.
+ * ============================================================================================ */
+
+INLINE __m512 bytes_to_ps(__m128i b) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+}
+
+static void q8_0_to_f32_avx512(const void *vx, float *y, int64_t n) {
+    CHECK(n % QK8_0 == 0);
+    const struct block_q8_0 *x = vx;
+    for (int64_t ib = 0; ib < n / QK8_0; ib++) {
+        __m512 d = _mm512_set1_ps(f16_to_f32(x[ib].d));
+        for (int h = 0; h < 2; h++)
+            _mm512_storeu_ps(y + ib * QK8_0 + 16 * h,
+                             _mm512_mul_ps(d, bytes_to_ps(_mm_loadu_si128(
+                                                  (const __m128i *)(x[ib].qs + 16 * h)))));
+    }
+}
+
+/* Q4_0 (value q - 8) and IQ4_NL (table value): nibbles as signed bytes. */
+INLINE void nibble_blocks_to_f32(int iq4, const void *vx, float *y, int64_t n) {
+    CHECK(n % QK4_0 == 0);
+    const struct block_q4_0 *x = vx; /* same layout as block_iq4_nl */
+    const __m128i m4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+    const __m128i table = _mm_loadu_si128((const __m128i *)kvalues_iq4nl);
+    for (int64_t ib = 0; ib < n / QK4_0; ib++) {
+        __m512 d = _mm512_set1_ps(f16_to_f32(x[ib].d));
+        __m128i v = _mm_loadu_si128((const __m128i *)x[ib].qs);
+        __m128i lo = _mm_and_si128(v, m4), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
+        lo = iq4 ? _mm_shuffle_epi8(table, lo) : _mm_sub_epi8(lo, eight);
+        hi = iq4 ? _mm_shuffle_epi8(table, hi) : _mm_sub_epi8(hi, eight);
+        _mm512_storeu_ps(y + ib * QK4_0, _mm512_mul_ps(d, bytes_to_ps(lo)));
+        _mm512_storeu_ps(y + ib * QK4_0 + 16, _mm512_mul_ps(d, bytes_to_ps(hi)));
+    }
+}
+
+static void q4_0_to_f32_avx512(const void *x, float *y, int64_t n) {
+    nibble_blocks_to_f32(0, x, y, n);
+}
+static void iq4_nl_to_f32_avx512(const void *x, float *y, int64_t n) {
+    nibble_blocks_to_f32(1, x, y, n);
+}
+
+/* K-quants and IQ4_XS: the chunk decoders of the dots give the quants in element order. */
+INLINE void kq_to_f32(int type, const void *vx, float *y, int64_t n) {
+    CHECK(n % QK_K == 0);
+    const size_t wb = kq_block_bytes(type);
+    for (int64_t ib = 0; ib < n / QK_K; ib++) {
+        const char *blk = (const char *)vx + (size_t)ib * wb;
+        struct kq_row r = kq_row_load(type, blk);
+        int16_t sc[16], mn[8];
+        _mm256_storeu_si256((__m256i *)sc, r.sc);
+        _mm_storeu_si128((__m128i *)mn, r.mn);
+        for (int c = 0; c < QK_K / 64; c++) {
+            __mmask64 neg = 0;
+            __m512i q = kq_chunk_weights(type, blk, c, &neg);
+            if (type == KQ_Q6_K) q = _mm512_sub_epi8(q, _mm512_set1_epi8(32));
+            if (type == KQ_IQ4_XS) q = _mm512_mask_sub_epi8(q, neg, _mm512_setzero_si512(), q);
+            int8_t qb[64];
+            _mm512_storeu_si512(qb, q);
+            for (int g = 0; g < 4; g++) {
+                __m512 v = bytes_to_ps(_mm_loadu_si128((const __m128i *)(qb + 16 * g)));
+                float *dst = y + ib * QK_K + 64 * c + 16 * g;
+                if (type == KQ_Q6_K) { /* d * scale * q */
+                    float ds = r.d * (float)sc[4 * c + g];
+                    _mm512_storeu_ps(dst, _mm512_mul_ps(_mm512_set1_ps(ds), v));
+                } else if (type == KQ_IQ4_XS) { /* (d * scale) * value */
+                    float dl = r.d * (float)sc[2 * c + g / 2];
+                    _mm512_storeu_ps(dst, _mm512_mul_ps(_mm512_set1_ps(dl), v));
+                } else { /* (d * scale) * q - dmin * min */
+                    int s = 2 * c + g / 2;
+                    float ds = r.d * (float)sc[s], ms = r.dmin * (float)mn[s];
+                    _mm512_storeu_ps(dst, _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(ds), v),
+                                                        _mm512_set1_ps(ms)));
+                }
+            }
+        }
+    }
+}
+
+static void q4_k_to_f32_avx512(const void *x, float *y, int64_t n) {
+    kq_to_f32(KQ_Q4_K, x, y, n);
+}
+static void q5_k_to_f32_avx512(const void *x, float *y, int64_t n) {
+    kq_to_f32(KQ_Q5_K, x, y, n);
+}
+static void q6_k_to_f32_avx512(const void *x, float *y, int64_t n) {
+    kq_to_f32(KQ_Q6_K, x, y, n);
+}
+static void iq4_xs_to_f32_avx512(const void *x, float *y, int64_t n) {
+    kq_to_f32(KQ_IQ4_XS, x, y, n);
+}
+
+/* ============================================================================================
+ * The table
+ * ============================================================================================ */
+
+static void set_dot(struct cpu_kernels *k, enum dtype t, cpu_vec_dot_fn dot,
+                    cpu_gemm_tile_fn tile) {
+    k->vec_dot[t] = dot;
+    k->gemm_tile[t] = tile;
+    k->gemm_tile_w[t] = TILE_W;
+    k->gemm_tile_x[t] = TILE_X;
+}
 
 int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f) {
     memset(k, 0, sizeof(*k));
     k->name = "avx512";
+    set_dot(k, DTYPE_F32, f32_dot_f32_avx512, f32_gemm_tile_avx512);
+    set_dot(k, DTYPE_F16, f16_dot_f16_avx512, f16_gemm_tile_avx512);
+    set_dot(k, DTYPE_BF16, bf16_dot_bf16_avx512, bf16_gemm_tile_avx512);
+    set_dot(k, DTYPE_Q8_0, q8_0_dot_q8_0_avx512, q8_0_gemm_tile_avx512);
+    set_dot(k, DTYPE_Q4_0, q4_0_dot_q8_0_avx512, q4_0_gemm_tile_avx512);
+    set_dot(k, DTYPE_IQ4_NL, iq4_nl_dot_q8_0_avx512, iq4_nl_gemm_tile_avx512);
+    set_dot(k, DTYPE_Q4_K, q4_k_dot_q8_k_avx512, q4_k_gemm_tile_avx512);
+    set_dot(k, DTYPE_Q5_K, q5_k_dot_q8_k_avx512, q5_k_gemm_tile_avx512);
+    set_dot(k, DTYPE_Q6_K, q6_k_dot_q8_k_avx512, q6_k_gemm_tile_avx512);
+    set_dot(k, DTYPE_IQ4_XS, iq4_xs_dot_q8_k_avx512, iq4_xs_gemm_tile_avx512);
+    k->from_float[DTYPE_Q8_0] = q8_0_quantize_row_act_avx512;
+    k->from_float[DTYPE_Q8_K] = q8_k_quantize_row_act_avx512;
+    k->from_float[DTYPE_F16] = f16_from_f32_avx512;
+    k->from_float[DTYPE_BF16] = bf16_from_f32_avx512;
+    k->to_float[DTYPE_F16] = f16_to_f32_avx512;
+    k->to_float[DTYPE_BF16] = bf16_to_f32_avx512;
+    k->to_float[DTYPE_Q8_0] = q8_0_to_f32_avx512;
+    k->to_float[DTYPE_Q4_0] = q4_0_to_f32_avx512;
+    k->to_float[DTYPE_IQ4_NL] = iq4_nl_to_f32_avx512;
+    k->to_float[DTYPE_Q4_K] = q4_k_to_f32_avx512;
+    k->to_float[DTYPE_Q5_K] = q5_k_to_f32_avx512;
+    k->to_float[DTYPE_Q6_K] = q6_k_to_f32_avx512;
+    k->to_float[DTYPE_IQ4_XS] = iq4_xs_to_f32_avx512;
+    k->attn_dot_f16 = attn_dot_f16_avx512;
+    k->attn_mad_f16 = attn_mad_f16_avx512;
+    k->attn_scale_f16 = attn_scale_f16_avx512;
     return 0;
 }

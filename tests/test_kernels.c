@@ -1,0 +1,385 @@
+/* test_kernels.c: the CPU kernel tables (src/backend/cpu) against the scalar references.
+ *
+ * For every table the host supports (cpu_kernels_for), every dtype and several sizes (one block,
+ * odd block counts, 4096 / 11008-like rows, pointers misaligned for vectors): vec_dot, the gemm
+ * tiles (every tile shape up to the declared maximum, against vec_dot), from_float, to_float and
+ * the F16 attention helpers must equal the scalar table bit for bit: every SIMD kernel follows
+ * its reference's summation order. Weight rows are quantized gaussians (several scales) and raw
+ * random quant bytes, so every code of every format is exercised. Separately the dots are
+ * checked against a double-precision dot of the unquantized data with a per-format bound.
+ */
+#include "test.h"
+
+#include "../src/backend/cpu/cpu_kernels.h"
+#include "../src/base/mem.h"
+#include "../src/tensor/dtype.h"
+#include "../src/tensor/quant.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ======================================================================================
+ * Data
+ * ====================================================================================== */
+
+static uint64_t g_state = 1;
+
+static uint32_t rng_u32(void) { /* xorshift64* */
+    g_state ^= g_state >> 12;
+    g_state ^= g_state << 25;
+    g_state ^= g_state >> 27;
+    return (uint32_t)((g_state * 0x2545F4914F6CDD1DULL) >> 32);
+}
+
+static float rng_gauss(void) {
+    double u1 = (rng_u32() + 1.0) / 4294967297.0, u2 = rng_u32() / 4294967296.0;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+static void fill_gauss(float *x, int64_t n, float sigma, float mean) {
+    for (int64_t i = 0; i < n; i++) x[i] = mean + sigma * rng_gauss();
+}
+
+static void fill_bytes(void *p, size_t n) {
+    for (size_t i = 0; i < n; i++) ((uint8_t *)p)[i] = (uint8_t)rng_u32();
+}
+
+/* Overwrites the quant bytes (not the fp16 scales) of n elements of dtype t with random bytes,
+ * so codes the quantizers never write (Q8_0's -128, every Q6_K/IQ4_XS scale) are covered. */
+static void randomize_quants(enum dtype t, void *row, int64_t n) {
+    const struct dtype_traits *tr = dtype_traits(t);
+    for (int64_t ib = 0; ib < n / tr->block_size; ib++) {
+        char *b = (char *)row + ib * tr->type_size;
+        switch (t) {
+        case DTYPE_Q8_0:
+        case DTYPE_Q4_0:
+        case DTYPE_IQ4_NL:
+            fill_bytes(b + 2, (size_t)tr->type_size - 2);
+            break;
+        case DTYPE_Q4_K:
+        case DTYPE_Q5_K:
+            fill_bytes(b + 4, (size_t)tr->type_size - 4);
+            break;
+        case DTYPE_Q6_K:
+            fill_bytes(b, (size_t)tr->type_size - 2);
+            break;
+        case DTYPE_IQ4_XS:
+            fill_bytes(b + 2, (size_t)tr->type_size - 2);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* Quantized weight row: gaussian (sigma from the row's variant) or random quant bytes. */
+static void make_weights(enum dtype t, int variant, float *tmp, void *row, int64_t n) {
+    static const float sigmas[4] = {0.02f, 1.0f, 300.0f, 1e-4f};
+    fill_gauss(tmp, n, sigmas[variant % 4], variant % 3 == 2 ? 0.01f : 0.0f);
+    dtype_traits(t)->from_float(tmp, row, n);
+    if (variant % 2 == 1) randomize_quants(t, row, n);
+}
+
+/* Activation row in t's vec_dot_type, from the scalar table's quantizer. */
+static void make_act(const struct cpu_kernels *scalar, enum dtype t, int variant, float *tmp,
+                     void *row, int64_t n) {
+    fill_gauss(tmp, n, variant % 2 ? 3.0f : 0.5f, variant % 3 == 1 ? 1.0f : 0.0f);
+    scalar->from_float[dtype_traits(t)->vec_dot_type](tmp, row, n);
+}
+
+static int same_bits(float a, float b) {
+    return memcmp(&a, &b, sizeof(float)) == 0;
+}
+
+/* Tables to compare with scalar: each ISA the host has (the scalar one too, which checks the
+ * tiles and tables themselves). */
+static int tables(const struct cpu_kernels *out[3]) {
+    int n = 0;
+    for (int isa = CPU_ISA_SCALAR; isa <= CPU_ISA_AVX512; isa++) {
+        const struct cpu_kernels *k = cpu_kernels_for((enum cpu_isa)isa);
+        if (k) out[n++] = k;
+    }
+    return n;
+}
+
+static int64_t g_sizes[] = {1, 3, 7, 13, 16, 43, 4096, 11008}; /* in blocks of 256, capped */
+
+/* Element count for size index si and dtype t (a multiple of the block size). */
+static int64_t size_for(enum dtype t, int si) {
+    int64_t bs = dtype_traits(t)->block_size;
+    int64_t n = g_sizes[si] >= 4096 ? g_sizes[si] : g_sizes[si] * (bs == 1 ? 17 : bs);
+    if (bs > 1) n = n / bs * bs;
+    if (n == 0) n = bs;
+    return n;
+}
+
+enum { N_SIZES = (int)(sizeof(g_sizes) / sizeof(g_sizes[0])), MAX_N = 11008, PAD = 64 };
+
+/* ======================================================================================
+ * Table shape
+ * ====================================================================================== */
+
+TEST(kernels_tables_complete) {
+    const struct cpu_kernels *ks[3];
+    int nk = tables(ks);
+    ASSERT(nk >= 1 && cpu_kernels_get() != NULL);
+    for (int ik = 0; ik < nk; ik++) {
+        const struct cpu_kernels *k = ks[ik];
+        for (int t = 0; t < DTYPE_COUNT; t++) {
+            const struct dtype_traits *tr = dtype_traits((uint32_t)t);
+            if (!tr || !tr->vec_dot) continue;
+            EXPECT_MSG(k->vec_dot[t] && k->gemm_tile[t] && k->gemm_tile_w[t] >= 1 &&
+                           k->gemm_tile_x[t] >= 1 && k->gemm_tile_w[t] <= 64 &&
+                           k->gemm_tile_x[t] <= 64,
+                       "%s: %s lacks a dot or tile", k->name, tr->name);
+            EXPECT_MSG(k->from_float[tr->vec_dot_type] && k->to_float[t], "%s: %s conversions",
+                       k->name, tr->name);
+        }
+        EXPECT(k->attn_dot_f16 && k->attn_mad_f16 && k->attn_scale_f16);
+    }
+}
+
+/* ======================================================================================
+ * from_float, to_float
+ * ====================================================================================== */
+
+TEST(kernels_from_float_bit_identical) {
+    const struct cpu_kernels *ks[3], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    int nk = tables(ks);
+    const enum dtype acts[] = {DTYPE_Q8_0, DTYPE_Q8_K, DTYPE_F16, DTYPE_BF16, DTYPE_F32};
+    char *buf = mem_alloc(MAX_N * 4 + PAD), *ya = mem_alloc(MAX_N * 4 + PAD);
+    char *yb = mem_alloc(MAX_N * 4 + PAD);
+    ASSERT(buf && ya && yb);
+    float *x = (float *)(buf + 4); /* misaligned for vectors */
+    g_state = 11;
+    for (int ik = 0; ik < nk; ik++)
+        for (size_t ia = 0; ia < sizeof(acts) / sizeof(acts[0]); ia++) {
+            enum dtype t = acts[ia];
+            for (int si = 0; si < N_SIZES; si++)
+                for (int v = 0; v < 6; v++) {
+                    int64_t n = size_for(t, si);
+                    fill_gauss(x, n, v % 3 == 0 ? 1e-3f : v % 3 == 1 ? 1.0f : 1e4f, 0.0f);
+                    if (v == 3) /* exact halves: 127/amax = 1, so x * scale ties */
+                        for (int64_t i = 0; i < n; i++)
+                            x[i] =
+                                i % 32 == 0 ? 127.0f : (float)((int)(rng_u32() % 253) - 126) + 0.5f;
+                    if (v == 4) /* zero blocks, +-0; subnormals for the float formats */
+                        for (int64_t i = 0; i < n; i++)
+                            x[i] = (i / 256) % 2 ? 0.0f
+                                   : i % 3 ? (t == DTYPE_Q8_0 || t == DTYPE_Q8_K ? 1e-3f : 1e-41f)
+                                           : -0.0f;
+                    size_t bytes = dtype_row_bytes(t, n);
+                    memset(ya, 0x5a, bytes + 4);
+                    memset(yb, 0x5a, bytes + 4);
+                    sc->from_float[t](x, ya + 4, n);
+                    ks[ik]->from_float[t](x, yb + 4, n);
+                    EXPECT_MSG(!memcmp(ya, yb, bytes + 4), "%s from_float %s n=%lld v=%d differs",
+                               ks[ik]->name, dtype_name(t), (long long)n, v);
+                }
+        }
+    mem_free(buf);
+    mem_free(ya);
+    mem_free(yb);
+}
+
+TEST(kernels_to_float_bit_identical) {
+    const struct cpu_kernels *ks[3], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    int nk = tables(ks);
+    float *tmp = mem_alloc(MAX_N * 4), *ya = mem_alloc(MAX_N * 4 + PAD);
+    float *yb = mem_alloc(MAX_N * 4 + PAD);
+    char *q = mem_alloc(MAX_N * 4 + PAD);
+    ASSERT(tmp && ya && yb && q);
+    g_state = 12;
+    for (int ik = 0; ik < nk; ik++)
+        for (int t = 0; t < DTYPE_COUNT; t++) {
+            const struct dtype_traits *tr = dtype_traits((uint32_t)t);
+            if (!tr || !tr->to_float || !tr->from_float) continue;
+            for (int si = 0; si < N_SIZES; si++)
+                for (int v = 0; v < 2; v++) {
+                    int64_t n = size_for((enum dtype)t, si);
+                    make_weights((enum dtype)t, v, tmp, q + 4, n);
+                    sc->to_float[t](q + 4, ya + 1, n);
+                    ks[ik]->to_float[t](q + 4, yb + 1, n);
+                    EXPECT_MSG(!memcmp(ya + 1, yb + 1, (size_t)n * sizeof(float)),
+                               "%s to_float %s n=%lld v=%d differs", ks[ik]->name, tr->name,
+                               (long long)n, v);
+                }
+        }
+    mem_free(tmp);
+    mem_free(ya);
+    mem_free(yb);
+    mem_free(q);
+}
+
+/* ======================================================================================
+ * Dots and tiles
+ * ====================================================================================== */
+
+TEST(kernels_vec_dot_bit_identical) {
+    const struct cpu_kernels *ks[3], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    int nk = tables(ks);
+    float *tmp = mem_alloc(MAX_N * 4);
+    char *w = mem_alloc(MAX_N * 4 + PAD), *a = mem_alloc(MAX_N * 4 + PAD);
+    ASSERT(tmp && w && a);
+    g_state = 13;
+    for (int ik = 0; ik < nk; ik++)
+        for (int t = 0; t < DTYPE_COUNT; t++) {
+            const struct dtype_traits *tr = dtype_traits((uint32_t)t);
+            if (!tr || !tr->vec_dot) continue;
+            int fails = 0;
+            for (int si = 0; si < N_SIZES; si++)
+                for (int v = 0; v < 4; v++) {
+                    int64_t n = size_for((enum dtype)t, si);
+                    make_weights((enum dtype)t, v, tmp, w + 4, n);
+                    make_act(sc, (enum dtype)t, v, tmp, a + 4, n);
+                    float r = sc->vec_dot[t](w + 4, a + 4, n);
+                    float s = ks[ik]->vec_dot[t](w + 4, a + 4, n);
+                    if (!same_bits(r, s) && fails++ < 3)
+                        test_fail(__FILE__, __LINE__, "%s %s n=%lld v=%d: %.9g vs scalar %.9g",
+                                  ks[ik]->name, tr->name, (long long)n, v, s, r);
+                }
+        }
+    mem_free(tmp);
+    mem_free(w);
+    mem_free(a);
+}
+
+/* Every tile shape n_w x n_x up to the maximum, strided rows and output, against the table's
+ * own vec_dot (which the previous test ties to scalar); entries outside the tile untouched. */
+TEST(kernels_gemm_tile_equals_vec_dot) {
+    const struct cpu_kernels *ks[3], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    int nk = tables(ks);
+    const int64_t ks_elems[] = {256, 768, 4096}; /* one, three and sixteen super-blocks */
+    enum { MAXT = 16, OS = 21, ROW = 4200 * 4 };
+    float *tmp = mem_alloc(ROW), *out = mem_alloc(MAXT * OS * sizeof(float));
+    char *w = mem_alloc((size_t)MAXT * ROW + PAD), *a = mem_alloc((size_t)MAXT * ROW + PAD);
+    ASSERT(tmp && out && w && a);
+    g_state = 14;
+    for (int ik = 0; ik < nk; ik++)
+        for (int t = 0; t < DTYPE_COUNT; t++) {
+            const struct dtype_traits *tr = dtype_traits((uint32_t)t);
+            const struct cpu_kernels *k = ks[ik];
+            if (!tr || !tr->vec_dot) continue;
+            int tw = k->gemm_tile_w[t] < MAXT ? k->gemm_tile_w[t] : MAXT;
+            int tx = k->gemm_tile_x[t] < MAXT ? k->gemm_tile_x[t] : MAXT;
+            int fails = 0;
+            for (int ie = 0; ie < 3; ie++) {
+                int64_t n = ks_elems[ie];
+                if (tr->block_size == 1) n += 5; /* a tail past the 16-lane steps */
+                size_t wstride = dtype_row_bytes((enum dtype)t, n) + 4;
+                size_t astride = dtype_row_bytes(tr->vec_dot_type, n) + 8;
+                for (int i = 0; i < tw; i++)
+                    make_weights((enum dtype)t, i, tmp, w + 4 + (size_t)i * wstride, n);
+                for (int j = 0; j < tx; j++)
+                    make_act(sc, (enum dtype)t, j, tmp, a + 4 + (size_t)j * astride, n);
+                for (int nw = 1; nw <= tw; nw++)
+                    for (int nx = 1; nx <= tx; nx++) {
+                        for (int e = 0; e < MAXT * OS; e++) out[e] = -12345.0f;
+                        k->gemm_tile[t](w + 4, wstride, a + 4, astride, n, out, OS, nw, nx);
+                        for (int j = 0; j < MAXT; j++)
+                            for (int i = 0; i < OS; i++) {
+                                float got = out[j * OS + i];
+                                if (i < nw && j < nx) {
+                                    float want = k->vec_dot[t](w + 4 + (size_t)i * wstride,
+                                                               a + 4 + (size_t)j * astride, n);
+                                    if (!same_bits(got, want) && fails++ < 3)
+                                        test_fail(__FILE__, __LINE__,
+                                                  "%s %s tile %dx%d n=%lld (%d,%d): %.9g vs %.9g",
+                                                  k->name, tr->name, nw, nx, (long long)n, i, j,
+                                                  got, want);
+                                } else if (got != -12345.0f && fails++ < 3) {
+                                    test_fail(__FILE__, __LINE__, "%s %s tile %dx%d wrote (%d,%d)",
+                                              k->name, tr->name, nw, nx, i, j);
+                                }
+                            }
+                    }
+            }
+        }
+    mem_free(tmp);
+    mem_free(out);
+    mem_free(w);
+    mem_free(a);
+}
+
+/* The reference dots against a double-precision dot of the unquantized f32 data: the bound
+ * (relative to sum |w x|) is the format's own quantization error plus the activation's. */
+TEST(kernels_dot_vs_double) {
+    const struct cpu_kernels *ks[3], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    int nk = tables(ks);
+    enum { N = 4096 };
+    float *xw = mem_alloc(N * 4), *xa = mem_alloc(N * 4);
+    char *w = mem_alloc(N * 4), *a = mem_alloc(N * 4);
+    ASSERT(xw && xa && w && a);
+    g_state = 15;
+    for (int ik = 0; ik < nk; ik++)
+        for (int t = 0; t < DTYPE_COUNT; t++) {
+            const struct dtype_traits *tr = dtype_traits((uint32_t)t);
+            if (!tr || !tr->vec_dot || t == DTYPE_Q8_K) continue;
+            double bound = t == DTYPE_F32                                          ? 1e-6
+                           : t == DTYPE_F16                                        ? 2e-3
+                           : t == DTYPE_BF16                                       ? 1e-2
+                           : t == DTYPE_Q8_0                                       ? 1.5e-2
+                           : t == DTYPE_Q6_K                                       ? 3e-2
+                           : t == DTYPE_Q5_K || t == DTYPE_Q5_0 || t == DTYPE_Q5_1 ? 6e-2
+                           : t == DTYPE_Q2_K || t == DTYPE_Q3_K                    ? 3e-1
+                                                                                   : 1.2e-1;
+            for (int rep = 0; rep < 3; rep++) {
+                fill_gauss(xw, N, 0.05f, 0.0f);
+                fill_gauss(xa, N, 2.0f, rep == 2 ? 1.0f : 0.0f);
+                tr->from_float(xw, w, N);
+                sc->from_float[tr->vec_dot_type](xa, a, N);
+                double exact = 0.0, abs_terms = 0.0;
+                for (int i = 0; i < N; i++) {
+                    exact += (double)xw[i] * xa[i];
+                    abs_terms += fabs((double)xw[i] * xa[i]);
+                }
+                double got = ks[ik]->vec_dot[t](w, a, N);
+                EXPECT_MSG(fabs(got - exact) <= bound * abs_terms,
+                           "%s %s: %.9g vs double %.9g (%.3g of sum|terms| > %g)", ks[ik]->name,
+                           tr->name, got, exact, fabs(got - exact) / abs_terms, bound);
+            }
+        }
+    mem_free(xw);
+    mem_free(xa);
+    mem_free(w);
+    mem_free(a);
+}
+
+/* ======================================================================================
+ * Attention helpers
+ * ====================================================================================== */
+
+TEST(kernels_attention_f16_bit_identical) {
+    const struct cpu_kernels *ks[3], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    int nk = tables(ks);
+    enum { N = 1000 };
+    uint16_t q[N + 3], k[N + 3], v[N + 3], acc_a[N + 3], acc_b[N + 3];
+    const int64_t lens[] = {0, 1, 15, 16, 17, 63, 64, 65, 128, 200, 576, N};
+    g_state = 16;
+    for (int ik = 0; ik < nk; ik++)
+        for (size_t il = 0; il < sizeof(lens) / sizeof(lens[0]); il++)
+            for (int rep = 0; rep < 4; rep++) {
+                int64_t n = lens[il];
+                for (int i = 0; i < N + 3; i++) {
+                    q[i] = fp32_to_fp16(rng_gauss() * (rep == 3 ? 200.0f : 1.0f));
+                    k[i] = fp32_to_fp16(rng_gauss());
+                    v[i] = fp32_to_fp16(rng_gauss() * (rep == 2 ? 1e-5f : 1.0f));
+                    acc_a[i] = acc_b[i] = fp32_to_fp16(rng_gauss() * (rep == 3 ? 3e4f : 2.0f));
+                }
+                float da = sc->attn_dot_f16(q + 1, k + 1, n),
+                      db = ks[ik]->attn_dot_f16(q + 1, k + 1, n);
+                EXPECT_MSG(same_bits(da, db), "%s attn_dot_f16 n=%lld: %.9g vs %.9g", ks[ik]->name,
+                           (long long)n, db, da);
+                float s = rep == 0 ? 0.7f : rep == 1 ? 1e-3f : 3.0f;
+                sc->attn_mad_f16(acc_a + 1, v + 1, s, n);
+                ks[ik]->attn_mad_f16(acc_b + 1, v + 1, s, n);
+                EXPECT_MSG(!memcmp(acc_a, acc_b, sizeof(acc_a)), "%s attn_mad_f16 n=%lld",
+                           ks[ik]->name, (long long)n);
+                sc->attn_scale_f16(acc_a + 1, s, n);
+                ks[ik]->attn_scale_f16(acc_b + 1, s, n);
+                EXPECT_MSG(!memcmp(acc_a, acc_b, sizeof(acc_a)), "%s attn_scale_f16 n=%lld",
+                           ks[ik]->name, (long long)n);
+            }
+}
