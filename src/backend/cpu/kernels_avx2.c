@@ -1,11 +1,840 @@
-/* kernels_avx2.c: AVX2+FMA kernels. Compiled with -mavx2 -mfma -mf16c only for this file.
- * Entries not filled here fall back to the scalar table. (Kernels land with the fast-CPU work.) */
+/* kernels_avx2.c: AVX2 + FMA + F16C kernels, compiled with those flags only for this file
+ * (Makefile ISA_AVX2). Entries not filled here fall back to the scalar table.
+ *
+ * Every kernel computes what its scalar twin computes, bit for bit (tests/test_kernels.c), the
+ * same designs as kernels_avx512.c on 256-bit vectors: a 16-lane f32 order is two 8-lane
+ * accumulators; without VNNI the byte products go through vpmaddubsw (the sign of the weight
+ * moved onto the activation where the weight is signed) and vpmaddwd. With 16 vector registers
+ * the tiles are 4 weight rows x 2 tokens for the quantized types and 2 x 2 for the float types;
+ * smaller tiles repeat their last row / token and drop those results. AVX-VNNI is not used yet.
+ */
 #include "cpu_kernels.h"
 
+#include "../../base/error.h"
+#include "../../tensor/quant.h"
+
+#include <immintrin.h>
 #include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+enum { QW = 4, QX = 2, FW = 2, FX = 2 }; /* tile sizes: quantized, float */
+
+/* ============================================================================================
+ * Helpers (the horizontal sums follow the scalar trees: 4+4, then (0+2)+(1+3))
+ * ============================================================================================ */
+
+INLINE float hsum_ps8(__m256 v) {
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
+}
+
+INLINE float f16_to_f32(uint16_t h) {
+    return _cvtsh_ss(h);
+}
+
+INLINE __m256 load_f16x8(const void *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+INLINE __m256 load_bf16x8(const void *p) {
+    __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+
+INLINE const char *tile_row(const void *base, size_t stride, int r, int n) {
+    return (const char *)base + (size_t)(r < n ? r : n - 1) * stride;
+}
+
+/* ============================================================================================
+ * F32, F16, BF16: the 16-lane order of f32_dot_f32_ref as two 8-lane accumulators per pair
+ * ============================================================================================ */
+
+enum float_kind { KIND_F32, KIND_F16, KIND_BF16 };
+
+INLINE __m256 load_kind(int kind, const char *p, int64_t i) {
+    if (kind == KIND_F32) return _mm256_loadu_ps((const float *)p + i);
+    if (kind == KIND_F16) return load_f16x8((const uint16_t *)p + i);
+    return load_bf16x8((const uint16_t *)p + i);
+}
+
+INLINE float scalar_kind(int kind, const char *p, int64_t i) {
+    if (kind == KIND_F32) return ((const float *)p)[i];
+    if (kind == KIND_F16) return f16_to_f32(((const uint16_t *)p)[i]);
+    return bf16_to_fp32(((const uint16_t *)p)[i]);
+}
+
+INLINE void float_tile(int kind, int nw_max, int nx_max, const void *w, size_t w_stride,
+                       const void *x, size_t x_stride, int64_t k, float *out, size_t out_stride,
+                       int n_w, int n_x) {
+    const char *wr[FW], *xr[FX];
+    __m256 lo[FW][FX], hi[FW][FX];
+#pragma GCC unroll 16
+    for (int i = 0; i < nw_max; i++) wr[i] = tile_row(w, w_stride, i, n_w);
+#pragma GCC unroll 16
+    for (int j = 0; j < nx_max; j++) xr[j] = tile_row(x, x_stride, j, n_x);
+#pragma GCC unroll 16
+    for (int i = 0; i < nw_max; i++)
+#pragma GCC unroll 16
+        for (int j = 0; j < nx_max; j++) lo[i][j] = hi[i][j] = _mm256_setzero_ps();
+    int64_t n16 = k & ~(int64_t)15;
+    for (int64_t t = 0; t < n16; t += 16) {
+        __m256 xl[FX], xh[FX];
+#pragma GCC unroll 16
+        for (int j = 0; j < nx_max; j++) {
+            xl[j] = load_kind(kind, xr[j], t);
+            xh[j] = load_kind(kind, xr[j], t + 8);
+        }
+#pragma GCC unroll 16
+        for (int i = 0; i < nw_max; i++) {
+            __m256 wl = load_kind(kind, wr[i], t), wh = load_kind(kind, wr[i], t + 8);
+#pragma GCC unroll 16
+            for (int j = 0; j < nx_max; j++) {
+                lo[i][j] = _mm256_fmadd_ps(wl, xl[j], lo[i][j]);
+                hi[i][j] = _mm256_fmadd_ps(wh, xh[j], hi[i][j]);
+            }
+        }
+    }
+    for (int j = 0; j < n_x && j < nx_max; j++)
+        for (int i = 0; i < n_w && i < nw_max; i++) {
+            double sum = (double)hsum_ps8(_mm256_add_ps(lo[i][j], hi[i][j]));
+            for (int64_t e = n16; e < k; e++)
+                sum += (double)(scalar_kind(kind, wr[i], e) * scalar_kind(kind, xr[j], e));
+            out[(size_t)j * out_stride + (size_t)i] = (float)sum;
+        }
+}
+
+static float f32_dot_f32_avx2(const void *w, const void *x, int64_t n) {
+    float out;
+    float_tile(KIND_F32, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float f16_dot_f16_avx2(const void *w, const void *x, int64_t n) {
+    float out;
+    float_tile(KIND_F16, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float bf16_dot_bf16_avx2(const void *w, const void *x, int64_t n) {
+    float out;
+    float_tile(KIND_BF16, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+
+static void f32_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                               float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        float_tile(KIND_F32, FW, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        float_tile(KIND_F32, FW, FX, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void f16_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                               float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        float_tile(KIND_F16, FW, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        float_tile(KIND_F16, FW, FX, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void bf16_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        float_tile(KIND_BF16, FW, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        float_tile(KIND_BF16, FW, FX, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+
+/* ============================================================================================
+ * F16 and BF16 conversions (see kernels_avx512.c: vcvtps2ph is fp32_to_fp16; BF16 rounds in
+ * integer arithmetic)
+ * ============================================================================================ */
+
+static void f16_from_f32_avx2(const float *x, void *vy, int64_t n) {
+    uint16_t *y = vy;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128(
+            (__m128i *)(y + i),
+            _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; i++) y[i] = fp32_to_fp16(x[i]);
+}
+
+static void f16_to_f32_avx2(const void *vx, float *y, int64_t n) {
+    const uint16_t *x = vx;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load_f16x8(x + i));
+    for (; i < n; i++) y[i] = f16_to_f32(x[i]);
+}
+
+static void bf16_from_f32_avx2(const float *x, void *vy, int64_t n) {
+    uint16_t *y = vy;
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+    const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i u = _mm256_loadu_si256((const __m256i *)(x + i));
+        __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs_mask), inf);
+        __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), one);
+        __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(bias, lsb)), 16);
+        __m256i q = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(64));
+        r = _mm256_blendv_epi8(r, q, nan);
+        __m128i p = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+        _mm_storeu_si128((__m128i *)(y + i), p);
+    }
+    for (; i < n; i++) y[i] = fp32_to_bf16(x[i]);
+}
+
+static void bf16_to_f32_avx2(const void *vx, float *y, int64_t n) {
+    const uint16_t *x = vx;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load_bf16x8(x + i));
+    for (; i < n; i++) y[i] = bf16_to_fp32(x[i]);
+}
+
+/* ============================================================================================
+ * Attention on an F16 cache (attn_*_f16_ref): four 16-lane accumulators as eight 8-lane ones
+ * ============================================================================================ */
+
+static float attn_dot_f16_avx2(const uint16_t *q, const uint16_t *k, int64_t n) {
+    __m256 a[8];
+    for (int i = 0; i < 8; i++) a[i] = _mm256_setzero_ps();
+    int64_t n64 = n & ~(int64_t)63;
+    for (int64_t i = 0; i < n64; i += 64)
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            a[j] = _mm256_fmadd_ps(load_f16x8(q + i + 8 * j), load_f16x8(k + i + 8 * j), a[j]);
+    /* accumulator r is a[2r] (lanes 0-7) and a[2r+1] (lanes 8-15) */
+    __m256 l0 = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
+    __m256 l1 = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
+    double sum = (double)hsum_ps8(_mm256_add_ps(l0, l1));
+    for (int64_t i = n64; i < n; i++) sum += (double)(f16_to_f32(q[i]) * f16_to_f32(k[i]));
+    return (float)sum;
+}
+
+static void attn_mad_f16_avx2(uint16_t *acc, const uint16_t *v, float s, int64_t n) {
+    const __m256 vs = _mm256_set1_ps(s);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 r = _mm256_fmadd_ps(load_f16x8(v + i), vs, load_f16x8(acc + i));
+        _mm_storeu_si128((__m128i *)(acc + i),
+                         _mm256_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    for (; i < n; i++) acc[i] = fp32_to_fp16(fmaf(f16_to_f32(v[i]), s, f16_to_f32(acc[i])));
+}
+
+static void attn_scale_f16_avx2(uint16_t *acc, float s, int64_t n) {
+    const __m256 vs = _mm256_set1_ps(s);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 r = _mm256_mul_ps(load_f16x8(acc + i), vs);
+        _mm_storeu_si128((__m128i *)(acc + i),
+                         _mm256_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    for (; i < n; i++) acc[i] = fp32_to_fp16(f16_to_f32(acc[i]) * s);
+}
+
+/* ============================================================================================
+ * Activation quantizers (q8_0_quantize_row_act, q8_k_quantize_row_act)
+ * ============================================================================================ */
+
+INLINE __m256 abs_ps(__m256 v) {
+    return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+}
+
+INLINE float hmax_ps8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+
+/* x * s rounded half to even, as int32 */
+INLINE __m256i round_mul(__m256 x, __m256 s) {
+    return _mm256_cvtps_epi32(
+        _mm256_round_ps(_mm256_mul_ps(x, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+/* 32 int32 in -127..127 (four vectors, element order) to 32 bytes. */
+INLINE __m256i pack_bytes(__m256i a, __m256i b, __m256i c, __m256i d) {
+    __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+    __m256i r = _mm256_packs_epi16(ab, cd); /* dword order 0 4 1 5 2 6 3 7 */
+    return _mm256_permutevar8x32_epi32(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+static void q8_0_quantize_row_act_avx2(const float *x, void *vy, int64_t n) {
+    CHECK(n % QK8_0 == 0);
+    struct block_q8_0 *y = vy;
+    for (int64_t ib = 0; ib < n / QK8_0; ib++) {
+        const float *xb = x + ib * QK8_0;
+        __m256 v[4];
+        for (int g = 0; g < 4; g++) v[g] = _mm256_loadu_ps(xb + 8 * g);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(abs_ps(v[0]), abs_ps(v[1])),
+                                 _mm256_max_ps(abs_ps(v[2]), abs_ps(v[3])));
+        float amax = hmax_ps8(m);
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        y[ib].d = fp32_to_fp16(amax / 127.0f);
+        __m256 s = _mm256_set1_ps(id);
+        _mm256_storeu_si256((__m256i *)y[ib].qs,
+                            pack_bytes(round_mul(v[0], s), round_mul(v[1], s), round_mul(v[2], s),
+                                       round_mul(v[3], s)));
+    }
+}
+
+static void q8_k_quantize_row_act_avx2(const float *x, void *vy, int64_t n) {
+    CHECK(n % QK_K == 0);
+    struct block_q8_k *y = vy;
+    const __m256i lim = _mm256_set1_epi32(127), nlim = _mm256_set1_epi32(-127);
+    for (int64_t ib = 0; ib < n / QK_K; ib++) {
+        const float *xb = x + ib * QK_K;
+        __m256 m = _mm256_setzero_ps();
+        for (int g = 0; g < QK_K / 8; g++)
+            m = _mm256_max_ps(m, abs_ps(_mm256_loadu_ps(xb + 8 * g)));
+        float amax = hmax_ps8(m);
+        memset(&y[ib], 0, sizeof(y[ib]));
+        if (amax == 0.0f) continue;
+        float iscale = 127.0f / amax;
+        __m256 s = _mm256_set1_ps(iscale);
+        for (int g = 0; g < QK_K / 32; g++) {
+            __m256i q[4];
+            for (int h = 0; h < 4; h++) {
+                q[h] = round_mul(_mm256_loadu_ps(xb + 32 * g + 8 * h), s);
+                q[h] = _mm256_max_epi32(_mm256_min_epi32(q[h], lim), nlim);
+            }
+            for (int h = 0; h < 2; h++) {
+                __m256i t = _mm256_add_epi32(q[2 * h], q[2 * h + 1]);
+                __m128i u =
+                    _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+                u = _mm_hadd_epi32(u, u);
+                y[ib].bsums[2 * g + h] = (int16_t)_mm_cvtsi128_si32(_mm_hadd_epi32(u, u));
+            }
+            _mm256_storeu_si256((__m256i *)(y[ib].qs + 32 * g), pack_bytes(q[0], q[1], q[2], q[3]));
+        }
+        y[ib].d = 1.0f / iscale;
+    }
+}
+
+/* ============================================================================================
+ * The Q8_0 family: Q8_0, Q4_0, IQ4_NL weights against Q8_0 activations
+ * The order of q8_0_dot_q8_0_ref. Without VNNI: vpmaddubsw(|w|, sign(x, w)) gives the int16
+ * pair sums (at most 2 * 128 * 127), vpmaddwd with ones the 8 int32 lanes of 4 products.
+ * ============================================================================================ */
+
+enum q8_family { FAM_Q8_0, FAM_Q4_0, FAM_IQ4_NL };
+enum { FAM_CHUNK = 32 };
+
+INLINE size_t fam_block_bytes(int fam) {
+    return fam == FAM_Q8_0 ? sizeof(struct block_q8_0) : sizeof(struct block_q4_0);
+}
+
+/* The 32 signed weights of a block in element order. */
+INLINE __m256i fam_weights(int fam, const char *blk, __m256i table) {
+    if (fam == FAM_Q8_0) return _mm256_loadu_si256((const __m256i *)(blk + 2));
+    __m128i v = _mm_loadu_si128((const __m128i *)(blk + 2));
+    __m256i q = _mm256_set_m128i(_mm_srli_epi16(v, 4), v);
+    q = _mm256_and_si256(q, _mm256_set1_epi8(0x0f));
+    return fam == FAM_IQ4_NL ? _mm256_shuffle_epi8(table, q)
+                             : _mm256_sub_epi8(q, _mm256_set1_epi8(8));
+}
+
+INLINE void fam_scales(int fam, int nw_max, int nx_max, const char *const *wr,
+                       const char *const *xr, int64_t b0, int n, float dd[QW * QX][FAM_CHUNK]) {
+    uint16_t h[FAM_CHUNK];
+    float dw[QW][FAM_CHUNK], dx[QX][FAM_CHUNK];
+    size_t wb = fam_block_bytes(fam);
+    for (int i = 0; i < nw_max + nx_max; i++) {
+        const char *row = i < nw_max ? wr[i] : xr[i - nw_max];
+        size_t bytes = i < nw_max ? wb : sizeof(struct block_q8_0);
+        for (int b = 0; b < FAM_CHUNK; b++) {
+            h[b] = 0;
+            if (b < n) memcpy(&h[b], row + (size_t)(b0 + b) * bytes, sizeof(uint16_t));
+        }
+        float *dst = i < nw_max ? dw[i] : dx[i - nw_max];
+        for (int b = 0; b < FAM_CHUNK; b += 8) _mm256_storeu_ps(dst + b, load_f16x8(h + b));
+    }
+    for (int i = 0; i < nw_max; i++)
+        for (int j = 0; j < nx_max; j++)
+            for (int b = 0; b < FAM_CHUNK; b += 8)
+                _mm256_storeu_ps(dd[i * nx_max + j] + b, _mm256_mul_ps(_mm256_loadu_ps(dw[i] + b),
+                                                                       _mm256_loadu_ps(dx[j] + b)));
+}
+
+INLINE void fam_tile(int fam, int nw_max, int nx_max, const void *w, size_t w_stride, const void *x,
+                     size_t x_stride, int64_t k, float *out, size_t out_stride, int n_w, int n_x) {
+    CHECK(k % QK8_0 == 0);
+    const size_t wb = fam_block_bytes(fam);
+    const char *wr[QW], *xr[QX];
+#pragma GCC unroll 16
+    for (int i = 0; i < nw_max; i++) wr[i] = tile_row(w, w_stride, i, n_w);
+#pragma GCC unroll 16
+    for (int j = 0; j < nx_max; j++) xr[j] = tile_row(x, x_stride, j, n_x);
+    const __m256i table =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kvalues_iq4nl));
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[QW][QX];
+#pragma GCC unroll 16
+    for (int i = 0; i < nw_max; i++)
+#pragma GCC unroll 16
+        for (int j = 0; j < nx_max; j++) acc[i][j] = _mm256_setzero_ps();
+    float dd[QW * QX][FAM_CHUNK];
+    const int64_t nb = k / QK8_0;
+    for (int64_t b0 = 0; b0 < nb; b0 += FAM_CHUNK) {
+        int n = nb - b0 < FAM_CHUNK ? (int)(nb - b0) : FAM_CHUNK;
+        fam_scales(fam, nw_max, nx_max, wr, xr, b0, n, dd);
+        for (int b = 0; b < n; b++) {
+            __m256i xv[QX];
+#pragma GCC unroll 16
+            for (int j = 0; j < nx_max; j++)
+                xv[j] = _mm256_loadu_si256(
+                    (const __m256i *)((const struct block_q8_0 *)xr[j] + b0 + b)->qs);
+#pragma GCC unroll 16
+            for (int i = 0; i < nw_max; i++) {
+                __m256i ws = fam_weights(fam, wr[i] + (size_t)(b0 + b) * wb, table);
+                __m256i wa = _mm256_sign_epi8(ws, ws);
+#pragma GCC unroll 16
+                for (int j = 0; j < nx_max; j++) {
+                    __m256i p = _mm256_maddubs_epi16(wa, _mm256_sign_epi8(xv[j], ws));
+                    __m256i s = _mm256_madd_epi16(p, ones);
+                    acc[i][j] = _mm256_fmadd_ps(_mm256_set1_ps(dd[i * nx_max + j][b]),
+                                                _mm256_cvtepi32_ps(s), acc[i][j]);
+                }
+            }
+        }
+    }
+    for (int j = 0; j < n_x && j < nx_max; j++)
+        for (int i = 0; i < n_w && i < nw_max; i++)
+            out[(size_t)j * out_stride + (size_t)i] = hsum_ps8(acc[i][j]);
+}
+
+static float q8_0_dot_q8_0_avx2(const void *w, const void *x, int64_t n) {
+    float out;
+    fam_tile(FAM_Q8_0, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float q4_0_dot_q8_0_avx2(const void *w, const void *x, int64_t n) {
+    float out;
+    fam_tile(FAM_Q4_0, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float iq4_nl_dot_q8_0_avx2(const void *w, const void *x, int64_t n) {
+    float out;
+    fam_tile(FAM_IQ4_NL, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+
+static void q8_0_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        fam_tile(FAM_Q8_0, QW, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        fam_tile(FAM_Q8_0, QW, QX, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void q4_0_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        fam_tile(FAM_Q4_0, QW, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        fam_tile(FAM_Q4_0, QW, QX, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void iq4_nl_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                  float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        fam_tile(FAM_IQ4_NL, QW, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        fam_tile(FAM_IQ4_NL, QW, QX, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+
+/* ============================================================================================
+ * K-quants (Q4_K, Q5_K, Q6_K) and IQ4_XS against Q8_K activations
+ * Exact int32 sums per super-block as in kernels_avx512.c, 32 values at a time: vpmaddubsw
+ * (IQ4_XS: |value| against sign(activation, value)), vpmaddwd with the sub-block scale, add.
+ * The 8 lanes of each of the 8 (row, token) pairs are then summed by a vphaddd tree, lane
+ * p = i * nx + j, and the f32 step runs on the 8 pairs in one vector.
+ * ============================================================================================ */
+
+enum kq_type { KQ_Q4_K, KQ_Q5_K, KQ_Q6_K, KQ_IQ4_XS };
+
+INLINE size_t kq_block_bytes(int type) {
+    return type == KQ_Q4_K   ? sizeof(struct block_q4_k)
+           : type == KQ_Q5_K ? sizeof(struct block_q5_k)
+           : type == KQ_Q6_K ? sizeof(struct block_q6_k)
+                             : sizeof(struct block_iq4_xs);
+}
+
+/* Per row and super-block: the int16 scales (8 per sub-block of 32; Q6_K 16 of 16), mins and
+ * f32 super-scales. */
+struct kq_row {
+    int16_t sc[16]; /* Q4_K/Q5_K/IQ4_XS: sc[0..7]; Q6_K: all 16 */
+    __m128i mn;     /* Q4_K/Q5_K: 8 mins as int16 */
+    float d, dmin;
+};
+
+INLINE void kq_row_load(int type, const char *blk, struct kq_row *r) {
+    if (type == KQ_Q4_K || type == KQ_Q5_K) {
+        const struct block_q4_k *b = (const struct block_q4_k *)blk; /* same head in Q5_K */
+        uint32_t w0, w1, w2;
+        memcpy(&w0, b->scales, 4);
+        memcpy(&w1, b->scales + 4, 4);
+        memcpy(&w2, b->scales + 8, 4);
+        uint32_t sc_lo = w0 & 0x3f3f3f3f, mn_lo = w1 & 0x3f3f3f3f;
+        uint32_t sc_hi = (w2 & 0x0f0f0f0f) | ((w0 >> 6) & 0x03030303) << 4;
+        uint32_t mn_hi = ((w2 >> 4) & 0x0f0f0f0f) | ((w1 >> 6) & 0x03030303) << 4;
+        _mm_storeu_si128((__m128i *)r->sc,
+                         _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)sc_hi, (int)sc_lo)));
+        r->mn = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)mn_hi, (int)mn_lo));
+        r->d = f16_to_f32(b->d);
+        r->dmin = f16_to_f32(b->dmin);
+    } else if (type == KQ_Q6_K) {
+        const struct block_q6_k *b = (const struct block_q6_k *)blk;
+        _mm256_storeu_si256((__m256i *)r->sc,
+                            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales)));
+        r->mn = _mm_setzero_si128();
+        r->d = f16_to_f32(b->d);
+        r->dmin = 0.0f;
+    } else {
+        const struct block_iq4_xs *b = (const struct block_iq4_xs *)blk;
+        for (int ib = 0; ib < 8; ib++)
+            r->sc[ib] = (int16_t)((((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0f) |
+                                   ((b->scales_h >> (2 * ib)) & 3) << 4) -
+                                  32);
+        r->mn = _mm_setzero_si128();
+        r->d = f16_to_f32(b->d);
+        r->dmin = 0.0f;
+    }
+}
+
+/* Values 32g .. 32g+31 of a super-block as unsigned bytes (IQ4_XS: the signed table values). */
+INLINE __m256i kq_part_weights(int type, const char *blk, int g) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    if (type == KQ_Q4_K || type == KQ_Q5_K) {
+        const uint8_t *qs = type == KQ_Q4_K ? ((const struct block_q4_k *)blk)->qs
+                                            : ((const struct block_q5_k *)blk)->qs;
+        __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * (g / 2)));
+        __m256i q = _mm256_and_si256(g % 2 ? _mm256_srli_epi16(v, 4) : v, m4);
+        if (type == KQ_Q4_K) return q;
+        __m256i h = _mm256_loadu_si256((const __m256i *)((const struct block_q5_k *)blk)->qh);
+        h = _mm256_and_si256(_mm256_srli_epi16(h, g), _mm256_set1_epi8(1));
+        return _mm256_or_si256(q, _mm256_slli_epi16(h, 4));
+    }
+    if (type == KQ_Q6_K) {
+        const struct block_q6_k *b = (const struct block_q6_k *)blk;
+        int h = g / 4, kq = g % 4;
+        __m256i l = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32 * (kq % 2)));
+        l = _mm256_and_si256(kq / 2 ? _mm256_srli_epi16(l, 4) : l, m4);
+        __m256i hb = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+        hb = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * kq), _mm256_set1_epi8(3));
+        return _mm256_or_si256(l, _mm256_slli_epi16(hb, 4));
+    }
+    const struct block_iq4_xs *b = (const struct block_iq4_xs *)blk;
+    __m128i v = _mm_loadu_si128((const __m128i *)(b->qs + 16 * g));
+    __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), m4);
+    return _mm256_shuffle_epi8(
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kvalues_iq4nl)), q);
+}
+
+/* int16 scale of each of the 16 pairs of values 32g .. 32g+31. */
+INLINE __m256i kq_part_scales(int type, const struct kq_row *r, int g) {
+    if (type == KQ_Q6_K)
+        return _mm256_set_m128i(_mm_set1_epi16(r->sc[2 * g + 1]), _mm_set1_epi16(r->sc[2 * g]));
+    return _mm256_set1_epi16(r->sc[g]);
+}
+
+/* Lane p of the result: the sum of the 8 lanes of v[p], p < n_pairs <= 8. */
+INLINE __m256i kq_sum_pairs(const __m256i *v, int n_pairs) {
+    const __m256i z = _mm256_setzero_si256();
+    __m256i h[4];
+    for (int q = 0; q < 4; q++)
+        h[q] = _mm256_hadd_epi32(2 * q < n_pairs ? v[2 * q] : z,
+                                 2 * q + 1 < n_pairs ? v[2 * q + 1] : z);
+    __m256i a = _mm256_hadd_epi32(h[0], h[1]), b = _mm256_hadd_epi32(h[2], h[3]);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20),
+                            _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+/* Lane p: sum of the 4 int32 lanes of v[p] (p < 8). */
+INLINE __m256i kq_sum_pairs128(const __m128i *v, int n_pairs) {
+    const __m128i z = _mm_setzero_si128();
+    __m128i h[4];
+    for (int q = 0; q < 4; q++)
+        h[q] =
+            _mm_hadd_epi32(2 * q < n_pairs ? v[2 * q] : z, 2 * q + 1 < n_pairs ? v[2 * q + 1] : z);
+    return _mm256_set_m128i(_mm_hadd_epi32(h[2], h[3]), _mm_hadd_epi32(h[0], h[1]));
+}
+
+INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_stride, const void *x,
+                    size_t x_stride, int64_t k, float *out, size_t out_stride, int n_w, int n_x) {
+    CHECK(k % QK_K == 0);
+    const size_t wb = kq_block_bytes(type);
+    const int n_pairs = nw_max * nx_max;
+    const int has_min = type == KQ_Q4_K || type == KQ_Q5_K;
+    const char *wr[QW], *xr[QX];
+#pragma GCC unroll 16
+    for (int i = 0; i < nw_max; i++) wr[i] = tile_row(w, w_stride, i, n_w);
+#pragma GCC unroll 16
+    for (int j = 0; j < nx_max; j++) xr[j] = tile_row(x, x_stride, j, n_x);
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i lane_i = nx_max == 2 ? _mm256_srli_epi32(iota, 1) : iota;
+    const __m256i lane_j =
+        nx_max == 2 ? _mm256_and_si256(iota, _mm256_set1_epi32(1)) : _mm256_setzero_si256();
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t ib = 0; ib < k / QK_K; ib++) {
+        const struct block_q8_k *yb[QX];
+        float rd[4] = {0}, rdmin[4] = {0}, ty[4] = {0};
+        struct kq_row row[QW];
+        __m256i acc[QW * QX];
+#pragma GCC unroll 16
+        for (int j = 0; j < nx_max; j++) {
+            yb[j] = (const struct block_q8_k *)xr[j] + ib;
+            ty[j] = yb[j]->d;
+        }
+#pragma GCC unroll 16
+        for (int i = 0; i < nw_max; i++) {
+            kq_row_load(type, wr[i] + (size_t)ib * wb, &row[i]);
+            rd[i] = row[i].d;
+            rdmin[i] = row[i].dmin;
+        }
+#pragma GCC unroll 16
+        for (int p = 0; p < n_pairs; p++) acc[p] = _mm256_setzero_si256();
+        for (int g = 0; g < QK_K / 32; g++) {
+            __m256i a[QX];
+#pragma GCC unroll 16
+            for (int j = 0; j < nx_max; j++)
+                a[j] = _mm256_loadu_si256((const __m256i *)(yb[j]->qs + 32 * g));
+#pragma GCC unroll 16
+            for (int i = 0; i < nw_max; i++) {
+                __m256i q = kq_part_weights(type, wr[i] + (size_t)ib * wb, g);
+                __m256i sc = kq_part_scales(type, &row[i], g);
+                __m256i qa = type == KQ_IQ4_XS ? _mm256_sign_epi8(q, q) : q;
+#pragma GCC unroll 16
+                for (int j = 0; j < nx_max; j++) {
+                    __m256i aj = type == KQ_IQ4_XS ? _mm256_sign_epi8(a[j], q) : a[j];
+                    __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(qa, aj), sc);
+                    acc[i * nx_max + j] = _mm256_add_epi32(acc[i * nx_max + j], s);
+                }
+            }
+        }
+        if (type == KQ_Q6_K) /* q = stored - 32: add -32 * sum_s scale_s * bsum_s */
+#pragma GCC unroll 16
+            for (int i = 0; i < nw_max; i++) {
+                __m256i neg = _mm256_sub_epi16(
+                    _mm256_setzero_si256(),
+                    _mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)row[i].sc), 5));
+#pragma GCC unroll 16
+                for (int j = 0; j < nx_max; j++) {
+                    __m256i bs = _mm256_loadu_si256((const __m256i *)yb[j]->bsums);
+                    acc[i * nx_max + j] =
+                        _mm256_add_epi32(acc[i * nx_max + j], _mm256_madd_epi16(neg, bs));
+                }
+            }
+        __m256 fi = _mm256_cvtepi32_ps(kq_sum_pairs(acc, n_pairs));
+        __m256 dx = _mm256_permutevar8x32_ps(_mm256_zextps128_ps256(_mm_loadu_ps(rd)), lane_i);
+        __m256 dy = _mm256_permutevar8x32_ps(_mm256_zextps128_ps256(_mm_loadu_ps(ty)), lane_j);
+        __m256 t = _mm256_mul_ps(_mm256_mul_ps(dx, dy), fi);
+        if (has_min) {
+            __m128i b2[QX], mv[QW * QX];
+#pragma GCC unroll 16
+            for (int j = 0; j < nx_max; j++) {
+                __m256i bs = _mm256_loadu_si256((const __m256i *)yb[j]->bsums);
+                __m256i s2 = _mm256_madd_epi16(bs, _mm256_set1_epi16(1)); /* 8 pair sums */
+                b2[j] =
+                    _mm_packs_epi32(_mm256_castsi256_si128(s2), _mm256_extracti128_si256(s2, 1));
+            }
+#pragma GCC unroll 16
+            for (int i = 0; i < nw_max; i++)
+#pragma GCC unroll 16
+                for (int j = 0; j < nx_max; j++)
+                    mv[i * nx_max + j] = _mm_madd_epi16(row[i].mn, b2[j]);
+            __m256 dm =
+                _mm256_permutevar8x32_ps(_mm256_zextps128_ps256(_mm_loadu_ps(rdmin)), lane_i);
+            __m256 fm = _mm256_cvtepi32_ps(kq_sum_pairs128(mv, n_pairs));
+            t = _mm256_sub_ps(t, _mm256_mul_ps(_mm256_mul_ps(dm, dy), fm));
+        }
+        sum = _mm256_add_ps(sum, t);
+    }
+    float res[8];
+    _mm256_storeu_ps(res, sum);
+    for (int j = 0; j < n_x && j < nx_max; j++)
+        for (int i = 0; i < n_w && i < nw_max; i++)
+            out[(size_t)j * out_stride + (size_t)i] = res[i * nx_max + j];
+}
+
+static float q4_k_dot_q8_k_avx2(const void *w, const void *x, int64_t n) {
+    float out;
+    kq_tile(KQ_Q4_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float q5_k_dot_q8_k_avx2(const void *w, const void *x, int64_t n) {
+    float out;
+    kq_tile(KQ_Q5_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float q6_k_dot_q8_k_avx2(const void *w, const void *x, int64_t n) {
+    float out;
+    kq_tile(KQ_Q6_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float iq4_xs_dot_q8_k_avx2(const void *w, const void *x, int64_t n) {
+    float out;
+    kq_tile(KQ_IQ4_XS, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static void q4_k_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        kq_tile(KQ_Q4_K, QW, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        kq_tile(KQ_Q4_K, QW, QX, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void q5_k_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        kq_tile(KQ_Q5_K, QW, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        kq_tile(KQ_Q5_K, QW, QX, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void q6_k_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        kq_tile(KQ_Q6_K, QW, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        kq_tile(KQ_Q6_K, QW, QX, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void iq4_xs_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                  float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        kq_tile(KQ_IQ4_XS, QW, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        kq_tile(KQ_IQ4_XS, QW, QX, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+
+/* ============================================================================================
+ * Dequantization: the f32 expressions of the *_dequantize_row_ref functions
+ * ============================================================================================ */
+
+INLINE __m256 bytes8_to_ps(const int8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+static void q8_0_to_f32_avx2(const void *vx, float *y, int64_t n) {
+    CHECK(n % QK8_0 == 0);
+    const struct block_q8_0 *x = vx;
+    for (int64_t ib = 0; ib < n / QK8_0; ib++) {
+        __m256 d = _mm256_set1_ps(f16_to_f32(x[ib].d));
+        for (int h = 0; h < 4; h++)
+            _mm256_storeu_ps(y + ib * QK8_0 + 8 * h,
+                             _mm256_mul_ps(d, bytes8_to_ps(x[ib].qs + 8 * h)));
+    }
+}
+
+INLINE void nibble_blocks_to_f32(int iq4, const void *vx, float *y, int64_t n) {
+    CHECK(n % QK4_0 == 0);
+    const struct block_q4_0 *x = vx; /* same layout as block_iq4_nl */
+    const __m128i m4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+    const __m128i table = _mm_loadu_si128((const __m128i *)kvalues_iq4nl);
+    for (int64_t ib = 0; ib < n / QK4_0; ib++) {
+        __m256 d = _mm256_set1_ps(f16_to_f32(x[ib].d));
+        __m128i v = _mm_loadu_si128((const __m128i *)x[ib].qs);
+        __m128i lo = _mm_and_si128(v, m4), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
+        lo = iq4 ? _mm_shuffle_epi8(table, lo) : _mm_sub_epi8(lo, eight);
+        hi = iq4 ? _mm_shuffle_epi8(table, hi) : _mm_sub_epi8(hi, eight);
+        int8_t q[32];
+        _mm_storeu_si128((__m128i *)q, lo);
+        _mm_storeu_si128((__m128i *)(q + 16), hi);
+        for (int h = 0; h < 4; h++)
+            _mm256_storeu_ps(y + ib * QK4_0 + 8 * h, _mm256_mul_ps(d, bytes8_to_ps(q + 8 * h)));
+    }
+}
+
+static void q4_0_to_f32_avx2(const void *x, float *y, int64_t n) {
+    nibble_blocks_to_f32(0, x, y, n);
+}
+static void iq4_nl_to_f32_avx2(const void *x, float *y, int64_t n) {
+    nibble_blocks_to_f32(1, x, y, n);
+}
+
+INLINE void kq_to_f32(int type, const void *vx, float *y, int64_t n) {
+    CHECK(n % QK_K == 0);
+    const size_t wb = kq_block_bytes(type);
+    for (int64_t ib = 0; ib < n / QK_K; ib++) {
+        const char *blk = (const char *)vx + (size_t)ib * wb;
+        struct kq_row r;
+        kq_row_load(type, blk, &r);
+        int16_t mn[8];
+        _mm_storeu_si128((__m128i *)mn, r.mn);
+        for (int g = 0; g < QK_K / 32; g++) {
+            __m256i q = kq_part_weights(type, blk, g);
+            if (type == KQ_Q6_K) q = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
+            int8_t qb[32];
+            _mm256_storeu_si256((__m256i *)qb, q);
+            for (int h = 0; h < 4; h++) {
+                __m256 v = bytes8_to_ps(qb + 8 * h);
+                float *dst = y + ib * QK_K + 32 * g + 8 * h;
+                if (type == KQ_Q6_K) {
+                    float ds = r.d * (float)r.sc[2 * g + h / 2];
+                    _mm256_storeu_ps(dst, _mm256_mul_ps(_mm256_set1_ps(ds), v));
+                } else if (type == KQ_IQ4_XS) {
+                    float dl = r.d * (float)r.sc[g];
+                    _mm256_storeu_ps(dst, _mm256_mul_ps(_mm256_set1_ps(dl), v));
+                } else {
+                    float ds = r.d * (float)r.sc[g], ms = r.dmin * (float)mn[g];
+                    _mm256_storeu_ps(dst, _mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(ds), v),
+                                                        _mm256_set1_ps(ms)));
+                }
+            }
+        }
+    }
+}
+
+static void q4_k_to_f32_avx2(const void *x, float *y, int64_t n) {
+    kq_to_f32(KQ_Q4_K, x, y, n);
+}
+static void q5_k_to_f32_avx2(const void *x, float *y, int64_t n) {
+    kq_to_f32(KQ_Q5_K, x, y, n);
+}
+static void q6_k_to_f32_avx2(const void *x, float *y, int64_t n) {
+    kq_to_f32(KQ_Q6_K, x, y, n);
+}
+static void iq4_xs_to_f32_avx2(const void *x, float *y, int64_t n) {
+    kq_to_f32(KQ_IQ4_XS, x, y, n);
+}
+
+/* ============================================================================================
+ * The table
+ * ============================================================================================ */
+
+static void set_dot(struct cpu_kernels *k, enum dtype t, cpu_vec_dot_fn dot, cpu_gemm_tile_fn tile,
+                    int tw, int tx) {
+    k->vec_dot[t] = dot;
+    k->gemm_tile[t] = tile;
+    k->gemm_tile_w[t] = tw;
+    k->gemm_tile_x[t] = tx;
+}
 
 int cpu_kernels_fill_avx2(struct cpu_kernels *k, const struct cpu_features *f) {
     memset(k, 0, sizeof(*k));
     k->name = "avx2";
+    set_dot(k, DTYPE_F32, f32_dot_f32_avx2, f32_gemm_tile_avx2, FW, FX);
+    set_dot(k, DTYPE_F16, f16_dot_f16_avx2, f16_gemm_tile_avx2, FW, FX);
+    set_dot(k, DTYPE_BF16, bf16_dot_bf16_avx2, bf16_gemm_tile_avx2, FW, FX);
+    set_dot(k, DTYPE_Q8_0, q8_0_dot_q8_0_avx2, q8_0_gemm_tile_avx2, QW, QX);
+    set_dot(k, DTYPE_Q4_0, q4_0_dot_q8_0_avx2, q4_0_gemm_tile_avx2, QW, QX);
+    set_dot(k, DTYPE_IQ4_NL, iq4_nl_dot_q8_0_avx2, iq4_nl_gemm_tile_avx2, QW, QX);
+    set_dot(k, DTYPE_Q4_K, q4_k_dot_q8_k_avx2, q4_k_gemm_tile_avx2, QW, QX);
+    set_dot(k, DTYPE_Q5_K, q5_k_dot_q8_k_avx2, q5_k_gemm_tile_avx2, QW, QX);
+    set_dot(k, DTYPE_Q6_K, q6_k_dot_q8_k_avx2, q6_k_gemm_tile_avx2, QW, QX);
+    set_dot(k, DTYPE_IQ4_XS, iq4_xs_dot_q8_k_avx2, iq4_xs_gemm_tile_avx2, QW, QX);
+    k->from_float[DTYPE_Q8_0] = q8_0_quantize_row_act_avx2;
+    k->from_float[DTYPE_Q8_K] = q8_k_quantize_row_act_avx2;
+    k->from_float[DTYPE_F16] = f16_from_f32_avx2;
+    k->from_float[DTYPE_BF16] = bf16_from_f32_avx2;
+    k->to_float[DTYPE_F16] = f16_to_f32_avx2;
+    k->to_float[DTYPE_BF16] = bf16_to_f32_avx2;
+    k->to_float[DTYPE_Q8_0] = q8_0_to_f32_avx2;
+    k->to_float[DTYPE_Q4_0] = q4_0_to_f32_avx2;
+    k->to_float[DTYPE_IQ4_NL] = iq4_nl_to_f32_avx2;
+    k->to_float[DTYPE_Q4_K] = q4_k_to_f32_avx2;
+    k->to_float[DTYPE_Q5_K] = q5_k_to_f32_avx2;
+    k->to_float[DTYPE_Q6_K] = q6_k_to_f32_avx2;
+    k->to_float[DTYPE_IQ4_XS] = iq4_xs_to_f32_avx2;
+    k->attn_dot_f16 = attn_dot_f16_avx2;
+    k->attn_mad_f16 = attn_mad_f16_avx2;
+    k->attn_scale_f16 = attn_scale_f16_avx2;
     return 0;
 }
