@@ -4,7 +4,8 @@
  * pin down that this never changes a number: matmul and matmul_id equal one vec_dot per output
  * element bit for bit (odd sizes, bias, prefill and decode shapes, 1 and 3 threads), attention
  * of a query row is the same alone or inside a batch for every cache type, and the pool's
- * barrier orders phases. Plus the KV-cache default: F16 keeps the synthetic goldens' greedy ids.
+ * dynamic jobs run every item once. Plus the KV-cache default: F16 keeps the synthetic goldens'
+ * greedy ids.
  */
 #include "test.h"
 
@@ -16,6 +17,7 @@
 #include "json_mini.h"
 
 #include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -236,33 +238,63 @@ TEST(backend_attention_rows_independent_of_batch) {
     mem_free(o_one);
 }
 
-struct barrier_job {
-    struct threadpool *pool;
-    _Atomic int slots[8];
+/* threadpool_run_dynamic: every claimed item runs exactly once, later phases see everything
+ * earlier ones wrote, and the job returns only when every thread that joined has left (even
+ * with more threads than cores, when workers often join late or not at all). threadpool_run
+ * still runs fn on every thread. */
+struct dyn_job {
+    _Atomic int64_t next, done;
+    int64_t n;
     int round;
+    int *hits;   /* [n] */
+    int *phase2; /* [n] */
+    _Atomic int ran[8];
     _Atomic int errors;
 };
 
-static void barrier_task(void *p, int ith, int nth) {
-    struct barrier_job *j = p;
-    for (int phase = 0; phase < 3; phase++) {
-        atomic_store(&j->slots[ith], j->round * 3 + phase);
-        threadpool_barrier(j->pool);
-        for (int i = 0; i < nth; i++)
-            if (atomic_load(&j->slots[i]) != j->round * 3 + phase) atomic_fetch_add(&j->errors, 1);
-        threadpool_barrier(j->pool);
+static void dyn_task(void *p, int ith, int nth) {
+    struct dyn_job *j = p;
+    atomic_fetch_add(&j->ran[ith], 1);
+    int64_t i;
+    while ((i = atomic_fetch_add(&j->next, 1)) < j->n) {
+        j->hits[i] = j->round;
+        atomic_fetch_add(&j->done, 1);
     }
+    while (atomic_load(&j->done) < j->n) sched_yield();
+    for (int64_t k = ith; k < j->n; k += nth) /* phase 2 reads phase 1 */
+        if (j->hits[(k * 7) % j->n] != j->round) atomic_fetch_add(&j->errors, 1);
 }
 
-TEST(backend_threadpool_barrier_orders_phases) {
-    for (int nthr = 1; nthr <= 3; nthr++) {
-        struct barrier_job j;
+static void all_task(void *p, int ith, int nth) {
+    struct dyn_job *j = p;
+    atomic_fetch_add(&j->ran[ith], 1);
+}
+
+TEST(backend_threadpool_dynamic_jobs) {
+    for (int nthr = 1; nthr <= 5; nthr += 2) {
+        struct threadpool *pool = NULL;
+        ASSERT(threadpool_create(&pool, nthr) == 0);
+        static struct dyn_job j;
         memset(&j, 0, sizeof(j));
-        ASSERT(threadpool_create(&j.pool, nthr) == 0);
-        for (j.round = 0; j.round < 100; j.round++) threadpool_run(j.pool, barrier_task, &j);
-        EXPECT_MSG(atomic_load(&j.errors) == 0, "%d threads: %d phase errors", nthr,
+        j.n = 257;
+        j.hits = mem_calloc((size_t)j.n, sizeof(int));
+        ASSERT(j.hits);
+        for (j.round = 1; j.round <= 200; j.round++) {
+            atomic_store(&j.next, 0);
+            atomic_store(&j.done, 0);
+            threadpool_run_dynamic(pool, dyn_task, &j);
+            for (int64_t i = 0; i < j.n; i++)
+                if (j.hits[i] != j.round) atomic_fetch_add(&j.errors, 1);
+        }
+        EXPECT_MSG(atomic_load(&j.errors) == 0, "%d threads: %d errors", nthr,
                    atomic_load(&j.errors));
-        threadpool_free(j.pool);
+        EXPECT_EQ_INT(atomic_load(&j.ran[0]), 200); /* the caller always runs its job */
+        for (int t = 1; t < nthr; t++) EXPECT(atomic_load(&j.ran[t]) <= 200);
+        memset((void *)j.ran, 0, sizeof(j.ran));
+        for (int r = 0; r < 50; r++) threadpool_run(pool, all_task, &j);
+        for (int t = 0; t < nthr; t++) EXPECT_EQ_INT(atomic_load(&j.ran[t]), 50);
+        mem_free(j.hits);
+        threadpool_free(pool);
     }
 }
 

@@ -16,7 +16,9 @@
  *
  * --json prints a JSON array with llama-bench's record fields (n_prompt, n_gen, n_threads,
  * avg_ts, stddev_ts, model_size, model_type, samples_ts, ...) so llama-bench tooling can read
- * it, plus hearth's own fields (bw_gbs, bytes_per_token, bound_ts, bound_frac, rss_bytes).
+ * it, plus hearth's own fields (bw_gbs, bytes_per_token, bound_ts, bound_frac, rss_bytes, and
+ * cpu_share: process CPU time / (wall time x threads), well below 1 when other processes had the
+ * cores; spinning threads count as busy).
  */
 #include "tools.h"
 
@@ -56,8 +58,16 @@ struct bench_result {
     double bytes_per_token; /* tg only */
     double bound_ts;        /* tg only: bw / bytes_per_token */
     long long rss_bytes;    /* VmRSS after the test */
+    double cpu_share;       /* process CPU time / (wall time * threads) over the timed runs */
     char test_time[32];     /* ISO 8601 UTC */
 };
+
+/* CPU time of the whole process (all threads), ns. */
+static double cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
 
 static double now_ns(void) {
     struct timespec ts;
@@ -403,10 +413,12 @@ static int run_test(struct engine *e, const struct bench_opts *o, int n_threads,
     r->n_gen = n_gen;
     r->n_threads = n_threads;
     r->n_samples = 0;
-    double sum_ts = 0, sum_ns = 0;
+    double sum_ts = 0, sum_ns = 0, cpu_sum = 0;
     double ts[64];
     for (int rep = 0; rep < o->reps; rep++) {
+        double cpu0 = cpu_ns();
         double ns = run_once(s, info.n_vocab, n_prompt, n_gen, &rng, ids, err);
+        cpu_sum += cpu_ns() - cpu0;
         if (ns < 0) {
             rc = err->code ? err->code : ERR_INVALID;
             goto done;
@@ -426,6 +438,7 @@ static int run_test(struct engine *e, const struct bench_opts *o, int n_threads,
     r->stddev_ts = r->n_samples > 1 ? sqrt(v_ts / (r->n_samples - 1)) : 0;
     r->stddev_ns = r->n_samples > 1 ? sqrt(v_ns / (r->n_samples - 1)) : 0;
     r->rss_bytes = rss_bytes();
+    r->cpu_share = cpu_sum / (sum_ns * n_threads);
 done:
     session_free(s);
     mem_free(ids);
@@ -500,7 +513,8 @@ static void print_json(FILE *f, const struct bench_opts *o, const struct engine_
         fprintf(f, "%s%.6g", i ? ", " : " ", (double)n / (r->samples_ns[i] * 1e-9));
     fprintf(f, " ],\n    \"kernels\": ");
     json_str(f, info->kernels);
-    fprintf(f, ",\n    \"rss_bytes\": %lld,\n    \"bw_gbs\": %.3f", r->rss_bytes, bw / 1e9);
+    fprintf(f, ",\n    \"rss_bytes\": %lld,\n    \"cpu_share\": %.3f,\n    \"bw_gbs\": %.3f",
+            r->rss_bytes, r->cpu_share, bw / 1e9);
     if (r->n_gen > 0)
         fprintf(f,
                 ",\n    \"bytes_per_token\": %.0f,\n    \"bound_ts\": %.6f,\n"
@@ -511,11 +525,13 @@ static void print_json(FILE *f, const struct bench_opts *o, const struct engine_
 
 static void print_md_header(FILE *f) {
     fprintf(f,
-            "| %-30s | %10s | %10s | %-7s | %7s | %8s | %18s | %9s | %8s | %10s |\n"
-            "| %.30s | %.9s: | %.9s: | %.7s | %.6s: | %.7s: | %.17s: | %.8s: | %.7s: | %.9s: |\n",
+            "| %-30s | %10s | %10s | %-7s | %7s | %8s | %18s | %9s | %8s | %10s | %4s |\n"
+            "| %.30s | %.9s: | %.9s: | %.7s | %.6s: | %.7s: | %.17s: | %.8s: | %.7s: | %.9s: | "
+            "%.3s: |\n",
             "model", "size", "params", "backend", "threads", "test", "t/s", "bound t/s", "of bound",
-            "RSS", "------------------------------", "----------", "----------", "-------",
-            "-------", "--------", "------------------", "---------", "--------", "----------");
+            "RSS", "CPU", "------------------------------", "----------", "----------", "-------",
+            "-------", "--------", "------------------", "---------", "--------", "----------",
+            "----");
 }
 
 static void print_md_row(FILE *f, const char *model_type, const struct model_bytes *mb,
@@ -537,9 +553,10 @@ static void print_md_row(FILE *f, const char *model_type, const struct model_byt
         snprintf(bound, sizeof(bound), "%.2f", r->bound_ts);
         snprintf(frac, sizeof(frac), "%.0f%%", 100.0 * r->avg_ts / r->bound_ts);
     }
-    fprintf(f, "| %-30s | %10s | %10s | %-7s | %7d | %8s | %18s | %9s | %8s | %6.0f MiB |\n",
+    fprintf(f,
+            "| %-30s | %10s | %10s | %-7s | %7d | %8s | %18s | %9s | %8s | %6.0f MiB | %3.0f%% |\n",
             model_type, size, params, "CPU", r->n_threads, test, ts, bound, frac,
-            (double)r->rss_bytes / (1024.0 * 1024));
+            (double)r->rss_bytes / (1024.0 * 1024), 100.0 * r->cpu_share);
 }
 
 /* ============================================================================================

@@ -1,11 +1,13 @@
 /* cpu_backend.c: the CPU implementation of struct backend (see backend.h).
  *
  * Every op packs its arguments into a small struct and runs one job on the persistent thread
- * pool (base/threads.h). Work is cut into units (row chunks, tiles, attention rows) that threads
- * claim from an atomic counter, so a thread that loses its core to another process does not
- * hold the others back; an op with several phases (quantize the activations, then multiply)
- * separates them with the pool's spin barrier instead of a second job. Small ops run inline on
- * the caller: a wake-up costs more than they do.
+ * pool (base/threads.h, threadpool_run_dynamic). Work is cut into units (row chunks, tiles,
+ * attention rows) that threads claim from an atomic counter, and only the threads that are ready
+ * take part, so a worker that lost its core to another process (the machine is shared) costs
+ * its share of throughput instead of stalling every op. An op with several phases (quantize the
+ * activations, then multiply) keeps them in one job: a thread that finishes its phase-1 items
+ * waits only for items already claimed. Small ops run inline on the caller: a wake-up costs
+ * more than they do.
  *
  * Numerics do not depend on the schedule: every output element is computed by exactly one
  * kernel call whose arguments do not depend on the thread count, the unit boundaries or the
@@ -22,6 +24,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -54,14 +57,49 @@ static size_t align64(size_t n) {
     return (n + 63) & ~(size_t)63;
 }
 
-static void split_range(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
-    int64_t per = (n + nth - 1) / nth;
-    *lo = per * ith < n ? per * ith : n;
-    *hi = *lo + per < n ? *lo + per : n;
-}
-
 static int64_t min64(int64_t a, int64_t b) {
     return a < b ? a : b;
+}
+
+/* Work claimed dynamically: threads take [lo, hi) chunks of [0, n) until none is left. Jobs run
+ * with threadpool_run_dynamic, so only the threads that show up take part. */
+struct claim {
+    _Atomic int64_t next;
+    int64_t n, chunk;
+};
+
+/* Chunks of about n / (4 * n_threads) items, at least min_chunk. */
+static void claim_init(struct claim *c, int64_t n, int n_threads, int64_t min_chunk) {
+    atomic_init(&c->next, 0);
+    c->n = n;
+    c->chunk = (n + 4 * (int64_t)n_threads - 1) / (4 * (int64_t)n_threads);
+    if (c->chunk < min_chunk) c->chunk = min_chunk;
+    if (c->chunk < 1) c->chunk = 1;
+}
+
+static int claim_next(struct claim *c, int64_t *lo, int64_t *hi) {
+    int64_t i = atomic_fetch_add_explicit(&c->next, c->chunk, memory_order_relaxed);
+    if (i >= c->n) return 0;
+    *lo = i;
+    *hi = min64(i + c->chunk, c->n);
+    return 1;
+}
+
+/* A phase of a multi-phase job: its items are claimed like a struct claim, and threads that
+ * move on to the next phase first wait until every claimed item of this one is finished. */
+struct phase {
+    struct claim c;
+    _Atomic int64_t done; /* items finished */
+};
+
+static void phase_done(struct phase *ph, int64_t n_items) {
+    atomic_fetch_add_explicit(&ph->done, n_items, memory_order_release);
+}
+
+static void phase_wait(struct phase *ph) {
+    int spins = 0;
+    while (atomic_load_explicit(&ph->done, memory_order_acquire) < ph->c.n)
+        if (++spins > 4000) sched_yield();
 }
 
 /* ============================================================================================
@@ -94,27 +132,28 @@ struct get_rows_args {
     const struct cpu_kernels *kern;
     const struct tensor *w;
     const int32_t *ids;
-    int n;
     float *out;
+    struct claim c; /* rows */
 };
 
 static void get_rows_task(void *p, int ith, int nth) {
     struct get_rows_args *a = p;
-    int64_t lo, hi;
-    split_range(a->n, ith, nth, &lo, &hi);
-    int64_t dim = a->w->ne[0];
-    for (int64_t i = lo; i < hi; i++)
-        a->kern->to_float[a->w->type](tensor_row(a->w, a->ids[i], 0), a->out + i * dim, dim);
+    int64_t dim = a->w->ne[0], lo, hi;
+    while (claim_next(&a->c, &lo, &hi))
+        for (int64_t i = lo; i < hi; i++)
+            a->kern->to_float[a->w->type](tensor_row(a->w, a->ids[i], 0), a->out + i * dim, dim);
 }
 
 static void cpu_get_rows(struct backend *be, const struct tensor *w, const int32_t *ids, int n,
                          float *out) {
-    struct get_rows_args a = {ctx_of(be)->kern, w, ids, n, out};
+    struct cpu_ctx *c = ctx_of(be);
+    struct get_rows_args a = {c->kern, w, ids, out, {0}};
     for (int i = 0; i < n; i++) CHECK(ids[i] >= 0 && ids[i] < w->ne[1]);
+    claim_init(&a.c, n, c->n_threads, 1);
     if (n == 1)
         get_rows_task(&a, 0, 1);
     else
-        threadpool_run(ctx_of(be)->pool, get_rows_task, &a);
+        threadpool_run_dynamic(c->pool, get_rows_task, &a);
 }
 
 struct rms_norm_args {
@@ -124,22 +163,24 @@ struct rms_norm_args {
     float *out;
     int out_stride, n_rows, dim;
     float eps;
+    struct claim c; /* rows */
 };
 
 static void rms_norm_task(void *p, int ith, int nth) {
     struct rms_norm_args *a = p;
     int64_t lo, hi;
-    split_range(a->n_rows, ith, nth, &lo, &hi);
-    for (int64_t r = lo; r < hi; r++) {
-        const float *x = a->x + r * a->x_stride;
-        float *y = a->out + r * a->out_stride;
-        double sum = 0; /* ggml accumulates the sum of squares in double */
-        for (int i = 0; i < a->dim; i++) sum += (double)(x[i] * x[i]);
-        float scale = 1.0f / sqrtf((float)(sum / a->dim) + a->eps);
-        if (a->w)
-            for (int i = 0; i < a->dim; i++) y[i] = x[i] * scale * a->w[i];
-        else
-            for (int i = 0; i < a->dim; i++) y[i] = x[i] * scale;
+    while (claim_next(&a->c, &lo, &hi)) {
+        for (int64_t r = lo; r < hi; r++) {
+            const float *x = a->x + r * a->x_stride;
+            float *y = a->out + r * a->out_stride;
+            double sum = 0; /* ggml accumulates the sum of squares in double */
+            for (int i = 0; i < a->dim; i++) sum += (double)(x[i] * x[i]);
+            float scale = 1.0f / sqrtf((float)(sum / a->dim) + a->eps);
+            if (a->w)
+                for (int i = 0; i < a->dim; i++) y[i] = x[i] * scale * a->w[i];
+            else
+                for (int i = 0; i < a->dim; i++) y[i] = x[i] * scale;
+        }
     }
 }
 
@@ -147,41 +188,44 @@ static void cpu_rms_norm(struct backend *be, const float *x, int x_stride, const
                          float *out, int out_stride, int n_rows, int dim, float eps) {
     CHECK(!w || (w->type == DTYPE_F32 && w->ne[0] == dim));
     struct rms_norm_args a = {
-        x, x_stride, w ? (const float *)w->data : NULL, out, out_stride, n_rows, dim, eps};
+        x, x_stride, w ? (const float *)w->data : NULL, out, out_stride, n_rows, dim, eps, {0}};
+    claim_init(&a.c, n_rows, ctx_of(be)->n_threads, 1);
     if ((int64_t)n_rows * dim < INLINE_ELEMS)
         rms_norm_task(&a, 0, 1);
     else
-        threadpool_run(ctx_of(be)->pool, rms_norm_task, &a);
+        threadpool_run_dynamic(ctx_of(be)->pool, rms_norm_task, &a);
 }
 
 struct binary_args {
     const float *a, *b;
     float *out;
-    int64_t n;
-    int op; /* 0 add, 1 swiglu */
+    int op;         /* 0 add, 1 swiglu */
+    struct claim c; /* elements */
 };
 
 static void binary_task(void *p, int ith, int nth) {
     struct binary_args *a = p;
     int64_t lo, hi;
-    split_range(a->n, ith, nth, &lo, &hi);
-    if (a->op == 0) {
-        for (int64_t i = lo; i < hi; i++) a->out[i] = a->a[i] + a->b[i];
-    } else {
-        for (int64_t i = lo; i < hi; i++) {
-            float g = a->a[i];
-            a->out[i] = g / (1.0f + expf(-g)) * a->b[i];
+    while (claim_next(&a->c, &lo, &hi)) {
+        if (a->op == 0) {
+            for (int64_t i = lo; i < hi; i++) a->out[i] = a->a[i] + a->b[i];
+        } else {
+            for (int64_t i = lo; i < hi; i++) {
+                float g = a->a[i];
+                a->out[i] = g / (1.0f + expf(-g)) * a->b[i];
+            }
         }
     }
 }
 
 static void run_binary(struct backend *be, const float *x, const float *y, float *out, int64_t n,
                        int op) {
-    struct binary_args a = {x, y, out, n, op};
+    struct binary_args a = {x, y, out, op, {0}};
+    claim_init(&a.c, n, ctx_of(be)->n_threads, 1024);
     if (n < (op == 0 ? 4 * INLINE_ELEMS : INLINE_ELEMS / 2))
         binary_task(&a, 0, 1);
     else
-        threadpool_run(ctx_of(be)->pool, binary_task, &a);
+        threadpool_run_dynamic(ctx_of(be)->pool, binary_task, &a);
 }
 
 static void cpu_add(struct backend *be, const float *a, const float *b, float *out, int64_t n) {
@@ -216,6 +260,7 @@ struct rope_args {
     const int32_t *pos;
     int n, n_head, head_dim;
     const struct rope_params *rp;
+    struct claim c; /* tokens */
 };
 
 static void rope_task(void *p, int ith, int nth) {
@@ -232,53 +277,54 @@ static void rope_task(void *p, int ith, int nth) {
     }
     float cs[1024], sn[1024]; /* n_rot/2 <= 1024 checked by the caller */
     int64_t lo, hi;
-    split_range(a->n, ith, nth, &lo, &hi);
-    for (int64_t t = lo; t < hi; t++) {
-        float theta = (float)a->pos[t];
-        for (int i = 0; i < n_rot / 2; i++) {
-            float th = theta;
-            if (rp->freq_factors) th /= rp->freq_factors[i];
-            float th_interp = rp->freq_scale * th, th_final = th_interp, mscale = 1.0f;
-            if (rp->is_yarn) {
-                mscale = rp->attn_factor;
-                if (rp->ext_factor != 0) {
-                    float mix = yarn_ramp(corr_lo, corr_hi, 2 * i) * rp->ext_factor;
-                    th_final = th_interp * (1 - mix) + th * mix;
-                    mscale *= 1.0f + 0.1f * logf(1.0f / rp->freq_scale);
+    while (claim_next(&a->c, &lo, &hi))
+        for (int64_t t = lo; t < hi; t++) {
+            float theta = (float)a->pos[t];
+            for (int i = 0; i < n_rot / 2; i++) {
+                float th = theta;
+                if (rp->freq_factors) th /= rp->freq_factors[i];
+                float th_interp = rp->freq_scale * th, th_final = th_interp, mscale = 1.0f;
+                if (rp->is_yarn) {
+                    mscale = rp->attn_factor;
+                    if (rp->ext_factor != 0) {
+                        float mix = yarn_ramp(corr_lo, corr_hi, 2 * i) * rp->ext_factor;
+                        th_final = th_interp * (1 - mix) + th * mix;
+                        mscale *= 1.0f + 0.1f * logf(1.0f / rp->freq_scale);
+                    }
+                }
+                cs[i] = cosf(th_final) * mscale;
+                sn[i] = sinf(th_final) * mscale;
+                theta *= theta_scale;
+            }
+            for (int h = 0; h < a->n_head; h++) {
+                float *x = a->x + t * a->stride + (int64_t)h * a->head_dim;
+                if (rp->mode == ROPE_MODE_NEOX) {
+                    int half = n_rot / 2;
+                    for (int i = 0; i < half; i++) {
+                        float x0 = x[i], x1 = x[i + half];
+                        x[i] = x0 * cs[i] - x1 * sn[i];
+                        x[i + half] = x0 * sn[i] + x1 * cs[i];
+                    }
+                } else {
+                    for (int i = 0; i < n_rot / 2; i++) {
+                        float x0 = x[2 * i], x1 = x[2 * i + 1];
+                        x[2 * i] = x0 * cs[i] - x1 * sn[i];
+                        x[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
+                    }
                 }
             }
-            cs[i] = cosf(th_final) * mscale;
-            sn[i] = sinf(th_final) * mscale;
-            theta *= theta_scale;
         }
-        for (int h = 0; h < a->n_head; h++) {
-            float *x = a->x + t * a->stride + (int64_t)h * a->head_dim;
-            if (rp->mode == ROPE_MODE_NEOX) {
-                int half = n_rot / 2;
-                for (int i = 0; i < half; i++) {
-                    float x0 = x[i], x1 = x[i + half];
-                    x[i] = x0 * cs[i] - x1 * sn[i];
-                    x[i + half] = x0 * sn[i] + x1 * cs[i];
-                }
-            } else {
-                for (int i = 0; i < n_rot / 2; i++) {
-                    float x0 = x[2 * i], x1 = x[2 * i + 1];
-                    x[2 * i] = x0 * cs[i] - x1 * sn[i];
-                    x[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
-                }
-            }
-        }
-    }
 }
 
 static void cpu_rope(struct backend *be, float *x, int stride, const int32_t *pos, int n,
                      int n_head, int head_dim, const struct rope_params *rp) {
     CHECK(rp->n_rot > 0 && rp->n_rot <= head_dim && rp->n_rot % 2 == 0 && rp->n_rot <= 2048);
-    struct rope_args a = {x, stride, pos, n, n_head, head_dim, rp};
+    struct rope_args a = {x, stride, pos, n, n_head, head_dim, rp, {0}};
+    claim_init(&a.c, n, ctx_of(be)->n_threads, 1);
     if (n < 4)
         rope_task(&a, 0, 1);
     else
-        threadpool_run(ctx_of(be)->pool, rope_task, &a);
+        threadpool_run_dynamic(ctx_of(be)->pool, rope_task, &a);
 }
 
 /* ============================================================================================
@@ -333,25 +379,29 @@ static void mm_unit(cpu_gemm_tile_fn tile, const struct mm_plan *p, const void *
     }
 }
 
+/* Phase 1 of a product: activation rows to the vec_dot_type. */
 struct quantize_args {
-    cpu_from_float_fn from_float;
+    cpu_from_float_fn from_float; /* NULL: nothing to do (F32, or done on the caller) */
     const float *x;
     int64_t k;
-    int n_rows;
     void *xq;
     size_t row_bytes;
+    struct phase ph; /* rows */
 };
 
-static void quantize_rows_part(const struct quantize_args *a, int ith, int nth) {
+static void quantize_phase(struct quantize_args *a) {
     int64_t lo, hi;
-    split_range(a->n_rows, ith, nth, &lo, &hi);
-    for (int64_t r = lo; r < hi; r++)
-        a->from_float(a->x + r * a->k, (char *)a->xq + r * a->row_bytes, a->k);
+    if (!a->from_float) return;
+    while (claim_next(&a->ph.c, &lo, &hi)) {
+        for (int64_t r = lo; r < hi; r++)
+            a->from_float(a->x + r * a->k, (char *)a->xq + r * a->row_bytes, a->k);
+        phase_done(&a->ph, hi - lo);
+    }
+    phase_wait(&a->ph);
 }
 
 struct matmul_args {
-    struct threadpool *pool;
-    struct quantize_args q; /* phase 1 when q.from_float (n > 1) */
+    struct quantize_args q; /* phase 1 */
     cpu_gemm_tile_fn tile;
     const struct tensor *w;
     const float *bias;
@@ -365,10 +415,7 @@ struct matmul_args {
 
 static void matmul_task(void *p, int ith, int nth) {
     struct matmul_args *a = p;
-    if (a->q.from_float) {
-        quantize_rows_part(&a->q, ith, nth);
-        threadpool_barrier(a->pool);
-    }
+    quantize_phase(&a->q);
     const struct mm_plan *pl = &a->plan;
     int64_t k = a->w->ne[0], n_out = a->w->ne[1];
     int64_t n_units = pl->n_row_units * pl->n_tok_units;
@@ -394,7 +441,6 @@ static void cpu_matmul(struct backend *be, const struct tensor *w, const struct 
     enum dtype vt = tr->vec_dot_type;
     struct matmul_args a;
     memset(&a, 0, sizeof(a));
-    a.pool = c->pool;
     a.tile = c->kern->gemm_tile[w->type];
     a.w = w;
     a.bias = bias ? (const float *)bias->data : NULL;
@@ -409,14 +455,20 @@ static void cpu_matmul(struct backend *be, const struct tensor *w, const struct 
         a.xq = xq;
         cpu_from_float_fn ff = c->kern->from_float[vt];
         CHECK(ff != NULL);
-        if (n == 1) /* one row: cheaper on the caller than as a phase */
+        if (n == 1) { /* one row: cheaper on the caller than as a phase */
             ff(x, xq, k);
-        else
-            a.q = (struct quantize_args){ff, x, k, n, xq, a.xq_rb};
+        } else {
+            a.q.from_float = ff;
+            a.q.x = x;
+            a.q.k = k;
+            a.q.xq = xq;
+            a.q.row_bytes = a.xq_rb;
+            claim_init(&a.q.ph.c, n, c->n_threads, 1);
+        }
     }
     mm_plan_make(c->kern, w->type, w->ne[1], n, c->n_threads, &a.plan);
     atomic_init(&a.next, 0);
-    threadpool_run(c->pool, matmul_task, &a);
+    threadpool_run_dynamic(c->pool, matmul_task, &a);
 }
 
 /* ---- mixture of experts ----
@@ -460,7 +512,6 @@ static void cpu_moe_route(struct backend *be, const float *logits, int n, int n_
 }
 
 struct matmul_id_args {
-    struct threadpool *pool;
     cpu_from_float_fn from_float; /* NULL for F32 activations (copied) */
     cpu_gemm_tile_fn tile;
     const struct tensor *w;
@@ -477,6 +528,7 @@ struct matmul_id_args {
     size_t tmp_stride;
     float *y;
     struct mm_plan plan; /* unit_rows and unit_toks (tile sizes) shared by all experts */
+    struct phase gather; /* phase 1: grouped rows */
     _Atomic int64_t next;
 };
 
@@ -485,17 +537,19 @@ static void matmul_id_task(void *p, int ith, int nth) {
     int64_t kdim = a->w->ne[0], n_out = a->w->ne[1];
     /* phase 1: activation rows in grouped order */
     int64_t lo, hi;
-    split_range(a->n_slots, ith, nth, &lo, &hi);
-    for (int64_t g = lo; g < hi; g++) {
-        int slot = a->slot_of[g];
-        const float *xr = a->x + (int64_t)(a->x_per_slot ? slot : slot / a->k) * kdim;
-        char *dst = (char *)a->xg + (size_t)g * a->xg_rb;
-        if (a->from_float)
-            a->from_float(xr, dst, kdim);
-        else
-            memcpy(dst, xr, a->xg_rb);
+    while (claim_next(&a->gather.c, &lo, &hi)) {
+        for (int64_t g = lo; g < hi; g++) {
+            int slot = a->slot_of[g];
+            const float *xr = a->x + (int64_t)(a->x_per_slot ? slot : slot / a->k) * kdim;
+            char *dst = (char *)a->xg + (size_t)g * a->xg_rb;
+            if (a->from_float)
+                a->from_float(xr, dst, kdim);
+            else
+                memcpy(dst, xr, a->xg_rb);
+        }
+        phase_done(&a->gather, hi - lo);
     }
-    threadpool_barrier(a->pool);
+    phase_wait(&a->gather);
     /* phase 2: units of (expert, row chunk, token chunk) */
     const struct mm_plan *pl = &a->plan;
     float *tmp = a->tmp + (size_t)ith * a->tmp_stride;
@@ -584,7 +638,6 @@ static void cpu_matmul_id(struct backend *be, const struct tensor *w, const floa
         n_used++;
     }
 
-    a.pool = c->pool;
     a.from_float = vt == DTYPE_F32 ? NULL : c->kern->from_float[vt];
     CHECK(vt == DTYPE_F32 || a.from_float);
     a.tile = c->kern->gemm_tile[w->type];
@@ -603,38 +656,41 @@ static void cpu_matmul_id(struct backend *be, const struct tensor *w, const floa
     a.tmp = (float *)(work + off_tmp);
     a.tmp_stride = tmp_stride;
     a.y = y;
+    claim_init(&a.gather.c, n_slots, nth, 1);
     atomic_init(&a.next, 0);
-    threadpool_run(c->pool, matmul_id_task, &a);
+    threadpool_run_dynamic(c->pool, matmul_id_task, &a);
 }
 
 struct moe_combine_args {
     const float *y, *weights;
     int n, k, dim;
     float *out;
+    struct claim c; /* tokens */
 };
 
 static void moe_combine_task(void *p, int ith, int nth) {
     struct moe_combine_args *a = p;
     int64_t lo, hi;
-    split_range(a->n, ith, nth, &lo, &hi);
-    for (int64_t t = lo; t < hi; t++) {
-        float *o = a->out + t * a->dim;
-        for (int i = 0; i < a->dim; i++) o[i] = 0;
-        for (int j = 0; j < a->k; j++) {
-            const float *yr = a->y + (t * a->k + j) * a->dim;
-            float wj = a->weights[t * a->k + j];
-            for (int i = 0; i < a->dim; i++) o[i] += wj * yr[i];
+    while (claim_next(&a->c, &lo, &hi))
+        for (int64_t t = lo; t < hi; t++) {
+            float *o = a->out + t * a->dim;
+            for (int i = 0; i < a->dim; i++) o[i] = 0;
+            for (int j = 0; j < a->k; j++) {
+                const float *yr = a->y + (t * a->k + j) * a->dim;
+                float wj = a->weights[t * a->k + j];
+                for (int i = 0; i < a->dim; i++) o[i] += wj * yr[i];
+            }
         }
-    }
 }
 
 static void cpu_moe_combine(struct backend *be, const float *y, const float *weights, int n, int k,
                             int dim, float *out) {
-    struct moe_combine_args a = {y, weights, n, k, dim, out};
+    struct moe_combine_args a = {y, weights, n, k, dim, out, {0}};
+    claim_init(&a.c, n, ctx_of(be)->n_threads, 1);
     if ((int64_t)n * k * dim < INLINE_ELEMS)
         moe_combine_task(&a, 0, 1);
     else
-        threadpool_run(ctx_of(be)->pool, moe_combine_task, &a);
+        threadpool_run_dynamic(ctx_of(be)->pool, moe_combine_task, &a);
 }
 
 /* ============================================================================================
@@ -652,22 +708,24 @@ struct kv_store_args {
     enum dtype kv_type;
     int kv_dim, src_stride, pos0, n;
     const float *k, *v;
+    struct claim c; /* 2 * n rows: K and V of each token */
 };
 
 static void kv_store_task(void *p, int ith, int nth) {
     struct kv_store_args *a = p;
     size_t row_bytes = dtype_row_bytes(a->kv_type, a->kv_dim);
     int64_t lo, hi;
-    split_range(2 * (int64_t)a->n, ith, nth, &lo, &hi);
-    for (int64_t i = lo; i < hi; i++) {
-        int t = (int)(i >> 1), is_v = (int)(i & 1);
-        const float *src = (is_v ? a->v : a->k) + (int64_t)t * a->src_stride;
-        void *dst = (char *)(is_v ? a->v_cache : a->k_cache) + (size_t)(a->pos0 + t) * row_bytes;
-        if (a->kv_type == DTYPE_F32)
-            memcpy(dst, src, (size_t)a->kv_dim * sizeof(float));
-        else
-            a->kern->from_float[a->kv_type](src, dst, a->kv_dim);
-    }
+    while (claim_next(&a->c, &lo, &hi))
+        for (int64_t i = lo; i < hi; i++) {
+            int t = (int)(i >> 1), is_v = (int)(i & 1);
+            const float *src = (is_v ? a->v : a->k) + (int64_t)t * a->src_stride;
+            void *dst =
+                (char *)(is_v ? a->v_cache : a->k_cache) + (size_t)(a->pos0 + t) * row_bytes;
+            if (a->kv_type == DTYPE_F32)
+                memcpy(dst, src, (size_t)a->kv_dim * sizeof(float));
+            else
+                a->kern->from_float[a->kv_type](src, dst, a->kv_dim);
+        }
 }
 
 static void cpu_kv_store(struct backend *be, void *k_cache, void *v_cache, enum dtype kv_type,
@@ -675,12 +733,13 @@ static void cpu_kv_store(struct backend *be, void *k_cache, void *v_cache, enum 
                          int n) {
     struct cpu_ctx *c = ctx_of(be);
     CHECK(kv_type == DTYPE_F32 || c->kern->from_float[kv_type]);
-    struct kv_store_args a = {c->kern,    k_cache, v_cache, kv_type, kv_dim,
-                              src_stride, pos0,    n,       k,       v};
+    struct kv_store_args a = {c->kern, k_cache, v_cache, kv_type, kv_dim, src_stride,
+                              pos0,    n,       k,       v,       {0}};
+    claim_init(&a.c, 2 * (int64_t)n, c->n_threads, 2);
     if ((int64_t)n * kv_dim < INLINE_ELEMS)
         kv_store_task(&a, 0, 1);
     else
-        threadpool_run(c->pool, kv_store_task, &a);
+        threadpool_run_dynamic(c->pool, kv_store_task, &a);
 }
 
 /* One attention row's scratch: head_dim floats of f32 work + 2 f16 vectors, 64-byte aligned. */
@@ -807,7 +866,7 @@ static void cpu_attention(struct backend *be, const struct attn_args *a) {
     ta.kern = c->kern;
     ta.work = work_get(c, (size_t)c->n_threads * attn_row_scratch(a->head_dim));
     atomic_init(&ta.next, 0);
-    threadpool_run(c->pool, attention_task, &ta);
+    threadpool_run_dynamic(c->pool, attention_task, &ta);
 }
 
 /* ============================================================================================
