@@ -338,10 +338,11 @@ static void cpu_rope(struct backend *be, float *x, int stride, const int32_t *po
  * rows against the one activation row.
  * ============================================================================================ */
 
-#define UNIT_TOKS     64  /* tokens per prefill unit: their activations stay in L2 */
-#define UNIT_MIN_ROWS 16  /* smallest row chunk (decode) */
-#define UNITS_PER_THR 8   /* aim for this many units per thread, for balance */
-#define MOE_UNIT_ROWS 256 /* largest row chunk of an expert unit */
+#define UNIT_TOKS      64           /* tokens per prefill unit: their activations stay in L2 */
+#define UNIT_MIN_ROWS  16           /* smallest row chunk (decode) */
+#define UNITS_PER_THR  8            /* aim for this many units per thread, for balance */
+#define MOE_UNIT_ROWS  256          /* largest row chunk of an expert unit */
+#define UNIT_MAX_BYTES (256 * 1024) /* decode: weight bytes per unit at most (LM head) */
 
 struct mm_plan {
     int tile_w, tile_x;
@@ -350,8 +351,8 @@ struct mm_plan {
 };
 
 /* Unit sizes for an n_out x n product on nth threads. */
-static void mm_plan_make(const struct cpu_kernels *kern, enum dtype wt, int64_t n_out, int64_t n,
-                         int nth, struct mm_plan *p) {
+static void mm_plan_make(const struct cpu_kernels *kern, enum dtype wt, size_t row_bytes,
+                         int64_t n_out, int64_t n, int nth, struct mm_plan *p) {
     p->tile_w = kern->gemm_tile_w[wt] > 0 ? kern->gemm_tile_w[wt] : 1;
     p->tile_x = kern->gemm_tile_x[wt] > 0 ? kern->gemm_tile_x[wt] : 1;
     p->unit_toks = n <= UNIT_TOKS ? n : UNIT_TOKS;
@@ -359,6 +360,8 @@ static void mm_plan_make(const struct cpu_kernels *kern, enum dtype wt, int64_t 
     int64_t want = (int64_t)nth * UNITS_PER_THR;
     int64_t row_units = (want + p->n_tok_units - 1) / p->n_tok_units;
     int64_t rows = (n_out + row_units - 1) / row_units;
+    int64_t by_bytes = (int64_t)(UNIT_MAX_BYTES / (row_bytes ? row_bytes : 1));
+    if (p->n_tok_units == 1 && rows > by_bytes) rows = by_bytes; /* big matrices, decode */
     if (rows < UNIT_MIN_ROWS) rows = UNIT_MIN_ROWS;
     rows = (rows + p->tile_w - 1) / p->tile_w * p->tile_w;
     p->unit_rows = rows;
@@ -466,7 +469,7 @@ static void cpu_matmul(struct backend *be, const struct tensor *w, const struct 
             claim_init(&a.q.ph.c, n, c->n_threads, 1);
         }
     }
-    mm_plan_make(c->kern, w->type, w->ne[1], n, c->n_threads, &a.plan);
+    mm_plan_make(c->kern, w->type, w->nb[1], w->ne[1], n, c->n_threads, &a.plan);
     atomic_init(&a.next, 0);
     threadpool_run_dynamic(c->pool, matmul_task, &a);
 }
@@ -597,7 +600,7 @@ static void cpu_matmul_id(struct backend *be, const struct tensor *w, const floa
         n_used_est += !seen[ids[s]];
         seen[ids[s]] = 1;
     }
-    mm_plan_make(c->kern, w->type, n_out, 1, nth, &a.plan);
+    mm_plan_make(c->kern, w->type, w->nb[1], n_out, 1, nth, &a.plan);
     {
         int64_t want = (int64_t)nth * UNITS_PER_THR;
         int64_t rows = (n_out * n_used_est + want - 1) / want;
