@@ -745,44 +745,92 @@ static void cpu_kv_store(struct backend *be, void *k_cache, void *v_cache, enum 
         threadpool_run_dynamic(c->pool, kv_store_task, &a);
 }
 
-/* One attention row's scratch: head_dim floats of f32 work + 2 f16 vectors, 64-byte aligned. */
-static size_t attn_row_scratch(int hd) {
-    return align64((size_t)hd * 3 * sizeof(float)) + 2 * align64((size_t)hd * sizeof(uint16_t));
-}
+/* ---- F16 cache ----
+ * The arithmetic of llama.cpp's CPU flash attention, so logits agree with it to float rounding:
+ * the query is rounded to f16 (to dot with f16 keys), scores are f16 products summed in f32
+ * (attn_dot_f16's order), and the running value sum is kept in f16, rounded after every update
+ * (attn_scale_f16 when the max moves, attn_mad_f16 per position).
+ *
+ * That last step is a chain: each position's update of a row reads the previous one, so one
+ * row alone runs at the latency of load, convert, fma, convert, store per position. A group of
+ * up to ATTN_GROUP rows that read the same K/V head (the heads of a GQA group, then neighbouring
+ * tokens) therefore advances together: per position, each row's update in turn, so the chains
+ * overlap. Positions go in blocks of ATTN_BLOCK: first every row's scores for the block, then
+ * the running maxima and one expf per position (independent calls, which pipeline), then the
+ * updates. Each row still sees exactly the operations, values and order of a row computed
+ * alone, which keeps a row's result independent of its batch. */
 
-/* F16 cache: the arithmetic of llama.cpp's CPU flash attention, so logits agree with it to
- * float rounding: the query is rounded to f16 (to dot with f16 keys), scores are f16 products
- * summed in f32 (attn_dot_f16's order), and the running value sum is kept in f16, rounded after
- * every update (attn_scale_f16 when the max moves, attn_mad_f16 per position). */
-static void attention_f16_row(const struct attn_args *a, const struct cpu_kernels *kern,
-                              const float *q, int g, int n_kv, size_t row_bytes, uint16_t *qh,
-                              uint16_t *acc, float *o) {
-    int hd = a->head_dim;
-    kern->from_float[DTYPE_F16](q, qh, hd);
-    memset(acc, 0, (size_t)hd * sizeof(uint16_t));
+#define ATTN_BLOCK 64 /* positions per block */
+#define ATTN_GROUP 4  /* rows advanced together */
+
+struct attn_row {
+    const float *q;             /* [head_dim] */
+    float *o;                   /* [head_dim] */
+    int n_kv;                   /* positions this row attends to */
+    float m, l;                 /* running max and sum */
+    uint16_t *qh;               /* [head_dim] f16 query */
+    uint16_t *acc;              /* [head_dim] f16 running value sum */
+    float e[ATTN_BLOCK];        /* the block's exp arguments, then exps */
+    uint8_t is_max[ATTN_BLOCK]; /* position raised the max (e = ms) or not (e = vs) */
+};
+
+static void attention_f16_rows(const struct attn_args *a, const struct cpu_kernels *kern, int g,
+                               size_t row_bytes, struct attn_row *rows, int nr) {
+    int hd = a->head_dim, n_max = 0;
     const char *kbase = (const char *)a->k + (size_t)g * hd * sizeof(uint16_t);
     const char *vbase = (const char *)a->v + (size_t)g * hd * sizeof(uint16_t);
-    float m = -INFINITY, l = 0;
-    for (int j = 0; j < n_kv; j++) {
-        float s = kern->attn_dot_f16(qh, (const uint16_t *)(kbase + (size_t)j * row_bytes), hd);
-        s *= a->scale;
-        float ms = 1.0f, vs = 1.0f;
-        if (s > m) {
-            ms = expf(m - s); /* 0 on the first position */
-            m = s;
-            kern->attn_scale_f16(acc, ms, hd);
-        } else {
-            vs = expf(s - m);
-        }
-        kern->attn_mad_f16(acc, (const uint16_t *)(vbase + (size_t)j * row_bytes), vs, hd);
-        l = l * ms + vs;
+    for (int r = 0; r < nr; r++) {
+        kern->from_float[DTYPE_F16](rows[r].q, rows[r].qh, hd);
+        memset(rows[r].acc, 0, (size_t)hd * sizeof(uint16_t));
+        rows[r].m = -INFINITY;
+        rows[r].l = 0;
+        if (rows[r].n_kv > n_max) n_max = rows[r].n_kv;
     }
-    float inv = l > 0 ? 1.0f / l : 0.0f;
-    kern->to_float[DTYPE_F16](acc, o, hd);
-    for (int i = 0; i < hd; i++) o[i] *= inv;
+    for (int j0 = 0; j0 < n_max; j0 += ATTN_BLOCK) {
+        int nb_max = 0;
+        for (int r = 0; r < nr; r++) {
+            struct attn_row *w = &rows[r];
+            int nb = (int)min64(w->n_kv - j0, ATTN_BLOCK);
+            for (int b = 0; b < nb; b++) {
+                const uint16_t *kr = (const uint16_t *)(kbase + (size_t)(j0 + b) * row_bytes);
+                float s = kern->attn_dot_f16(w->qh, kr, hd) * a->scale;
+                w->is_max[b] = s > w->m;
+                if (w->is_max[b]) { /* ms = expf(m_old - s): 0 on the first position */
+                    w->e[b] = w->m - s;
+                    w->m = s;
+                } else { /* vs = expf(s - m) */
+                    w->e[b] = s - w->m;
+                }
+            }
+            for (int b = 0; b < nb; b++) w->e[b] = expf(w->e[b]);
+            if (nb > nb_max) nb_max = nb;
+        }
+        for (int b = 0; b < nb_max; b++) {
+            const uint16_t *vr = (const uint16_t *)(vbase + (size_t)(j0 + b) * row_bytes);
+            for (int r = 0; r < nr; r++) {
+                struct attn_row *w = &rows[r];
+                if (j0 + b >= w->n_kv) continue;
+                float ms = 1.0f, vs = 1.0f;
+                if (w->is_max[b]) {
+                    ms = w->e[b];
+                    kern->attn_scale_f16(w->acc, ms, hd);
+                } else {
+                    vs = w->e[b];
+                }
+                kern->attn_mad_f16(w->acc, vr, vs, hd);
+                w->l = w->l * ms + vs;
+            }
+        }
+    }
+    for (int r = 0; r < nr; r++) {
+        float inv = rows[r].l > 0 ? 1.0f / rows[r].l : 0.0f;
+        kern->to_float[DTYPE_F16](rows[r].acc, rows[r].o, hd);
+        for (int i = 0; i < hd; i++) rows[r].o[i] *= inv;
+    }
 }
 
-/* F32 / block-quantized cache: plain online softmax in f32. */
+/* ---- F32 / block-quantized cache: plain online softmax in f32, one row at a time ---- */
+
 static void kv_row_to_float(enum dtype type, const void *row, int64_t off, int n, float *out,
                             const struct cpu_kernels *kern) {
     if (type == DTYPE_F32) /* block types: off and n are multiples of the block size */
@@ -820,41 +868,60 @@ static void attention_f32_row(const struct attn_args *a, const float *q, int g, 
     for (int i = 0; i < hd; i++) o[i] = acc[i] * inv;
 }
 
+/* ---- the op ---- */
+
+/* Per-thread scratch: ATTN_GROUP rows of state with two f16 vectors each, 3 f32 vectors. */
+static size_t attn_thread_scratch(int hd) {
+    size_t f16 = align64((size_t)hd * sizeof(uint16_t));
+    return align64(ATTN_GROUP * sizeof(struct attn_row)) + ATTN_GROUP * 2 * f16 +
+           align64((size_t)hd * 3 * sizeof(float));
+}
+
 struct attn_task_args {
     const struct attn_args *a;
     const struct cpu_kernels *kern;
-    char *work; /* per thread: attn_row_scratch(head_dim) bytes */
-    _Atomic int64_t next;
+    char *work;           /* per thread: attn_thread_scratch(head_dim) bytes */
+    int64_t units_per_kv; /* units of one KV head */
+    struct claim c;       /* units */
 };
 
-#define ATTN_UNIT_ROWS 4 /* (token, head) rows claimed at once */
-
+/* Rows of KV head g in the order (token descending, head of the group): row i of the head is
+ * token n_tokens - 1 - i / group, head g * group + i % group. Units are ATTN_GROUP consecutive
+ * rows of one KV head; the latest tokens (the longest rows) come first. */
 static void attention_task(void *p, int ith, int nth) {
     struct attn_task_args *ta = p;
     const struct attn_args *a = ta->a;
     int hd = a->head_dim, kv_dim = a->n_head_kv * hd, group = a->n_head / a->n_head_kv;
-    size_t row_bytes = dtype_row_bytes(a->kv_type, kv_dim);
-    char *w = ta->work + (size_t)ith * attn_row_scratch(hd);
-    float *b0 = (float *)w, *b1 = b0 + hd, *acc = b1 + hd;
-    uint16_t *qh = (uint16_t *)(w + align64((size_t)hd * 3 * sizeof(float)));
-    uint16_t *acc16 = (uint16_t *)((char *)qh + align64((size_t)hd * sizeof(uint16_t)));
-    int64_t n_rows = (int64_t)a->n_tokens * a->n_head;
-    for (;;) {
-        int64_t r0 = atomic_fetch_add_explicit(&ta->next, ATTN_UNIT_ROWS, memory_order_relaxed);
-        if (r0 >= n_rows) break;
-        for (int64_t r = r0; r < min64(r0 + ATTN_UNIT_ROWS, n_rows); r++) {
-            /* r = (g * n_tokens + (n_tokens - 1 - it)) * group + hg */
-            int hg = (int)(r % group);
-            int64_t rest = r / group;
-            int it = a->n_tokens - 1 - (int)(rest % a->n_tokens), g = (int)(rest / a->n_tokens);
-            int h = g * group + hg;
-            const float *q = a->q + (int64_t)it * a->q_stride + (int64_t)h * hd;
-            float *o = a->out + (int64_t)it * a->n_head * hd + (int64_t)h * hd;
-            int n_kv = a->pos0 + it + 1;
-            if (a->kv_type == DTYPE_F16)
-                attention_f16_row(a, ta->kern, q, g, n_kv, row_bytes, qh, acc16, o);
-            else
-                attention_f32_row(a, q, g, n_kv, row_bytes, ta->kern, b0, b1, acc, o);
+    int64_t rows_per_kv = (int64_t)a->n_tokens * group;
+    size_t row_bytes = dtype_row_bytes(a->kv_type, kv_dim), f16 = align64((size_t)hd * 2);
+    char *w = ta->work + (size_t)ith * attn_thread_scratch(hd);
+    struct attn_row *rows = (struct attn_row *)w;
+    char *vec = w + align64(ATTN_GROUP * sizeof(struct attn_row));
+    float *b0 = (float *)(vec + ATTN_GROUP * 2 * f16), *b1 = b0 + hd, *acc = b1 + hd;
+    for (int r = 0; r < ATTN_GROUP; r++) {
+        rows[r].qh = (uint16_t *)(vec + (size_t)(2 * r) * f16);
+        rows[r].acc = (uint16_t *)(vec + (size_t)(2 * r + 1) * f16);
+    }
+    int64_t lo, hi;
+    while (claim_next(&ta->c, &lo, &hi)) {
+        for (int64_t u = lo; u < hi; u++) {
+            int g = (int)(u / ta->units_per_kv);
+            int64_t i0 = (u % ta->units_per_kv) * ATTN_GROUP;
+            int nr = (int)min64(ATTN_GROUP, rows_per_kv - i0);
+            for (int r = 0; r < nr; r++) {
+                int it = a->n_tokens - 1 - (int)((i0 + r) / group);
+                int h = g * group + (int)((i0 + r) % group);
+                rows[r].q = a->q + (int64_t)it * a->q_stride + (int64_t)h * hd;
+                rows[r].o = a->out + (int64_t)it * a->n_head * hd + (int64_t)h * hd;
+                rows[r].n_kv = a->pos0 + it + 1;
+            }
+            if (a->kv_type == DTYPE_F16) {
+                attention_f16_rows(a, ta->kern, g, row_bytes, rows, nr);
+            } else {
+                for (int r = 0; r < nr; r++)
+                    attention_f32_row(a, rows[r].q, g, rows[r].n_kv, row_bytes, ta->kern, b0, b1,
+                                      acc, rows[r].o);
+            }
         }
     }
 }
@@ -867,8 +934,11 @@ static void cpu_attention(struct backend *be, const struct attn_args *a) {
     struct attn_task_args ta;
     ta.a = a;
     ta.kern = c->kern;
-    ta.work = work_get(c, (size_t)c->n_threads * attn_row_scratch(a->head_dim));
-    atomic_init(&ta.next, 0);
+    ta.work = work_get(c, (size_t)c->n_threads * attn_thread_scratch(a->head_dim));
+    int64_t rows_per_kv = (int64_t)a->n_tokens * (a->n_head / a->n_head_kv);
+    ta.units_per_kv = (rows_per_kv + ATTN_GROUP - 1) / ATTN_GROUP;
+    claim_init(&ta.c, ta.units_per_kv * a->n_head_kv, c->n_threads, 1);
+    ta.c.chunk = 1; /* units are big and uneven (causal): one per claim */
     threadpool_run_dynamic(c->pool, attention_task, &ta);
 }
 
