@@ -32,26 +32,30 @@ if [ ! -f "$PEER/bench.mjs" ] || [ ! -d "$PEER/node_modules" ]; then
 fi
 
 names=${*:-$(bench_models)}
-printf 'model\tround\tengine\tpp_ts\ttg_ts\n' > "$OUT"
+printf 'model\tround\tengine\tpp_ts\ttg_ts\tpp_cpu\ttg_cpu\n' > "$OUT"
 for name in $names; do
     path=$(bench_file "$name")
     for round in $(seq 1 "$ROUNDS"); do
         h=$("$HEARTH" bench -m "$path" -t "$THREADS" -p "$PP" -n "$TG" -r "$REPS" --json)
-        read -r hpp htg < <(echo "$h" | python3 -c '
+        read -r hpp htg hppc htgc < <(echo "$h" | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
-pp = [x["avg_ts"] for x in r if x["n_prompt"] > 0]
-tg = [x["avg_ts"] for x in r if x["n_gen"] > 0]
-print(pp[0] if pp else 0, tg[0] if tg else 0)')
+pp = [x for x in r if x["n_prompt"] > 0] or [{"avg_ts": 0, "cpu_share": 0}]
+tg = [x for x in r if x["n_gen"] > 0] or [{"avg_ts": 0, "cpu_share": 0}]
+print(pp[0]["avg_ts"], tg[0]["avg_ts"], pp[0]["cpu_share"], tg[0]["cpu_share"])')
         l=$(cd "$PEER" && node bench.mjs "$path" --threads "$THREADS" --pp "$PP" --tg "$TG" \
             --reps "$REPS" 2>/dev/null | tail -1)
-        read -r lpp ltg < <(echo "$l" | python3 -c '
-import json, sys
+        read -r lpp ltg lppc ltgc < <(echo "$l" | python3 -c '
+import json, statistics, sys
 r = json.load(sys.stdin)
-print(r.get("pp_tps", 0), r.get("tg_tps", 0))')
-        printf '%s\t%s\thearth\t%s\t%s\n' "$name" "$round" "$hpp" "$htg" >> "$OUT"
-        printf '%s\t%s\tllama.cpp\t%s\t%s\n' "$name" "$round" "$lpp" "$ltg" >> "$OUT"
-        echo "$name round $round: hearth pp $hpp tg $htg | llama.cpp pp $lpp tg $ltg" >&2
+share = lambda k: statistics.median(r.get(k) or [0])
+print(r.get("pp_tps", 0), r.get("tg_tps", 0), share("pp_cpu_share"), share("tg_cpu_share"))')
+        printf '%s\t%s\thearth\t%s\t%s\t%s\t%s\n' "$name" "$round" "$hpp" "$htg" "$hppc" "$htgc" \
+            >> "$OUT"
+        printf '%s\t%s\tllama.cpp\t%s\t%s\t%s\t%s\n' "$name" "$round" "$lpp" "$ltg" "$lppc" "$ltgc" \
+            >> "$OUT"
+        echo "$name round $round: hearth pp $hpp tg $htg (cpu $hppc $htgc) |" \
+            "llama.cpp pp $lpp tg $ltg (cpu $lppc $ltgc)" >&2
     done
 done
 
@@ -75,4 +79,8 @@ for m in models:
     rp = hp / lp if lp else 0
     rt = ht / lt if lt else 0
     print(f"| {m} | {hp:.1f} | {lp:.1f} | {rp:.2f}x | {ht:.2f} | {lt:.2f} | {rt:.2f}x |")
+cpu = lambda e, k: statistics.median([float(r[k]) for r in rows if r["engine"] == e] or [0])
+print(f"\nmedian CPU share (CPU time / (wall x threads); ~1 on an idle machine): hearth pp "
+      f"{cpu('hearth', 'pp_cpu'):.2f} tg {cpu('hearth', 'tg_cpu'):.2f}, llama.cpp pp "
+      f"{cpu('llama.cpp', 'pp_cpu'):.2f} tg {cpu('llama.cpp', 'tg_cpu'):.2f}")
 PY
