@@ -12,7 +12,9 @@
 # shared and noisy, so the table reports the median over rounds of each engine's per-round
 # figure (hearth: mean of REPS runs; llama.cpp: median of REPS runs after one warm-up).
 # llama.cpp's tg figure includes node-llama-cpp's per-token JavaScript and full-vocabulary
-# sampling; its pp figure is llama-bench's. Raw per-round numbers go to $OUT (a .tsv).
+# sampling; its pp figure is llama-bench's. Raw per-round numbers go to $OUT (a .tsv). The
+# "per CPU-s" ratios compare tokens per CPU-second (t/s / CPU share): with THREADS=1 they do
+# not depend on how busy the machine was; with more threads a spinning engine counts its spins.
 set -eu
 cd "$(dirname "$0")/.."
 . bench/models.sh
@@ -67,20 +69,31 @@ models = []
 for r in rows:
     if r["model"] not in models:
         models.append(r["model"])
-print(f"\n{threads} threads, median of rounds (raw: {path})\n")
-print(f"| model | hearth pp{pp} | llama.cpp pp{pp} | ratio | hearth tg{tg} | llama.cpp tg{tg} | ratio |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+print(f"\n{threads} threads, median over rounds (raw: {path})\n")
+print(f"| model | hearth pp{pp} | llama.cpp pp{pp} | ratio | hearth tg{tg} | llama.cpp tg{tg} | ratio |"
+      f" pp ratio per CPU-s | tg ratio per CPU-s |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for m in models:
-    def med(engine, key):
-        v = [float(r[key]) for r in rows if r["model"] == m and r["engine"] == engine]
+    def med(engine, key, per_cpu=False):
+        v = []
+        for r in rows:
+            if r["model"] != m or r["engine"] != engine:
+                continue
+            x = float(r[key])
+            if per_cpu:  # tokens per CPU-second: load-independent for 1 thread
+                c = float(r[key.replace("_ts", "_cpu")])
+                x = x / c if c > 0 else 0.0
+            v.append(x)
         return statistics.median(v) if v else 0.0
     hp, lp = med("hearth", "pp_ts"), med("llama.cpp", "pp_ts")
     ht, lt = med("hearth", "tg_ts"), med("llama.cpp", "tg_ts")
-    rp = hp / lp if lp else 0
-    rt = ht / lt if lt else 0
-    print(f"| {m} | {hp:.1f} | {lp:.1f} | {rp:.2f}x | {ht:.2f} | {lt:.2f} | {rt:.2f}x |")
+    ratio = lambda a, b: a / b if b else 0.0
+    cp = ratio(med("hearth", "pp_ts", True), med("llama.cpp", "pp_ts", True))
+    ct = ratio(med("hearth", "tg_ts", True), med("llama.cpp", "tg_ts", True))
+    print(f"| {m} | {hp:.1f} | {lp:.1f} | {ratio(hp, lp):.2f}x | {ht:.2f} | {lt:.2f} | "
+          f"{ratio(ht, lt):.2f}x | {cp:.2f}x | {ct:.2f}x |")
 cpu = lambda e, k: statistics.median([float(r[k]) for r in rows if r["engine"] == e] or [0])
-print(f"\nmedian CPU share (CPU time / (wall x threads); ~1 on an idle machine): hearth pp "
-      f"{cpu('hearth', 'pp_cpu'):.2f} tg {cpu('hearth', 'tg_cpu'):.2f}, llama.cpp pp "
+print(f"\nmedian CPU share (CPU time / (wall x threads); ~1 on an idle machine; spinning counts): "
+      f"hearth pp {cpu('hearth', 'pp_cpu'):.2f} tg {cpu('hearth', 'tg_cpu'):.2f}, llama.cpp pp "
       f"{cpu('llama.cpp', 'pp_cpu'):.2f} tg {cpu('llama.cpp', 'tg_cpu'):.2f}")
 PY
