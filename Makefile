@@ -21,6 +21,7 @@ LDLIBS   := -lm -pthread
 # Each instruction-set file gets its own flags; nothing else is compiled with them.
 ISA_AVX2   := -mavx2 -mfma -mf16c
 ISA_AVX512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mf16c -mavx2
+ISA_AMX    := $(ISA_AVX512) -mamx-tile -mamx-int8
 
 LIB_SRC   := $(sort $(wildcard src/*/*.c src/*/*/*.c))
 LIB_SRC   := $(filter-out src/cli/%,$(LIB_SRC))
@@ -54,6 +55,10 @@ $(BUILD)/src/backend/cpu/kernels_avx2.o: src/backend/cpu/kernels_avx2.c
 $(BUILD)/src/backend/cpu/kernels_avx512.o: src/backend/cpu/kernels_avx512.c
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(CFLAGS) $(ISA_AVX512) -c -o $@ $<
+
+$(BUILD)/src/backend/cpu/kernels_amx.o: src/backend/cpu/kernels_amx.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(CFLAGS) $(ISA_AMX) -c -o $@ $<
 
 # The test table: every `TEST(name)` line in tests/test_*.c becomes X(name).
 $(BUILD)/tests/tests_list.h: $(TEST_SRC)

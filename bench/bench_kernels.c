@@ -2,7 +2,8 @@
  *
  *   build/bench_kernels [--rows R] [--k K] [--tokens T] [--isa scalar|avx2|avx512] [--type Q4_K]
  *
- * For each table the CPU supports and each weight dtype it prints one line per operation:
+ * For each table the CPU supports (AVX-512 with and without AMX) and each weight dtype it prints
+ * one line per operation:
  *   matvec_dot   R x K weights times one activation row through vec_dot, row by row
  *   matvec_tile  the same through gemm_tile with n_x = 1 (the decode kernel)
  *   gemm_tile    R/8 x K weights times T activation rows through gemm_tile tiles
@@ -125,6 +126,21 @@ int main(int argc, char **argv) {
         fprintf(stderr, "need rows >= 8, k a multiple of 256, tokens >= 1\n");
         return 2;
     }
+    /* every table the CPU has; AVX-512 also without AMX where it has AMX */
+    static struct cpu_kernels tables[4];
+    int isa_of[4], n_tables = 0;
+    struct cpu_features f;
+    cpu_features_detect(&f);
+    for (int isa = CPU_ISA_SCALAR; isa <= CPU_ISA_AVX512; isa++) {
+        if (isa == CPU_ISA_AVX512 && f.has_amx_int8) {
+            struct cpu_features g = f;
+            g.has_amx_int8 = 0;
+            if (cpu_kernels_build(&tables[n_tables], CPU_ISA_AVX512, &g) == 0)
+                isa_of[n_tables++] = isa;
+        }
+        if (cpu_kernels_build(&tables[n_tables], (enum cpu_isa)isa, &f) == 0)
+            isa_of[n_tables++] = isa;
+    }
     float *xf = mem_alloc((size_t)(rows > kdim ? rows : kdim) * sizeof(float));
     float *out = mem_alloc((size_t)rows * (size_t)tokens * sizeof(float));
     if (!xf || !out) return 1;
@@ -146,9 +162,10 @@ int main(int argc, char **argv) {
             for (int64_t i = 0; i < kdim; i++) xf[i] = rng_gauss();
             scalar->from_float[tr->vec_dot_type](xf, x + (size_t)j * x_bytes, kdim);
         }
-        for (int isa = CPU_ISA_SCALAR; isa <= CPU_ISA_AVX512; isa++) {
-            const struct cpu_kernels *k = cpu_kernels_for((enum cpu_isa)isa);
-            if (!k || (only_isa && strcmp(only_isa, k->name))) continue;
+        for (int v = 0; v < n_tables; v++) {
+            const struct cpu_kernels *k = &tables[v];
+            int isa = isa_of[v];
+            if (only_isa && strcmp(only_isa, k->name)) continue;
             struct bench b = {k,    (enum dtype)t, w,      x,   row_bytes, x_bytes,
                               rows, kdim,          tokens, out, 0};
             int64_t mv_rows = isa == CPU_ISA_SCALAR ? rows / 4 : rows;

@@ -94,12 +94,19 @@ static int same_bits(float a, float b) {
 }
 
 /* Tables to compare with scalar: each ISA the host has (the scalar one too, which checks the
- * tiles and tables themselves). */
-static int tables(const struct cpu_kernels *out[3]) {
+ * tiles and tables themselves), and AVX-512 without AMX where the host has AMX. */
+static int tables(const struct cpu_kernels *out[4]) {
+    static struct cpu_kernels no_amx;
     int n = 0;
     for (int isa = CPU_ISA_SCALAR; isa <= CPU_ISA_AVX512; isa++) {
         const struct cpu_kernels *k = cpu_kernels_for((enum cpu_isa)isa);
         if (k) out[n++] = k;
+    }
+    struct cpu_features f;
+    cpu_features_detect(&f);
+    if (f.has_amx_int8 && cpu_kernels_for(CPU_ISA_AVX512)) {
+        f.has_amx_int8 = 0;
+        if (cpu_kernels_build(&no_amx, CPU_ISA_AVX512, &f) == 0) out[n++] = &no_amx;
     }
     return n;
 }
@@ -122,7 +129,7 @@ enum { N_SIZES = (int)(sizeof(g_sizes) / sizeof(g_sizes[0])), MAX_N = 11008, PAD
  * ====================================================================================== */
 
 TEST(kernels_tables_complete) {
-    const struct cpu_kernels *ks[3];
+    const struct cpu_kernels *ks[4];
     int nk = tables(ks);
     ASSERT(nk >= 1 && cpu_kernels_get() != NULL);
     for (int ik = 0; ik < nk; ik++) {
@@ -137,7 +144,7 @@ TEST(kernels_tables_complete) {
             EXPECT_MSG(k->from_float[tr->vec_dot_type] && k->to_float[t], "%s: %s conversions",
                        k->name, tr->name);
         }
-        EXPECT(k->attn_dot_f16 && k->attn_mad_f16 && k->attn_scale_f16);
+        EXPECT(k->attn_dot_f16 && k->attn_mad_f16 && k->attn_scale_f16 && k->attn_dots_f16);
     }
 }
 
@@ -146,9 +153,10 @@ TEST(kernels_tables_complete) {
  * ====================================================================================== */
 
 TEST(kernels_from_float_bit_identical) {
-    const struct cpu_kernels *ks[3], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
-    const enum dtype acts[] = {DTYPE_Q8_0, DTYPE_Q8_K, DTYPE_F16, DTYPE_BF16, DTYPE_F32};
+    const enum dtype acts[] = {DTYPE_Q8_0, DTYPE_Q8_K, DTYPE_Q8_1,
+                               DTYPE_F16,  DTYPE_BF16, DTYPE_F32};
     char *buf = mem_alloc(MAX_N * 4 + PAD), *ya = mem_alloc(MAX_N * 4 + PAD);
     char *yb = mem_alloc(MAX_N * 4 + PAD);
     ASSERT(buf && ya && yb);
@@ -157,6 +165,8 @@ TEST(kernels_from_float_bit_identical) {
     for (int ik = 0; ik < nk; ik++)
         for (size_t ia = 0; ia < sizeof(acts) / sizeof(acts[0]); ia++) {
             enum dtype t = acts[ia];
+            /* (a block of subnormals has 127/amax = inf: not an input the quantizers define) */
+            int is_q8 = t == DTYPE_Q8_0 || t == DTYPE_Q8_K || t == DTYPE_Q8_1;
             if (ks[ik]->from_float[t] == sc->from_float[t]) continue;
             for (int si = 0; si < N_SIZES; si++)
                 for (int v = 0; v < 6; v++) {
@@ -168,9 +178,7 @@ TEST(kernels_from_float_bit_identical) {
                                 i % 32 == 0 ? 127.0f : (float)((int)(rng_u32() % 253) - 126) + 0.5f;
                     if (v == 4) /* zero blocks, +-0; subnormals for the float formats */
                         for (int64_t i = 0; i < n; i++)
-                            x[i] = (i / 256) % 2 ? 0.0f
-                                   : i % 3 ? (t == DTYPE_Q8_0 || t == DTYPE_Q8_K ? 1e-3f : 1e-41f)
-                                           : -0.0f;
+                            x[i] = (i / 256) % 2 ? 0.0f : i % 3 ? (is_q8 ? 1e-3f : 1e-41f) : -0.0f;
                     size_t bytes = dtype_row_bytes(t, n);
                     memset(ya, 0x5a, bytes + 4);
                     memset(yb, 0x5a, bytes + 4);
@@ -186,7 +194,7 @@ TEST(kernels_from_float_bit_identical) {
 }
 
 TEST(kernels_to_float_bit_identical) {
-    const struct cpu_kernels *ks[3], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     float *tmp = mem_alloc(MAX_N * 4), *ya = mem_alloc(MAX_N * 4 + PAD);
     float *yb = mem_alloc(MAX_N * 4 + PAD);
@@ -220,7 +228,7 @@ TEST(kernels_to_float_bit_identical) {
  * ====================================================================================== */
 
 TEST(kernels_vec_dot_bit_identical) {
-    const struct cpu_kernels *ks[3], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     float *tmp = mem_alloc(MAX_N * 4);
     char *w = mem_alloc(MAX_N * 4 + PAD), *a = mem_alloc(MAX_N * 4 + PAD);
@@ -248,16 +256,27 @@ TEST(kernels_vec_dot_bit_identical) {
     mem_free(a);
 }
 
-/* Every tile shape n_w x n_x up to the maximum, strided rows and output, against the table's
- * own vec_dot (which the previous test ties to scalar); entries outside the tile untouched. */
+/* Tile shapes n_w x n_x: all up to 4, and around the block sizes of bigger tiles (4, 8, 16 rows;
+ * groups of 16 tokens up to 64). */
+static int tile_sizes(int max, int *out) {
+    static const int cand[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48, 63, 64};
+    int n = 0;
+    for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]); i++)
+        if (cand[i] <= max) out[n++] = cand[i];
+    return n;
+}
+
+/* Every such tile shape, strided rows and output, against the table's own vec_dot (which the
+ * previous test ties to scalar); entries outside the tile untouched. */
 TEST(kernels_gemm_tile_equals_vec_dot) {
-    const struct cpu_kernels *ks[3], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     const int64_t ks_elems[] = {256, 768, 4096}; /* one, three and sixteen super-blocks */
-    enum { MAXT = 16, OS = 21, ROW = 4200 * 4 };
+    enum { MAXT = 64, OS = 67, ROW = 4200 * 4 };
     float *tmp = mem_alloc(ROW), *out = mem_alloc(MAXT * OS * sizeof(float));
+    float *want = mem_alloc(MAXT * MAXT * sizeof(float));
     char *w = mem_alloc((size_t)MAXT * ROW + PAD), *a = mem_alloc((size_t)MAXT * ROW + PAD);
-    ASSERT(tmp && out && w && a);
+    ASSERT(tmp && out && want && w && a);
     g_state = 14;
     for (int ik = 0; ik < nk; ik++)
         for (int t = 0; t < DTYPE_COUNT; t++) {
@@ -266,31 +285,36 @@ TEST(kernels_gemm_tile_equals_vec_dot) {
             if (!tr || !tr->vec_dot) continue;
             int tw = k->gemm_tile_w[t] < MAXT ? k->gemm_tile_w[t] : MAXT;
             int tx = k->gemm_tile_x[t] < MAXT ? k->gemm_tile_x[t] : MAXT;
+            int nws[20], nxs[20], n_nw = tile_sizes(tw, nws), n_nx = tile_sizes(tx, nxs);
             int fails = 0;
             for (int ie = 0; ie < 3; ie++) {
                 int64_t n = ks_elems[ie];
-                if (tr->block_size == 1) n += 5; /* a tail past the 16-lane steps */
+                if (tx > 16 && n > 768) continue; /* keep the big tiles quick */
+                if (tr->block_size == 1) n += 5;  /* a tail past the 16-lane steps */
                 size_t wstride = dtype_row_bytes((enum dtype)t, n) + 4;
                 size_t astride = dtype_row_bytes(tr->vec_dot_type, n) + 8;
                 for (int i = 0; i < tw; i++)
                     make_weights((enum dtype)t, i, tmp, w + 4 + (size_t)i * wstride, n);
                 for (int j = 0; j < tx; j++)
                     make_act(sc, (enum dtype)t, j, tmp, a + 4 + (size_t)j * astride, n);
-                for (int nw = 1; nw <= tw; nw++)
-                    for (int nx = 1; nx <= tx; nx++) {
+                for (int j = 0; j < tx; j++)
+                    for (int i = 0; i < tw; i++)
+                        want[j * MAXT + i] = k->vec_dot[t](w + 4 + (size_t)i * wstride,
+                                                           a + 4 + (size_t)j * astride, n);
+                for (int iw = 0; iw < n_nw; iw++)
+                    for (int ix = 0; ix < n_nx; ix++) {
+                        int nw = nws[iw], nx = nxs[ix];
                         for (int e = 0; e < MAXT * OS; e++) out[e] = -12345.0f;
                         k->gemm_tile[t](w + 4, wstride, a + 4, astride, n, out, OS, nw, nx);
                         for (int j = 0; j < MAXT; j++)
                             for (int i = 0; i < OS; i++) {
                                 float got = out[j * OS + i];
                                 if (i < nw && j < nx) {
-                                    float want = k->vec_dot[t](w + 4 + (size_t)i * wstride,
-                                                               a + 4 + (size_t)j * astride, n);
-                                    if (!same_bits(got, want) && fails++ < 3)
+                                    if (!same_bits(got, want[j * MAXT + i]) && fails++ < 3)
                                         test_fail(__FILE__, __LINE__,
                                                   "%s %s tile %dx%d n=%lld (%d,%d): %.9g vs %.9g",
                                                   k->name, tr->name, nw, nx, (long long)n, i, j,
-                                                  got, want);
+                                                  got, want[j * MAXT + i]);
                                 } else if (got != -12345.0f && fails++ < 3) {
                                     test_fail(__FILE__, __LINE__, "%s %s tile %dx%d wrote (%d,%d)",
                                               k->name, tr->name, nw, nx, i, j);
@@ -301,6 +325,7 @@ TEST(kernels_gemm_tile_equals_vec_dot) {
         }
     mem_free(tmp);
     mem_free(out);
+    mem_free(want);
     mem_free(w);
     mem_free(a);
 }
@@ -308,7 +333,7 @@ TEST(kernels_gemm_tile_equals_vec_dot) {
 /* The reference dots against a double-precision dot of the unquantized f32 data: the bound
  * (relative to sum |w x|) is the format's own quantization error plus the activation's. */
 TEST(kernels_dot_vs_double) {
-    const struct cpu_kernels *ks[3], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     enum { N = 4096 };
     float *xw = mem_alloc(N * 4), *xa = mem_alloc(N * 4);
@@ -354,10 +379,11 @@ TEST(kernels_dot_vs_double) {
  * ====================================================================================== */
 
 TEST(kernels_attention_f16_bit_identical) {
-    const struct cpu_kernels *ks[3], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     enum { N = 1000 };
     uint16_t q[N + 3], k[N + 3], v[N + 3], acc_a[N + 3], acc_b[N + 3];
+    static uint16_t keys[7 * (N + 5)];
     const int64_t lens[] = {0, 1, 15, 16, 17, 63, 64, 65, 128, 200, 576, N};
     g_state = 16;
     for (int ik = 0; ik < nk; ik++)
@@ -374,6 +400,12 @@ TEST(kernels_attention_f16_bit_identical) {
                       db = ks[ik]->attn_dot_f16(q + 1, k + 1, n);
                 EXPECT_MSG(same_bits(da, db), "%s attn_dot_f16 n=%lld: %.9g vs %.9g", ks[ik]->name,
                            (long long)n, db, da);
+                float dots_a[7], dots_b[7]; /* 7 keys, rows N + 5 apart */
+                for (int i = 0; i < 7 * (N + 5); i++) keys[i] = fp32_to_fp16(rng_gauss());
+                sc->attn_dots_f16(q + 1, keys + 1, (N + 5) * 2, n, dots_a, 7);
+                ks[ik]->attn_dots_f16(q + 1, keys + 1, (N + 5) * 2, n, dots_b, 7);
+                EXPECT_MSG(!memcmp(dots_a, dots_b, sizeof(dots_a)), "%s attn_dots_f16 n=%lld",
+                           ks[ik]->name, (long long)n);
                 float s = rep == 0 ? 0.7f : rep == 1 ? 1e-3f : 3.0f;
                 sc->attn_mad_f16(acc_a + 1, v + 1, s, n);
                 ks[ik]->attn_mad_f16(acc_b + 1, v + 1, s, n);

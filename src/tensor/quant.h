@@ -210,6 +210,8 @@ float q8_0_dot_q8_0_ref(const void *x, const void *y, int64_t n);
 void q8_0_quantize_row_act(const float *x, void *y, int64_t n);
 void q8_1_dequantize_row_ref(const void *x, float *y, int64_t n);
 void q8_1_quantize_row_ref(const float *x, void *y, int64_t n);
+/* Activation-row quantizer of the Q4_1/Q5_1 matmuls (scale 127/amax, round half to even). */
+void q8_1_quantize_row_act(const float *x, void *y, int64_t n);
 
 /* quant_q8_k.c: Q8_K, bit for bit ggml's quantize_row_q8_K_ref. */
 void q8_k_dequantize_row_ref(const void *x, float *y, int64_t n);

@@ -1,11 +1,13 @@
 /* quant_q4_1.c: Q4_1 (quant.h), 32 weights per block, value = d * q + m, q in 0..15.
  *
- * Nibbles as in Q4_0. Dot with Q8_1 like ggml's generic kernel: d_x d_y sum(q a) + m_x s_y,
+ * Nibbles as in Q4_0. Dot with Q8_1: d_x d_y sum(q a) + m_x s_y,
  * where s_y = d_y sum(a) is stored in the Q8_1 block.
  */
 #include "quant.h"
 
 #include "../base/error.h"
+
+#include <math.h>
 
 void q4_1_dequantize_row_ref(const void *vx, float *y, int64_t n) {
     CHECK(n % QK4_1 == 0);
@@ -58,19 +60,25 @@ void q4_1_quantize_row_imatrix(const float *x, void *vy, int64_t n, const float 
     }
 }
 
+/* llama.cpp's x86 order: per block 8 lanes of 4-product integer sums scaled by dx*dy with an
+ * FMA (as q8_0_dot_q8_0_ref), the offsets m_x * s_y accumulated with FMAs on their own, the two
+ * added at the end. */
 float q4_1_dot_q8_1_ref(const void *vx, const void *vy, int64_t n) {
     CHECK(n % QK4_1 == 0);
     const struct block_q4_1 *x = vx;
     const struct block_q8_1 *y = vy;
-    float sum = 0.0f;
+    float lane[8] = {0}, msum = 0.0f;
     for (int64_t ib = 0; ib < n / QK4_1; ib++) {
-        int32_t sumi = 0;
-        for (int j = 0; j < QK4_1 / 2; j++) {
-            sumi += (x[ib].qs[j] & 0x0f) * y[ib].qs[j];
-            sumi += (x[ib].qs[j] >> 4) * y[ib].qs[j + 16];
+        float d = fp16_to_fp32(x[ib].d) * fp16_to_fp32(y[ib].d);
+        for (int l = 0; l < 8; l++) {
+            int32_t sumi = 0;
+            for (int j = 4 * l; j < 4 * l + 4; j++) {
+                int q = j < 16 ? x[ib].qs[j] & 0x0f : x[ib].qs[j - 16] >> 4;
+                sumi += q * y[ib].qs[j];
+            }
+            lane[l] = fmaf(d, (float)sumi, lane[l]);
         }
-        sum += (fp16_to_fp32(x[ib].d) * fp16_to_fp32(y[ib].d)) * (float)sumi +
-               fp16_to_fp32(x[ib].m) * fp16_to_fp32(y[ib].s);
+        msum = fmaf(fp16_to_fp32(x[ib].m), fp16_to_fp32(y[ib].s), msum);
     }
-    return sum;
+    return quant_sum_lanes8(lane) + msum;
 }

@@ -71,17 +71,22 @@ void q5_0_quantize_row_imatrix(const float *x, void *vy, int64_t n, const float 
     }
 }
 
+/* The fixed order of the Q8_0 dot (see q4_0_dot_q8_0_ref): 8 lanes of 4-product integer sums
+ * per block, scaled by dx*dy with an FMA into f32 lanes, added pairwise at the end. */
 float q5_0_dot_q8_0_ref(const void *vx, const void *vy, int64_t n) {
     CHECK(n % QK5_0 == 0);
     const struct block_q5_0 *x = vx;
     const struct block_q8_0 *y = vy;
-    float sum = 0.0f;
+    float lane[8] = {0};
     for (int64_t ib = 0; ib < n / QK5_0; ib++) {
         int q[QK5_0];
         unpack(&x[ib], q);
-        int32_t sumi = 0;
-        for (int j = 0; j < QK5_0; j++) sumi += (q[j] - 16) * y[ib].qs[j];
-        sum += (float)sumi * (fp16_to_fp32(x[ib].d) * fp16_to_fp32(y[ib].d));
+        float d = fp16_to_fp32(x[ib].d) * fp16_to_fp32(y[ib].d);
+        for (int l = 0; l < 8; l++) {
+            int32_t sumi = 0;
+            for (int j = 4 * l; j < 4 * l + 4; j++) sumi += (q[j] - 16) * y[ib].qs[j];
+            lane[l] = fmaf(d, (float)sumi, lane[l]);
+        }
     }
-    return sum;
+    return quant_sum_lanes8(lane);
 }

@@ -6,6 +6,7 @@
 
 #include "../base/error.h"
 
+#include <math.h>
 #include <string.h>
 
 static void unpack(const struct block_q5_1 *b, int *q) {
@@ -72,18 +73,24 @@ void q5_1_quantize_row_imatrix(const float *x, void *vy, int64_t n, const float 
     }
 }
 
+/* llama.cpp's x86 order: per block 8 lanes of 4-product integer sums scaled by dx*dy with an
+ * FMA (as q8_0_dot_q8_0_ref), the offsets m_x * s_y accumulated with FMAs on their own, the two
+ * added at the end. */
 float q5_1_dot_q8_1_ref(const void *vx, const void *vy, int64_t n) {
     CHECK(n % QK5_1 == 0);
     const struct block_q5_1 *x = vx;
     const struct block_q8_1 *y = vy;
-    float sum = 0.0f;
+    float lane[8] = {0}, msum = 0.0f;
     for (int64_t ib = 0; ib < n / QK5_1; ib++) {
         int q[QK5_1];
         unpack(&x[ib], q);
-        int32_t sumi = 0;
-        for (int j = 0; j < QK5_1; j++) sumi += q[j] * y[ib].qs[j];
-        sum += (fp16_to_fp32(x[ib].d) * fp16_to_fp32(y[ib].d)) * (float)sumi +
-               fp16_to_fp32(x[ib].m) * fp16_to_fp32(y[ib].s);
+        float d = fp16_to_fp32(x[ib].d) * fp16_to_fp32(y[ib].d);
+        for (int l = 0; l < 8; l++) {
+            int32_t sumi = 0;
+            for (int j = 4 * l; j < 4 * l + 4; j++) sumi += q[j] * y[ib].qs[j];
+            lane[l] = fmaf(d, (float)sumi, lane[l]);
+        }
+        msum = fmaf(fp16_to_fp32(x[ib].m), fp16_to_fp32(y[ib].s), msum);
     }
-    return sum;
+    return quant_sum_lanes8(lane) + msum;
 }

@@ -81,6 +81,27 @@ float q8_0_dot_q8_0_ref(const void *vx, const void *vy, int64_t n) {
 
 /* ---- Q8_1 ---- */
 
+/* Activation quantizer for Q4_1/Q5_1 (as llama.cpp's x86 quantize_row_q8_1): scale 127/amax and
+ * round half to even like q8_0_quantize_row_act; d = amax/127 is stored, and s = d * sum(q) with
+ * the unrounded d. */
+void q8_1_quantize_row_act(const float *x, void *vy, int64_t n) {
+    CHECK(n % QK8_1 == 0);
+    struct block_q8_1 *y = vy;
+    for (int64_t ib = 0; ib < n / QK8_1; ib++) {
+        const float *xb = x + ib * QK8_1;
+        float amax = block_amax(xb, QK8_1);
+        float d = amax / 127.0f;
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < QK8_1; j++) {
+            y[ib].qs[j] = (int8_t)quant_rint(xb[j] * id);
+            sum += y[ib].qs[j];
+        }
+        y[ib].d = fp32_to_fp16(d);
+        y[ib].s = fp32_to_fp16(d * (float)sum);
+    }
+}
+
 void q8_1_dequantize_row_ref(const void *vx, float *y, int64_t n) {
     CHECK(n % QK8_1 == 0);
     const struct block_q8_1 *x = vx;

@@ -11,6 +11,19 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static int amx_permitted(void) {
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+}
+#else
+static int amx_permitted(void) {
+    return 0;
+}
+#endif
+
 static unsigned long long xgetbv0(void) {
     unsigned eax, edx;
     __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
@@ -32,6 +45,9 @@ void cpu_features_detect(struct cpu_features *f) {
     if (__get_cpuid_max(0, NULL) < 7) return;
     __cpuid_count(7, 0, a, b, c, d);
     f->has_avx2 = (b >> 5) & 1;
+    /* AMX-TILE (edx 24) and AMX-INT8 (edx 25), tile state enabled in XCR0 (bits 17, 18), and
+     * Linux's per-process permission for the 8 KiB tile data (arch_prctl ARCH_REQ_XCOMP_PERM). */
+    int has_amx = ((d >> 24) & 1) && ((d >> 25) & 1) && (xcr0 & 0x60000) == 0x60000;
     if (os_avx512) {
         f->has_avx512f = (b >> 16) & 1;
         f->has_avx512dq = (b >> 17) & 1;
@@ -42,6 +58,7 @@ void cpu_features_detect(struct cpu_features *f) {
     __cpuid_count(7, 1, a, b, c, d);
     f->has_avxvnni = (a >> 4) & 1;
     if (os_avx512) f->has_avx512bf16 = (a >> 5) & 1;
+    f->has_amx_int8 = has_amx && amx_permitted();
 }
 #else
 void cpu_features_detect(struct cpu_features *f) {
@@ -81,35 +98,41 @@ static void merge_over_scalar(struct cpu_kernels *dst, const struct cpu_kernels 
     if (isa->attn_dot_f16) dst->attn_dot_f16 = isa->attn_dot_f16;
     if (isa->attn_mad_f16) dst->attn_mad_f16 = isa->attn_mad_f16;
     if (isa->attn_scale_f16) dst->attn_scale_f16 = isa->attn_scale_f16;
+    if (isa->attn_dots_f16) dst->attn_dots_f16 = isa->attn_dots_f16;
     dst->name = isa->name;
+}
+
+int cpu_kernels_build(struct cpu_kernels *out, enum cpu_isa isa, const struct cpu_features *f) {
+    static int (*const fill[3])(struct cpu_kernels *, const struct cpu_features *) = {
+        NULL, cpu_kernels_fill_avx2, cpu_kernels_fill_avx512};
+    cpu_kernels_fill_scalar(out);
+    if (isa == CPU_ISA_SCALAR) return 0;
+    struct cpu_kernels tmp;
+    if ((int)cpu_isa_best(f) < (int)isa || fill[isa](&tmp, f) != 0) return -1;
+    merge_over_scalar(out, &tmp);
+    return 0;
 }
 
 static void tables_init(void) {
     struct cpu_features f;
     cpu_features_detect(&f);
-    enum cpu_isa best = cpu_isa_best(&f);
-    cpu_kernels_fill_scalar(&g_tables[CPU_ISA_SCALAR]);
-    g_table_ok[CPU_ISA_SCALAR] = 1;
-    static int (*const fill[3])(struct cpu_kernels *, const struct cpu_features *) = {
-        NULL, cpu_kernels_fill_avx2, cpu_kernels_fill_avx512};
-    for (int isa = CPU_ISA_AVX2; isa <= CPU_ISA_AVX512; isa++) {
-        struct cpu_kernels tmp;
-        if ((int)best < isa || fill[isa](&tmp, &f) != 0) continue;
-        g_tables[isa] = g_tables[CPU_ISA_SCALAR];
-        merge_over_scalar(&g_tables[isa], &tmp);
-        g_table_ok[isa] = 1;
-    }
-    int want = (int)best;
     const char *env = getenv("HEARTH_CPU");
+    if (env && !strcmp(env, "avx512-noamx")) f.has_amx_int8 = 0;
+    enum cpu_isa best = cpu_isa_best(&f);
+    for (int isa = CPU_ISA_SCALAR; isa <= CPU_ISA_AVX512; isa++)
+        g_table_ok[isa] = cpu_kernels_build(&g_tables[isa], (enum cpu_isa)isa, &f) == 0;
+    int want = (int)best;
     if (env && *env) {
         if (!strcmp(env, "scalar"))
             want = CPU_ISA_SCALAR;
         else if (!strcmp(env, "avx2"))
             want = CPU_ISA_AVX2;
-        else if (!strcmp(env, "avx512"))
+        else if (!strcmp(env, "avx512") || !strcmp(env, "avx512-noamx"))
             want = CPU_ISA_AVX512;
         else
-            LOG_WARN("HEARTH_CPU=%s not recognised (scalar, avx2, avx512); using the best", env);
+            LOG_WARN("HEARTH_CPU=%s not recognised (scalar, avx2, avx512, avx512-noamx); using the "
+                     "best",
+                     env);
         if (!g_table_ok[want]) {
             LOG_WARN("HEARTH_CPU=%s: this CPU or build lacks it; using the best available", env);
             want = (int)best;

@@ -49,6 +49,10 @@ typedef void (*cpu_gemm_tile_fn)(const void *w, size_t w_stride, const void *x, 
 typedef float (*cpu_attn_dot_f16_fn)(const uint16_t *q, const uint16_t *k, int64_t n);
 typedef void (*cpu_attn_mad_f16_fn)(uint16_t *acc, const uint16_t *v, float s, int64_t n);
 typedef void (*cpu_attn_scale_f16_fn)(uint16_t *acc, float s, int64_t n);
+/* out[j] = attn_dot_f16(q, k + j * k_stride bytes, n) for j < n_k, bit for bit: one query against
+ * many keys (the rows of a KV cache), without a call and a q conversion per key. */
+typedef void (*cpu_attn_dots_f16_fn)(const uint16_t *q, const uint16_t *k, size_t k_stride,
+                                     int64_t n, float *out, int64_t n_k);
 
 struct cpu_kernels {
     const char *name;                          /* "scalar", "avx2", "avx512" */
@@ -61,6 +65,7 @@ struct cpu_kernels {
     cpu_attn_dot_f16_fn attn_dot_f16;
     cpu_attn_mad_f16_fn attn_mad_f16;
     cpu_attn_scale_f16_fn attn_scale_f16;
+    cpu_attn_dots_f16_fn attn_dots_f16;
 };
 
 enum cpu_isa { CPU_ISA_SCALAR = 0, CPU_ISA_AVX2 = 1, CPU_ISA_AVX512 = 2 };
@@ -68,6 +73,7 @@ enum cpu_isa { CPU_ISA_SCALAR = 0, CPU_ISA_AVX2 = 1, CPU_ISA_AVX512 = 2 };
 struct cpu_features {
     int has_avx2, has_fma, has_f16c, has_avx512f, has_avx512bw, has_avx512vl, has_avx512dq,
         has_avx512vnni, has_avx512bf16, has_avxvnni;
+    int has_amx_int8; /* AMX-TILE + AMX-INT8, enabled by the OS and granted to this process */
 };
 
 void cpu_features_detect(struct cpu_features *f);
@@ -82,7 +88,21 @@ int cpu_kernels_fill_scalar(struct cpu_kernels *k);
 int cpu_kernels_fill_avx2(struct cpu_kernels *k, const struct cpu_features *f);
 int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f);
 
-/* The table in use (chosen on first call from CPUID and HEARTH_CPU). Thread-safe. */
+/* AMX tiles of the K-quants and IQ4_XS (kernels_amx.c, used by the AVX-512 table when the CPU
+ * has AMX-INT8): out[j * out_stride + i] for i < n_w <= 16 weight rows and j < 16 * n_groups
+ * tokens (whole groups of 16, 1 <= n_groups <= 4), bit for bit what the dtype's vec_dot gives.
+ * type is DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K or DTYPE_IQ4_XS. */
+void cpu_amx_kq_tiles(enum dtype type, const void *w, size_t w_stride, const void *x,
+                      size_t x_stride, int64_t k, float *out, size_t out_stride, int n_w,
+                      int n_groups);
+
+/* The table of isa merged over scalar, for the CPU features f (the variants chosen at fill time
+ * follow f: tests and benchmarks build AVX-512 with and without AMX this way). Returns 0, or -1
+ * if f lacks the ISA or it is not compiled in. */
+int cpu_kernels_build(struct cpu_kernels *out, enum cpu_isa isa, const struct cpu_features *f);
+
+/* The table in use (chosen on first call from CPUID and HEARTH_CPU=scalar|avx2|avx512|
+ * avx512-noamx). Thread-safe. */
 const struct cpu_kernels *cpu_kernels_get(void);
 /* A specific table merged over scalar, for tests; NULL if the CPU lacks the ISA. */
 const struct cpu_kernels *cpu_kernels_for(enum cpu_isa isa);
@@ -94,5 +114,7 @@ const struct cpu_kernels *cpu_kernels_for(enum cpu_isa isa);
 float attn_dot_f16_ref(const uint16_t *q, const uint16_t *k, int64_t n);
 void attn_mad_f16_ref(uint16_t *acc, const uint16_t *v, float s, int64_t n);
 void attn_scale_f16_ref(uint16_t *acc, float s, int64_t n);
+void attn_dots_f16_ref(const uint16_t *q, const uint16_t *k, size_t k_stride, int64_t n, float *out,
+                       int64_t n_k);
 
 #endif

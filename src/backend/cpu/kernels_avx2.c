@@ -210,6 +210,13 @@ static float attn_dot_f16_avx2(const uint16_t *q, const uint16_t *k, int64_t n) 
     return (float)sum;
 }
 
+static void attn_dots_f16_avx2(const uint16_t *q, const uint16_t *k, size_t k_stride, int64_t n,
+                               float *out, int64_t n_k) {
+    for (int64_t j = 0; j < n_k; j++)
+        out[j] =
+            attn_dot_f16_avx2(q, (const uint16_t *)((const char *)k + (size_t)j * k_stride), n);
+}
+
 static void attn_mad_f16_avx2(uint16_t *acc, const uint16_t *v, float s, int64_t n) {
     const __m256 vs = _mm256_set1_ps(s);
     int64_t i = 0;
@@ -278,6 +285,31 @@ static void q8_0_quantize_row_act_avx2(const float *x, void *vy, int64_t n) {
     }
 }
 
+static void q8_1_quantize_row_act_avx2(const float *x, void *vy, int64_t n) {
+    CHECK(n % QK8_1 == 0);
+    struct block_q8_1 *y = vy;
+    for (int64_t ib = 0; ib < n / QK8_1; ib++) {
+        const float *xb = x + ib * QK8_1;
+        __m256 v[4];
+        for (int g = 0; g < 4; g++) v[g] = _mm256_loadu_ps(xb + 8 * g);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(abs_ps(v[0]), abs_ps(v[1])),
+                                 _mm256_max_ps(abs_ps(v[2]), abs_ps(v[3])));
+        float amax = hmax_ps8(m);
+        float d = amax / 127.0f;
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        __m256 s = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int g = 0; g < 4; g++) q[g] = round_mul(v[g], s);
+        _mm256_storeu_si256((__m256i *)y[ib].qs, pack_bytes(q[0], q[1], q[2], q[3]));
+        __m256i t = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        __m128i u = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+        u = _mm_hadd_epi32(u, u);
+        int sum = _mm_cvtsi128_si32(_mm_hadd_epi32(u, u));
+        y[ib].d = fp32_to_fp16(d);
+        y[ib].s = fp32_to_fp16(d * (float)sum);
+    }
+}
+
 static void q8_k_quantize_row_act_avx2(const float *x, void *vy, int64_t n) {
     CHECK(n % QK_K == 0);
     struct block_q8_k *y = vy;
@@ -317,37 +349,75 @@ static void q8_k_quantize_row_act_avx2(const float *x, void *vy, int64_t n) {
  * pair sums (at most 2 * 128 * 127), vpmaddwd with ones the 8 int32 lanes of 4 products.
  * ============================================================================================ */
 
-enum q8_family { FAM_Q8_0, FAM_Q4_0, FAM_IQ4_NL };
+/* Q4_1 and Q5_1 (value d q + m) dot Q8_1 rows; the m_x s_y terms go to a separate FMA chain per
+ * (row, token), as in their references. */
+enum q8_family { FAM_Q8_0, FAM_Q4_0, FAM_IQ4_NL, FAM_Q5_0, FAM_Q4_1, FAM_Q5_1 };
 enum { FAM_CHUNK = 32 };
 
 INLINE size_t fam_block_bytes(int fam) {
-    return fam == FAM_Q8_0 ? sizeof(struct block_q8_0) : sizeof(struct block_q4_0);
+    return fam == FAM_Q8_0   ? sizeof(struct block_q8_0)
+           : fam == FAM_Q5_0 ? sizeof(struct block_q5_0)
+           : fam == FAM_Q4_1 ? sizeof(struct block_q4_1)
+           : fam == FAM_Q5_1 ? sizeof(struct block_q5_1)
+                             : sizeof(struct block_q4_0);
 }
 
-/* The 32 signed weights of a block in element order. */
+INLINE int fam_has_min(int fam) {
+    return fam == FAM_Q4_1 || fam == FAM_Q5_1;
+}
+
+/* Activation blocks: Q8_1 (d, s, qs) for the families with a min, else Q8_0 (d, qs). */
+INLINE size_t fam_act_bytes(int fam) {
+    return fam_has_min(fam) ? sizeof(struct block_q8_1) : sizeof(struct block_q8_0);
+}
+
+/* 32 bytes: 0xff where bit j of bits is set, else 0. */
+INLINE __m256i bits_to_bytes(uint32_t bits) {
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                                            2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), spread);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
+/* The 32 weights of a block in element order, signed (Q4_1, Q5_1: the unsigned q). */
 INLINE __m256i fam_weights(int fam, const char *blk, __m256i table) {
     if (fam == FAM_Q8_0) return _mm256_loadu_si256((const __m256i *)(blk + 2));
-    __m128i v = _mm_loadu_si128((const __m128i *)(blk + 2));
+    size_t qs = fam == FAM_Q5_0 ? 6 : fam == FAM_Q4_1 ? 4 : fam == FAM_Q5_1 ? 8 : 2;
+    __m128i v = _mm_loadu_si128((const __m128i *)(blk + qs));
     __m256i q = _mm256_set_m128i(_mm_srli_epi16(v, 4), v);
     q = _mm256_and_si256(q, _mm256_set1_epi8(0x0f));
+    if (fam == FAM_Q4_1) return q;
+    if (fam == FAM_Q5_0 || fam == FAM_Q5_1) { /* bit j of qh: the 16 of element j */
+        uint32_t qh;
+        memcpy(&qh, blk + (fam == FAM_Q5_0 ? 2 : 4), sizeof(qh));
+        q = _mm256_or_si256(q, _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10)));
+        return fam == FAM_Q5_1 ? q : _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+    }
     return fam == FAM_IQ4_NL ? _mm256_shuffle_epi8(table, q)
                              : _mm256_sub_epi8(q, _mm256_set1_epi8(8));
 }
 
+/* dd[p][b] = dw_i * dx_j of block b0 + b for the pairs p = i * nx_max + j; with a min also
+ * mw[i][b] = m_i and sx[j][b] = s_j (the fp16 field after d, in both blocks). */
 INLINE void fam_scales(int fam, int nw_max, int nx_max, const char *const *wr,
-                       const char *const *xr, int64_t b0, int n, float dd[QW * QX][FAM_CHUNK]) {
+                       const char *const *xr, int64_t b0, int n, float dd[QW * QX][FAM_CHUNK],
+                       float mw[QW][FAM_CHUNK], float sx[QX][FAM_CHUNK]) {
     uint16_t h[FAM_CHUNK];
     float dw[QW][FAM_CHUNK], dx[QX][FAM_CHUNK];
     size_t wb = fam_block_bytes(fam);
     for (int i = 0; i < nw_max + nx_max; i++) {
         const char *row = i < nw_max ? wr[i] : xr[i - nw_max];
-        size_t bytes = i < nw_max ? wb : sizeof(struct block_q8_0);
-        for (int b = 0; b < FAM_CHUNK; b++) {
-            h[b] = 0;
-            if (b < n) memcpy(&h[b], row + (size_t)(b0 + b) * bytes, sizeof(uint16_t));
+        size_t bytes = i < nw_max ? wb : fam_act_bytes(fam);
+        for (int f = 0; f < 1 + fam_has_min(fam); f++) {
+            for (int b = 0; b < FAM_CHUNK; b++) {
+                h[b] = 0;
+                if (b < n) memcpy(&h[b], row + (size_t)(b0 + b) * bytes + 2 * f, sizeof(uint16_t));
+            }
+            float *dst =
+                f ? (i < nw_max ? mw[i] : sx[i - nw_max]) : (i < nw_max ? dw[i] : dx[i - nw_max]);
+            for (int b = 0; b < FAM_CHUNK; b += 8) _mm256_storeu_ps(dst + b, load_f16x8(h + b));
         }
-        float *dst = i < nw_max ? dw[i] : dx[i - nw_max];
-        for (int b = 0; b < FAM_CHUNK; b += 8) _mm256_storeu_ps(dst + b, load_f16x8(h + b));
     }
     for (int i = 0; i < nw_max; i++)
         for (int j = 0; j < nx_max; j++)
@@ -373,17 +443,18 @@ INLINE void fam_tile(int fam, int nw_max, int nx_max, const void *w, size_t w_st
     for (int i = 0; i < nw_max; i++)
 #pragma GCC unroll 16
         for (int j = 0; j < nx_max; j++) acc[i][j] = _mm256_setzero_ps();
-    float dd[QW * QX][FAM_CHUNK];
+    float dd[QW * QX][FAM_CHUNK], mw[QW][FAM_CHUNK], sx[QX][FAM_CHUNK];
+    float msum[QW][QX] = {{0}};
+    const size_t ab = fam_act_bytes(fam), aq = fam_has_min(fam) ? 4 : 2;
     const int64_t nb = k / QK8_0;
     for (int64_t b0 = 0; b0 < nb; b0 += FAM_CHUNK) {
         int n = nb - b0 < FAM_CHUNK ? (int)(nb - b0) : FAM_CHUNK;
-        fam_scales(fam, nw_max, nx_max, wr, xr, b0, n, dd);
+        fam_scales(fam, nw_max, nx_max, wr, xr, b0, n, dd, mw, sx);
         for (int b = 0; b < n; b++) {
             __m256i xv[QX];
 #pragma GCC unroll 16
             for (int j = 0; j < nx_max; j++)
-                xv[j] = _mm256_loadu_si256(
-                    (const __m256i *)((const struct block_q8_0 *)xr[j] + b0 + b)->qs);
+                xv[j] = _mm256_loadu_si256((const __m256i *)(xr[j] + (size_t)(b0 + b) * ab + aq));
 #pragma GCC unroll 16
             for (int i = 0; i < nw_max; i++) {
                 __m256i ws = fam_weights(fam, wr[i] + (size_t)(b0 + b) * wb, table);
@@ -394,13 +465,15 @@ INLINE void fam_tile(int fam, int nw_max, int nx_max, const void *w, size_t w_st
                     __m256i s = _mm256_madd_epi16(p, ones);
                     acc[i][j] = _mm256_fmadd_ps(_mm256_set1_ps(dd[i * nx_max + j][b]),
                                                 _mm256_cvtepi32_ps(s), acc[i][j]);
+                    if (fam_has_min(fam)) msum[i][j] = fmaf(mw[i][b], sx[j][b], msum[i][j]);
                 }
             }
         }
     }
     for (int j = 0; j < n_x && j < nx_max; j++)
         for (int i = 0; i < n_w && i < nw_max; i++)
-            out[(size_t)j * out_stride + (size_t)i] = hsum_ps8(acc[i][j]);
+            out[(size_t)j * out_stride + (size_t)i] =
+                fam_has_min(fam) ? hsum_ps8(acc[i][j]) + msum[i][j] : hsum_ps8(acc[i][j]);
 }
 
 static float q8_0_dot_q8_0_avx2(const void *w, const void *x, int64_t n) {
@@ -417,6 +490,44 @@ static float iq4_nl_dot_q8_0_avx2(const void *w, const void *x, int64_t n) {
     float out;
     fam_tile(FAM_IQ4_NL, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
     return out;
+}
+
+static float q4_1_dot_q8_1_avx2(const void *w, const void *x, int64_t n) {
+    float out;
+    fam_tile(FAM_Q4_1, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float q5_1_dot_q8_1_avx2(const void *w, const void *x, int64_t n) {
+    float out;
+    fam_tile(FAM_Q5_1, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static void q4_1_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        fam_tile(FAM_Q4_1, QW, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        fam_tile(FAM_Q4_1, QW, QX, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void q5_1_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        fam_tile(FAM_Q5_1, QW, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        fam_tile(FAM_Q5_1, QW, QX, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+
+static float q5_0_dot_q8_0_avx2(const void *w, const void *x, int64_t n) {
+    float out;
+    fam_tile(FAM_Q5_0, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static void q5_0_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        fam_tile(FAM_Q5_0, QW, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        fam_tile(FAM_Q5_0, QW, QX, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 
 static void q8_0_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
@@ -449,20 +560,22 @@ static void iq4_nl_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_
  * p = i * nx + j, and the f32 step runs on the 8 pairs in one vector.
  * ============================================================================================ */
 
-enum kq_type { KQ_Q4_K, KQ_Q5_K, KQ_Q6_K, KQ_IQ4_XS };
+enum kq_type { KQ_Q4_K, KQ_Q5_K, KQ_Q6_K, KQ_IQ4_XS, KQ_Q2_K, KQ_Q3_K };
 
 INLINE size_t kq_block_bytes(int type) {
     return type == KQ_Q4_K   ? sizeof(struct block_q4_k)
            : type == KQ_Q5_K ? sizeof(struct block_q5_k)
            : type == KQ_Q6_K ? sizeof(struct block_q6_k)
+           : type == KQ_Q2_K ? sizeof(struct block_q2_k)
+           : type == KQ_Q3_K ? sizeof(struct block_q3_k)
                              : sizeof(struct block_iq4_xs);
 }
 
 /* Per row and super-block: the int16 scales (8 per sub-block of 32; Q6_K 16 of 16), mins and
  * f32 super-scales. */
 struct kq_row {
-    int16_t sc[16]; /* Q4_K/Q5_K/IQ4_XS: sc[0..7]; Q6_K: all 16 */
-    __m128i mn;     /* Q4_K/Q5_K: 8 mins as int16 */
+    int16_t sc[16]; /* Q4_K/Q5_K/IQ4_XS: sc[0..7]; Q2_K/Q3_K/Q6_K: all 16 */
+    int16_t mn[16]; /* Q4_K/Q5_K: mn[0..7]; Q2_K: all 16 */
     float d, dmin;
 };
 
@@ -478,14 +591,44 @@ INLINE void kq_row_load(int type, const char *blk, struct kq_row *r) {
         uint32_t mn_hi = ((w2 >> 4) & 0x0f0f0f0f) | ((w1 >> 6) & 0x03030303) << 4;
         _mm_storeu_si128((__m128i *)r->sc,
                          _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)sc_hi, (int)sc_lo)));
-        r->mn = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)mn_hi, (int)mn_lo));
+        _mm_storeu_si128((__m128i *)r->mn,
+                         _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)mn_hi, (int)mn_lo)));
         r->d = f16_to_f32(b->d);
         r->dmin = f16_to_f32(b->dmin);
     } else if (type == KQ_Q6_K) {
         const struct block_q6_k *b = (const struct block_q6_k *)blk;
         _mm256_storeu_si256((__m256i *)r->sc,
                             _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales)));
-        r->mn = _mm_setzero_si128();
+        r->d = f16_to_f32(b->d);
+        r->dmin = 0.0f;
+    } else if (type == KQ_Q2_K) { /* scales[i]: low nibble scale, high nibble min */
+        const struct block_q2_k *b = (const struct block_q2_k *)blk;
+        for (int i = 0; i < 16; i++) {
+            r->sc[i] = (int16_t)(b->scales[i] & 0x0f);
+            r->mn[i] = (int16_t)(b->scales[i] >> 4);
+        }
+        r->d = f16_to_f32(b->d);
+        r->dmin = f16_to_f32(b->dmin);
+    } else if (type == KQ_Q3_K) {
+        const struct block_q3_k *b = (const struct block_q3_k *)blk;
+        /* q3_k_get_scale: low nibbles in bytes 0-7 (j < 8: low, else high nibble of byte
+         * j - 8); the 2 high bits of scale j at bits 2(j/4) of byte 8 + j%4; stored + 32 */
+        __m128i v = _mm_loadl_epi64((const __m128i *)b->scales);
+        __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(v, _mm_set1_epi8(0x0f)),
+                                        _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0f)));
+        uint32_t hw;
+        memcpy(&hw, b->scales + 8, 4);
+        __m256i h = _mm256_set1_epi32((int)hw);
+        const __m256i three = _mm256_set1_epi32(3);
+        __m256i h0 = _mm256_and_si256(
+            _mm256_srlv_epi32(h, _mm256_setr_epi32(0, 8, 16, 24, 2, 10, 18, 26)), three);
+        __m256i h1 = _mm256_and_si256(
+            _mm256_srlv_epi32(h, _mm256_setr_epi32(4, 12, 20, 28, 6, 14, 22, 30)), three);
+        __m256i hh = _mm256_packs_epi32(h0, h1);
+        /* packs interleaves 128-bit halves: words h0[0..3] h1[0..3] h0[4..7] h1[4..7] */
+        hh = _mm256_permute4x64_epi64(hh, _MM_SHUFFLE(3, 1, 2, 0));
+        __m256i sc = _mm256_or_si256(_mm256_cvtepu8_epi16(lo), _mm256_slli_epi16(hh, 4));
+        _mm256_storeu_si256((__m256i *)r->sc, _mm256_sub_epi16(sc, _mm256_set1_epi16(32)));
         r->d = f16_to_f32(b->d);
         r->dmin = 0.0f;
     } else {
@@ -494,7 +637,6 @@ INLINE void kq_row_load(int type, const char *blk, struct kq_row *r) {
             r->sc[ib] = (int16_t)((((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0f) |
                                    ((b->scales_h >> (2 * ib)) & 3) << 4) -
                                   32);
-        r->mn = _mm_setzero_si128();
         r->d = f16_to_f32(b->d);
         r->dmin = 0.0f;
     }
@@ -512,6 +654,18 @@ INLINE __m256i kq_part_weights(int type, const char *blk, int g) {
         __m256i h = _mm256_loadu_si256((const __m256i *)((const struct block_q5_k *)blk)->qh);
         h = _mm256_and_si256(_mm256_srli_epi16(h, g), _mm256_set1_epi8(1));
         return _mm256_or_si256(q, _mm256_slli_epi16(h, 4));
+    }
+    if (type == KQ_Q2_K || type == KQ_Q3_K) { /* bits 2j of qs[32h + l]; Q3_K: + 4 * bit 4h + j
+                                               * of hmask[l] (the stored q + 4) */
+        int h = g / 4, j = g % 4;
+        const uint8_t *qs = type == KQ_Q2_K ? ((const struct block_q2_k *)blk)->qs
+                                            : ((const struct block_q3_k *)blk)->qs;
+        __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * h));
+        v = _mm256_and_si256(_mm256_srli_epi16(v, 2 * j), _mm256_set1_epi8(3));
+        if (type == KQ_Q2_K) return v;
+        __m256i hm = _mm256_loadu_si256((const __m256i *)((const struct block_q3_k *)blk)->hmask);
+        hm = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + j), _mm256_set1_epi8(1));
+        return _mm256_or_si256(v, _mm256_slli_epi16(hm, 2));
     }
     if (type == KQ_Q6_K) {
         const struct block_q6_k *b = (const struct block_q6_k *)blk;
@@ -531,7 +685,7 @@ INLINE __m256i kq_part_weights(int type, const char *blk, int g) {
 
 /* int16 scale of each of the 16 pairs of values 32g .. 32g+31. */
 INLINE __m256i kq_part_scales(int type, const struct kq_row *r, int g) {
-    if (type == KQ_Q6_K)
+    if (type == KQ_Q6_K || type == KQ_Q3_K || type == KQ_Q2_K) /* sub-blocks of 16 */
         return _mm256_set_m128i(_mm_set1_epi16(r->sc[2 * g + 1]), _mm_set1_epi16(r->sc[2 * g]));
     return _mm256_set1_epi16(r->sc[g]);
 }
@@ -563,7 +717,7 @@ INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_st
     CHECK(k % QK_K == 0);
     const size_t wb = kq_block_bytes(type);
     const int n_pairs = nw_max * nx_max;
-    const int has_min = type == KQ_Q4_K || type == KQ_Q5_K;
+    const int has_min = type == KQ_Q4_K || type == KQ_Q5_K || type == KQ_Q2_K;
     const char *wr[QW], *xr[QX];
 #pragma GCC unroll 16
     for (int i = 0; i < nw_max; i++) wr[i] = tile_row(w, w_stride, i, n_w);
@@ -610,12 +764,14 @@ INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_st
                 }
             }
         }
-        if (type == KQ_Q6_K) /* q = stored - 32: add -32 * sum_s scale_s * bsum_s */
+        if (type == KQ_Q6_K || type == KQ_Q3_K) /* q = stored - 32 (Q3_K: - 4): add
+                                                 * -32 (-4) * sum_s scale_s * bsum_s */
 #pragma GCC unroll 16
             for (int i = 0; i < nw_max; i++) {
                 __m256i neg = _mm256_sub_epi16(
                     _mm256_setzero_si256(),
-                    _mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)row[i].sc), 5));
+                    _mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)row[i].sc),
+                                      type == KQ_Q6_K ? 5 : 2));
 #pragma GCC unroll 16
                 for (int j = 0; j < nx_max; j++) {
                     __m256i bs = _mm256_loadu_si256((const __m256i *)yb[j]->bsums);
@@ -628,22 +784,37 @@ INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_st
         __m256 dy = _mm256_permutevar8x32_ps(_mm256_zextps128_ps256(_mm_loadu_ps(ty)), lane_j);
         __m256 t = _mm256_mul_ps(_mm256_mul_ps(dx, dy), fi);
         if (has_min) {
-            __m128i b2[QX], mv[QW * QX];
+            __m256i fmi;
+            if (type == KQ_Q2_K) { /* isum_min = sum of the 16 mins times the 16 bsums */
+                __m256i mv[QW * QX];
 #pragma GCC unroll 16
-            for (int j = 0; j < nx_max; j++) {
-                __m256i bs = _mm256_loadu_si256((const __m256i *)yb[j]->bsums);
-                __m256i s2 = _mm256_madd_epi16(bs, _mm256_set1_epi16(1)); /* 8 pair sums */
-                b2[j] =
-                    _mm_packs_epi32(_mm256_castsi256_si128(s2), _mm256_extracti128_si256(s2, 1));
+                for (int i = 0; i < nw_max; i++)
+#pragma GCC unroll 16
+                    for (int j = 0; j < nx_max; j++)
+                        mv[i * nx_max + j] =
+                            _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)row[i].mn),
+                                              _mm256_loadu_si256((const __m256i *)yb[j]->bsums));
+                fmi = kq_sum_pairs(mv, n_pairs);
+            } else { /* 8 mins times the sums of 32 (bsum pairs) */
+                __m128i b2[QX], mv[QW * QX];
+#pragma GCC unroll 16
+                for (int j = 0; j < nx_max; j++) {
+                    __m256i bs = _mm256_loadu_si256((const __m256i *)yb[j]->bsums);
+                    __m256i s2 = _mm256_madd_epi16(bs, _mm256_set1_epi16(1)); /* 8 pair sums */
+                    b2[j] = _mm_packs_epi32(_mm256_castsi256_si128(s2),
+                                            _mm256_extracti128_si256(s2, 1));
+                }
+#pragma GCC unroll 16
+                for (int i = 0; i < nw_max; i++)
+#pragma GCC unroll 16
+                    for (int j = 0; j < nx_max; j++)
+                        mv[i * nx_max + j] =
+                            _mm_madd_epi16(_mm_loadu_si128((const __m128i *)row[i].mn), b2[j]);
+                fmi = kq_sum_pairs128(mv, n_pairs);
             }
-#pragma GCC unroll 16
-            for (int i = 0; i < nw_max; i++)
-#pragma GCC unroll 16
-                for (int j = 0; j < nx_max; j++)
-                    mv[i * nx_max + j] = _mm_madd_epi16(row[i].mn, b2[j]);
             __m256 dm =
                 _mm256_permutevar8x32_ps(_mm256_zextps128_ps256(_mm_loadu_ps(rdmin)), lane_i);
-            __m256 fm = _mm256_cvtepi32_ps(kq_sum_pairs128(mv, n_pairs));
+            __m256 fm = _mm256_cvtepi32_ps(fmi);
             t = _mm256_sub_ps(t, _mm256_mul_ps(_mm256_mul_ps(dm, dy), fm));
         }
         sum = _mm256_add_ps(sum, t);
@@ -655,6 +826,30 @@ INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_st
             out[(size_t)j * out_stride + (size_t)i] = res[i * nx_max + j];
 }
 
+static float q2_k_dot_q8_k_avx2(const void *w, const void *x, int64_t n) {
+    float out;
+    kq_tile(KQ_Q2_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float q3_k_dot_q8_k_avx2(const void *w, const void *x, int64_t n) {
+    float out;
+    kq_tile(KQ_Q3_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static void q2_k_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        kq_tile(KQ_Q2_K, QW, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        kq_tile(KQ_Q2_K, QW, QX, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void q3_k_gemm_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        kq_tile(KQ_Q3_K, QW, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        kq_tile(KQ_Q3_K, QW, QX, w, ws, x, xs, k, out, os, n_w, n_x);
+}
 static float q4_k_dot_q8_k_avx2(const void *w, const void *x, int64_t n) {
     float out;
     kq_tile(KQ_Q4_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
@@ -742,6 +937,43 @@ INLINE void nibble_blocks_to_f32(int iq4, const void *vx, float *y, int64_t n) {
     }
 }
 
+static void q5_0_to_f32_avx2(const void *vx, float *y, int64_t n) {
+    CHECK(n % QK5_0 == 0);
+    const struct block_q5_0 *x = vx;
+    for (int64_t ib = 0; ib < n / QK5_0; ib++) {
+        __m256 d = _mm256_set1_ps(f16_to_f32(x[ib].d));
+        int8_t q[32];
+        _mm256_storeu_si256((__m256i *)q,
+                            fam_weights(FAM_Q5_0, (const char *)&x[ib], _mm256_setzero_si256()));
+        for (int h = 0; h < 4; h++)
+            _mm256_storeu_ps(y + ib * QK5_0 + 8 * h, _mm256_mul_ps(d, bytes8_to_ps(q + 8 * h)));
+    }
+}
+
+/* Q4_1, Q5_1: (float)q * d + m */
+INLINE void min_blocks_to_f32(int fam, const void *vx, float *y, int64_t n) {
+    CHECK(n % 32 == 0);
+    size_t bytes = fam_block_bytes(fam);
+    for (int64_t ib = 0; ib < n / 32; ib++) {
+        const char *blk = (const char *)vx + (size_t)ib * bytes;
+        uint16_t dm[2];
+        memcpy(dm, blk, sizeof(dm));
+        __m256 d = _mm256_set1_ps(f16_to_f32(dm[0])), m = _mm256_set1_ps(f16_to_f32(dm[1]));
+        int8_t q[32];
+        _mm256_storeu_si256((__m256i *)q, fam_weights(fam, blk, _mm256_setzero_si256()));
+        for (int h = 0; h < 4; h++)
+            _mm256_storeu_ps(y + ib * 32 + 8 * h,
+                             _mm256_add_ps(_mm256_mul_ps(bytes8_to_ps(q + 8 * h), d), m));
+    }
+}
+
+static void q4_1_to_f32_avx2(const void *x, float *y, int64_t n) {
+    min_blocks_to_f32(FAM_Q4_1, x, y, n);
+}
+static void q5_1_to_f32_avx2(const void *x, float *y, int64_t n) {
+    min_blocks_to_f32(FAM_Q5_1, x, y, n);
+}
+
 static void q4_0_to_f32_avx2(const void *x, float *y, int64_t n) {
     nibble_blocks_to_f32(0, x, y, n);
 }
@@ -756,24 +988,24 @@ INLINE void kq_to_f32(int type, const void *vx, float *y, int64_t n) {
         const char *blk = (const char *)vx + (size_t)ib * wb;
         struct kq_row r;
         kq_row_load(type, blk, &r);
-        int16_t mn[8];
-        _mm_storeu_si128((__m128i *)mn, r.mn);
         for (int g = 0; g < QK_K / 32; g++) {
             __m256i q = kq_part_weights(type, blk, g);
             if (type == KQ_Q6_K) q = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
+            if (type == KQ_Q3_K) q = _mm256_sub_epi8(q, _mm256_set1_epi8(4));
             int8_t qb[32];
             _mm256_storeu_si256((__m256i *)qb, q);
             for (int h = 0; h < 4; h++) {
                 __m256 v = bytes8_to_ps(qb + 8 * h);
                 float *dst = y + ib * QK_K + 32 * g + 8 * h;
-                if (type == KQ_Q6_K) {
+                if (type == KQ_Q6_K || type == KQ_Q3_K) {
                     float ds = r.d * (float)r.sc[2 * g + h / 2];
                     _mm256_storeu_ps(dst, _mm256_mul_ps(_mm256_set1_ps(ds), v));
                 } else if (type == KQ_IQ4_XS) {
                     float dl = r.d * (float)r.sc[g];
                     _mm256_storeu_ps(dst, _mm256_mul_ps(_mm256_set1_ps(dl), v));
                 } else {
-                    float ds = r.d * (float)r.sc[g], ms = r.dmin * (float)mn[g];
+                    int s16 = type == KQ_Q2_K ? 2 * g + h / 2 : g;
+                    float ds = r.d * (float)r.sc[s16], ms = r.dmin * (float)r.mn[s16];
                     _mm256_storeu_ps(dst, _mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(ds), v),
                                                         _mm256_set1_ps(ms)));
                 }
@@ -782,6 +1014,12 @@ INLINE void kq_to_f32(int type, const void *vx, float *y, int64_t n) {
     }
 }
 
+static void q2_k_to_f32_avx2(const void *x, float *y, int64_t n) {
+    kq_to_f32(KQ_Q2_K, x, y, n);
+}
+static void q3_k_to_f32_avx2(const void *x, float *y, int64_t n) {
+    kq_to_f32(KQ_Q3_K, x, y, n);
+}
 static void q4_k_to_f32_avx2(const void *x, float *y, int64_t n) {
     kq_to_f32(KQ_Q4_K, x, y, n);
 }
@@ -816,12 +1054,18 @@ int cpu_kernels_fill_avx2(struct cpu_kernels *k, const struct cpu_features *f) {
     set_dot(k, DTYPE_Q8_0, q8_0_dot_q8_0_avx2, q8_0_gemm_tile_avx2, QW, QX);
     set_dot(k, DTYPE_Q4_0, q4_0_dot_q8_0_avx2, q4_0_gemm_tile_avx2, QW, QX);
     set_dot(k, DTYPE_IQ4_NL, iq4_nl_dot_q8_0_avx2, iq4_nl_gemm_tile_avx2, QW, QX);
+    set_dot(k, DTYPE_Q5_0, q5_0_dot_q8_0_avx2, q5_0_gemm_tile_avx2, QW, QX);
+    set_dot(k, DTYPE_Q4_1, q4_1_dot_q8_1_avx2, q4_1_gemm_tile_avx2, QW, QX);
+    set_dot(k, DTYPE_Q5_1, q5_1_dot_q8_1_avx2, q5_1_gemm_tile_avx2, QW, QX);
+    set_dot(k, DTYPE_Q2_K, q2_k_dot_q8_k_avx2, q2_k_gemm_tile_avx2, QW, QX);
+    set_dot(k, DTYPE_Q3_K, q3_k_dot_q8_k_avx2, q3_k_gemm_tile_avx2, QW, QX);
     set_dot(k, DTYPE_Q4_K, q4_k_dot_q8_k_avx2, q4_k_gemm_tile_avx2, QW, QX);
     set_dot(k, DTYPE_Q5_K, q5_k_dot_q8_k_avx2, q5_k_gemm_tile_avx2, QW, QX);
     set_dot(k, DTYPE_Q6_K, q6_k_dot_q8_k_avx2, q6_k_gemm_tile_avx2, QW, QX);
     set_dot(k, DTYPE_IQ4_XS, iq4_xs_dot_q8_k_avx2, iq4_xs_gemm_tile_avx2, QW, QX);
     k->from_float[DTYPE_Q8_0] = q8_0_quantize_row_act_avx2;
     k->from_float[DTYPE_Q8_K] = q8_k_quantize_row_act_avx2;
+    k->from_float[DTYPE_Q8_1] = q8_1_quantize_row_act_avx2;
     k->from_float[DTYPE_F16] = f16_from_f32_avx2;
     k->from_float[DTYPE_BF16] = bf16_from_f32_avx2;
     k->to_float[DTYPE_F16] = f16_to_f32_avx2;
@@ -829,6 +1073,11 @@ int cpu_kernels_fill_avx2(struct cpu_kernels *k, const struct cpu_features *f) {
     k->to_float[DTYPE_Q8_0] = q8_0_to_f32_avx2;
     k->to_float[DTYPE_Q4_0] = q4_0_to_f32_avx2;
     k->to_float[DTYPE_IQ4_NL] = iq4_nl_to_f32_avx2;
+    k->to_float[DTYPE_Q5_0] = q5_0_to_f32_avx2;
+    k->to_float[DTYPE_Q4_1] = q4_1_to_f32_avx2;
+    k->to_float[DTYPE_Q5_1] = q5_1_to_f32_avx2;
+    k->to_float[DTYPE_Q2_K] = q2_k_to_f32_avx2;
+    k->to_float[DTYPE_Q3_K] = q3_k_to_f32_avx2;
     k->to_float[DTYPE_Q4_K] = q4_k_to_f32_avx2;
     k->to_float[DTYPE_Q5_K] = q5_k_to_f32_avx2;
     k->to_float[DTYPE_Q6_K] = q6_k_to_f32_avx2;
@@ -836,5 +1085,6 @@ int cpu_kernels_fill_avx2(struct cpu_kernels *k, const struct cpu_features *f) {
     k->attn_dot_f16 = attn_dot_f16_avx2;
     k->attn_mad_f16 = attn_mad_f16_avx2;
     k->attn_scale_f16 = attn_scale_f16_avx2;
+    k->attn_dots_f16 = attn_dots_f16_avx2;
     return 0;
 }

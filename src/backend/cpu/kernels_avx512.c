@@ -217,6 +217,55 @@ static float attn_dot_f16_avx512(const uint16_t *q, const uint16_t *k, int64_t n
     return (float)sum;
 }
 
+/* Keys four at a time with q in registers (n a multiple of 64 up to 256, else key by key). Each
+ * key's four accumulators reduce to one vector, (a0 + a2) + (a1 + a3); the four vectors then go
+ * through the 8+8, 4+4, (0+2)+(1+3) tree side by side. */
+static void attn_dots_f16_avx512(const uint16_t *q, const uint16_t *k, size_t k_stride, int64_t n,
+                                 float *out, int64_t n_k) {
+    if (n % 64 != 0 || n > 256 || n == 0) {
+        for (int64_t j = 0; j < n_k; j++)
+            out[j] = attn_dot_f16_avx512(
+                q, (const uint16_t *)((const char *)k + (size_t)j * k_stride), n);
+        return;
+    }
+    __m512 qf[16];
+    int steps = (int)(n / 64);
+    for (int i = 0; i < 4 * steps; i++) qf[i] = load_f16x16(q + 16 * i);
+    int64_t j = 0;
+    for (; j + 4 <= n_k; j += 4) {
+        __m512 v[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            const uint16_t *kr = (const uint16_t *)((const char *)k + (size_t)(j + r) * k_stride);
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int s = 0; s < steps; s++) {
+                a0 = _mm512_fmadd_ps(qf[4 * s], load_f16x16(kr + 64 * s), a0);
+                a1 = _mm512_fmadd_ps(qf[4 * s + 1], load_f16x16(kr + 64 * s + 16), a1);
+                a2 = _mm512_fmadd_ps(qf[4 * s + 2], load_f16x16(kr + 64 * s + 32), a2);
+                a3 = _mm512_fmadd_ps(qf[4 * s + 3], load_f16x16(kr + 64 * s + 48), a3);
+            }
+            v[r] = _mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3));
+        }
+        /* lanes l + (l + 8): 128-bit lanes [x.0 + x.2, x.1 + x.3] of key x, two keys per vector */
+        __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(v[0], v[1], 0x44),
+                                  _mm512_shuffle_f32x4(v[0], v[1], 0xee));
+        __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(v[2], v[3], 0x44),
+                                  _mm512_shuffle_f32x4(v[2], v[3], 0xee));
+        /* lanes l + (l + 4): 128-bit lane r holds key r's four */
+        __m512 u =
+            _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xdd));
+        /* (0 + 2) + (1 + 3) within each 128-bit lane */
+        __m512 c = _mm512_add_ps(u, _mm512_permute_ps(u, _MM_SHUFFLE(1, 0, 3, 2)));
+        __m512 d = _mm512_add_ps(c, _mm512_permute_ps(c, _MM_SHUFFLE(2, 3, 0, 1)));
+        __m512 r4 = _mm512_permutexvar_ps(
+            _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), d);
+        _mm_storeu_ps(out + j, _mm512_castps512_ps128(r4));
+    }
+    for (; j < n_k; j++)
+        out[j] =
+            attn_dot_f16_avx512(q, (const uint16_t *)((const char *)k + (size_t)j * k_stride), n);
+}
+
 static void attn_mad_f16_avx512(uint16_t *acc, const uint16_t *v, float s, int64_t n) {
     const __m512 vs = _mm512_set1_ps(s);
     int64_t i = 0;
@@ -265,6 +314,25 @@ static void q8_0_quantize_row_act_avx512(const float *x, void *vy, int64_t n) {
     }
 }
 
+static void q8_1_quantize_row_act_avx512(const float *x, void *vy, int64_t n) {
+    CHECK(n % QK8_1 == 0);
+    struct block_q8_1 *y = vy;
+    for (int64_t ib = 0; ib < n / QK8_1; ib++) {
+        __m512 v0 = _mm512_loadu_ps(x + ib * QK8_1), v1 = _mm512_loadu_ps(x + ib * QK8_1 + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        float d = amax / 127.0f;
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        __m512 s = _mm512_set1_ps(id);
+        __m512i q0 = round_to_epi32(_mm512_mul_ps(v0, s)),
+                q1 = round_to_epi32(_mm512_mul_ps(v1, s));
+        _mm_storeu_si128((__m128i *)y[ib].qs, _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(y[ib].qs + 16), _mm512_cvtepi32_epi8(q1));
+        int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        y[ib].d = fp32_to_fp16(d);
+        y[ib].s = fp32_to_fp16(d * (float)sum);
+    }
+}
+
 static void q8_k_quantize_row_act_avx512(const float *x, void *vy, int64_t n) {
     CHECK(n % QK_K == 0);
     struct block_q8_k *y = vy;
@@ -300,11 +368,34 @@ static void q8_k_quantize_row_act_avx512(const float *x, void *vy, int64_t n) {
  * and one FMA (with a broadcast load) per (row, token, block).
  * ============================================================================================ */
 
-enum q8_family { FAM_Q8_0, FAM_Q4_0, FAM_IQ4_NL };
+/* Q4_1 and Q5_1 (value d q + m) dot Q8_1 rows: no offset, and the m_x s_y terms go to a separate
+ * FMA chain per (row, token), as in their references. */
+enum q8_family { FAM_Q8_0, FAM_Q4_0, FAM_IQ4_NL, FAM_Q5_0, FAM_Q4_1, FAM_Q5_1 };
 enum { FAM_CHUNK = 32 }; /* blocks whose scale products are formed together */
 
 INLINE size_t fam_block_bytes(int fam) {
-    return fam == FAM_Q8_0 ? sizeof(struct block_q8_0) : sizeof(struct block_q4_0);
+    return fam == FAM_Q8_0   ? sizeof(struct block_q8_0)
+           : fam == FAM_Q5_0 ? sizeof(struct block_q5_0)
+           : fam == FAM_Q4_1 ? sizeof(struct block_q4_1)
+           : fam == FAM_Q5_1 ? sizeof(struct block_q5_1)
+                             : sizeof(struct block_q4_0);
+}
+
+INLINE int fam_has_min(int fam) {
+    return fam == FAM_Q4_1 || fam == FAM_Q5_1;
+}
+
+/* Activation blocks: Q8_1 (d, s, qs) for the families with a min, else Q8_0 (d, qs). */
+INLINE size_t fam_act_bytes(int fam) {
+    return fam_has_min(fam) ? sizeof(struct block_q8_1) : sizeof(struct block_q8_0);
+}
+INLINE size_t fam_act_qs(int fam) {
+    return fam_has_min(fam) ? 4 : 2;
+}
+
+/* The family's offset c: the weights enter vpdpbusd as w + c. */
+INLINE int fam_offset(int fam) {
+    return fam == FAM_Q4_0 ? 8 : fam == FAM_Q5_0 ? 16 : fam_has_min(fam) ? 0 : 128;
 }
 
 /* The 32 weights of a block plus the family's offset, as unsigned bytes in element order. */
@@ -312,28 +403,39 @@ INLINE __m256i fam_weights(int fam, const char *blk, __m256i table) {
     if (fam == FAM_Q8_0)
         return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)),
                                 _mm256_set1_epi8((char)0x80));
-    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2)));
+    size_t qs = fam == FAM_Q5_0 ? 6 : fam == FAM_Q4_1 ? 4 : fam == FAM_Q5_1 ? 8 : 2;
+    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + qs)));
     v = _mm256_and_si256(_mm256_mask_srli_epi16(v, 0xff00, v, 4), _mm256_set1_epi8(0x0f));
+    if (fam == FAM_Q5_0 || fam == FAM_Q5_1) { /* bit j of qh: the 16 of element j */
+        uint32_t qh;
+        memcpy(&qh, blk + (fam == FAM_Q5_0 ? 2 : 4), sizeof(qh));
+        return _mm256_or_si256(v, _mm256_and_si256(_mm256_movm_epi8(qh), _mm256_set1_epi8(0x10)));
+    }
     return fam == FAM_IQ4_NL ? _mm256_shuffle_epi8(table, v) : v;
 }
 
-/* dd[p][b] = dw_i[b0 + b] * dx_j[b0 + b] for the pairs p = i * nx_max + j, b < n. */
+/* dd[p][b] = dw_i[b0 + b] * dx_j[b0 + b] for the pairs p = i * nx_max + j, b < n; with a min
+ * also mw[i][b] = m_i and sx[j][b] = s_j (the fp16 field after d, in both blocks). */
 INLINE void fam_scales(int fam, int nw_max, int nx_max, const char *const *wr,
                        const char *const *xr, int64_t b0, int n,
-                       float dd[TILE_W * TILE_X][FAM_CHUNK]) {
+                       float dd[TILE_W * TILE_X][FAM_CHUNK], float mw[TILE_W][FAM_CHUNK],
+                       float sx[TILE_X][FAM_CHUNK]) {
     uint16_t h[FAM_CHUNK];
     float dw[TILE_W][FAM_CHUNK], dx[TILE_X][FAM_CHUNK];
     size_t wb = fam_block_bytes(fam);
 #pragma GCC unroll 16
     for (int i = 0; i < nw_max + nx_max; i++) {
         const char *row = i < nw_max ? wr[i] : xr[i - nw_max];
-        size_t bytes = i < nw_max ? wb : sizeof(struct block_q8_0);
-        for (int b = 0; b < FAM_CHUNK; b++) {
-            h[b] = 0; /* d is the first field of every block of the family */
-            if (b < n) memcpy(&h[b], row + (size_t)(b0 + b) * bytes, sizeof(uint16_t));
+        size_t bytes = i < nw_max ? wb : fam_act_bytes(fam);
+        for (int f = 0; f < 1 + fam_has_min(fam); f++) {
+            for (int b = 0; b < FAM_CHUNK; b++) {
+                h[b] = 0; /* d (then m or s) open every block of the family */
+                if (b < n) memcpy(&h[b], row + (size_t)(b0 + b) * bytes + 2 * f, sizeof(uint16_t));
+            }
+            float *dst =
+                f ? (i < nw_max ? mw[i] : sx[i - nw_max]) : (i < nw_max ? dw[i] : dx[i - nw_max]);
+            for (int b = 0; b < FAM_CHUNK; b += 16) _mm512_storeu_ps(dst + b, load_f16x16(h + b));
         }
-        float *dst = i < nw_max ? dw[i] : dx[i - nw_max];
-        for (int b = 0; b < FAM_CHUNK; b += 16) _mm512_storeu_ps(dst + b, load_f16x16(h + b));
     }
 #pragma GCC unroll 16
     for (int i = 0; i < nw_max; i++)
@@ -356,25 +458,28 @@ INLINE void fam_tile(int fam, int nw_max, int nx_max, const void *w, size_t w_st
     const __m256i table = _mm256_xor_si256(
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kvalues_iq4nl)),
         _mm256_set1_epi8((char)0x80));
-    const __m256i offset = _mm256_set1_epi8((char)(fam == FAM_Q4_0 ? 8 : 128));
+    const __m256i offset = _mm256_set1_epi8((char)fam_offset(fam));
     const __m256i zero = _mm256_setzero_si256();
     __m256 acc[TILE_W][TILE_X];
 #pragma GCC unroll 16
     for (int i = 0; i < nw_max; i++)
 #pragma GCC unroll 16
         for (int j = 0; j < nx_max; j++) acc[i][j] = _mm256_setzero_ps();
-    float dd[TILE_W * TILE_X][FAM_CHUNK];
+    float dd[TILE_W * TILE_X][FAM_CHUNK], mw[TILE_W][FAM_CHUNK], sx[TILE_X][FAM_CHUNK];
+    float msum[TILE_W][TILE_X] = {{0}};
+    const size_t ab = fam_act_bytes(fam), aq = fam_act_qs(fam);
     const int64_t nb = k / QK8_0;
     for (int64_t b0 = 0; b0 < nb; b0 += FAM_CHUNK) {
         int n = nb - b0 < FAM_CHUNK ? (int)(nb - b0) : FAM_CHUNK;
-        fam_scales(fam, nw_max, nx_max, wr, xr, b0, n, dd);
+        fam_scales(fam, nw_max, nx_max, wr, xr, b0, n, dd, mw, sx);
         for (int b = 0; b < n; b++) {
             __m256i xv[TILE_X], start[TILE_X];
 #pragma GCC unroll 16
             for (int j = 0; j < nx_max; j++) {
-                const struct block_q8_0 *xb = (const struct block_q8_0 *)xr[j] + b0 + b;
-                xv[j] = _mm256_loadu_si256((const __m256i *)xb->qs);
-                start[j] = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, offset, xv[j]));
+                xv[j] = _mm256_loadu_si256((const __m256i *)(xr[j] + (size_t)(b0 + b) * ab + aq));
+                start[j] = fam_has_min(fam)
+                               ? zero
+                               : _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, offset, xv[j]));
             }
 #pragma GCC unroll 16
             for (int i = 0; i < nw_max; i++) {
@@ -384,13 +489,15 @@ INLINE void fam_tile(int fam, int nw_max, int nx_max, const void *w, size_t w_st
                     __m256i s = _mm256_dpbusd_epi32(start[j], wu, xv[j]);
                     acc[i][j] = _mm256_fmadd_ps(_mm256_set1_ps(dd[i * nx_max + j][b]),
                                                 _mm256_cvtepi32_ps(s), acc[i][j]);
+                    if (fam_has_min(fam)) msum[i][j] = fmaf(mw[i][b], sx[j][b], msum[i][j]);
                 }
             }
         }
     }
     for (int j = 0; j < n_x && j < nx_max; j++)
         for (int i = 0; i < n_w && i < nw_max; i++)
-            out[(size_t)j * out_stride + (size_t)i] = hsum_ps8(acc[i][j]);
+            out[(size_t)j * out_stride + (size_t)i] =
+                fam_has_min(fam) ? hsum_ps8(acc[i][j]) + msum[i][j] : hsum_ps8(acc[i][j]);
 }
 
 static float q8_0_dot_q8_0_avx512(const void *w, const void *x, int64_t n) {
@@ -409,26 +516,168 @@ static float iq4_nl_dot_q8_0_avx512(const void *w, const void *x, int64_t n) {
     return out;
 }
 
+/* Prompt tiles: 4 rows x 8 tokens in 512-bit vectors. Two tokens share a vector: their activation
+ * dwords are interleaved (lane 2l: token a's lane l, lane 2l+1: token b's), the weights' dwords
+ * duplicated, so one vpdpbusd, one vcvtdq2ps and one FMA serve two (row, token) pairs, and the
+ * two scale products (d_a, d_b) come in with a single 64-bit broadcast load. Each lane still
+ * follows the 8-lane order of the reference. */
+enum { PAIR_W = 4, PAIR_X = 8 };
+
+/* dd2[i][p][2b + t] = dw_i[b0 + b] * dx_{2p+t}[b0 + b], b < FAM_CHUNK. */
+INLINE void fam_scales_pairs(int fam, const char *const *wr, const char *const *xr, int64_t b0,
+                             int n, float dd2[PAIR_W][PAIR_X / 2][2 * FAM_CHUNK]) {
+    uint16_t h[FAM_CHUNK];
+    float dw[PAIR_W][FAM_CHUNK], dx[PAIR_X][FAM_CHUNK];
+    size_t wb = fam_block_bytes(fam);
+    for (int i = 0; i < PAIR_W + PAIR_X; i++) {
+        const char *row = i < PAIR_W ? wr[i] : xr[i - PAIR_W];
+        size_t bytes = i < PAIR_W ? wb : sizeof(struct block_q8_0);
+        for (int b = 0; b < FAM_CHUNK; b++) {
+            h[b] = 0;
+            if (b < n) memcpy(&h[b], row + (size_t)(b0 + b) * bytes, sizeof(uint16_t));
+        }
+        float *dst = i < PAIR_W ? dw[i] : dx[i - PAIR_W];
+        for (int b = 0; b < FAM_CHUNK; b += 16) _mm512_storeu_ps(dst + b, load_f16x16(h + b));
+    }
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    for (int i = 0; i < PAIR_W; i++)
+        for (int p = 0; p < PAIR_X / 2; p++)
+            for (int b = 0; b < FAM_CHUNK; b += 16) {
+                __m512 w = _mm512_loadu_ps(dw[i] + b);
+                __m512 a = _mm512_mul_ps(w, _mm512_loadu_ps(dx[2 * p] + b));
+                __m512 c = _mm512_mul_ps(w, _mm512_loadu_ps(dx[2 * p + 1] + b));
+                _mm512_storeu_ps(dd2[i][p] + 2 * b, _mm512_permutex2var_ps(a, lo, c));
+                _mm512_storeu_ps(dd2[i][p] + 2 * b + 16, _mm512_permutex2var_ps(a, hi, c));
+            }
+}
+
+/* The 32 unsigned weights of a block (fam_weights) with every dword duplicated. */
+INLINE __m512i fam_weights_dup(int fam, const char *blk, __m256i table) {
+    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    return _mm512_permutexvar_epi32(dup, _mm512_castsi256_si512(fam_weights(fam, blk, table)));
+}
+
+INLINE void fam_tile_pairs(int fam, const void *w, size_t w_stride, const void *x, size_t x_stride,
+                           int64_t k, float *out, size_t out_stride, int n_w, int n_x) {
+    CHECK(k % QK8_0 == 0);
+    const size_t wb = fam_block_bytes(fam);
+    const char *wr[PAIR_W], *xr[PAIR_X];
+#pragma GCC unroll 16
+    for (int i = 0; i < PAIR_W; i++) wr[i] = tile_row(w, w_stride, i, n_w);
+#pragma GCC unroll 16
+    for (int j = 0; j < PAIR_X; j++) xr[j] = tile_row(x, x_stride, j, n_x);
+    const __m256i table = _mm256_xor_si256(
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kvalues_iq4nl)),
+        _mm256_set1_epi8((char)0x80));
+    const __m512i offset = _mm512_set1_epi8((char)fam_offset(fam));
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i ilv = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    __m512 acc[PAIR_W][PAIR_X / 2];
+#pragma GCC unroll 16
+    for (int i = 0; i < PAIR_W; i++)
+#pragma GCC unroll 16
+        for (int p = 0; p < PAIR_X / 2; p++) acc[i][p] = _mm512_setzero_ps();
+    float dd2[PAIR_W][PAIR_X / 2][2 * FAM_CHUNK];
+    const int64_t nb = k / QK8_0;
+    for (int64_t b0 = 0; b0 < nb; b0 += FAM_CHUNK) {
+        int n = nb - b0 < FAM_CHUNK ? (int)(nb - b0) : FAM_CHUNK;
+        fam_scales_pairs(fam, wr, xr, b0, n, dd2);
+        for (int b = 0; b < n; b++) {
+            __m512i xv[PAIR_X / 2], start[PAIR_X / 2];
+#pragma GCC unroll 16
+            for (int p = 0; p < PAIR_X / 2; p++) {
+                const struct block_q8_0 *xa = (const struct block_q8_0 *)xr[2 * p] + b0 + b;
+                const struct block_q8_0 *xb = (const struct block_q8_0 *)xr[2 * p + 1] + b0 + b;
+                __m512i va = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xa->qs));
+                __m512i vb = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xb->qs));
+                xv[p] = _mm512_permutex2var_epi32(va, ilv, vb);
+                start[p] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, xv[p]));
+            }
+#pragma GCC unroll 16
+            for (int i = 0; i < PAIR_W; i++) {
+                __m512i wu = fam_weights_dup(fam, wr[i] + (size_t)(b0 + b) * wb, table);
+#pragma GCC unroll 16
+                for (int p = 0; p < PAIR_X / 2; p++) {
+                    double d2;
+                    memcpy(&d2, dd2[i][p] + 2 * b, sizeof(d2));
+                    __m512 d = _mm512_castpd_ps(_mm512_set1_pd(d2));
+                    __m512i sv = _mm512_dpbusd_epi32(start[p], wu, xv[p]);
+                    acc[i][p] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sv), acc[i][p]);
+                }
+            }
+        }
+    }
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    for (int p = 0; p < PAIR_X / 2; p++)
+        for (int i = 0; i < n_w && i < PAIR_W; i++) {
+            __m512 v = _mm512_permutexvar_ps(even, acc[i][p]); /* token 2p: low 8, 2p+1: high 8 */
+            if (2 * p < n_x)
+                out[(size_t)(2 * p) * out_stride + (size_t)i] = hsum_ps8(_mm512_castps512_ps256(v));
+            if (2 * p + 1 < n_x)
+                out[(size_t)(2 * p + 1) * out_stride + (size_t)i] =
+                    hsum_ps8(_mm512_extractf32x8_ps(v, 1));
+        }
+}
+
+static float q4_1_dot_q8_1_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    fam_tile(FAM_Q4_1, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float q5_1_dot_q8_1_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    fam_tile(FAM_Q5_1, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static void q4_1_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                  float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        fam_tile(FAM_Q4_1, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        fam_tile(FAM_Q4_1, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void q5_1_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                  float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        fam_tile(FAM_Q5_1, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        fam_tile(FAM_Q5_1, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+
+static float q5_0_dot_q8_0_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    fam_tile(FAM_Q5_0, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static void q5_0_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                  float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        fam_tile(FAM_Q5_0, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        fam_tile_pairs(FAM_Q5_0, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+
 static void q8_0_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                                   float *out, size_t os, int n_w, int n_x) {
     if (n_x == 1)
         fam_tile(FAM_Q8_0, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
     else
-        fam_tile(FAM_Q8_0, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+        fam_tile_pairs(FAM_Q8_0, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 static void q4_0_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                                   float *out, size_t os, int n_w, int n_x) {
     if (n_x == 1)
         fam_tile(FAM_Q4_0, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
     else
-        fam_tile(FAM_Q4_0, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+        fam_tile_pairs(FAM_Q4_0, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 static void iq4_nl_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                                     float *out, size_t os, int n_w, int n_x) {
     if (n_x == 1)
         fam_tile(FAM_IQ4_NL, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
     else
-        fam_tile(FAM_IQ4_NL, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+        fam_tile_pairs(FAM_IQ4_NL, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 
 /* ============================================================================================
@@ -443,22 +692,30 @@ static void iq4_nl_gemm_tile_avx512(const void *w, size_t ws, const void *x, siz
  * reduction, and the f32 step runs on all pairs of the tile in one vector, lane p = i * nx + j.
  * ============================================================================================ */
 
-enum kq_type { KQ_Q4_K, KQ_Q5_K, KQ_Q6_K, KQ_IQ4_XS };
+enum kq_type { KQ_Q4_K, KQ_Q5_K, KQ_Q6_K, KQ_IQ4_XS, KQ_Q2_K, KQ_Q3_K };
 
 INLINE size_t kq_block_bytes(int type) {
     return type == KQ_Q4_K   ? sizeof(struct block_q4_k)
            : type == KQ_Q5_K ? sizeof(struct block_q5_k)
            : type == KQ_Q6_K ? sizeof(struct block_q6_k)
+           : type == KQ_Q2_K ? sizeof(struct block_q2_k)
+           : type == KQ_Q3_K ? sizeof(struct block_q3_k)
                              : sizeof(struct block_iq4_xs);
+}
+
+/* Sub-blocks of 16 values (Q2_K, Q3_K, Q6_K), else of 32. */
+INLINE int kq_sub16(int type) {
+    return type == KQ_Q6_K || type == KQ_Q3_K || type == KQ_Q2_K;
 }
 
 /* Per row and super-block: scales as int16 (8 per sub-block of 32; Q6_K 16 per sub-block of 16),
  * Q4_K/Q5_K mins as int16, and the f32 super-scales. */
 struct kq_row {
-    __m256i sc;    /* Q4_K/Q5_K/IQ4_XS: 8 scales (low half); Q6_K: 16 scales */
+    __m256i sc;    /* Q4_K/Q5_K/IQ4_XS: 8 scales (low half); Q2_K/Q3_K/Q6_K: 16 scales */
     __m128i mn;    /* Q4_K/Q5_K: 8 mins */
-    __m256i neg;   /* Q6_K: -32 * the 16 scales */
-    float d, dmin; /* super-scale, super-min (Q4_K/Q5_K) */
+    __m256i mn16;  /* Q2_K: 16 mins */
+    __m256i neg;   /* Q6_K: -32, Q3_K: -4 times the 16 scales (the offset of the stored q) */
+    float d, dmin; /* super-scale, super-min (Q2_K/Q4_K/Q5_K) */
 };
 
 /* Q4_K/Q5_K 12-byte packing (k_quant_get_scale_min), four sub-blocks per 32-bit word. */
@@ -489,6 +746,31 @@ INLINE struct kq_row kq_row_load(int type, const char *blk) {
         r.sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
         r.neg = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(r.sc, 5));
         r.d = f16_to_f32(b->d);
+    } else if (type == KQ_Q2_K) { /* scales[i]: low nibble scale, high nibble min */
+        const struct block_q2_k *b = (const struct block_q2_k *)blk;
+        __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+        r.sc = _mm256_and_si256(v, _mm256_set1_epi16(0x0f));
+        r.mn16 = _mm256_srli_epi16(v, 4);
+        r.d = f16_to_f32(b->d);
+        r.dmin = f16_to_f32(b->dmin);
+    } else if (type == KQ_Q3_K) { /* q3_k_get_scale: low nibbles in bytes 0-7 (j < 8: low,
+                                   * else high nibble of byte j - 8), 2 high bits of scale j at
+                                   * bits 2(j/4) of byte 8 + j%4; stored + 32 */
+        const struct block_q3_k *b = (const struct block_q3_k *)blk;
+        __m128i v = _mm_loadl_epi64((const __m128i *)b->scales);
+        __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(v, _mm_set1_epi8(0x0f)),
+                                        _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0f)));
+        uint32_t hw;
+        memcpy(&hw, b->scales + 8, 4);
+        __m256i h = _mm256_cvtepu8_epi16(
+            _mm_shuffle_epi8(_mm_cvtsi32_si128((int)hw),
+                             _mm_setr_epi8(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3)));
+        h = _mm256_srlv_epi16(h, _mm256_setr_epi16(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6));
+        h = _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi16(3)), 4);
+        r.sc =
+            _mm256_sub_epi16(_mm256_or_si256(_mm256_cvtepu8_epi16(lo), h), _mm256_set1_epi16(32));
+        r.neg = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(r.sc, 2));
+        r.d = f16_to_f32(b->d);
     } else {
         const struct block_iq4_xs *b = (const struct block_iq4_xs *)blk;
         uint32_t sl;
@@ -513,7 +795,7 @@ static const int16_t g_pair_sub16[32] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 
 
 /* int16 scale of every pair of chunk c's 64 values (vpmaddubsw pairs them). */
 INLINE __m512i kq_chunk_scales(int type, const struct kq_row *r, int c) {
-    int q6 = type == KQ_Q6_K; /* sub-blocks of 16 values, else of 32 */
+    int q6 = kq_sub16(type); /* sub-blocks of 16 values, else of 32 */
     __m512i idx = _mm512_add_epi16(_mm512_loadu_si512(q6 ? g_pair_sub16 : g_pair_sub32),
                                    _mm512_set1_epi16((short)(q6 ? 4 * c : 2 * c)));
     return _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(r->sc));
@@ -535,6 +817,22 @@ INLINE __m512i kq_chunk_weights(int type, const char *blk, int c, __mmask64 *neg
         h = _mm512_mask_srli_epi16(h, 0xffff0000, h, 1);
         h = 2 * c <= 4 ? _mm512_slli_epi16(h, (unsigned)(4 - 2 * c)) : _mm512_srli_epi16(h, 2);
         return _mm512_or_si512(q, _mm512_and_si512(h, _mm512_set1_epi8(0x10)));
+    }
+    if (type == KQ_Q2_K || type == KQ_Q3_K) {
+        /* half h = c/2; quarters j = 2(c%2), 2(c%2)+1: bits 2j of qs[32h + l]; Q3_K: plus 4 *
+         * bit 4h + j of hmask[l] (the stored q + 4, 0..7) */
+        int h = c / 2, j0 = 2 * (c % 2);
+        const uint8_t *qs = type == KQ_Q2_K ? ((const struct block_q2_k *)blk)->qs
+                                            : ((const struct block_q3_k *)blk)->qs;
+        __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * h)));
+        v = _mm512_mask_srli_epi16(v, 0xffff0000, v, 2);
+        v = _mm512_and_si512(_mm512_srli_epi16(v, (unsigned)(2 * j0)), _mm512_set1_epi8(3));
+        if (type == KQ_Q2_K) return v;
+        const struct block_q3_k *b = (const struct block_q3_k *)blk;
+        __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)b->hmask));
+        hm = _mm512_mask_srli_epi16(hm, 0xffff0000, hm, 1);
+        hm = _mm512_and_si512(_mm512_srli_epi16(hm, (unsigned)(4 * h + j0)), _mm512_set1_epi8(1));
+        return _mm512_or_si512(v, _mm512_slli_epi16(hm, 2));
     }
     if (type == KQ_Q6_K) {
         /* half h = c/2; quarters k = 2(c%2), 2(c%2)+1: low nibble (c%2) of ql[64h .. 64h+63],
@@ -589,7 +887,7 @@ INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_st
     CHECK(k % QK_K == 0);
     const size_t wb = kq_block_bytes(type);
     const int n_pairs = nw_max * nx_max;
-    const int has_min = type == KQ_Q4_K || type == KQ_Q5_K;
+    const int has_min = type == KQ_Q4_K || type == KQ_Q5_K || type == KQ_Q2_K;
     const char *wr[TILE_W], *xr[TILE_X];
 #pragma GCC unroll 16
     for (int i = 0; i < nw_max; i++) wr[i] = tile_row(w, w_stride, i, n_w);
@@ -638,7 +936,7 @@ INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_st
                 }
             }
         }
-        if (type == KQ_Q6_K)
+        if (type == KQ_Q6_K || type == KQ_Q3_K) /* the offset of the stored q */
 #pragma GCC unroll 16
             for (int i = 0; i < nw_max; i++)
 #pragma GCC unroll 16
@@ -653,25 +951,37 @@ INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_st
         __m512 dy = _mm512_permutexvar_ps(lane_j, _mm512_zextps128_ps512(_mm_loadu_ps(ty)));
         __m512 t = _mm512_mul_ps(_mm512_mul_ps(dx, dy), fi);
         if (has_min) {
-            /* isum_min[p] = sum_s m_i[s] (bsums_j[2s] + bsums_j[2s+1]): int32 lane 4r + t of
-             * allm / allb holds the int16 pair (s = 2t, 2t+1) of row / token r */
-            __m512i allm = _mm512_setzero_si512(), allb = _mm512_setzero_si512();
-#pragma GCC unroll 16
-            for (int i = 0; i < nw_max; i++)
-                allm = _mm512_mask_broadcast_i32x4(allm, (__mmask16)(0xf << (4 * i)), row[i].mn);
-#pragma GCC unroll 16
-            for (int j = 0; j < nx_max; j++) {
-                __m256i bs = _mm256_loadu_si256((const __m256i *)yb[j]->bsums);
-                __m128i b2 = _mm256_cvtepi32_epi16(_mm256_madd_epi16(bs, _mm256_set1_epi16(1)));
-                allb = _mm512_mask_broadcast_i32x4(allb, (__mmask16)(0xf << (4 * j)), b2);
-            }
+            /* isum_min[p] = sum_s m_i[s] b_j[s], with b the sums of the mins' sub-blocks
+             * (Q4_K/Q5_K: bsums[2s] + bsums[2s+1]; Q2_K: bsums[s], two halves of 8): int32
+             * lane 4r + t of allm / allb holds the int16 pair (s = 2t, 2t+1) of row / token r */
             __m512i mi = _mm512_setzero_si512();
+            for (int half = 0; half < (type == KQ_Q2_K ? 2 : 1); half++) {
+                __m512i allm = _mm512_setzero_si512(), allb = _mm512_setzero_si512();
 #pragma GCC unroll 16
-            for (int s = 0; s < 4; s++) {
-                __m512i im = _mm512_add_epi32(_mm512_slli_epi32(lane_i, 2), _mm512_set1_epi32(s));
-                __m512i jb = _mm512_add_epi32(_mm512_slli_epi32(lane_j, 2), _mm512_set1_epi32(s));
-                mi = _mm512_dpwssd_epi32(mi, _mm512_permutexvar_epi32(im, allm),
-                                         _mm512_permutexvar_epi32(jb, allb));
+                for (int i = 0; i < nw_max; i++) {
+                    __m128i m = type == KQ_Q2_K ? (half ? _mm256_extracti128_si256(row[i].mn16, 1)
+                                                        : _mm256_castsi256_si128(row[i].mn16))
+                                                : row[i].mn;
+                    allm = _mm512_mask_broadcast_i32x4(allm, (__mmask16)(0xf << (4 * i)), m);
+                }
+#pragma GCC unroll 16
+                for (int j = 0; j < nx_max; j++) {
+                    __m256i bs = _mm256_loadu_si256((const __m256i *)yb[j]->bsums);
+                    __m128i b2 =
+                        type == KQ_Q2_K
+                            ? (half ? _mm256_extracti128_si256(bs, 1) : _mm256_castsi256_si128(bs))
+                            : _mm256_cvtepi32_epi16(_mm256_madd_epi16(bs, _mm256_set1_epi16(1)));
+                    allb = _mm512_mask_broadcast_i32x4(allb, (__mmask16)(0xf << (4 * j)), b2);
+                }
+#pragma GCC unroll 16
+                for (int s = 0; s < 4; s++) {
+                    __m512i im =
+                        _mm512_add_epi32(_mm512_slli_epi32(lane_i, 2), _mm512_set1_epi32(s));
+                    __m512i jb =
+                        _mm512_add_epi32(_mm512_slli_epi32(lane_j, 2), _mm512_set1_epi32(s));
+                    mi = _mm512_dpwssd_epi32(mi, _mm512_permutexvar_epi32(im, allm),
+                                             _mm512_permutexvar_epi32(jb, allb));
+                }
             }
             __m512 dm = _mm512_permutexvar_ps(lane_i, _mm512_zextps128_ps512(_mm_loadu_ps(rdmin)));
             t = _mm512_sub_ps(t, _mm512_mul_ps(_mm512_mul_ps(dm, dy), _mm512_cvtepi32_ps(mi)));
@@ -685,6 +995,30 @@ INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_st
             out[(size_t)j * out_stride + (size_t)i] = res[i * nx_max + j];
 }
 
+static float q2_k_dot_q8_k_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    kq_tile(KQ_Q2_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static float q3_k_dot_q8_k_avx512(const void *w, const void *x, int64_t n) {
+    float out;
+    kq_tile(KQ_Q3_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
+    return out;
+}
+static void q2_k_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                  float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        kq_tile(KQ_Q2_K, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        kq_tile(KQ_Q2_K, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void q3_k_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                  float *out, size_t os, int n_w, int n_x) {
+    if (n_x == 1)
+        kq_tile(KQ_Q3_K, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+    else
+        kq_tile(KQ_Q3_K, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
+}
 static float q4_k_dot_q8_k_avx512(const void *w, const void *x, int64_t n) {
     float out;
     kq_tile(KQ_Q4_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
@@ -734,6 +1068,47 @@ static void iq4_xs_gemm_tile_avx512(const void *w, size_t ws, const void *x, siz
         kq_tile(KQ_IQ4_XS, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 
+/* With AMX-INT8 (cpu_features.has_amx_int8) the K-quant tiles grow to 16 rows x 64 tokens:
+ * whole groups of 16 tokens go to the AMX kernel (kernels_amx.c), the rest to the 4 x 4 / 4 x 1
+ * kernels above; all give the same bits. */
+enum { AMX_W = 16, AMX_X = 64 };
+
+INLINE void kq_amx_tile(int type, enum dtype dt, const void *w, size_t ws, const void *x, size_t xs,
+                        int64_t k, float *out, size_t os, int n_w, int n_x) {
+    int groups = n_x / 16;
+    if (groups) cpu_amx_kq_tiles(dt, w, ws, x, xs, k, out, os, n_w, groups);
+    for (int j = 16 * groups; j < n_x; j += TILE_X) {
+        int nx = n_x - j < TILE_X ? n_x - j : TILE_X;
+        for (int i = 0; i < n_w; i += TILE_W) {
+            int nw = n_w - i < TILE_W ? n_w - i : TILE_W;
+            const char *wi = (const char *)w + (size_t)i * ws,
+                       *xj = (const char *)x + (size_t)j * xs;
+            float *o = out + (size_t)j * os + (size_t)i;
+            if (nx == 1)
+                kq_tile(type, TILE_W, 1, wi, ws, xj, xs, k, o, os, nw, nx);
+            else
+                kq_tile(type, TILE_W, TILE_X, wi, ws, xj, xs, k, o, os, nw, nx);
+        }
+    }
+}
+
+static void q4_k_gemm_tile_amx(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                               float *out, size_t os, int n_w, int n_x) {
+    kq_amx_tile(KQ_Q4_K, DTYPE_Q4_K, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void q5_k_gemm_tile_amx(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                               float *out, size_t os, int n_w, int n_x) {
+    kq_amx_tile(KQ_Q5_K, DTYPE_Q5_K, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void q6_k_gemm_tile_amx(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                               float *out, size_t os, int n_w, int n_x) {
+    kq_amx_tile(KQ_Q6_K, DTYPE_Q6_K, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void iq4_xs_gemm_tile_amx(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                 float *out, size_t os, int n_w, int n_x) {
+    kq_amx_tile(KQ_IQ4_XS, DTYPE_IQ4_XS, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+
 /* ============================================================================================
  * Dequantization (get_rows, quantized KV caches)
  * The same f32 expressions as the *_dequantize_row_ref functions, operation for operation.
@@ -772,6 +1147,45 @@ INLINE void nibble_blocks_to_f32(int iq4, const void *vx, float *y, int64_t n) {
     }
 }
 
+static void q5_0_to_f32_avx512(const void *vx, float *y, int64_t n) {
+    CHECK(n % QK5_0 == 0);
+    const struct block_q5_0 *x = vx;
+    for (int64_t ib = 0; ib < n / QK5_0; ib++) {
+        __m512 d = _mm512_set1_ps(f16_to_f32(x[ib].d));
+        __m256i q = fam_weights(FAM_Q5_0, (const char *)&x[ib], _mm256_setzero_si256());
+        q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+        _mm512_storeu_ps(y + ib * QK5_0, _mm512_mul_ps(d, bytes_to_ps(_mm256_castsi256_si128(q))));
+        _mm512_storeu_ps(y + ib * QK5_0 + 16,
+                         _mm512_mul_ps(d, bytes_to_ps(_mm256_extracti128_si256(q, 1))));
+    }
+}
+
+/* Q4_1, Q5_1: (float)q * d + m */
+INLINE void min_blocks_to_f32(int fam, const void *vx, float *y, int64_t n) {
+    CHECK(n % 32 == 0);
+    size_t bytes = fam_block_bytes(fam);
+    for (int64_t ib = 0; ib < n / 32; ib++) {
+        const char *blk = (const char *)vx + (size_t)ib * bytes;
+        uint16_t dm[2];
+        memcpy(dm, blk, sizeof(dm));
+        __m512 d = _mm512_set1_ps(f16_to_f32(dm[0])), m = _mm512_set1_ps(f16_to_f32(dm[1]));
+        __m256i q = fam_weights(fam, blk, _mm256_setzero_si256());
+        _mm512_storeu_ps(
+            y + ib * 32,
+            _mm512_add_ps(_mm512_mul_ps(bytes_to_ps(_mm256_castsi256_si128(q)), d), m));
+        _mm512_storeu_ps(
+            y + ib * 32 + 16,
+            _mm512_add_ps(_mm512_mul_ps(bytes_to_ps(_mm256_extracti128_si256(q, 1)), d), m));
+    }
+}
+
+static void q4_1_to_f32_avx512(const void *x, float *y, int64_t n) {
+    min_blocks_to_f32(FAM_Q4_1, x, y, n);
+}
+static void q5_1_to_f32_avx512(const void *x, float *y, int64_t n) {
+    min_blocks_to_f32(FAM_Q5_1, x, y, n);
+}
+
 static void q4_0_to_f32_avx512(const void *x, float *y, int64_t n) {
     nibble_blocks_to_f32(0, x, y, n);
 }
@@ -786,27 +1200,31 @@ INLINE void kq_to_f32(int type, const void *vx, float *y, int64_t n) {
     for (int64_t ib = 0; ib < n / QK_K; ib++) {
         const char *blk = (const char *)vx + (size_t)ib * wb;
         struct kq_row r = kq_row_load(type, blk);
-        int16_t sc[16], mn[8];
+        int16_t sc[16], mn[16];
         _mm256_storeu_si256((__m256i *)sc, r.sc);
-        _mm_storeu_si128((__m128i *)mn, r.mn);
+        if (type == KQ_Q2_K)
+            _mm256_storeu_si256((__m256i *)mn, r.mn16);
+        else
+            _mm_storeu_si128((__m128i *)mn, r.mn);
         for (int c = 0; c < QK_K / 64; c++) {
             __mmask64 neg = 0;
             __m512i q = kq_chunk_weights(type, blk, c, &neg);
             if (type == KQ_Q6_K) q = _mm512_sub_epi8(q, _mm512_set1_epi8(32));
+            if (type == KQ_Q3_K) q = _mm512_sub_epi8(q, _mm512_set1_epi8(4));
             if (type == KQ_IQ4_XS) q = _mm512_mask_sub_epi8(q, neg, _mm512_setzero_si512(), q);
             int8_t qb[64];
             _mm512_storeu_si512(qb, q);
             for (int g = 0; g < 4; g++) {
                 __m512 v = bytes_to_ps(_mm_loadu_si128((const __m128i *)(qb + 16 * g)));
                 float *dst = y + ib * QK_K + 64 * c + 16 * g;
-                if (type == KQ_Q6_K) { /* d * scale * q */
+                if (type == KQ_Q6_K || type == KQ_Q3_K) { /* d * scale * q */
                     float ds = r.d * (float)sc[4 * c + g];
                     _mm512_storeu_ps(dst, _mm512_mul_ps(_mm512_set1_ps(ds), v));
                 } else if (type == KQ_IQ4_XS) { /* (d * scale) * value */
                     float dl = r.d * (float)sc[2 * c + g / 2];
                     _mm512_storeu_ps(dst, _mm512_mul_ps(_mm512_set1_ps(dl), v));
                 } else { /* (d * scale) * q - dmin * min */
-                    int s = 2 * c + g / 2;
+                    int s = type == KQ_Q2_K ? 4 * c + g : 2 * c + g / 2;
                     float ds = r.d * (float)sc[s], ms = r.dmin * (float)mn[s];
                     _mm512_storeu_ps(dst, _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(ds), v),
                                                         _mm512_set1_ps(ms)));
@@ -816,6 +1234,12 @@ INLINE void kq_to_f32(int type, const void *vx, float *y, int64_t n) {
     }
 }
 
+static void q2_k_to_f32_avx512(const void *x, float *y, int64_t n) {
+    kq_to_f32(KQ_Q2_K, x, y, n);
+}
+static void q3_k_to_f32_avx512(const void *x, float *y, int64_t n) {
+    kq_to_f32(KQ_Q3_K, x, y, n);
+}
 static void q4_k_to_f32_avx512(const void *x, float *y, int64_t n) {
     kq_to_f32(KQ_Q4_K, x, y, n);
 }
@@ -835,10 +1259,11 @@ static void iq4_xs_to_f32_avx512(const void *x, float *y, int64_t n) {
 
 static void set_dot(struct cpu_kernels *k, enum dtype t, cpu_vec_dot_fn dot,
                     cpu_gemm_tile_fn tile) {
+    int pairs = t == DTYPE_Q8_0 || t == DTYPE_Q4_0 || t == DTYPE_IQ4_NL || t == DTYPE_Q5_0;
     k->vec_dot[t] = dot;
     k->gemm_tile[t] = tile;
-    k->gemm_tile_w[t] = TILE_W;
-    k->gemm_tile_x[t] = TILE_X;
+    k->gemm_tile_w[t] = pairs ? PAIR_W : TILE_W;
+    k->gemm_tile_x[t] = pairs ? PAIR_X : TILE_X;
 }
 
 int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f) {
@@ -850,12 +1275,18 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
     set_dot(k, DTYPE_Q8_0, q8_0_dot_q8_0_avx512, q8_0_gemm_tile_avx512);
     set_dot(k, DTYPE_Q4_0, q4_0_dot_q8_0_avx512, q4_0_gemm_tile_avx512);
     set_dot(k, DTYPE_IQ4_NL, iq4_nl_dot_q8_0_avx512, iq4_nl_gemm_tile_avx512);
+    set_dot(k, DTYPE_Q5_0, q5_0_dot_q8_0_avx512, q5_0_gemm_tile_avx512);
+    set_dot(k, DTYPE_Q4_1, q4_1_dot_q8_1_avx512, q4_1_gemm_tile_avx512);
+    set_dot(k, DTYPE_Q5_1, q5_1_dot_q8_1_avx512, q5_1_gemm_tile_avx512);
+    set_dot(k, DTYPE_Q2_K, q2_k_dot_q8_k_avx512, q2_k_gemm_tile_avx512);
+    set_dot(k, DTYPE_Q3_K, q3_k_dot_q8_k_avx512, q3_k_gemm_tile_avx512);
     set_dot(k, DTYPE_Q4_K, q4_k_dot_q8_k_avx512, q4_k_gemm_tile_avx512);
     set_dot(k, DTYPE_Q5_K, q5_k_dot_q8_k_avx512, q5_k_gemm_tile_avx512);
     set_dot(k, DTYPE_Q6_K, q6_k_dot_q8_k_avx512, q6_k_gemm_tile_avx512);
     set_dot(k, DTYPE_IQ4_XS, iq4_xs_dot_q8_k_avx512, iq4_xs_gemm_tile_avx512);
     k->from_float[DTYPE_Q8_0] = q8_0_quantize_row_act_avx512;
     k->from_float[DTYPE_Q8_K] = q8_k_quantize_row_act_avx512;
+    k->from_float[DTYPE_Q8_1] = q8_1_quantize_row_act_avx512;
     k->from_float[DTYPE_F16] = f16_from_f32_avx512;
     k->from_float[DTYPE_BF16] = bf16_from_f32_avx512;
     k->to_float[DTYPE_F16] = f16_to_f32_avx512;
@@ -863,12 +1294,29 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
     k->to_float[DTYPE_Q8_0] = q8_0_to_f32_avx512;
     k->to_float[DTYPE_Q4_0] = q4_0_to_f32_avx512;
     k->to_float[DTYPE_IQ4_NL] = iq4_nl_to_f32_avx512;
+    k->to_float[DTYPE_Q5_0] = q5_0_to_f32_avx512;
+    k->to_float[DTYPE_Q4_1] = q4_1_to_f32_avx512;
+    k->to_float[DTYPE_Q5_1] = q5_1_to_f32_avx512;
+    k->to_float[DTYPE_Q2_K] = q2_k_to_f32_avx512;
+    k->to_float[DTYPE_Q3_K] = q3_k_to_f32_avx512;
     k->to_float[DTYPE_Q4_K] = q4_k_to_f32_avx512;
     k->to_float[DTYPE_Q5_K] = q5_k_to_f32_avx512;
     k->to_float[DTYPE_Q6_K] = q6_k_to_f32_avx512;
     k->to_float[DTYPE_IQ4_XS] = iq4_xs_to_f32_avx512;
+    if (f->has_amx_int8) {
+        static const enum dtype amx_types[4] = {DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K, DTYPE_IQ4_XS};
+        static const cpu_gemm_tile_fn amx_tiles[4] = {q4_k_gemm_tile_amx, q5_k_gemm_tile_amx,
+                                                      q6_k_gemm_tile_amx, iq4_xs_gemm_tile_amx};
+        for (int i = 0; i < 4; i++) {
+            k->gemm_tile[amx_types[i]] = amx_tiles[i];
+            k->gemm_tile_w[amx_types[i]] = AMX_W;
+            k->gemm_tile_x[amx_types[i]] = AMX_X;
+        }
+        k->name = "avx512-amx";
+    }
     k->attn_dot_f16 = attn_dot_f16_avx512;
     k->attn_mad_f16 = attn_mad_f16_avx512;
     k->attn_scale_f16 = attn_scale_f16_avx512;
+    k->attn_dots_f16 = attn_dots_f16_avx512;
     return 0;
 }

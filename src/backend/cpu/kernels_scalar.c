@@ -130,6 +130,12 @@ void attn_scale_f16_ref(uint16_t *acc, float s, int64_t n) {
     for (int64_t i = 0; i < n; i++) acc[i] = fp32_to_fp16(fp16_to_fp32(acc[i]) * s);
 }
 
+void attn_dots_f16_ref(const uint16_t *q, const uint16_t *k, size_t k_stride, int64_t n, float *out,
+                       int64_t n_k) {
+    for (int64_t j = 0; j < n_k; j++)
+        out[j] = attn_dot_f16_ref(q, (const uint16_t *)((const char *)k + (size_t)j * k_stride), n);
+}
+
 /* ---- the table ---- */
 
 int cpu_kernels_fill_scalar(struct cpu_kernels *k) {
@@ -149,8 +155,10 @@ int cpu_kernels_fill_scalar(struct cpu_kernels *k) {
     }
     k->from_float[DTYPE_Q8_0] = q8_0_quantize_row_act;
     k->from_float[DTYPE_Q8_K] = q8_k_quantize_row_act;
+    k->from_float[DTYPE_Q8_1] = q8_1_quantize_row_act;
     k->attn_dot_f16 = attn_dot_f16_ref;
     k->attn_mad_f16 = attn_mad_f16_ref;
     k->attn_scale_f16 = attn_scale_f16_ref;
+    k->attn_dots_f16 = attn_dots_f16_ref;
     return 0;
 }
