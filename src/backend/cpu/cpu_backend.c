@@ -355,7 +355,8 @@ static void mm_plan_make(const struct cpu_kernels *kern, enum dtype wt, size_t r
                          int64_t n_out, int64_t n, int nth, struct mm_plan *p) {
     p->tile_w = kern->gemm_tile_w[wt] > 0 ? kern->gemm_tile_w[wt] : 1;
     p->tile_x = kern->gemm_tile_x[wt] > 0 ? kern->gemm_tile_x[wt] : 1;
-    p->unit_toks = n <= UNIT_TOKS ? n : UNIT_TOKS;
+    int64_t unit_toks = (UNIT_TOKS + p->tile_x - 1) / p->tile_x * p->tile_x;
+    p->unit_toks = n <= unit_toks ? n : unit_toks;
     p->n_tok_units = (n + p->unit_toks - 1) / p->unit_toks;
     int64_t want = (int64_t)nth * UNITS_PER_THR;
     int64_t row_units = (want + p->n_tok_units - 1) / p->n_tok_units;
@@ -607,7 +608,7 @@ static void cpu_matmul_id(struct backend *be, const struct tensor *w, const floa
         if (rows > MOE_UNIT_ROWS) rows = MOE_UNIT_ROWS;
         if (rows < UNIT_MIN_ROWS) rows = UNIT_MIN_ROWS;
         a.plan.unit_rows = (rows + a.plan.tile_w - 1) / a.plan.tile_w * a.plan.tile_w;
-        a.plan.unit_toks = UNIT_TOKS;
+        a.plan.unit_toks = (UNIT_TOKS + a.plan.tile_x - 1) / a.plan.tile_x * a.plan.tile_x;
     }
 
     /* Scratch: index arrays, grouped activations, per-thread tile buffers. */
@@ -748,7 +749,8 @@ static void cpu_kv_store(struct backend *be, void *k_cache, void *v_cache, enum 
 /* ---- F16 cache ----
  * The arithmetic of llama.cpp's CPU flash attention, so logits agree with it to float rounding:
  * the query is rounded to f16 (to dot with f16 keys), scores are f16 products summed in f32
- * (attn_dot_f16's order), and the running value sum is kept in f16, rounded after every update
+ * (attn_dot_f16's order, attn_dots_f16 for a block of positions), and the running value sum is
+ * kept in f16, rounded after every update
  * (attn_scale_f16 when the max moves, attn_mad_f16 per position).
  *
  * That last step is a chain: each position's update of a row reads the previous one, so one
@@ -791,9 +793,11 @@ static void attention_f16_rows(const struct attn_args *a, const struct cpu_kerne
         for (int r = 0; r < nr; r++) {
             struct attn_row *w = &rows[r];
             int nb = (int)min64(w->n_kv - j0, ATTN_BLOCK);
+            if (nb <= 0) continue;
+            kern->attn_dots_f16(w->qh, (const uint16_t *)(kbase + (size_t)j0 * row_bytes),
+                                row_bytes, hd, w->e, nb);
             for (int b = 0; b < nb; b++) {
-                const uint16_t *kr = (const uint16_t *)(kbase + (size_t)(j0 + b) * row_bytes);
-                float s = kern->attn_dot_f16(w->qh, kr, hd) * a->scale;
+                float s = w->e[b] * a->scale;
                 w->is_max[b] = s > w->m;
                 if (w->is_max[b]) { /* ms = expf(m_old - s): 0 on the first position */
                     w->e[b] = w->m - s;
@@ -930,7 +934,7 @@ static void cpu_attention(struct backend *be, const struct attn_args *a) {
     struct cpu_ctx *c = ctx_of(be);
     CHECK(a->n_head % a->n_head_kv == 0 && a->head_dim > 0);
     CHECK(a->kv_type != DTYPE_F16 ||
-          (c->kern->attn_dot_f16 && c->kern->attn_mad_f16 && c->kern->attn_scale_f16));
+          (c->kern->attn_dots_f16 && c->kern->attn_mad_f16 && c->kern->attn_scale_f16));
     struct attn_task_args ta;
     ta.a = a;
     ta.kern = c->kern;
