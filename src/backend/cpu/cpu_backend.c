@@ -338,11 +338,13 @@ static void cpu_rope(struct backend *be, float *x, int stride, const int32_t *po
  * rows against the one activation row.
  * ============================================================================================ */
 
-#define UNIT_TOKS      64           /* tokens per prefill unit: their activations stay in L2 */
-#define UNIT_MIN_ROWS  16           /* smallest row chunk (decode) */
-#define UNITS_PER_THR  8            /* aim for this many units per thread, for balance */
-#define MOE_UNIT_ROWS  256          /* largest row chunk of an expert unit */
-#define UNIT_MAX_BYTES (256 * 1024) /* decode: weight bytes per unit at most (LM head) */
+#define PREFETCH_AHEAD    512 /* decode: prefetch distance past the tile's start, bytes */
+#define PREFETCH_MAX_TOKS 4   /* units with at most this many tokens prefetch their weights */
+#define UNIT_TOKS         64  /* tokens per prefill unit: their activations stay in L2 */
+#define UNIT_MIN_ROWS     16  /* smallest row chunk (decode) */
+#define UNITS_PER_THR     8   /* aim for this many units per thread, for balance */
+#define MOE_UNIT_ROWS     256 /* largest row chunk of an expert unit */
+#define UNIT_MAX_BYTES    (256 * 1024) /* decode: weight bytes per unit at most (LM head) */
 
 struct mm_plan {
     int tile_w, tile_x;
@@ -369,12 +371,23 @@ static void mm_plan_make(const struct cpu_kernels *kern, enum dtype wt, size_t r
     p->n_row_units = (n_out + rows - 1) / rows;
 }
 
-/* One unit: weight rows [r0, r1) x tokens [t0, t1), written at y[t * y_stride + r - y_row0]. */
+/* One unit: weight rows [r0, r1) x tokens [t0, t1), written at y[t * y_stride + r]. With few
+ * tokens the weights stream from memory once and the kernel is short: the tile's bytes are
+ * prefetched (into L2, PREFETCH_AHEAD bytes ahead) before the call, so the loads of a tile are
+ * in flight together instead of one stream the hardware prefetcher ramps up per row. Measured
+ * on this machine's decode matvec (2 threads, 400 MB Q4_K): 11.9 -> 16 GB/s of 21 GB/s read
+ * bandwidth; farther distances or prefetching into L1 gained nothing or lost. */
 static void mm_unit(cpu_gemm_tile_fn tile, const struct mm_plan *p, const void *w, size_t w_rb,
                     int64_t k, const void *xq, size_t xq_rb, int64_t r0, int64_t r1, int64_t t0,
                     int64_t t1, float *y, size_t y_stride) {
+    const char *w_end = (const char *)w + (size_t)r1 * w_rb;
     for (int64_t r = r0; r < r1; r += p->tile_w) {
         int nw = (int)min64(p->tile_w, r1 - r);
+        if (t1 - t0 <= PREFETCH_MAX_TOKS) {
+            const char *pf = (const char *)w + (size_t)r * w_rb + PREFETCH_AHEAD;
+            for (size_t o = 0; o < (size_t)nw * w_rb && pf + o < w_end; o += 64)
+                __builtin_prefetch(pf + o, 0, 2);
+        }
         for (int64_t t = t0; t < t1; t += p->tile_x) {
             int nx = (int)min64(p->tile_x, t1 - t);
             tile((const char *)w + (size_t)r * w_rb, w_rb, (const char *)xq + (size_t)t * xq_rb,
