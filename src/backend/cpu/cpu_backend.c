@@ -166,20 +166,42 @@ struct rms_norm_args {
     struct claim c; /* rows */
 };
 
+/* Sums of squares of rows x[0..nr) (nr <= 4), each accumulated in double in element order as
+ * ggml does; the rows go side by side so their addition chains overlap (each row's sum is still
+ * the same sequence of additions). */
+static void sum_squares(const float *const *x, int nr, int dim, double *sum) {
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    const float *x0 = x[0], *x1 = x[nr > 1 ? 1 : 0], *x2 = x[nr > 2 ? 2 : 0];
+    const float *x3 = x[nr > 3 ? 3 : 0];
+    for (int i = 0; i < dim; i++) {
+        s0 += (double)(x0[i] * x0[i]);
+        s1 += (double)(x1[i] * x1[i]);
+        s2 += (double)(x2[i] * x2[i]);
+        s3 += (double)(x3[i] * x3[i]);
+    }
+    double all[4] = {s0, s1, s2, s3};
+    for (int r = 0; r < nr; r++) sum[r] = all[r];
+}
+
 static void rms_norm_task(void *p, int ith, int nth) {
     struct rms_norm_args *a = p;
     int64_t lo, hi;
     while (claim_next(&a->c, &lo, &hi)) {
-        for (int64_t r = lo; r < hi; r++) {
-            const float *x = a->x + r * a->x_stride;
-            float *y = a->out + r * a->out_stride;
-            double sum = 0; /* ggml accumulates the sum of squares in double */
-            for (int i = 0; i < a->dim; i++) sum += (double)(x[i] * x[i]);
-            float scale = 1.0f / sqrtf((float)(sum / a->dim) + a->eps);
-            if (a->w)
-                for (int i = 0; i < a->dim; i++) y[i] = x[i] * scale * a->w[i];
-            else
-                for (int i = 0; i < a->dim; i++) y[i] = x[i] * scale;
+        for (int64_t r0 = lo; r0 < hi; r0 += 4) {
+            int nr = (int)min64(4, hi - r0);
+            const float *xs[4];
+            double sum[4];
+            for (int r = 0; r < nr; r++) xs[r] = a->x + (r0 + r) * a->x_stride;
+            sum_squares(xs, nr, a->dim, sum);
+            for (int r = 0; r < nr; r++) {
+                const float *x = xs[r];
+                float *y = a->out + (r0 + r) * a->out_stride;
+                float scale = 1.0f / sqrtf((float)(sum[r] / a->dim) + a->eps);
+                if (a->w)
+                    for (int i = 0; i < a->dim; i++) y[i] = x[i] * scale * a->w[i];
+                else
+                    for (int i = 0; i < a->dim; i++) y[i] = x[i] * scale;
+            }
         }
     }
 }
@@ -189,7 +211,7 @@ static void cpu_rms_norm(struct backend *be, const float *x, int x_stride, const
     CHECK(!w || (w->type == DTYPE_F32 && w->ne[0] == dim));
     struct rms_norm_args a = {
         x, x_stride, w ? (const float *)w->data : NULL, out, out_stride, n_rows, dim, eps, {0}};
-    claim_init(&a.c, n_rows, ctx_of(be)->n_threads, 1);
+    claim_init(&a.c, n_rows, ctx_of(be)->n_threads, 4);
     if ((int64_t)n_rows * dim < INLINE_ELEMS)
         rms_norm_task(&a, 0, 1);
     else
