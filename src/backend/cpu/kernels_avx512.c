@@ -3,10 +3,15 @@
  *
  * Every kernel computes what its scalar twin in src/tensor (or kernels_scalar.c) computes, bit
  * for bit; tests/test_kernels.c checks that. The dots and gemm tiles of one dtype are one
- * always-inline kernel instantiated for three shapes: 1 x 1 (vec_dot), 4 weight rows x 1 token
- * (decode) and 4 x 4 (prompt processing). A smaller tile runs the 4-wide kernel with its last
- * row / token repeated and drops the repeated results, which keeps the register tiles fixed and
- * small enough for both gcc and clang to keep in registers.
+ * always-inline kernel instantiated for a few shapes: 1 x 1 (vec_dot), 4 weight rows x 1 token
+ * (decode) and 4 x 4 (prompt processing; 4 x 8 with two tokens per vector for the Q8_0 family;
+ * 16 x 64 on AMX for the K-quants, kernels_amx.c). A smaller tile runs the full-size kernel with
+ * its last row / token repeated and drops the repeated results, which keeps the register tiles
+ * fixed and small enough for both gcc and clang to keep in registers.
+ *
+ * Sections: helpers; F32/F16/BF16; conversions; attention; activation quantizers; the Q8_0
+ * family (Q8_0, Q4_0, Q5_0, IQ4_NL, Q4_1, Q5_1); K-quants and IQ4_XS (VNNI, then the AMX
+ * wrappers); dequantization; the table.
  */
 #include "cpu_kernels.h"
 
