@@ -798,7 +798,7 @@ static void cpu_kv_store(struct backend *be, void *k_cache, void *v_cache, enum 
  * alone, which keeps a row's result independent of its batch. */
 
 #define ATTN_BLOCK 64 /* positions per block */
-#define ATTN_GROUP 4  /* rows advanced together */
+#define ATTN_GROUP 8  /* rows advanced together */
 
 struct attn_row {
     const float *q;             /* [head_dim] */
