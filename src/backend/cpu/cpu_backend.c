@@ -28,6 +28,14 @@
 #include <stdatomic.h>
 #include <string.h>
 
+/* ============================================================================================
+ * Context, scratch and work claiming
+ * One scratch buffer per backend (ops run one at a time), and the two ways work is shared out:
+ * a claim (chunks taken from a counter) and a phase (a claim whose items must all be finished
+ * before anyone moves on). Nothing is split by thread index: the pool's dynamic jobs only run
+ * on the threads that are ready.
+ * ============================================================================================ */
+
 struct cpu_ctx {
     struct threadpool *pool;
     int n_threads;
@@ -61,8 +69,7 @@ static int64_t min64(int64_t a, int64_t b) {
     return a < b ? a : b;
 }
 
-/* Work claimed dynamically: threads take [lo, hi) chunks of [0, n) until none is left. Jobs run
- * with threadpool_run_dynamic, so only the threads that show up take part. */
+/* Work claimed dynamically: threads take [lo, hi) chunks of [0, n) until none is left. */
 struct claim {
     _Atomic int64_t next;
     int64_t n, chunk;
@@ -139,9 +146,10 @@ struct get_rows_args {
 static void get_rows_task(void *p, int ith, int nth) {
     struct get_rows_args *a = p;
     int64_t dim = a->w->ne[0], lo, hi;
-    while (claim_next(&a->c, &lo, &hi))
+    while (claim_next(&a->c, &lo, &hi)) {
         for (int64_t i = lo; i < hi; i++)
             a->kern->to_float[a->w->type](tensor_row(a->w, a->ids[i], 0), a->out + i * dim, dim);
+    }
 }
 
 static void cpu_get_rows(struct backend *be, const struct tensor *w, const int32_t *ids, int n,
@@ -299,7 +307,7 @@ static void rope_task(void *p, int ith, int nth) {
     }
     float cs[1024], sn[1024]; /* n_rot/2 <= 1024 checked by the caller */
     int64_t lo, hi;
-    while (claim_next(&a->c, &lo, &hi))
+    while (claim_next(&a->c, &lo, &hi)) {
         for (int64_t t = lo; t < hi; t++) {
             float theta = (float)a->pos[t];
             for (int i = 0; i < n_rot / 2; i++) {
@@ -336,6 +344,7 @@ static void rope_task(void *p, int ith, int nth) {
                 }
             }
         }
+    }
 }
 
 static void cpu_rope(struct backend *be, float *x, int stride, const int32_t *pos, int n,
@@ -710,7 +719,7 @@ struct moe_combine_args {
 static void moe_combine_task(void *p, int ith, int nth) {
     struct moe_combine_args *a = p;
     int64_t lo, hi;
-    while (claim_next(&a->c, &lo, &hi))
+    while (claim_next(&a->c, &lo, &hi)) {
         for (int64_t t = lo; t < hi; t++) {
             float *o = a->out + t * a->dim;
             for (int i = 0; i < a->dim; i++) o[i] = 0;
@@ -720,6 +729,7 @@ static void moe_combine_task(void *p, int ith, int nth) {
                 for (int i = 0; i < a->dim; i++) o[i] += wj * yr[i];
             }
         }
+    }
 }
 
 static void cpu_moe_combine(struct backend *be, const float *y, const float *weights, int n, int k,
@@ -754,7 +764,7 @@ static void kv_store_task(void *p, int ith, int nth) {
     struct kv_store_args *a = p;
     size_t row_bytes = dtype_row_bytes(a->kv_type, a->kv_dim);
     int64_t lo, hi;
-    while (claim_next(&a->c, &lo, &hi))
+    while (claim_next(&a->c, &lo, &hi)) {
         for (int64_t i = lo; i < hi; i++) {
             int t = (int)(i >> 1), is_v = (int)(i & 1);
             const float *src = (is_v ? a->v : a->k) + (int64_t)t * a->src_stride;
@@ -765,6 +775,7 @@ static void kv_store_task(void *p, int ith, int nth) {
             else
                 a->kern->from_float[a->kv_type](src, dst, a->kv_dim);
         }
+    }
 }
 
 static void cpu_kv_store(struct backend *be, void *k_cache, void *v_cache, enum dtype kv_type,
