@@ -146,6 +146,13 @@ tsan:
 	$(MAKE) BUILD=build/tsan OPT=-O1 CFLAGS=-fsanitize=thread LDSAN=-fsanitize=thread build/tsan/test_runner
 	./build/tsan/test_runner $(T)
 
+# hearth's benchmarks (not part of `make test`): `hearth bench` on random-weight files at real
+# shapes, generated once into $HEARTH_BENCH_DIR (default /tmp/hearth-bench). BENCH_MODELS picks
+# some (names in bench/models.sh). bench/compare.sh alternates hearth and llama.cpp.
+BENCH_MODELS ?=
+bench: hearth
+	bench/run.sh $(BENCH_MODELS)
+
 # libFuzzer targets: tests/fuzz/fuzz_<parser>.c, built with clang against the library sources.
 FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)

@@ -40,4 +40,8 @@ int tool_perplexity_run(int argc, char **argv, FILE *out, FILE *err_out);
 int tool_imatrix_main(int argc, char **argv);
 int tool_imatrix_run(int argc, char **argv, FILE *out, FILE *err_out);
 
+/* `hearth bench -m MODEL [-p 512] [-n 128] [-t N] [-r 3] [--json]`: prompt-processing and
+ * generation tokens/s in llama-bench's format (tools/bench.c). */
+int tool_bench_main(int argc, char **argv);
+
 #endif

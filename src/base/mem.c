@@ -78,11 +78,14 @@ void *mem_alloc(size_t n_bytes) {
 }
 
 void *mem_calloc(size_t n, size_t size) {
-    size_t n_bytes;
+    size_t n_bytes, total;
     if (mem_mul_size(n, size, &n_bytes)) return NULL;
-    void *p = mem_alloc(n_bytes);
-    if (p) memset(p, 0, n_bytes);
-    return p;
+    if (should_fail() || mem_add_size(n_bytes, HDR, &total)) return NULL;
+    /* calloc, not malloc + memset: big blocks come zeroed from the OS, so pages nobody writes
+     * (e.g. logits rows for outputs never requested) cost no resident memory */
+    unsigned char *raw = calloc(1, total);
+    if (!raw) return NULL;
+    return finish(raw, HDR, n_bytes);
 }
 
 void *mem_alloc_aligned(size_t align, size_t n_bytes) {

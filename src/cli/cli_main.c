@@ -19,7 +19,8 @@ static void usage(FILE *f) {
             "  synth       write a random-weight GGUF of a given architecture and shape\n"
             "  quantize    convert a GGUF to other tensor types: quantize IN OUT TYPE\n"
             "  imatrix     importance matrix of a text: imatrix -m FILE -f TEXT -o OUT\n"
-            "  perplexity  perplexity / KL divergence over a text: perplexity -m FILE -f TEXT\n");
+            "  perplexity  perplexity / KL divergence over a text: perplexity -m FILE -f TEXT\n"
+            "  bench       prompt and generation tokens/s, llama-bench style (--help)\n");
 }
 
 int main(int argc, char **argv) {
@@ -38,6 +39,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "quantize")) return tool_quantize_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "perplexity")) return tool_perplexity_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "imatrix")) return tool_imatrix_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return tool_bench_main(argc - 1, argv + 1);
     fprintf(stderr, "hearth: unknown command '%s' (try hearth --help)\n", cmd);
     return 1;
 }
