@@ -110,8 +110,11 @@ static void phase_wait(struct phase *ph) {
         if (++spins > 4000) sched_yield();
 }
 
+/* Static split for the ops that run on every thread (threadpool_run: cpu_ops_recurrent.c). */
 void cpu_split_range(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
-    split_range(n, ith, nth, lo, hi);
+    int64_t per = (n + nth - 1) / nth;
+    *lo = per * ith < n ? per * ith : n;
+    *hi = *lo + per < n ? *lo + per : n;
 }
 
 struct threadpool *cpu_backend_pool(struct backend *be) {
