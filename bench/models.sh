@@ -13,6 +13,8 @@ qwen3-0.6b-q8_0              qwen3-0.6b        Q8_0
 qwen3-0.6b-q4_k_m            qwen3-0.6b        Q4_K_M
 qwen3-8b-q4_k_m              qwen3-8b          Q4_K_M
 qwen3moe-30b-a3b-6l-q4_k_m   qwen3moe-30b-a3b  Q4_K_M  --layers 6
+qwen3.6-27b-4l-q4_k_m        qwen3.6-27b       Q4_K_M  --layers 4
+qwen3.6-35b-a3b-4l-q4_k_m    qwen3.6-35b-a3b   Q4_K_M  --layers 4
 "
 
 bench_models() {

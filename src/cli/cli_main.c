@@ -9,18 +9,17 @@
 #include <string.h>
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: hearth <command> [options]\n"
-            "commands:\n"
-            "  run         generate text from a prompt (hearth run --help)\n"
-            "  serve       OpenAI/Anthropic-compatible HTTP server (hearth serve --help)\n"
-            "  inspect     print a GGUF file's metadata and tensor table: inspect FILE [--all]\n"
-            "  tokenize    token ids of stdin: tokenize -m FILE [--bos] [--no-parse-special]\n"
-            "  synth       write a random-weight GGUF of a given architecture and shape\n"
-            "  quantize    convert a GGUF to other tensor types: quantize IN OUT TYPE\n"
-            "  imatrix     importance matrix of a text: imatrix -m FILE -f TEXT -o OUT\n"
-            "  perplexity  perplexity / KL divergence over a text: perplexity -m FILE -f TEXT\n"
-            "  bench       prompt and generation tokens/s, llama-bench style (--help)\n");
+    fprintf(f, "usage: hearth <command> [options]\n"
+               "commands:\n"
+               "  run         generate text from a prompt (hearth run --help)\n"
+               "  serve       OpenAI/Anthropic-compatible HTTP server (hearth serve --help)\n"
+               "  inspect     print a GGUF file's metadata and tensor table: inspect FILE [--all]\n"
+               "  tokenize    token ids of stdin: tokenize -m FILE [--bos] [--no-parse-special]\n"
+               "  synth       write a random-weight GGUF of a given architecture and shape\n"
+               "  quantize    convert a GGUF to other tensor types: quantize IN OUT TYPE\n"
+               "  imatrix     importance matrix of a text: imatrix -m FILE -f TEXT -o OUT\n"
+               "  perplexity  perplexity / KL divergence over a text: perplexity -m FILE -f TEXT\n"
+               "  bench       prompt and generation tokens/s, llama-bench style (--help)\n");
 }
 
 int main(int argc, char **argv) {
