@@ -146,7 +146,11 @@ TEST(backend_matmul_id_bit_exact) {
                     for (int s = 0; s < nn * kk && !bad; s++)
                         for (int64_t r = 0; r < n_out && !bad; r++) {
                             const float *xr = x + (size_t)(per_slot ? s : s / kk) * k;
-                            float want = ref_dot(kern, &w, r, ids[s], xr, xq);
+                            /* F32 experts: ggml_vec_dot_f32's order, as llama.cpp's
+                             * mul_mat_id (not the dense gemm's) */
+                            float want = types[it] == DTYPE_F32
+                                             ? f32_id_dot_ref(tensor_row(&w, r, ids[s]), xr, k)
+                                             : ref_dot(kern, &w, r, ids[s], xr, xq);
                             float got = y[(size_t)s * n_out + r];
                             if (memcmp(&want, &got, sizeof(float))) {
                                 test_fail(__FILE__, __LINE__,

@@ -441,11 +441,11 @@ TEST(kernels_moe_swiglu_rope_bit_identical) {
                     ks[ik]->f32_id_tile(w + 1, rs, x + 1, rs, n, tb, 4, nw, nx);
                     for (int j = 0; j < nx; j++)
                         for (int i = 0; i < nw; i++) {
-                            ta[j * 4 + i] = f32_id_dot_ref(w + 1 + i * (N + 3),
-                                                           x + 1 + j * (N + 3), n);
+                            ta[j * 4 + i] =
+                                f32_id_dot_ref(w + 1 + i * (N + 3), x + 1 + j * (N + 3), n);
                             EXPECT_MSG(same_bits(ta[j * 4 + i], tb[j * 4 + i]),
-                                       "%s f32_id_tile n=%lld %dx%d", ks[ik]->name,
-                                       (long long)n, nw, nx);
+                                       "%s f32_id_tile n=%lld %dx%d", ks[ik]->name, (long long)n,
+                                       nw, nx);
                         }
                 }
             /* gates over the whole range, including exp overflow / underflow */
@@ -468,8 +468,8 @@ TEST(kernels_moe_swiglu_rope_bit_identical) {
                 memcpy(rb, ra, sizeof(ra));
                 rope_pairs_ref(ra + 1, cs, sn, np, half ? np : 0);
                 ks[ik]->rope_pairs(rb + 1, cs, sn, np, half ? np : 0);
-                EXPECT_MSG(!memcmp(ra, rb, sizeof(ra)), "%s rope_pairs n=%d half=%d",
-                           ks[ik]->name, np, half);
+                EXPECT_MSG(!memcmp(ra, rb, sizeof(ra)), "%s rope_pairs n=%d half=%d", ks[ik]->name,
+                           np, half);
             }
         }
 }

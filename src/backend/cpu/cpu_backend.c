@@ -241,7 +241,7 @@ static void cpu_rms_norm(struct backend *be, const float *x, int x_stride, const
 struct binary_args {
     const float *a, *b;
     float *out;
-    int op;         /* 0 add, 1 swiglu (kern->swiglu) */
+    int op; /* 0 add, 1 swiglu (kern->swiglu) */
     const struct cpu_kernels *kern;
     struct claim c; /* elements */
 };

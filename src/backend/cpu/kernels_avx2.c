@@ -286,11 +286,10 @@ INLINE int expf_ggml_avx2(__m256 x, __m256 *res) {
     __m256 hi = _mm256_fmadd_ps(
         _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
         _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f)));
-    __m256 j = _mm256_fmadd_ps(hi, u,
-                               _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b,
-                                               _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
-                                  23);
+    __m256 j = _mm256_fmadd_ps(
+        hi, u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f)));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     *res = _mm256_mul_ps(j, _mm256_castsi256_ps(e));
     return 1;
 }

@@ -332,9 +332,8 @@ INLINE __m512 expf_ggml_avx512(__m512 x) {
     __m512 hi = _mm512_fmadd_ps(
         _mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
         _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f)));
-    __m512 j = _mm512_fmadd_ps(hi, u,
-                               _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b,
-                                               _mm512_set1_ps(1.0f)));
+    __m512 j = _mm512_fmadd_ps(
+        hi, u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f)));
     __m512 res = _mm512_scalef_ps(j, n);
     __mmask16 big = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192), _CMP_GT_OQ);
     if (big) {

@@ -169,9 +169,9 @@ float expf_ggml_ref(float x) {
     float n = z - r; /* round(x / ln 2) */
     float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
     float u = b * b;
-    float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
-                        fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
-                   u, fmaf(0x1.ffffecp-1f, b, 1.0f));
+    float j = fmaf(
+        fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+        u, fmaf(0x1.ffffecp-1f, b, 1.0f));
     if (isnan(n)) return n;
     if (fabsf(n) > 192) return n <= 0 ? 0.0f : INFINITY;
     return ldexpf(j, (int)n); /* vscalefps: j * 2^n, rounded once */
