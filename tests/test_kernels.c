@@ -418,8 +418,8 @@ TEST(kernels_attention_f16_bit_identical) {
             }
 }
 
-/* The llama.cpp-arithmetic entries: F32 expert tiles (against f32_id_dot_ref), swiglu with
- * ggml's vector exp, the RoPE rotation (NEOX and adjacent pairs), each table bit for bit. */
+/* The llama.cpp-arithmetic entries: F32 expert tiles (against f32_id_dot_ref), swiglu and silu
+ * with ggml's vector exp, the RoPE rotation (NEOX and adjacent pairs), each table bit for bit. */
 TEST(kernels_moe_swiglu_rope_bit_identical) {
     const struct cpu_kernels *ks[4];
     int nk = tables(ks);
@@ -457,6 +457,10 @@ TEST(kernels_moe_swiglu_rope_bit_identical) {
             swiglu_ref(g + 1, u + 1, oa + 1, n);
             ks[ik]->swiglu(g + 1, u + 1, ob + 1, n);
             EXPECT_MSG(!memcmp(oa + 1, ob + 1, (size_t)n * sizeof(float)), "%s swiglu n=%lld",
+                       ks[ik]->name, (long long)n);
+            silu_ref(g + 1, oa + 1, n);
+            ks[ik]->silu(g + 1, ob + 1, n);
+            EXPECT_MSG(!memcmp(oa + 1, ob + 1, (size_t)n * sizeof(float)), "%s silu n=%lld",
                        ks[ik]->name, (long long)n);
             int np = (int)(n < N ? n : N);
             for (int i = 0; i < np; i++) {

@@ -490,6 +490,10 @@ static void cpu_matmul(struct backend *be, const struct tensor *w, const struct 
     struct matmul_args a;
     memset(&a, 0, sizeof(a));
     a.tile = c->kern->gemm_tile[w->type];
+    /* llama.cpp's F32 gemm (tinyBLAS) takes only row counts that are multiples of 4 and rows of
+     * whole 16-float vectors; other shapes (a one-row gate) go through ggml_vec_dot_f32. */
+    if (w->type == DTYPE_F32 && (w->ne[1] % 4 != 0 || w->ne[0] % 16 != 0))
+        a.tile = c->kern->f32_id_tile;
     a.w = w;
     a.bias = bias ? (const float *)bias->data : NULL;
     a.y = y;

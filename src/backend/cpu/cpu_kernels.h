@@ -56,11 +56,13 @@ typedef void (*cpu_attn_dots_f16_fn)(const uint16_t *q, const uint16_t *k, size_
 
 /* Elementwise ops with llama.cpp's x86 arithmetic (AVX-512 build), references in kernels_scalar.c:
  *   swiglu(g, u, out, n)           out[i] = g[i] / (1 + expf_ggml(-g[i])) * u[i]  (swiglu_ref)
+ *   silu(x, out, n)                out[i] = x[i] / (1 + expf_ggml(-x[i]))          (silu_ref)
  *   rope_pairs(x, cs, sn, n, half) rotates n pairs (x[i*step], x[i*step + half]) with
  *                                  step = half ? 1 : 2 (NEOX when half > 0, else adjacent
  *                                  pairs): y0 = fmaf(x0, c, -(x1 * s)), y1 = fmaf(x0, s, x1 * c),
  *                                  the contraction gcc makes of ggml's x0*c - x1*s, x0*s + x1*c. */
 typedef void (*cpu_swiglu_fn)(const float *gate, const float *up, float *out, int64_t n);
+typedef void (*cpu_silu_fn)(const float *x, float *out, int64_t n);
 typedef void (*cpu_rope_pairs_fn)(float *x, const float *cs, const float *sn, int n, int half);
 
 struct cpu_kernels {
@@ -80,6 +82,7 @@ struct cpu_kernels {
      * ggml_vec_dot_f32, whose order is not its dense F32 gemm's (gemm_tile[DTYPE_F32]). */
     cpu_gemm_tile_fn f32_id_tile;
     cpu_swiglu_fn swiglu;
+    cpu_silu_fn silu;
     cpu_rope_pairs_fn rope_pairs;
 };
 
@@ -141,6 +144,7 @@ float f32_id_dot_ref(const float *w, const float *x, int64_t n);
  * row (libm expf on a row's tail; here every element goes through expf_ggml_ref). */
 float expf_ggml_ref(float x);
 void swiglu_ref(const float *gate, const float *up, float *out, int64_t n);
+void silu_ref(const float *x, float *out, int64_t n);
 void rope_pairs_ref(float *x, const float *cs, const float *sn, int n, int half);
 
 #endif

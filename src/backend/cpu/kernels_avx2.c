@@ -309,6 +309,20 @@ static void swiglu_avx2(const float *gate, const float *up, float *out, int64_t 
     if (i < n) swiglu_ref(gate + i, up + i, out + i, n - i);
 }
 
+static void silu_avx2(const float *x, float *out, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i), e;
+        if (!expf_ggml_avx2(_mm256_sub_ps(zero, v), &e)) {
+            silu_ref(x + i, out + i, 8);
+            continue;
+        }
+        _mm256_storeu_ps(out + i, _mm256_div_ps(v, _mm256_add_ps(one, e)));
+    }
+    if (i < n) silu_ref(x + i, out + i, n - i);
+}
+
 /* Pairs [i0, n) of rope_pairs_ref; fmaf is one instruction here (-mfma). */
 INLINE void rope_pairs_rest(float *x, const float *cs, const float *sn, int i0, int n, int half) {
     int step = half ? 1 : 2, off = half ? half : 1;
@@ -1181,6 +1195,7 @@ int cpu_kernels_fill_avx2(struct cpu_kernels *k, const struct cpu_features *f) {
     k->attn_dots_f16 = attn_dots_f16_avx2;
     k->f32_id_tile = f32_id_tile_avx2;
     k->swiglu = swiglu_avx2;
+    k->silu = silu_avx2;
     k->rope_pairs = rope_pairs_avx2;
     return 0;
 }

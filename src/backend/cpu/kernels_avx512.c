@@ -356,6 +356,17 @@ static void swiglu_avx512(const float *gate, const float *up, float *out, int64_
     if (i < n) swiglu_ref(gate + i, up + i, out + i, n - i);
 }
 
+static void silu_avx512(const float *x, float *out, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        __m512 e = expf_ggml_avx512(_mm512_sub_ps(zero, v));
+        _mm512_storeu_ps(out + i, _mm512_div_ps(v, _mm512_add_ps(one, e)));
+    }
+    if (i < n) silu_ref(x + i, out + i, n - i);
+}
+
 /* Pairs [i0, n) of rope_pairs_ref; fmaf is one instruction here (-mfma). */
 INLINE void rope_pairs_rest(float *x, const float *cs, const float *sn, int i0, int n, int half) {
     int step = half ? 1 : 2, off = half ? half : 1;
@@ -1411,6 +1422,7 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
     k->attn_dots_f16 = attn_dots_f16_avx512;
     k->f32_id_tile = f32_id_tile_avx512;
     k->swiglu = swiglu_avx512;
+    k->silu = silu_avx512;
     k->rope_pairs = rope_pairs_avx512;
     return 0;
 }

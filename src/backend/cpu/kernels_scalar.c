@@ -184,6 +184,10 @@ void swiglu_ref(const float *gate, const float *up, float *out, int64_t n) {
     }
 }
 
+void silu_ref(const float *x, float *out, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] / (1.0f + expf_ggml_ref(0.0f - x[i]));
+}
+
 void rope_pairs_ref(float *x, const float *cs, const float *sn, int n, int half) {
     int step = half ? 1 : 2, off = half ? half : 1;
     for (int i = 0; i < n; i++) {
@@ -220,6 +224,7 @@ int cpu_kernels_fill_scalar(struct cpu_kernels *k) {
     k->attn_dots_f16 = attn_dots_f16_ref;
     k->f32_id_tile = f32_id_tile_ref;
     k->swiglu = swiglu_ref;
+    k->silu = silu_ref;
     k->rope_pairs = rope_pairs_ref;
     return 0;
 }
