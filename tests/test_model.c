@@ -172,8 +172,8 @@ static double compare_top(const struct jm *pos, const float *logits, int n_vocab
  *   the running attention sum to f16, so a 1e-7 difference anywhere upstream (summation order,
  *   its vectorised exp, an FMA contraction) can move one rounding by an f16 ulp and a log-prob by
  *   up to ~4e-3. hearth reproduces the arithmetic of that path (the F32 gemm and expert dot
- *   orders, ggml's vector exp in swiglu, the contracted RoPE rotation): qwen2/qwen3/qwen3moe
- *   agree to the goldens' 1e-6 rounding; qwen35/qwen35moe (recurrent layers) to ~8e-4.
+ *   orders, ggml's vector exp in swiglu and silu, the contracted RoPE rotation and conv taps):
+ *   every F32 file agrees to the goldens' 1e-6 rounding; 1e-3 leaves room for other CPUs.
  * - quantized weights: llama.cpp's log-probs at a position change by up to 0.19 (qwen3-q4_k_m)
  *   when the same tokens are evaluated in a batch of a different length (its matmul picks
  *   repacked/AMX kernels with their own activation rounding per row group; measured with
