@@ -70,37 +70,43 @@ TEST(backend_matmul_tiles_bit_exact) {
     const enum dtype types[] = {DTYPE_F32,  DTYPE_F16,  DTYPE_Q8_0, DTYPE_Q4_0,
                                 DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K};
     const int ns[] = {1, 2, 5, 70};
-    const int64_t k = 512, n_out = 37;
+    const int64_t k = 512;
     const struct cpu_kernels *kern = cpu_kernels_get();
     float *x = mem_alloc((size_t)70 * k * sizeof(float));
-    float *y = mem_alloc((size_t)70 * n_out * sizeof(float));
-    float *bias = mem_alloc((size_t)n_out * sizeof(float));
+    float *y = mem_alloc((size_t)70 * 37 * sizeof(float));
+    float *bias = mem_alloc((size_t)37 * sizeof(float));
     void *xq = mem_alloc((size_t)k * 8);
     ASSERT(x && y && bias && xq);
     for (int64_t i = 0; i < 70 * k; i++) x[i] = frand();
-    for (int64_t i = 0; i < n_out; i++) bias[i] = frand();
-    struct tensor bt;
-    tensor_init(&bt, DTYPE_F32, 1, (int64_t[]){n_out}, bias);
+    for (int64_t i = 0; i < 37; i++) bias[i] = frand();
     for (int nthr = 1; nthr <= 3; nthr += 2) {
         struct backend *be = NULL;
         struct error err = {0};
         ASSERT(backend_cpu_create(&be, nthr, &err) == 0);
-        for (size_t it = 0; it < sizeof(types) / sizeof(types[0]); it++) {
-            struct tensor w;
-            void *data = make_weights(types[it], k, n_out, 1, &w);
+        for (size_t it = 0; it < 2 * sizeof(types) / sizeof(types[0]); it++) {
+            const int64_t n_out = it % 2 ? 36 : 37; /* the F32 gemm's shape, and not */
+            const enum dtype type = types[it / 2];
+            struct tensor w, bt;
+            tensor_init(&bt, DTYPE_F32, 1, (int64_t[]){n_out}, bias);
+            void *data = make_weights(type, k, n_out, 1, &w);
             if (!data) continue;
             for (size_t in = 0; in < sizeof(ns) / sizeof(ns[0]); in++) {
                 int n = ns[in], use_bias = in & 1, bad = 0;
                 be->matmul(be, &w, use_bias ? &bt : NULL, x, y, n);
                 for (int t = 0; t < n && !bad; t++)
                     for (int64_t r = 0; r < n_out && !bad; r++) {
-                        float want = ref_dot(kern, &w, r, 0, x + (size_t)t * k, xq);
+                        /* F32 with a row count not a multiple of 4: ggml_vec_dot_f32's order
+                         * (llama.cpp's F32 gemm does not take that shape) */
+                        float want =
+                            type == DTYPE_F32 && n_out % 4
+                                ? f32_id_dot_ref(tensor_row(&w, r, 0), x + (size_t)t * k, k)
+                                : ref_dot(kern, &w, r, 0, x + (size_t)t * k, xq);
                         if (use_bias) want += bias[r];
                         float got = y[(size_t)t * n_out + r];
                         if (memcmp(&want, &got, sizeof(float))) {
                             test_fail(__FILE__, __LINE__,
                                       "%s n=%d threads=%d: y[%d][%lld] = %.9g, vec_dot %.9g",
-                                      dtype_name(types[it]), n, nthr, t, (long long)r, got, want);
+                                      dtype_name(type), n, nthr, t, (long long)r, got, want);
                             bad = 1;
                         }
                     }
@@ -146,7 +152,11 @@ TEST(backend_matmul_id_bit_exact) {
                     for (int s = 0; s < nn * kk && !bad; s++)
                         for (int64_t r = 0; r < n_out && !bad; r++) {
                             const float *xr = x + (size_t)(per_slot ? s : s / kk) * k;
-                            float want = ref_dot(kern, &w, r, ids[s], xr, xq);
+                            /* F32 experts: ggml_vec_dot_f32's order, as llama.cpp's
+                             * mul_mat_id (not the dense gemm's) */
+                            float want = types[it] == DTYPE_F32
+                                             ? f32_id_dot_ref(tensor_row(&w, r, ids[s]), xr, k)
+                                             : ref_dot(kern, &w, r, ids[s], xr, xq);
                             float got = y[(size_t)s * n_out + r];
                             if (memcmp(&want, &got, sizeof(float))) {
                                 test_fail(__FILE__, __LINE__,

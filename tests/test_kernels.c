@@ -417,3 +417,77 @@ TEST(kernels_attention_f16_bit_identical) {
                            ks[ik]->name, (long long)n);
             }
 }
+
+/* The llama.cpp-arithmetic entries: F32 expert tiles (against f32_id_dot_ref), swiglu and silu
+ * with ggml's vector exp, the RoPE rotation (NEOX and adjacent pairs), each table bit for bit. */
+TEST(kernels_moe_swiglu_rope_bit_identical) {
+    const struct cpu_kernels *ks[4];
+    int nk = tables(ks);
+    enum { N = 1100 };
+    static float w[4 * (N + 3)], x[4 * (N + 3)], g[N + 3], u[N + 3], oa[N + 3], ob[N + 3];
+    static float ra[2 * N + 8], rb[2 * N + 8], cs[N], sn[N];
+    const int64_t lens[] = {0, 1, 15, 16, 17, 63, 64, 65, 128, 200, 256, 1000, N};
+    g_state = 17;
+    for (int ik = 0; ik < nk; ik++)
+        for (size_t il = 0; il < sizeof(lens) / sizeof(lens[0]); il++) {
+            int64_t n = lens[il];
+            size_t rs = (size_t)(N + 3) * sizeof(float);
+            fill_gauss(w, 4 * (N + 3), 1.0f, 0.1f);
+            fill_gauss(x, 4 * (N + 3), 2.0f, 0.0f);
+            float ta[16], tb[16];
+            for (int nw = 1; nw <= 4; nw++)
+                for (int nx = 1; nx <= 4; nx++) {
+                    memset(tb, 0, sizeof(tb));
+                    ks[ik]->f32_id_tile(w + 1, rs, x + 1, rs, n, tb, 4, nw, nx);
+                    for (int j = 0; j < nx; j++)
+                        for (int i = 0; i < nw; i++) {
+                            ta[j * 4 + i] =
+                                f32_id_dot_ref(w + 1 + i * (N + 3), x + 1 + j * (N + 3), n);
+                            EXPECT_MSG(same_bits(ta[j * 4 + i], tb[j * 4 + i]),
+                                       "%s f32_id_tile n=%lld %dx%d", ks[ik]->name, (long long)n,
+                                       nw, nx);
+                        }
+                }
+            /* gates over the whole range, including exp overflow / underflow */
+            for (int i = 0; i < N + 3; i++) {
+                g[i] = rng_gauss() * (il % 3 == 0 ? 40.0f : 4.0f);
+                u[i] = rng_gauss();
+            }
+            g[5] = 100.0f, g[6] = -100.0f, g[7] = 0.0f, g[8] = -0.0f, g[9] = 88.5f, g[10] = -95.0f;
+            swiglu_ref(g + 1, u + 1, oa + 1, n);
+            ks[ik]->swiglu(g + 1, u + 1, ob + 1, n);
+            EXPECT_MSG(!memcmp(oa + 1, ob + 1, (size_t)n * sizeof(float)), "%s swiglu n=%lld",
+                       ks[ik]->name, (long long)n);
+            silu_ref(g + 1, oa + 1, n);
+            ks[ik]->silu(g + 1, ob + 1, n);
+            EXPECT_MSG(!memcmp(oa + 1, ob + 1, (size_t)n * sizeof(float)), "%s silu n=%lld",
+                       ks[ik]->name, (long long)n);
+            int np = (int)(n < N ? n : N);
+            for (int i = 0; i < np; i++) {
+                float th = rng_gauss() * 3.0f;
+                cs[i] = cosf(th), sn[i] = sinf(th);
+            }
+            for (int half = 0; half <= 1; half++) {
+                fill_gauss(ra, 2 * N + 8, 3.0f, 0.0f);
+                memcpy(rb, ra, sizeof(ra));
+                rope_pairs_ref(ra + 1, cs, sn, np, half ? np : 0);
+                ks[ik]->rope_pairs(rb + 1, cs, sn, np, half ? np : 0);
+                EXPECT_MSG(!memcmp(ra, rb, sizeof(ra)), "%s rope_pairs n=%d half=%d", ks[ik]->name,
+                           np, half);
+            }
+        }
+}
+
+/* expf_ggml_ref is ggml's approximation: within a few ulp of exp over the range it keeps, 1 at 0,
+ * and it saturates to 0 / inf like the vector code. */
+TEST(kernels_expf_ggml_close_to_exp) {
+    EXPECT(expf_ggml_ref(0.0f) == 1.0f);
+    EXPECT(expf_ggml_ref(-200.0f) == 0.0f);
+    EXPECT(isinf(expf_ggml_ref(200.0f)));
+    double worst = 0;
+    for (float v = -80.0f; v <= 80.0f; v += 0.0137f) {
+        double e = exp((double)v), d = fabs((double)expf_ggml_ref(v) - e) / e;
+        if (d > worst) worst = d;
+    }
+    EXPECT_MSG(worst < 4 * 1.2e-7, "max relative error %g", worst);
+}

@@ -170,15 +170,17 @@ static double compare_top(const struct jm *pos, const float *logits, int n_vocab
 /* Tolerances (see README "Correctness"). llama.cpp's own numbers are not exactly reproducible:
  * - F32 weights: llama.cpp is deterministic here, but its default F16 KV cache rounds q, K, V and
  *   the running attention sum to f16, so a 1e-7 difference anywhere upstream (summation order,
- *   its vectorised exp) can move one rounding by an f16 ulp. hearth reproduces the arithmetic of
- *   that path; most positions agree to ~1e-5, a few differ by up to ~4e-3.
+ *   its vectorised exp, an FMA contraction) can move one rounding by an f16 ulp and a log-prob by
+ *   up to ~4e-3. hearth reproduces the arithmetic of that path (the F32 gemm and expert dot
+ *   orders, ggml's vector exp in swiglu and silu, the contracted RoPE rotation and conv taps):
+ *   every F32 file agrees to the goldens' 1e-6 rounding; 1e-3 leaves room for other CPUs.
  * - quantized weights: llama.cpp's log-probs at a position change by up to 0.19 (qwen3-q4_k_m)
  *   when the same tokens are evaluated in a batch of a different length (its matmul picks
  *   repacked/AMX kernels with their own activation rounding per row group; measured with
  *   ../shared/peer/logits.mjs), and the goldens were recorded on another CPU. 0.25 bounds that.
  *   Greedy ids must match, except at a step where hearth's own top-2 margin is inside that
  *   tolerance (a near-tie); at most one such step is allowed, and the golden id is then fed. */
-#define TOL_F32   5e-3
+#define TOL_F32   1e-3
 #define TOL_QUANT 0.25
 
 /* Runs one golden file the way it was recorded: the log-probs come from one batched evaluation
@@ -253,9 +255,6 @@ static void check_golden(const char *name, double tol, enum kv_type kv) {
     EXPECT_MSG(n_near_tie <= 1, "%s: %d near-tie steps", name, n_near_tie);
     EXPECT_MSG(worst <= tol, "%s: top-5 log-softmax max error %g at pos %d (tolerance %g)", name,
                worst, worst_pos, tol);
-    if (tol == TOL_F32)
-        EXPECT_MSG(n_within_1e3 * 3 >= n_pos * 2, "%s: only %d of %d positions within 1e-3", name,
-                   n_within_1e3, n_pos);
     printf("  %s: greedy %d/%d (%d near-tie), top-5 logprob max err %.2e, %d/%d positions "
            "within 1e-3\n",
            name, n_match, g.n_greedy, n_near_tie, worst, n_within_1e3, n_pos);

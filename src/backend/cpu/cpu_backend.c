@@ -241,7 +241,8 @@ static void cpu_rms_norm(struct backend *be, const float *x, int x_stride, const
 struct binary_args {
     const float *a, *b;
     float *out;
-    int op;         /* 0 add, 1 swiglu */
+    int op; /* 0 add, 1 swiglu (kern->swiglu) */
+    const struct cpu_kernels *kern;
     struct claim c; /* elements */
 };
 
@@ -252,17 +253,14 @@ static void binary_task(void *p, int ith, int nth) {
         if (a->op == 0) {
             for (int64_t i = lo; i < hi; i++) a->out[i] = a->a[i] + a->b[i];
         } else {
-            for (int64_t i = lo; i < hi; i++) {
-                float g = a->a[i];
-                a->out[i] = g / (1.0f + expf(-g)) * a->b[i];
-            }
+            a->kern->swiglu(a->a + lo, a->b + lo, a->out + lo, hi - lo);
         }
     }
 }
 
 static void run_binary(struct backend *be, const float *x, const float *y, float *out, int64_t n,
                        int op) {
-    struct binary_args a = {x, y, out, op, {0}};
+    struct binary_args a = {x, y, out, op, ctx_of(be)->kern, {0}};
     claim_init(&a.c, n, ctx_of(be)->n_threads, 1024);
     if (n < (op == 0 ? 4 * INLINE_ELEMS : INLINE_ELEMS / 2))
         binary_task(&a, 0, 1);
@@ -284,6 +282,7 @@ static void cpu_swiglu(struct backend *be, const float *gate, const float *up, f
  * Angles are computed as ggml does (theta starts at pos and is multiplied by
  * base^(-2/n_rot) once per pair, in float), so positions far into the context round the same
  * way as llama.cpp. YaRN follows the paper's ramp between interpolation and extrapolation.
+ * The rotation itself is kern->rope_pairs, with the FMA contraction of llama.cpp's build.
  * ============================================================================================ */
 
 static float yarn_corr_dim(int n_rot, int n_ctx_orig, float n_turns, float base) {
@@ -302,6 +301,7 @@ struct rope_args {
     const int32_t *pos;
     int n, n_head, head_dim;
     const struct rope_params *rp;
+    const struct cpu_kernels *kern;
     struct claim c; /* tokens */
 };
 
@@ -340,20 +340,8 @@ static void rope_task(void *p, int ith, int nth) {
             }
             for (int h = 0; h < a->n_head; h++) {
                 float *x = a->x + t * a->stride + (int64_t)h * a->head_dim;
-                if (rp->mode == ROPE_MODE_NEOX) {
-                    int half = n_rot / 2;
-                    for (int i = 0; i < half; i++) {
-                        float x0 = x[i], x1 = x[i + half];
-                        x[i] = x0 * cs[i] - x1 * sn[i];
-                        x[i + half] = x0 * sn[i] + x1 * cs[i];
-                    }
-                } else {
-                    for (int i = 0; i < n_rot / 2; i++) {
-                        float x0 = x[2 * i], x1 = x[2 * i + 1];
-                        x[2 * i] = x0 * cs[i] - x1 * sn[i];
-                        x[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
-                    }
-                }
+                a->kern->rope_pairs(x, cs, sn, n_rot / 2,
+                                    rp->mode == ROPE_MODE_NEOX ? n_rot / 2 : 0);
             }
         }
     }
@@ -362,7 +350,7 @@ static void rope_task(void *p, int ith, int nth) {
 static void cpu_rope(struct backend *be, float *x, int stride, const int32_t *pos, int n,
                      int n_head, int head_dim, const struct rope_params *rp) {
     CHECK(rp->n_rot > 0 && rp->n_rot <= head_dim && rp->n_rot % 2 == 0 && rp->n_rot <= 2048);
-    struct rope_args a = {x, stride, pos, n, n_head, head_dim, rp, {0}};
+    struct rope_args a = {x, stride, pos, n, n_head, head_dim, rp, ctx_of(be)->kern, {0}};
     claim_init(&a.c, n, ctx_of(be)->n_threads, 1);
     if (n < 4)
         rope_task(&a, 0, 1);
@@ -502,6 +490,10 @@ static void cpu_matmul(struct backend *be, const struct tensor *w, const struct 
     struct matmul_args a;
     memset(&a, 0, sizeof(a));
     a.tile = c->kern->gemm_tile[w->type];
+    /* llama.cpp's F32 gemm (tinyBLAS) takes only row counts that are multiples of 4 and rows of
+     * whole 16-float vectors; other shapes (a one-row gate) go through ggml_vec_dot_f32. */
+    if (w->type == DTYPE_F32 && (w->ne[1] % 4 != 0 || w->ne[0] % 16 != 0))
+        a.tile = c->kern->f32_id_tile;
     a.w = w;
     a.bias = bias ? (const float *)bias->data : NULL;
     a.y = y;
@@ -535,7 +527,9 @@ static void cpu_matmul(struct backend *be, const struct tensor *w, const struct 
  * matmul_id groups the (token, slot) pairs by expert (a counting sort), gathers each group's
  * activation rows into one contiguous run, and then multiplies every expert's weights with its
  * run exactly like a dense matmul, so each expert's weights are read once per call however
- * many tokens chose it. Outputs go through a per-thread tile buffer back to y[slot]. */
+ * many tokens chose it. Outputs go through a per-thread tile buffer back to y[slot]. F32
+ * experts use kern->f32_id_tile (ggml_vec_dot_f32's order, as llama.cpp's mul_mat_id), the other
+ * dtypes the dense tile (their vec_dot order is the same in both of llama.cpp's ops). */
 
 static void cpu_moe_route(struct backend *be, const float *logits, int n, int n_expert, int k,
                           int norm, int32_t *ids, float *weights) {
@@ -700,7 +694,7 @@ static void cpu_matmul_id(struct backend *be, const struct tensor *w, const floa
 
     a.from_float = vt == DTYPE_F32 ? NULL : c->kern->from_float[vt];
     CHECK(vt == DTYPE_F32 || a.from_float);
-    a.tile = c->kern->gemm_tile[w->type];
+    a.tile = w->type == DTYPE_F32 ? c->kern->f32_id_tile : c->kern->gemm_tile[w->type];
     a.w = w;
     a.x = x;
     a.x_per_slot = x_per_slot;

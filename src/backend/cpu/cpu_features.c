@@ -99,6 +99,10 @@ static void merge_over_scalar(struct cpu_kernels *dst, const struct cpu_kernels 
     if (isa->attn_mad_f16) dst->attn_mad_f16 = isa->attn_mad_f16;
     if (isa->attn_scale_f16) dst->attn_scale_f16 = isa->attn_scale_f16;
     if (isa->attn_dots_f16) dst->attn_dots_f16 = isa->attn_dots_f16;
+    if (isa->f32_id_tile) dst->f32_id_tile = isa->f32_id_tile;
+    if (isa->swiglu) dst->swiglu = isa->swiglu;
+    if (isa->silu) dst->silu = isa->silu;
+    if (isa->rope_pairs) dst->rope_pairs = isa->rope_pairs;
     dst->name = isa->name;
 }
 

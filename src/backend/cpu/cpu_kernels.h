@@ -54,6 +54,17 @@ typedef void (*cpu_attn_scale_f16_fn)(uint16_t *acc, float s, int64_t n);
 typedef void (*cpu_attn_dots_f16_fn)(const uint16_t *q, const uint16_t *k, size_t k_stride,
                                      int64_t n, float *out, int64_t n_k);
 
+/* Elementwise ops with llama.cpp's x86 arithmetic (AVX-512 build), references in kernels_scalar.c:
+ *   swiglu(g, u, out, n)           out[i] = g[i] / (1 + expf_ggml(-g[i])) * u[i]  (swiglu_ref)
+ *   silu(x, out, n)                out[i] = x[i] / (1 + expf_ggml(-x[i]))          (silu_ref)
+ *   rope_pairs(x, cs, sn, n, half) rotates n pairs (x[i*step], x[i*step + half]) with
+ *                                  step = half ? 1 : 2 (NEOX when half > 0, else adjacent
+ *                                  pairs): y0 = fmaf(x0, c, -(x1 * s)), y1 = fmaf(x0, s, x1 * c),
+ *                                  the contraction gcc makes of ggml's x0*c - x1*s, x0*s + x1*c. */
+typedef void (*cpu_swiglu_fn)(const float *gate, const float *up, float *out, int64_t n);
+typedef void (*cpu_silu_fn)(const float *x, float *out, int64_t n);
+typedef void (*cpu_rope_pairs_fn)(float *x, const float *cs, const float *sn, int n, int half);
+
 struct cpu_kernels {
     const char *name;                          /* "scalar", "avx2", "avx512" */
     cpu_vec_dot_fn vec_dot[DTYPE_COUNT];       /* indexed by weight dtype */
@@ -66,6 +77,13 @@ struct cpu_kernels {
     cpu_attn_mad_f16_fn attn_mad_f16;
     cpu_attn_scale_f16_fn attn_scale_f16;
     cpu_attn_dots_f16_fn attn_dots_f16;
+    /* F32 expert products (matmul_id): out[j * out_stride + i] = f32_id_dot_ref(w_i, x_j, k), for
+     * any tile up to gemm_tile_w/x[DTYPE_F32]. llama.cpp multiplies F32 experts with
+     * ggml_vec_dot_f32, whose order is not its dense F32 gemm's (gemm_tile[DTYPE_F32]). */
+    cpu_gemm_tile_fn f32_id_tile;
+    cpu_swiglu_fn swiglu;
+    cpu_silu_fn silu;
+    cpu_rope_pairs_fn rope_pairs;
 };
 
 enum cpu_isa { CPU_ISA_SCALAR = 0, CPU_ISA_AVX2 = 1, CPU_ISA_AVX512 = 2 };
@@ -116,5 +134,17 @@ void attn_mad_f16_ref(uint16_t *acc, const uint16_t *v, float s, int64_t n);
 void attn_scale_f16_ref(uint16_t *acc, float s, int64_t n);
 void attn_dots_f16_ref(const uint16_t *q, const uint16_t *k, size_t k_stride, int64_t n, float *out,
                        int64_t n_k);
+
+/* ggml_vec_dot_f32 as llama.cpp's AVX-512 build computes it: 64-element steps into four 16-lane
+ * FMA accumulators, reduced as in attn_dot_f16_ref, the sum rounded to float; elements past the
+ * last full step are then added one by one with fmaf in float. */
+float f32_id_dot_ref(const float *w, const float *x, int64_t n);
+/* ggml_v_expf (AVX-512): exp by a degree-5 polynomial and 2^n scaling, not correctly rounded;
+ * its silu is x / (1 + e^-x). llama.cpp's swiglu uses it on every full 16-element block of a
+ * row (libm expf on a row's tail; here every element goes through expf_ggml_ref). */
+float expf_ggml_ref(float x);
+void swiglu_ref(const float *gate, const float *up, float *out, int64_t n);
+void silu_ref(const float *x, float *out, int64_t n);
+void rope_pairs_ref(float *x, const float *cs, const float *sn, int n, int half);
 
 #endif

@@ -10,6 +10,7 @@
  */
 #include "../../base/error.h"
 #include "cpu_internal.h"
+#include "cpu_kernels.h"
 
 #include <math.h>
 #include <string.h>
@@ -63,6 +64,8 @@ static float softplus_f32(float x) { /* ggml's softplus: linear above 20 */
 
 /* ============================================================================================
  * Short causal conv
+ * As ggml's ssm_conv + silu: the taps summed with fused multiply-adds (gcc contracts ggml's
+ * sumf += s * c), then SiLU with ggml's vector exp (kern->silu) on the full 16-channel blocks.
  * Channels are independent, so each thread takes a channel range for all tokens, including the
  * state update and the snapshots, and no thread reads what another writes.
  * ============================================================================================ */
@@ -77,14 +80,19 @@ static void ssm_conv_task(void *p, int ith, int nth) {
 #define U(j, c)                                                                                    \
     ((j) < nw ? (a->reset ? 0.0f : a->state[(int64_t)(j)*nc + (c)])                                \
               : a->x[(int64_t)((j)-nw) * a->x_stride + (c)])
+    const struct cpu_kernels *kern = cpu_kernels_get();
+    int64_t nc16 = nc & ~(int64_t)15, v1 = c1 < nc16 ? c1 : nc16;
     for (int t = 0; t < a->n_tokens; t++) {
         float *o = a->out + (int64_t)t * nc;
         for (int64_t c = c0; c < c1; c++) {
             const float *w = a->w + c * d;
             float sum = 0.0f;
-            for (int i = 0; i < d; i++) sum += U(t + i, c) * w[i];
-            o[c] = sum / (1.0f + expf(-sum));
+            for (int i = 0; i < d; i++) sum = fmaf(U(t + i, c), w[i], sum);
+            o[c] = sum;
         }
+        /* ggml_vec_silu_f32: ggml's vector exp on each full 16-channel block, libm on the tail */
+        if (c0 < v1) kern->silu(o + c0, o + c0, v1 - c0);
+        for (int64_t c = c0 > nc16 ? c0 : nc16; c < c1; c++) o[c] = o[c] / (1.0f + expf(-o[c]));
         if (a->snap && a->snap[t]) { /* state after token t = u(t+1 .. t+nw) */
             float *s = a->snap[t] + a->snap_off;
             for (int j = 0; j < nw; j++)

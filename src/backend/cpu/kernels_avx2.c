@@ -14,6 +14,7 @@
 #include "../../tensor/quant.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
@@ -237,6 +238,112 @@ static void attn_scale_f16_avx2(uint16_t *acc, float s, int64_t n) {
                          _mm256_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
     for (; i < n; i++) acc[i] = fp32_to_fp16(f16_to_f32(acc[i]) * s);
+}
+
+/* ============================================================================================
+ * F32 experts, swiglu, RoPE (f32_id_dot_ref, swiglu_ref, rope_pairs_ref): the four 16-lane
+ * accumulators as eight 8-lane ones
+ * ============================================================================================ */
+
+static float f32_id_dot_avx2(const float *w, const float *x, int64_t n) {
+    __m256 lo[4], hi[4];
+    for (int a = 0; a < 4; a++) lo[a] = hi[a] = _mm256_setzero_ps();
+    int64_t n64 = n & ~(int64_t)63;
+    for (int64_t i = 0; i < n64; i += 64)
+#pragma GCC unroll 4
+        for (int a = 0; a < 4; a++) {
+            const float *wp = w + i + 16 * a, *xp = x + i + 16 * a;
+            lo[a] = _mm256_fmadd_ps(_mm256_loadu_ps(wp), _mm256_loadu_ps(xp), lo[a]);
+            hi[a] = _mm256_fmadd_ps(_mm256_loadu_ps(wp + 8), _mm256_loadu_ps(xp + 8), hi[a]);
+        }
+    __m256 l = _mm256_add_ps(_mm256_add_ps(lo[0], lo[2]), _mm256_add_ps(lo[1], lo[3]));
+    __m256 h = _mm256_add_ps(_mm256_add_ps(hi[0], hi[2]), _mm256_add_ps(hi[1], hi[3]));
+    float sum = hsum_ps8(_mm256_add_ps(l, h));
+    for (int64_t i = n64; i < n; i++) sum = fmaf(w[i], x[i], sum);
+    return sum;
+}
+
+static void f32_id_tile_avx2(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                             float *out, size_t os, int n_w, int n_x) {
+    for (int j = 0; j < n_x; j++)
+        for (int i = 0; i < n_w; i++)
+            out[(size_t)j * os + (size_t)i] =
+                f32_id_dot_avx2((const float *)((const char *)w + (size_t)i * ws),
+                                (const float *)((const char *)x + (size_t)j * xs), k);
+}
+
+/* expf_ggml_ref on 8 lanes for |n| <= 126, where 2^n is a normal float built from its exponent
+ * bits and j * 2^n rounds once, as ldexpf; blocks with larger |n| go to the reference. */
+INLINE int expf_ggml_avx2(__m256 x, __m256 *res) {
+    const __m256 r = _mm256_set1_ps(0x1.8p23f);
+    __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), r);
+    __m256 n = _mm256_sub_ps(z, r);
+    __m256 an = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), n);
+    if (_mm256_movemask_ps(_mm256_cmp_ps(an, _mm256_set1_ps(126), _CMP_NLE_UQ))) return 0;
+    __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    __m256 u = _mm256_mul_ps(b, b);
+    __m256 hi = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f)));
+    __m256 j = _mm256_fmadd_ps(
+        hi, u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f)));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    *res = _mm256_mul_ps(j, _mm256_castsi256_ps(e));
+    return 1;
+}
+
+static void swiglu_avx2(const float *gate, const float *up, float *out, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i), e;
+        if (!expf_ggml_avx2(_mm256_sub_ps(zero, g), &e)) {
+            swiglu_ref(gate + i, up + i, out + i, 8);
+            continue;
+        }
+        __m256 s = _mm256_div_ps(g, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(s, _mm256_loadu_ps(up + i)));
+    }
+    if (i < n) swiglu_ref(gate + i, up + i, out + i, n - i);
+}
+
+static void silu_avx2(const float *x, float *out, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i), e;
+        if (!expf_ggml_avx2(_mm256_sub_ps(zero, v), &e)) {
+            silu_ref(x + i, out + i, 8);
+            continue;
+        }
+        _mm256_storeu_ps(out + i, _mm256_div_ps(v, _mm256_add_ps(one, e)));
+    }
+    if (i < n) silu_ref(x + i, out + i, n - i);
+}
+
+/* Pairs [i0, n) of rope_pairs_ref; fmaf is one instruction here (-mfma). */
+INLINE void rope_pairs_rest(float *x, const float *cs, const float *sn, int i0, int n, int half) {
+    int step = half ? 1 : 2, off = half ? half : 1;
+    for (int i = i0; i < n; i++) {
+        float *p = x + (int64_t)i * step;
+        float x0 = p[0], x1 = p[off];
+        p[0] = fmaf(x0, cs[i], -(x1 * sn[i]));
+        p[off] = fmaf(x0, sn[i], x1 * cs[i]);
+    }
+}
+
+static void rope_pairs_avx2(float *x, const float *cs, const float *sn, int n, int half) {
+    int i = 0;
+    if (half)
+        for (; i + 8 <= n; i += 8) {
+            __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + half);
+            __m256 c = _mm256_loadu_ps(cs + i), s = _mm256_loadu_ps(sn + i);
+            _mm256_storeu_ps(x + i, _mm256_fmsub_ps(x0, c, _mm256_mul_ps(x1, s)));
+            _mm256_storeu_ps(x + i + half, _mm256_fmadd_ps(x0, s, _mm256_mul_ps(x1, c)));
+        }
+    rope_pairs_rest(x, cs, sn, i, n, half);
 }
 
 /* ============================================================================================
@@ -1086,5 +1193,9 @@ int cpu_kernels_fill_avx2(struct cpu_kernels *k, const struct cpu_features *f) {
     k->attn_mad_f16 = attn_mad_f16_avx2;
     k->attn_scale_f16 = attn_scale_f16_avx2;
     k->attn_dots_f16 = attn_dots_f16_avx2;
+    k->f32_id_tile = f32_id_tile_avx2;
+    k->swiglu = swiglu_avx2;
+    k->silu = silu_avx2;
+    k->rope_pairs = rope_pairs_avx2;
     return 0;
 }

@@ -19,6 +19,7 @@
 #include "../../tensor/quant.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
@@ -291,6 +292,102 @@ static void attn_scale_f16_avx512(uint16_t *acc, float s, int64_t n) {
                             _mm512_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
     for (; i < n; i++) acc[i] = fp32_to_fp16(f16_to_f32(acc[i]) * s);
+}
+
+/* ============================================================================================
+ * F32 experts, swiglu, RoPE (f32_id_dot_ref, swiglu_ref, rope_pairs_ref)
+ * ============================================================================================ */
+
+static float f32_id_dot_avx512(const float *w, const float *x, int64_t n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t n64 = n & ~(int64_t)63;
+    for (int64_t i = 0; i < n64; i += 64) {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 32), _mm512_loadu_ps(x + i + 32), a2);
+        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 48), _mm512_loadu_ps(x + i + 48), a3);
+    }
+    float sum = hsum_ps16(_mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3)));
+    for (int64_t i = n64; i < n; i++) sum = fmaf(w[i], x[i], sum);
+    return sum;
+}
+
+static void f32_id_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                               float *out, size_t os, int n_w, int n_x) {
+    for (int j = 0; j < n_x; j++)
+        for (int i = 0; i < n_w; i++)
+            out[(size_t)j * os + (size_t)i] =
+                f32_id_dot_avx512((const float *)((const char *)w + (size_t)i * ws),
+                                  (const float *)((const char *)x + (size_t)j * xs), k);
+}
+
+/* expf_ggml_ref on 16 lanes: vscalefps scales by 2^n exactly as ldexpf does. */
+INLINE __m512 expf_ggml_avx512(__m512 x) {
+    const __m512 r = _mm512_set1_ps(0x1.8p23f), zero = _mm512_setzero_ps();
+    __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), r);
+    __m512 n = _mm512_sub_ps(z, r);
+    __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f),
+                                _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
+    __m512 u = _mm512_mul_ps(b, b);
+    __m512 hi = _mm512_fmadd_ps(
+        _mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
+        _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f)));
+    __m512 j = _mm512_fmadd_ps(
+        hi, u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f)));
+    __m512 res = _mm512_scalef_ps(j, n);
+    __mmask16 big = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192), _CMP_GT_OQ);
+    if (big) {
+        __mmask16 neg = _mm512_cmp_ps_mask(n, zero, _CMP_LE_OQ);
+        res = _mm512_mask_blend_ps(big, res,
+                                   _mm512_mask_blend_ps(neg, _mm512_set1_ps(INFINITY), zero));
+    }
+    return res;
+}
+
+static void swiglu_avx512(const float *gate, const float *up, float *out, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 g = _mm512_loadu_ps(gate + i);
+        __m512 e = expf_ggml_avx512(_mm512_sub_ps(zero, g));
+        __m512 s = _mm512_div_ps(g, _mm512_add_ps(one, e));
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(s, _mm512_loadu_ps(up + i)));
+    }
+    if (i < n) swiglu_ref(gate + i, up + i, out + i, n - i);
+}
+
+static void silu_avx512(const float *x, float *out, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        __m512 e = expf_ggml_avx512(_mm512_sub_ps(zero, v));
+        _mm512_storeu_ps(out + i, _mm512_div_ps(v, _mm512_add_ps(one, e)));
+    }
+    if (i < n) silu_ref(x + i, out + i, n - i);
+}
+
+/* Pairs [i0, n) of rope_pairs_ref; fmaf is one instruction here (-mfma). */
+INLINE void rope_pairs_rest(float *x, const float *cs, const float *sn, int i0, int n, int half) {
+    int step = half ? 1 : 2, off = half ? half : 1;
+    for (int i = i0; i < n; i++) {
+        float *p = x + (int64_t)i * step;
+        float x0 = p[0], x1 = p[off];
+        p[0] = fmaf(x0, cs[i], -(x1 * sn[i]));
+        p[off] = fmaf(x0, sn[i], x1 * cs[i]);
+    }
+}
+
+static void rope_pairs_avx512(float *x, const float *cs, const float *sn, int n, int half) {
+    int i = 0;
+    if (half)
+        for (; i + 16 <= n; i += 16) {
+            __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + half);
+            __m512 c = _mm512_loadu_ps(cs + i), s = _mm512_loadu_ps(sn + i);
+            _mm512_storeu_ps(x + i, _mm512_fmsub_ps(x0, c, _mm512_mul_ps(x1, s)));
+            _mm512_storeu_ps(x + i + half, _mm512_fmadd_ps(x0, s, _mm512_mul_ps(x1, c)));
+        }
+    rope_pairs_rest(x, cs, sn, i, n, half);
 }
 
 /* ============================================================================================
@@ -1323,5 +1420,9 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
     k->attn_mad_f16 = attn_mad_f16_avx512;
     k->attn_scale_f16 = attn_scale_f16_avx512;
     k->attn_dots_f16 = attn_dots_f16_avx512;
+    k->f32_id_tile = f32_id_tile_avx512;
+    k->swiglu = swiglu_avx512;
+    k->silu = silu_avx512;
+    k->rope_pairs = rope_pairs_avx512;
     return 0;
 }

@@ -136,6 +136,68 @@ void attn_dots_f16_ref(const uint16_t *q, const uint16_t *k, size_t k_stride, in
         out[j] = attn_dot_f16_ref(q, (const uint16_t *)((const char *)k + (size_t)j * k_stride), n);
 }
 
+/* ---- F32 experts, swiglu, RoPE ---- */
+
+float f32_id_dot_ref(const float *w, const float *x, int64_t n) {
+    float acc[4][16] = {{0}};
+    int64_t n64 = n & ~(int64_t)63;
+    for (int64_t i = 0; i < n64; i += 64)
+        for (int a = 0; a < 4; a++)
+            for (int l = 0; l < 16; l++)
+                acc[a][l] = fmaf(w[i + 16 * a + l], x[i + 16 * a + l], acc[a][l]);
+    float lane[16];
+    for (int l = 0; l < 16; l++) lane[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    for (int l = 0; l < 8; l++) lane[l] += lane[l + 8];
+    for (int l = 0; l < 4; l++) lane[l] += lane[l + 4];
+    float sum = (lane[0] + lane[2]) + (lane[1] + lane[3]);
+    for (int64_t i = n64; i < n; i++) sum = fmaf(w[i], x[i], sum);
+    return sum;
+}
+
+static void f32_id_tile_ref(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                            float *out, size_t os, int nw, int nx) {
+    for (int j = 0; j < nx; j++)
+        for (int i = 0; i < nw; i++)
+            out[(size_t)j * os + (size_t)i] =
+                f32_id_dot_ref((const float *)((const char *)w + (size_t)i * ws),
+                               (const float *)((const char *)x + (size_t)j * xs), k);
+}
+
+float expf_ggml_ref(float x) {
+    const float r = 0x1.8p23f;
+    float z = fmaf(x, 0x1.715476p+0f, r);
+    float n = z - r; /* round(x / ln 2) */
+    float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
+    float u = b * b;
+    float j = fmaf(
+        fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+        u, fmaf(0x1.ffffecp-1f, b, 1.0f));
+    if (isnan(n)) return n;
+    if (fabsf(n) > 192) return n <= 0 ? 0.0f : INFINITY;
+    return ldexpf(j, (int)n); /* vscalefps: j * 2^n, rounded once */
+}
+
+void swiglu_ref(const float *gate, const float *up, float *out, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf_ggml_ref(0.0f - g)) * up[i];
+    }
+}
+
+void silu_ref(const float *x, float *out, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] / (1.0f + expf_ggml_ref(0.0f - x[i]));
+}
+
+void rope_pairs_ref(float *x, const float *cs, const float *sn, int n, int half) {
+    int step = half ? 1 : 2, off = half ? half : 1;
+    for (int i = 0; i < n; i++) {
+        float *p = x + (int64_t)i * step;
+        float x0 = p[0], x1 = p[off];
+        p[0] = fmaf(x0, cs[i], -(x1 * sn[i]));
+        p[off] = fmaf(x0, sn[i], x1 * cs[i]);
+    }
+}
+
 /* ---- the table ---- */
 
 int cpu_kernels_fill_scalar(struct cpu_kernels *k) {
@@ -160,5 +222,9 @@ int cpu_kernels_fill_scalar(struct cpu_kernels *k) {
     k->attn_mad_f16 = attn_mad_f16_ref;
     k->attn_scale_f16 = attn_scale_f16_ref;
     k->attn_dots_f16 = attn_dots_f16_ref;
+    k->f32_id_tile = f32_id_tile_ref;
+    k->swiglu = swiglu_ref;
+    k->silu = silu_ref;
+    k->rope_pairs = rope_pairs_ref;
     return 0;
 }
