@@ -34,17 +34,18 @@ if [ ! -f "$PEER/bench.mjs" ] || [ ! -d "$PEER/node_modules" ]; then
 fi
 
 names=${*:-$(bench_models)}
-printf 'model\tround\tengine\tpp_ts\ttg_ts\tpp_cpu\ttg_cpu\n' > "$OUT"
+printf 'model\tround\tengine\tpp_ts\ttg_ts\tpp_cpu\ttg_cpu\ttg_bound\n' > "$OUT"
 for name in $names; do
     path=$(bench_file "$name")
     for round in $(seq 1 "$ROUNDS"); do
         h=$("$HEARTH" bench -m "$path" -t "$THREADS" -p "$PP" -n "$TG" -r "$REPS" --json)
-        read -r hpp htg hppc htgc < <(echo "$h" | python3 -c '
+        read -r hpp htg hppc htgc hbf < <(echo "$h" | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
 pp = [x for x in r if x["n_prompt"] > 0] or [{"avg_ts": 0, "cpu_share": 0}]
 tg = [x for x in r if x["n_gen"] > 0] or [{"avg_ts": 0, "cpu_share": 0}]
-print(pp[0]["avg_ts"], tg[0]["avg_ts"], pp[0]["cpu_share"], tg[0]["cpu_share"])')
+print(pp[0]["avg_ts"], tg[0]["avg_ts"], pp[0]["cpu_share"], tg[0]["cpu_share"],
+      tg[0].get("bound_frac") or 0)')
         l=$(cd "$PEER" && node bench.mjs "$path" --threads "$THREADS" --pp "$PP" --tg "$TG" \
             --reps "$REPS" 2>/dev/null | tail -1)
         read -r lpp ltg lppc ltgc < <(echo "$l" | python3 -c '
@@ -52,10 +53,10 @@ import json, statistics, sys
 r = json.load(sys.stdin)
 share = lambda k: statistics.median(r.get(k) or [0])
 print(r.get("pp_tps", 0), r.get("tg_tps", 0), share("pp_cpu_share"), share("tg_cpu_share"))')
-        printf '%s\t%s\thearth\t%s\t%s\t%s\t%s\n' "$name" "$round" "$hpp" "$htg" "$hppc" "$htgc" \
-            >> "$OUT"
-        printf '%s\t%s\tllama.cpp\t%s\t%s\t%s\t%s\n' "$name" "$round" "$lpp" "$ltg" "$lppc" "$ltgc" \
-            >> "$OUT"
+        printf '%s\t%s\thearth\t%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$hpp" "$htg" "$hppc" \
+            "$htgc" "$hbf" >> "$OUT"
+        printf '%s\t%s\tllama.cpp\t%s\t%s\t%s\t%s\t0\n' "$name" "$round" "$lpp" "$ltg" "$lppc" \
+            "$ltgc" >> "$OUT"
         echo "$name round $round: hearth pp $hpp tg $htg (cpu $hppc $htgc) |" \
             "llama.cpp pp $lpp tg $ltg (cpu $lppc $ltgc)" >&2
     done
@@ -71,8 +72,8 @@ for r in rows:
         models.append(r["model"])
 print(f"\n{threads} threads, median over rounds (raw: {path})\n")
 print(f"| model | hearth pp{pp} | llama.cpp pp{pp} | ratio | hearth tg{tg} | llama.cpp tg{tg} | ratio |"
-      f" pp ratio per CPU-s | tg ratio per CPU-s |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+      f" pp ratio per CPU-s | tg ratio per CPU-s | hearth tg of bound |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for m in models:
     def med(engine, key, per_cpu=False):
         v = []
@@ -91,7 +92,7 @@ for m in models:
     cp = ratio(med("hearth", "pp_ts", True), med("llama.cpp", "pp_ts", True))
     ct = ratio(med("hearth", "tg_ts", True), med("llama.cpp", "tg_ts", True))
     print(f"| {m} | {hp:.1f} | {lp:.1f} | {ratio(hp, lp):.2f}x | {ht:.2f} | {lt:.2f} | "
-          f"{ratio(ht, lt):.2f}x | {cp:.2f}x | {ct:.2f}x |")
+          f"{ratio(ht, lt):.2f}x | {cp:.2f}x | {ct:.2f}x | {100 * med('hearth', 'tg_bound'):.0f}% |")
 cpu = lambda e, k: statistics.median([float(r[k]) for r in rows if r["engine"] == e] or [0])
 print(f"\nmedian CPU share (CPU time / (wall x threads); ~1 on an idle machine; spinning counts): "
       f"hearth pp {cpu('hearth', 'pp_cpu'):.2f} tg {cpu('hearth', 'tg_cpu'):.2f}, llama.cpp pp "
