@@ -889,6 +889,13 @@ int tool_bench_main(int argc, char **argv) {
         if (o.n_spec > 0 && gen_prompt(e, &o, &prompt, &n_prompt_gen, &err)) goto fail;
         struct engine_info info;
         engine_get_info(e, &info);
+        for (int k = 0; k < o.n_spec; k++)
+            if (o.spec[k] == SPEC_MTP && !info.has_mtp) { /* before any output */
+                error_set(&err, ERR_UNSUPPORTED,
+                          "--spec mtp needs a model with an MTP block (nextn layers); %s has none",
+                          o.model);
+                goto fail;
+            }
         struct model_bytes mb;
         if (count_bytes(o.model, &info, o.kv, &mb, &err)) goto fail;
         size_label(info.n_params, sz, sizeof(sz));
