@@ -383,8 +383,8 @@ TEST(kernels_attention_f16_bit_identical) {
     int nk = tables(ks);
     enum { N = 1000 };
     uint16_t q[N + 3], k[N + 3], v[N + 3], acc_a[N + 3], acc_b[N + 3];
-    static uint16_t keys[7 * (N + 5)];
-    const int64_t lens[] = {0, 1, 15, 16, 17, 63, 64, 65, 128, 200, 576, N};
+    static uint16_t keys[11 * (N + 5)];
+    const int64_t lens[] = {0, 1, 8, 15, 16, 17, 63, 64, 65, 128, 200, 576, N};
     g_state = 16;
     for (int ik = 0; ik < nk; ik++)
         for (size_t il = 0; il < sizeof(lens) / sizeof(lens[0]); il++)
@@ -400,10 +400,10 @@ TEST(kernels_attention_f16_bit_identical) {
                       db = ks[ik]->attn_dot_f16(q + 1, k + 1, n);
                 EXPECT_MSG(same_bits(da, db), "%s attn_dot_f16 n=%lld: %.9g vs %.9g", ks[ik]->name,
                            (long long)n, db, da);
-                float dots_a[7], dots_b[7]; /* 7 keys, rows N + 5 apart */
-                for (int i = 0; i < 7 * (N + 5); i++) keys[i] = fp32_to_fp16(rng_gauss());
-                sc->attn_dots_f16(q + 1, keys + 1, (N + 5) * 2, n, dots_a, 7);
-                ks[ik]->attn_dots_f16(q + 1, keys + 1, (N + 5) * 2, n, dots_b, 7);
+                float dots_a[11], dots_b[11]; /* 11 keys (a block of 8 + 3), rows N + 5 apart */
+                for (int i = 0; i < 11 * (N + 5); i++) keys[i] = fp32_to_fp16(rng_gauss());
+                sc->attn_dots_f16(q + 1, keys + 1, (N + 5) * 2, n, dots_a, 11);
+                ks[ik]->attn_dots_f16(q + 1, keys + 1, (N + 5) * 2, n, dots_b, 11);
                 EXPECT_MSG(!memcmp(dots_a, dots_b, sizeof(dots_a)), "%s attn_dots_f16 n=%lld",
                            ks[ik]->name, (long long)n);
                 float s = rep == 0 ? 0.7f : rep == 1 ? 1e-3f : 3.0f;

@@ -225,8 +225,42 @@ static float attn_dot_f16_avx512(const uint16_t *q, const uint16_t *k, int64_t n
 /* Keys four at a time with q in registers (n a multiple of 64 up to 256, else key by key). Each
  * key's four accumulators reduce to one vector, (a0 + a2) + (a1 + a3); the four vectors then go
  * through the 8+8, 4+4, (0+2)+(1+3) tree side by side. */
+/* Short heads (n < 64, e.g. head_dim 8): attn_dot_f16 sums the f32 products one by one in
+ * double. Eight keys go side by side, one double lane each: the products of 16 lanes at a time
+ * (the same f32 roundings) into a buffer, then per element the same double adds in the same
+ * order, so each key's sum is the same bits. */
+static void attn_dots_f16_short(const uint16_t *q, const uint16_t *k, size_t k_stride, int64_t n,
+                                float *out, int64_t n_k) {
+    float prod[8 * 64];
+    const __m256i idx =
+        _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)n));
+    int64_t j = 0;
+    for (; j + 8 <= n_k; j += 8) {
+        for (int r = 0; r < 8; r++) {
+            const uint16_t *kr = (const uint16_t *)((const char *)k + (size_t)(j + r) * k_stride);
+            for (int64_t i = 0; i < n; i += 16) {
+                __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+                __m512 p = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, q + i)),
+                                         _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, kr + i)));
+                _mm512_mask_storeu_ps(prod + r * n + i, m, p);
+            }
+        }
+        __m512d sum = _mm512_setzero_pd();
+        for (int64_t i = 0; i < n; i++)
+            sum = _mm512_add_pd(sum, _mm512_cvtps_pd(_mm256_i32gather_ps(prod + i, idx, 4)));
+        _mm256_storeu_ps(out + j, _mm512_cvtpd_ps(sum));
+    }
+    for (; j < n_k; j++)
+        out[j] =
+            attn_dot_f16_avx512(q, (const uint16_t *)((const char *)k + (size_t)j * k_stride), n);
+}
+
 static void attn_dots_f16_avx512(const uint16_t *q, const uint16_t *k, size_t k_stride, int64_t n,
                                  float *out, int64_t n_k) {
+    if (n > 0 && n < 64) {
+        attn_dots_f16_short(q, k, k_stride, n, out, n_k);
+        return;
+    }
     if (n % 64 != 0 || n > 256 || n == 0) {
         for (int64_t j = 0; j < n_k; j++)
             out[j] = attn_dot_f16_avx512(
@@ -279,7 +313,13 @@ static void attn_mad_f16_avx512(uint16_t *acc, const uint16_t *v, float s, int64
         _mm256_storeu_si256((__m256i *)(acc + i),
                             _mm512_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
-    for (; i < n; i++) acc[i] = fp32_to_fp16(fmaf(f16_to_f32(v[i]), s, f16_to_f32(acc[i])));
+    if (i < n) { /* the tail in one masked step (head_dim 8 is all tail): the same fma and RNE */
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512 r = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, v + i)), vs,
+                                   _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, acc + i)));
+        _mm256_mask_storeu_epi16(acc + i, m,
+                                 _mm512_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
 }
 
 static void attn_scale_f16_avx512(uint16_t *acc, float s, int64_t n) {
@@ -290,7 +330,12 @@ static void attn_scale_f16_avx512(uint16_t *acc, float s, int64_t n) {
         _mm256_storeu_si256((__m256i *)(acc + i),
                             _mm512_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
-    for (; i < n; i++) acc[i] = fp32_to_fp16(f16_to_f32(acc[i]) * s);
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512 r = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, acc + i)), vs);
+        _mm256_mask_storeu_epi16(acc + i, m,
+                                 _mm512_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
 }
 
 /* ============================================================================================
