@@ -1,6 +1,7 @@
 /* bench.c: `hearth bench` — prompt-processing and generation speed, in the style of llama-bench.
  *
- * `hearth bench -m MODEL [-p 512] [-n 128] [-t N] [-r 3] [-b 512] [--cache-type f16] [--json]`
+ * `hearth bench -m MODEL [-p 512] [-n 128] [-t N] [-r 3] [-b 512] [--cache-type f16] [--json]
+ *  [--spec none,ngram,draft,mtp,auto] [--draft-max N] [--draft-model FILE] [--prompt TEXT]`
  * runs, for every combination of the (comma-listed) thread counts, prompt lengths and
  * generation lengths, one warm-up and then -r timed repetitions, each from an empty KV cache:
  *   ppN  one session_eval of N random tokens (split into -b sized batches), N / seconds;
