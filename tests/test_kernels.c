@@ -417,3 +417,114 @@ TEST(kernels_attention_f16_bit_identical) {
                            ks[ik]->name, (long long)n);
             }
 }
+
+/* attn_exp_ref against libm's expf over the arguments attention gives it (x <= 0). */
+TEST(kernels_attn_exp_accuracy) {
+    EXPECT(attn_exp_ref(0.0f) == 1.0f && attn_exp_ref(-0.0f) == 1.0f);
+    EXPECT(attn_exp_ref(-INFINITY) == 0.0f && attn_exp_ref(NAN) == 0.0f);
+    EXPECT(attn_exp_ref(-100.0f) == 0.0f);
+    double worst = 0;
+    for (int i = 0; i <= 200000; i++) {
+        float x = -87.0f * (float)i / 200000.0f;
+        double want = exp((double)x), got = attn_exp_ref(x);
+        double ulp = ldexp(1.0, ilogb(want) - 23);
+        double err = fabs(got - want) / ulp;
+        if (err > worst) worst = err;
+    }
+    printf("  attn_exp_ref: max error %.2f ulp over [-87, 0]\n", worst);
+    EXPECT_MSG(worst < 2.0, "attn_exp_ref max error %.2f ulp", worst);
+}
+
+/* One job of attn_rows_f16 on random data: rows with their own state (the first with a finite
+ * max, the rest fresh), keys and values rows kv_stride apart, all at an odd address. */
+struct rows_case {
+    uint16_t *q, *acc, *kv; /* n_rows * n, n_rows * n, 2 * n_pos * stride elements */
+    float m[CPU_ATTN_ROWS], l[CPU_ATTN_ROWS];
+};
+
+static void rows_job(struct cpu_attn_rows_f16 *job, uint16_t *q, uint16_t *acc, const uint16_t *kv,
+                     const float *m, const float *l, int64_t n, int n_rows, int n_pos, int stride) {
+    memset(job, 0, sizeof(*job));
+    job->k = kv;
+    job->v = kv + (size_t)n_pos * stride;
+    job->kv_stride = (size_t)stride * 2;
+    job->n = n;
+    job->n_pos = n_pos;
+    job->n_rows = n_rows;
+    job->scale = 1.0f / sqrtf((float)n);
+    for (int r = 0; r < n_rows; r++) {
+        job->q[r] = q + r * n;
+        job->acc[r] = acc + r * n;
+        job->m[r] = m[r];
+        job->l[r] = l[r];
+    }
+}
+
+TEST(kernels_attn_rows_f16_bit_identical) {
+    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    int nk = tables(ks);
+    const int64_t dims[] = {4, 8, 12, 16, 24, 64, 128};
+    const int rows[] = {1, 2, 3, 8}, poss[] = {0, 1, 7, 67, 150};
+    g_state = 77;
+    for (size_t id = 0; id < sizeof(dims) / sizeof(dims[0]); id++)
+        for (size_t ir = 0; ir < sizeof(rows) / sizeof(rows[0]); ir++)
+            for (size_t ip = 0; ip < sizeof(poss) / sizeof(poss[0]); ip++) {
+                int64_t n = dims[id];
+                int nr = rows[ir], np = poss[ip], stride = (int)n * 3 + 1; /* 3 heads + 1 */
+                size_t nq = (size_t)nr * (size_t)n, nkv = 2 * (size_t)np * (size_t)stride + 1;
+                uint16_t *q = mem_alloc((nq + 1) * 2), *acc0 = mem_alloc((nq + 1) * 2);
+                uint16_t *acc_a = mem_alloc((nq + 1) * 2), *acc_b = mem_alloc((nq + 1) * 2);
+                uint16_t *kv = mem_alloc((nkv + 1) * 2);
+                ASSERT(q && acc0 && acc_a && acc_b && kv);
+                float qs = ip % 2 ? 8.0f : 1.0f; /* sharp and flat softmaxes */
+                for (size_t i = 0; i < nq + 1; i++) {
+                    q[i] = fp32_to_fp16(rng_gauss() * qs);
+                    acc0[i] = fp32_to_fp16(rng_gauss());
+                }
+                for (size_t i = 0; i < nkv + 1; i++) kv[i] = fp32_to_fp16(rng_gauss());
+                float m[CPU_ATTN_ROWS], l[CPU_ATTN_ROWS];
+                for (int r = 0; r < CPU_ATTN_ROWS; r++) {
+                    m[r] = r == 0 ? 0.5f : -INFINITY;
+                    l[r] = r == 0 ? 2.0f : 0.0f;
+                    if (r > 0 && r < nr)
+                        for (int64_t i = 0; i < n; i++) acc0[1 + (size_t)r * n + i] = 0;
+                }
+                struct cpu_attn_rows_f16 ja, jb;
+                memcpy(acc_a, acc0, (nq + 1) * 2);
+                rows_job(&ja, q + 1, acc_a + 1, kv + 1, m, l, n, nr, np, stride);
+                sc->attn_rows_f16(&ja);
+                for (int ik = 0; ik < nk; ik++) {
+                    memcpy(acc_b, acc0, (nq + 1) * 2);
+                    rows_job(&jb, q + 1, acc_b + 1, kv + 1, m, l, n, nr, np, stride);
+                    ks[ik]->attn_rows_f16(&jb);
+                    EXPECT_MSG(!memcmp(acc_a, acc_b, (nq + 1) * 2) &&
+                                   !memcmp(ja.m, jb.m, sizeof(ja.m)) &&
+                                   !memcmp(ja.l, jb.l, sizeof(ja.l)),
+                               "%s attn_rows_f16 n=%lld rows=%d positions=%d", ks[ik]->name,
+                               (long long)n, nr, np);
+                    /* one row alone, and the positions in two calls: the same bits */
+                    if (nr > 1 && np > 1) {
+                        memcpy(acc_b, acc0, (nq + 1) * 2);
+                        int r = nr - 1, cut = np / 3;
+                        rows_job(&jb, q + 1 + (size_t)r * n, acc_b + 1 + (size_t)r * n, kv + 1,
+                                 m + r, l + r, n, 1, np, stride);
+                        jb.n_pos = cut;
+                        ks[ik]->attn_rows_f16(&jb);
+                        jb.k = (const uint16_t *)((const char *)jb.k + (size_t)cut * jb.kv_stride);
+                        jb.v = (const uint16_t *)((const char *)jb.v + (size_t)cut * jb.kv_stride);
+                        jb.n_pos = np - cut;
+                        ks[ik]->attn_rows_f16(&jb);
+                        EXPECT_MSG(!memcmp(acc_a + 1 + (size_t)r * n, acc_b + 1 + (size_t)r * n,
+                                           (size_t)n * 2) &&
+                                       same_bits(ja.m[r], jb.m[0]) && same_bits(ja.l[r], jb.l[0]),
+                                   "%s attn_rows_f16 row alone n=%lld rows=%d positions=%d",
+                                   ks[ik]->name, (long long)n, nr, np);
+                    }
+                }
+                mem_free(q);
+                mem_free(acc0);
+                mem_free(acc_a);
+                mem_free(acc_b);
+                mem_free(kv);
+            }
+}

@@ -99,6 +99,7 @@ static void merge_over_scalar(struct cpu_kernels *dst, const struct cpu_kernels 
     if (isa->attn_mad_f16) dst->attn_mad_f16 = isa->attn_mad_f16;
     if (isa->attn_scale_f16) dst->attn_scale_f16 = isa->attn_scale_f16;
     if (isa->attn_dots_f16) dst->attn_dots_f16 = isa->attn_dots_f16;
+    if (isa->attn_rows_f16) dst->attn_rows_f16 = isa->attn_rows_f16;
     dst->name = isa->name;
 }
 

@@ -338,6 +338,166 @@ static void attn_scale_f16_avx512(uint16_t *acc, float s, int64_t n) {
     }
 }
 
+/* ---- the fused update (attn_rows_f16_ref) ---- */
+
+/* attn_exp_ref on 16 lanes: the same fmas in the same order. */
+INLINE __m512 attn_exp16(__m512 x) {
+    __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
+    x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
+    __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(ATTN_EXP_LOG2E), _mm512_set1_ps(ATTN_EXP_MAGIC));
+    __m512 nf = _mm512_sub_ps(t, _mm512_set1_ps(ATTN_EXP_MAGIC));
+    __m512 r = _mm512_fmadd_ps(nf, _mm512_set1_ps(-ATTN_EXP_LN2_HI), x);
+    r = _mm512_fmadd_ps(nf, _mm512_set1_ps(-ATTN_EXP_LN2_LO), r);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(ATTN_EXP_C7), r, _mm512_set1_ps(ATTN_EXP_C6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ATTN_EXP_C5));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ATTN_EXP_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ATTN_EXP_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ATTN_EXP_C2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    __m512i n = _mm512_sub_epi32(_mm512_castps_si512(t),
+                                 _mm512_castps_si512(_mm512_set1_ps(ATTN_EXP_MAGIC)));
+    __m512 two_n =
+        _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n, _mm512_set1_epi32(127)), 23));
+    return _mm512_maskz_mul_ps(live, p, two_n);
+}
+
+static void attn_exp_n_avx512(float *x, int n) {
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(x + i, m, attn_exp16(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+INLINE __m512 round_f16(__m512 x) {
+    return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+#define SMALL_BLOCK 64 /* positions per block of the register path */
+
+/* Heads of up to 16 elements: each row's accumulator lives in a register (f32 lanes holding f16
+ * values) for the whole call, and NR rows go in turn per position so their chains overlap. Scores
+ * of 8 keys at a time: the keys transposed to 8 double lanes per element, then per row one double
+ * fma per element in element order (the f16 products are exact, so fma == add of the product, as
+ * attn_dot_f16_ref adds them in double for n < 64). */
+INLINE void attn_rows_small_avx512(struct cpu_attn_rows_f16 *a, const int NR) {
+    const int n = (int)a->n;
+    const __mmask16 mk = (__mmask16)((1u << n) - 1);
+    const size_t st = a->kv_stride;
+    __m512 acc[CPU_ATTN_ROWS];
+    float m[CPU_ATTN_ROWS], l[CPU_ATTN_ROWS];
+    double qd[CPU_ATTN_ROWS][16];
+    float e[CPU_ATTN_ROWS][SMALL_BLOCK];
+    uint64_t is_max[CPU_ATTN_ROWS];
+    float kf[8][16];
+    const __m256i kidx = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) {
+        acc[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, a->acc[r]));
+        m[r] = a->m[r];
+        l[r] = a->l[r];
+        for (int i = 0; i < n; i++) qd[r][i] = (double)f16_to_f32(a->q[r][i]);
+    }
+    const __m512 scale = _mm512_set1_ps(a->scale);
+    for (int j0 = 0; j0 < a->n_pos; j0 += SMALL_BLOCK) {
+        int nb = a->n_pos - j0 < SMALL_BLOCK ? a->n_pos - j0 : SMALL_BLOCK;
+        const char *kb = (const char *)a->k + (size_t)j0 * st;
+        const char *vb = (const char *)a->v + (size_t)j0 * st;
+        for (int b0 = 0; b0 < nb; b0 += 8) {
+            int nk = nb - b0 < 8 ? nb - b0 : 8;
+            for (int c = 0; c < 8; c++) {
+                __mmask16 mc = c < nk ? mk : 0;
+                _mm512_storeu_ps(kf[c], _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
+                                            mc, kb + (size_t)(b0 + c) * st)));
+            }
+            __m512d kt[16];
+            for (int i = 0; i < n; i++)
+                kt[i] = _mm512_cvtps_pd(_mm256_i32gather_ps(&kf[0][i], kidx, 4));
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                __m512d sum = _mm512_setzero_pd();
+                for (int i = 0; i < n; i++)
+                    sum = _mm512_fmadd_pd(_mm512_set1_pd(qd[r][i]), kt[i], sum);
+                __m256 sc = _mm256_mul_ps(_mm512_cvtpd_ps(sum), _mm512_castps512_ps256(scale));
+                _mm256_storeu_ps(&e[r][b0], sc);
+            }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; r++) {
+            float mm = m[r];
+            uint64_t bits = 0;
+            for (int b = 0; b < nb; b++) {
+                float s = e[r][b];
+                if (s > mm) {
+                    e[r][b] = mm - s;
+                    mm = s;
+                    bits |= (uint64_t)1 << b;
+                } else {
+                    e[r][b] = s - mm;
+                }
+            }
+            m[r] = mm;
+            is_max[r] = bits;
+            attn_exp_n_avx512(e[r], nb);
+        }
+        for (int b = 0; b < nb; b++) {
+            __m512 vf = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, vb + (size_t)b * st));
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                float ms = 1.0f, vs = e[r][b];
+                if ((is_max[r] >> b) & 1) {
+                    ms = vs;
+                    vs = 1.0f;
+                    acc[r] = round_f16(_mm512_mul_ps(acc[r], _mm512_set1_ps(ms)));
+                }
+                acc[r] = round_f16(_mm512_fmadd_ps(vf, _mm512_set1_ps(vs), acc[r]));
+                l[r] = l[r] * ms + vs;
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) {
+        _mm256_mask_storeu_epi16(
+            a->acc[r], mk, _mm512_cvtps_ph(acc[r], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        a->m[r] = m[r];
+        a->l[r] = l[r];
+    }
+}
+
+static void attn_rows_f16_avx512(struct cpu_attn_rows_f16 *a) {
+    if (a->n > 16) {
+        attn_rows_f16_with(a, attn_dots_f16_avx512, attn_mad_f16_avx512, attn_scale_f16_avx512,
+                           attn_exp_n_avx512);
+        return;
+    }
+    switch (a->n_rows) {
+    case 1:
+        attn_rows_small_avx512(a, 1);
+        break;
+    case 2:
+        attn_rows_small_avx512(a, 2);
+        break;
+    case 3:
+        attn_rows_small_avx512(a, 3);
+        break;
+    case 4:
+        attn_rows_small_avx512(a, 4);
+        break;
+    case 5:
+        attn_rows_small_avx512(a, 5);
+        break;
+    case 6:
+        attn_rows_small_avx512(a, 6);
+        break;
+    case 7:
+        attn_rows_small_avx512(a, 7);
+        break;
+    default:
+        attn_rows_small_avx512(a, 8);
+        break;
+    }
+}
+
 /* ============================================================================================
  * Activation quantizers (q8_0_quantize_row_act, q8_k_quantize_row_act)
  * Scale 127/amax, round half to even (embedded rounding of the conversion), the same f32
@@ -1368,5 +1528,6 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
     k->attn_mad_f16 = attn_mad_f16_avx512;
     k->attn_scale_f16 = attn_scale_f16_avx512;
     k->attn_dots_f16 = attn_dots_f16_avx512;
+    k->attn_rows_f16 = attn_rows_f16_avx512;
     return 0;
 }
