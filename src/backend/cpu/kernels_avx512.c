@@ -380,8 +380,9 @@ INLINE __m512 round_f16(__m512 x) {
  * of 8 keys at a time: the keys transposed to 8 double lanes per element, then per row one double
  * fma per element in element order (the f16 products are exact, so fma == add of the product, as
  * attn_dot_f16_ref adds them in double for n < 64). */
-INLINE void attn_rows_small_avx512(struct cpu_attn_rows_f16 *a, const int NR) {
-    const int n = (int)a->n;
+/* N: head_dim as a constant (8, 16: kt[] in registers) or 0 (any n <= 16, from a). */
+INLINE void attn_rows_small_avx512(struct cpu_attn_rows_f16 *a, const int NR, const int N) {
+    const int n = N ? N : (int)a->n;
     const __mmask16 mk = (__mmask16)((1u << n) - 1);
     const size_t st = a->kv_stride;
     __m512 acc[CPU_ATTN_ROWS];
@@ -410,12 +411,14 @@ INLINE void attn_rows_small_avx512(struct cpu_attn_rows_f16 *a, const int NR) {
                 _mm512_storeu_ps(kf[c], _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
                                             mc, kb + (size_t)(b0 + c) * st)));
             }
-            __m512d kt[16];
+            __m512d kt[16] = {0}; /* lanes past n stay unused; set for the compiler */
+#pragma GCC unroll 16
             for (int i = 0; i < n; i++)
                 kt[i] = _mm512_cvtps_pd(_mm256_i32gather_ps(&kf[0][i], kidx, 4));
 #pragma GCC unroll 8
             for (int r = 0; r < NR; r++) {
                 __m512d sum = _mm512_setzero_pd();
+#pragma GCC unroll 16
                 for (int i = 0; i < n; i++)
                     sum = _mm512_fmadd_pd(_mm512_set1_pd(qd[r][i]), kt[i], sum);
                 __m256 sc = _mm256_mul_ps(_mm512_cvtpd_ps(sum), _mm512_castps512_ps256(scale));
@@ -464,38 +467,45 @@ INLINE void attn_rows_small_avx512(struct cpu_attn_rows_f16 *a, const int NR) {
     }
 }
 
-static void attn_rows_f16_avx512(struct cpu_attn_rows_f16 *a) {
-    if (a->n > 16) {
-        attn_rows_f16_with(a, attn_dots_f16_avx512, attn_mad_f16_avx512, attn_scale_f16_avx512,
-                           attn_exp_n_avx512);
-        return;
-    }
+INLINE void attn_rows_small_n_avx512(struct cpu_attn_rows_f16 *a, const int N) {
     switch (a->n_rows) {
     case 1:
-        attn_rows_small_avx512(a, 1);
+        attn_rows_small_avx512(a, 1, N);
         break;
     case 2:
-        attn_rows_small_avx512(a, 2);
+        attn_rows_small_avx512(a, 2, N);
         break;
     case 3:
-        attn_rows_small_avx512(a, 3);
+        attn_rows_small_avx512(a, 3, N);
         break;
     case 4:
-        attn_rows_small_avx512(a, 4);
+        attn_rows_small_avx512(a, 4, N);
         break;
     case 5:
-        attn_rows_small_avx512(a, 5);
+        attn_rows_small_avx512(a, 5, N);
         break;
     case 6:
-        attn_rows_small_avx512(a, 6);
+        attn_rows_small_avx512(a, 6, N);
         break;
     case 7:
-        attn_rows_small_avx512(a, 7);
+        attn_rows_small_avx512(a, 7, N);
         break;
     default:
-        attn_rows_small_avx512(a, 8);
+        attn_rows_small_avx512(a, 8, N);
         break;
     }
+}
+
+static void attn_rows_f16_avx512(struct cpu_attn_rows_f16 *a) {
+    if (a->n == 8)
+        attn_rows_small_n_avx512(a, 8);
+    else if (a->n == 16)
+        attn_rows_small_n_avx512(a, 16);
+    else if (a->n < 16)
+        attn_rows_small_n_avx512(a, 0);
+    else
+        attn_rows_f16_with(a, attn_dots_f16_avx512, attn_mad_f16_avx512, attn_scale_f16_avx512,
+                           attn_exp_n_avx512);
 }
 
 /* ============================================================================================
