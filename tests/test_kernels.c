@@ -144,7 +144,8 @@ TEST(kernels_tables_complete) {
             EXPECT_MSG(k->from_float[tr->vec_dot_type] && k->to_float[t], "%s: %s conversions",
                        k->name, tr->name);
         }
-        EXPECT(k->attn_dot_f16 && k->attn_mad_f16 && k->attn_scale_f16 && k->attn_dots_f16);
+        EXPECT(k->attn_dot_f16 && k->attn_mad_f16 && k->attn_scale_f16 && k->attn_dots_f16 &&
+               k->attn_rows_f16);
     }
 }
 

@@ -41,6 +41,21 @@ INLINE float hsum_ps16(__m512 v) {
     return hsum_ps8(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
 }
 
+/* hsum_ps16 of four vectors side by side: [hsum(a), hsum(b), hsum(c), hsum(d)], the same tree. */
+INLINE __m128 hsum4_ps16(__m512 a, __m512 b, __m512 c, __m512 d) {
+    /* lanes l + (l + 8): 128-bit lanes [x.0 + x.2, x.1 + x.3] of each vector, two per vector */
+    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee));
+    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xee));
+    /* lanes l + (l + 4): 128-bit lane r holds vector r's four */
+    __m512 u =
+        _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xdd));
+    /* (0 + 2) + (1 + 3) within each 128-bit lane */
+    __m512 e = _mm512_add_ps(u, _mm512_permute_ps(u, _MM_SHUFFLE(1, 0, 3, 2)));
+    __m512 f = _mm512_add_ps(e, _mm512_permute_ps(e, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(
+        _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), f));
+}
+
 INLINE float f16_to_f32(uint16_t h) {
     return _cvtsh_ss(h);
 }
@@ -111,6 +126,19 @@ INLINE void float_tile(int kind, int nw_max, int nx_max, const void *w, size_t w
 #pragma GCC unroll 16
             for (int j = 0; j < nx_max; j++) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
         }
+    }
+    if (nw_max == 4) { /* the four rows' sums side by side (short k: the sums are the cost) */
+        for (int j = 0; j < n_x && j < nx_max; j++) {
+            float h[4];
+            _mm_storeu_ps(h, hsum4_ps16(acc[0][j], acc[1][j], acc[2][j], acc[3][j]));
+            for (int i = 0; i < n_w && i < 4; i++) {
+                double sum = (double)h[i];
+                for (int64_t t = n16; t < k; t++)
+                    sum += (double)(scalar_kind(kind, wr[i], t) * scalar_kind(kind, xr[j], t));
+                out[(size_t)j * out_stride + (size_t)i] = (float)sum;
+            }
+        }
+        return;
     }
     for (int j = 0; j < n_x && j < nx_max; j++)
         for (int i = 0; i < n_w && i < nw_max; i++)
