@@ -88,6 +88,14 @@ INLINE __m512 load_kind(int kind, const char *p, int64_t i) {
     return load_bf16x16((const uint16_t *)p + i);
 }
 
+/* Elements i.. of the lanes in m (the others 0). */
+INLINE __m512 load_kind_mask(int kind, const char *p, int64_t i, __mmask16 m) {
+    if (kind == KIND_F32) return _mm512_maskz_loadu_ps(m, (const float *)p + i);
+    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i);
+    if (kind == KIND_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
 INLINE float scalar_kind(int kind, const char *p, int64_t i) {
     if (kind == KIND_F32) return ((const float *)p)[i];
     if (kind == KIND_F16) return f16_to_f32(((const uint16_t *)p)[i]);
@@ -128,15 +136,26 @@ INLINE void float_tile(int kind, int nw_max, int nx_max, const void *w, size_t w
         }
     }
     if (nw_max == 4) { /* the four rows' sums side by side (short k: the sums are the cost) */
+        int nt = (int)(k - n16); /* the tail: each row's f32 products added in double, in order,
+                                    the four rows in four double lanes */
+        __mmask16 tm = (__mmask16)((1u << nt) - 1);
         for (int j = 0; j < n_x && j < nx_max; j++) {
-            float h[4];
-            _mm_storeu_ps(h, hsum4_ps16(acc[0][j], acc[1][j], acc[2][j], acc[3][j]));
-            for (int i = 0; i < n_w && i < 4; i++) {
-                double sum = (double)h[i];
-                for (int64_t t = n16; t < k; t++)
-                    sum += (double)(scalar_kind(kind, wr[i], t) * scalar_kind(kind, xr[j], t));
-                out[(size_t)j * out_stride + (size_t)i] = (float)sum;
+            __m128 h = hsum4_ps16(acc[0][j], acc[1][j], acc[2][j], acc[3][j]);
+            if (nt > 0) {
+                float prod[4][16];
+                __m512 xv = load_kind_mask(kind, xr[j], n16, tm);
+                for (int i = 0; i < 4; i++)
+                    _mm512_storeu_ps(prod[i],
+                                     _mm512_mul_ps(load_kind_mask(kind, wr[i], n16, tm), xv));
+                __m256d sum = _mm256_cvtps_pd(h);
+                for (int t = 0; t < nt; t++)
+                    sum = _mm256_add_pd(sum, _mm256_cvtps_pd(_mm_setr_ps(prod[0][t], prod[1][t],
+                                                                         prod[2][t], prod[3][t])));
+                h = _mm256_cvtpd_ps(sum);
             }
+            float hv[4];
+            _mm_storeu_ps(hv, h);
+            for (int i = 0; i < n_w && i < 4; i++) out[(size_t)j * out_stride + (size_t)i] = hv[i];
         }
         return;
     }
