@@ -216,7 +216,12 @@ static void f16_from_f32_avx512(const float *x, void *vy, int64_t n) {
         _mm256_storeu_si256(
             (__m256i *)(y + i),
             _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    for (; i < n; i++) y[i] = fp32_to_fp16(x[i]);
+    if (i < n) { /* the tail in one masked step (a head of 8 is all tail) */
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm256_mask_storeu_epi16(y + i, m,
+                                 _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, x + i),
+                                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
 }
 
 static void f16_to_f32_avx512(const void *vx, float *y, int64_t n) {
@@ -416,6 +421,11 @@ static void attn_exp_n_avx512(float *x, int n) {
     }
 }
 
+/* Lanes moved up by d (a constant), the low d lanes from fill's top lanes. */
+#define SHIFT_IN_PS(x, fill, d)                                                                    \
+    _mm512_castsi512_ps(                                                                           \
+        _mm512_alignr_epi32(_mm512_castps_si512(x), _mm512_castps_si512(fill), 16 - (d)))
+
 INLINE __m512 round_f16(__m512 x) {
     return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
@@ -472,23 +482,32 @@ INLINE void attn_rows_small_avx512(struct cpu_attn_rows_f16 *a, const int NR, co
                 _mm256_storeu_ps(&e[r][b0], sc);
             }
         }
+        /* running max, exp arguments and exps 16 positions at a time: P[b] = max(s[b], P[b-1])
+         * as a scan (max_ps(later, earlier) keeps the earlier operand on ties, which is the
+         * sequential "s > m ? s : m", so the max has the reference's bits), then
+         * is_max = s > P[b-1] and the argument m - s or s - m against P[b-1] */
+        const __m512 ninf = _mm512_set1_ps(-INFINITY);
 #pragma GCC unroll 8
         for (int r = 0; r < NR; r++) {
-            float mm = m[r];
+            __m512 mv = _mm512_set1_ps(m[r]);
             uint64_t bits = 0;
-            for (int b = 0; b < nb; b++) {
-                float s = e[r][b];
-                if (s > mm) {
-                    e[r][b] = mm - s;
-                    mm = s;
-                    bits |= (uint64_t)1 << b;
-                } else {
-                    e[r][b] = s - mm;
-                }
+            for (int b = 0; b < nb; b += 16) {
+                __mmask16 lm = nb - b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nb - b)) - 1);
+                __m512 sv = _mm512_mask_loadu_ps(ninf, lm, &e[r][b]), q = sv;
+                q = _mm512_max_ps(q, SHIFT_IN_PS(q, ninf, 1));
+                q = _mm512_max_ps(q, SHIFT_IN_PS(q, ninf, 2));
+                q = _mm512_max_ps(q, SHIFT_IN_PS(q, ninf, 4));
+                q = _mm512_max_ps(q, SHIFT_IN_PS(q, ninf, 8));
+                __m512 p = _mm512_max_ps(q, mv);
+                __m512 ex = SHIFT_IN_PS(p, mv, 1); /* the max before each position */
+                __mmask16 mx = _mm512_mask_cmp_ps_mask(lm, sv, ex, _CMP_GT_OQ);
+                __m512 arg = _mm512_mask_sub_ps(_mm512_sub_ps(sv, ex), mx, ex, sv);
+                _mm512_mask_storeu_ps(&e[r][b], lm, attn_exp16(arg));
+                bits |= (uint64_t)mx << b;
+                mv = _mm512_permutexvar_ps(_mm512_set1_epi32(15), p);
             }
-            m[r] = mm;
+            m[r] = _mm512_cvtss_f32(mv);
             is_max[r] = bits;
-            attn_exp_n_avx512(e[r], nb);
         }
         for (int b = 0; b < nb; b++) {
             __m512 vf = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, vb + (size_t)b * st));
