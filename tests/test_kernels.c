@@ -446,8 +446,11 @@ struct rows_case {
 static void rows_job(struct cpu_attn_rows_f16 *job, uint16_t *q, uint16_t *acc, const uint16_t *kv,
                      const float *m, const float *l, int64_t n, int n_rows, int n_pos, int stride) {
     memset(job, 0, sizeof(*job));
-    job->k = kv;
-    job->v = kv + (size_t)n_pos * stride;
+    for (int r = 0; r < n_rows; r++) { /* rows 0..n/2 on one KV head, the rest on the next */
+        size_t head = r <= n_rows / 2 ? 0 : (size_t)n;
+        job->k[r] = kv + head;
+        job->v[r] = kv + (size_t)n_pos * stride + head;
+    }
     job->kv_stride = (size_t)stride * 2;
     job->n = n;
     job->n_pos = n_pos;
@@ -509,10 +512,12 @@ TEST(kernels_attn_rows_f16_bit_identical) {
                         int r = nr - 1, cut = np / 3;
                         rows_job(&jb, q + 1 + (size_t)r * n, acc_b + 1 + (size_t)r * n, kv + 1,
                                  m + r, l + r, n, 1, np, stride);
+                        jb.k[0] = ja.k[r];
+                        jb.v[0] = ja.v[r];
                         jb.n_pos = cut;
                         ks[ik]->attn_rows_f16(&jb);
-                        jb.k = (const uint16_t *)((const char *)jb.k + (size_t)cut * jb.kv_stride);
-                        jb.v = (const uint16_t *)((const char *)jb.v + (size_t)cut * jb.kv_stride);
+                        jb.k[0] = ja.k[r] + (size_t)cut * (size_t)stride;
+                        jb.v[0] = ja.v[r] + (size_t)cut * (size_t)stride;
                         jb.n_pos = np - cut;
                         ks[ik]->attn_rows_f16(&jb);
                         EXPECT_MSG(!memcmp(acc_a + 1 + (size_t)r * n, acc_b + 1 + (size_t)r * n,

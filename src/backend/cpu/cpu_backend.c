@@ -826,15 +826,15 @@ struct attn_row {
     const float *q; /* [head_dim] */
     float *o;       /* [head_dim] */
     int n_kv;       /* positions this row attends to */
+    int g;          /* its KV head */
     uint16_t *qh;   /* [head_dim] f16 query */
     uint16_t *acc;  /* [head_dim] f16 running value sum */
 };
 
-static void attention_f16_rows(const struct attn_args *a, const struct cpu_kernels *kern, int g,
+static void attention_f16_rows(const struct attn_args *a, const struct cpu_kernels *kern,
                                size_t row_bytes, struct attn_row *rows, int nr) {
     int hd = a->head_dim;
-    const char *kbase = (const char *)a->k + (size_t)g * hd * sizeof(uint16_t);
-    const char *vbase = (const char *)a->v + (size_t)g * hd * sizeof(uint16_t);
+    const char *kbase = (const char *)a->k, *vbase = (const char *)a->v;
     struct cpu_attn_rows_f16 job;
     memset(&job, 0, sizeof(job));
     job.kv_stride = row_bytes;
@@ -852,8 +852,10 @@ static void attention_f16_rows(const struct attn_args *a, const struct cpu_kerne
     for (int na = nr, p = 0; na > 0; na--) { /* rows [0, na) see positions [p, n_kv of row na-1) */
         int end = rows[na - 1].n_kv;
         if (end <= p) continue;
-        job.k = (const uint16_t *)(kbase + (size_t)p * row_bytes);
-        job.v = (const uint16_t *)(vbase + (size_t)p * row_bytes);
+        for (int r = 0; r < na; r++) {
+            job.k[r] = (const uint16_t *)(kbase + (size_t)p * row_bytes) + (size_t)rows[r].g * hd;
+            job.v[r] = (const uint16_t *)(vbase + (size_t)p * row_bytes) + (size_t)rows[r].g * hd;
+        }
         job.n_pos = end - p;
         job.n_rows = na;
         kern->attn_rows_f16(&job);
@@ -918,13 +920,18 @@ struct attn_task_args {
     const struct attn_args *a;
     const struct cpu_kernels *kern;
     char *work;           /* per thread: attn_thread_scratch(head_dim) bytes */
-    int64_t units_per_kv; /* units of one KV head */
+    int64_t units_per_kv; /* units of one KV head (unit_rows 0) */
+    int unit_rows;        /* > 0: units are this many consecutive rows of all the heads */
     struct claim c;       /* units */
 };
 
 /* Rows of KV head g in the order (token descending, head of the group): row i of the head is
  * token n_tokens - 1 - i / group, head g * group + i % group. Units are ATTN_GROUP consecutive
- * rows of one KV head; the latest tokens (the longest rows) come first. */
+ * rows of one KV head (which share the transposed keys of the short-head kernels); the latest
+ * tokens (the longest rows) come first. When a KV head has fewer rows than that (decoding), the
+ * rows of all heads in the order (token descending, head) instead, row i is token
+ * n_tokens - 1 - i / n_head, head i % n_head, cut into units of unit_rows: other KV heads' rows
+ * keep the chains overlapping. */
 static void attention_task(void *p, int ith, int nth) {
     struct attn_task_args *ta = p;
     const struct attn_args *a = ta->a;
@@ -942,22 +949,34 @@ static void attention_task(void *p, int ith, int nth) {
     int64_t lo, hi;
     while (claim_next(&ta->c, &lo, &hi)) {
         for (int64_t u = lo; u < hi; u++) {
-            int g = (int)(u / ta->units_per_kv);
-            int64_t i0 = (u % ta->units_per_kv) * ATTN_GROUP;
-            int nr = (int)min64(ATTN_GROUP, rows_per_kv - i0);
+            int nr, g0, per_tok; /* rows, first KV head, rows per token in the order */
+            int64_t i0;
+            if (ta->unit_rows > 0) {
+                g0 = 0;
+                per_tok = a->n_head;
+                i0 = u * ta->unit_rows;
+                nr = (int)min64(ta->unit_rows, (int64_t)a->n_tokens * a->n_head - i0);
+            } else {
+                g0 = (int)(u / ta->units_per_kv);
+                per_tok = group;
+                i0 = (u % ta->units_per_kv) * ATTN_GROUP;
+                nr = (int)min64(ATTN_GROUP, rows_per_kv - i0);
+            }
             for (int r = 0; r < nr; r++) {
-                int it = a->n_tokens - 1 - (int)((i0 + r) / group);
-                int h = g * group + (int)((i0 + r) % group);
+                int64_t i = i0 + r;
+                int it = a->n_tokens - 1 - (int)(i / per_tok);
+                int h = g0 * group + (int)(i % per_tok), g = h / group;
                 rows[r].q = a->q + (int64_t)it * a->q_stride + (int64_t)h * hd;
                 rows[r].o = a->out + (int64_t)it * a->n_head * hd + (int64_t)h * hd;
                 rows[r].n_kv = a->pos0 + it + 1;
+                rows[r].g = g;
             }
             if (a->kv_type == DTYPE_F16) {
-                attention_f16_rows(a, ta->kern, g, row_bytes, rows, nr);
+                attention_f16_rows(a, ta->kern, row_bytes, rows, nr);
             } else {
                 for (int r = 0; r < nr; r++)
-                    attention_f32_row(a, rows[r].q, g, rows[r].n_kv, row_bytes, ta->kern, b0, b1,
-                                      acc, rows[r].o);
+                    attention_f32_row(a, rows[r].q, rows[r].g, rows[r].n_kv, row_bytes, ta->kern,
+                                      b0, b1, acc, rows[r].o);
             }
         }
     }
@@ -973,7 +992,14 @@ static void cpu_attention(struct backend *be, const struct attn_args *a) {
     ta.work = work_get(c, (size_t)c->n_threads * attn_thread_scratch(a->head_dim));
     int64_t rows_per_kv = (int64_t)a->n_tokens * (a->n_head / a->n_head_kv);
     ta.units_per_kv = (rows_per_kv + ATTN_GROUP - 1) / ATTN_GROUP;
-    claim_init(&ta.c, ta.units_per_kv * a->n_head_kv, c->n_threads, 1);
+    ta.unit_rows = 0;
+    int64_t n_units = ta.units_per_kv * a->n_head_kv;
+    if (a->n_tokens == 1 && rows_per_kv < ATTN_GROUP) { /* decoding: a unit per thread */
+        int64_t total = (int64_t)a->n_tokens * a->n_head;
+        ta.unit_rows = (int)min64(ATTN_GROUP, (total + c->n_threads - 1) / c->n_threads);
+        n_units = (total + ta.unit_rows - 1) / ta.unit_rows;
+    }
+    claim_init(&ta.c, n_units, c->n_threads, 1);
     ta.c.chunk = 1; /* units are big and uneven (causal): one per claim */
     threadpool_run_dynamic(c->pool, attention_task, &ta);
 }

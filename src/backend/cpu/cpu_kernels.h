@@ -55,25 +55,27 @@ typedef void (*cpu_attn_dots_f16_fn)(const uint16_t *q, const uint16_t *k, size_
                                      int64_t n, float *out, int64_t n_k);
 
 /* The whole online-softmax update of an F16-cache attention for a group of rows over a block of
- * positions (rows that read the same KV head: the heads of a GQA group, neighbouring tokens).
- * For each row r in turn-independent order and each position j < n_pos, in order:
- *   s = attn_dot_f16(q[r], k + j * kv_stride bytes, n) * scale
- *   if (s > m[r]) { ms = attn_exp(m[r] - s); m[r] = s; acc[r] = attn_scale_f16(acc[r], ms); vs = 1;
- * } else          { ms = 1; vs = attn_exp(s - m[r]); } acc[r] = attn_mad_f16(acc[r], v + j *
- * kv_stride bytes, vs);  l[r] = l[r] * ms + vs; Each row's result depends only on its own query and
- * state (never on the other rows or on how the positions are cut into blocks), and every table
- * computes attn_rows_f16_ref's bits. */
+ * positions (the heads of a GQA group, neighbouring tokens, other KV heads of one token). For
+ * each row r, independently, and each position j < n_pos in order, with kj = k[r] + j *
+ * kv_stride bytes and vj = v[r] + j * kv_stride bytes:
+ *   s = attn_dot_f16(q[r], kj, n) * scale
+ *   s > m[r]:  ms = attn_exp(m[r] - s), m[r] = s, attn_scale_f16(acc[r], ms), vs = 1
+ *   otherwise: ms = 1, vs = attn_exp(s - m[r])
+ *   attn_mad_f16(acc[r], vj, vs), l[r] = l[r] * ms + vs
+ * Each row's result depends only on its own query and state (never on the other rows or on how
+ * the positions are cut into blocks), and every table computes attn_rows_f16_ref's bits. */
 #define CPU_ATTN_ROWS 8 /* most rows of one attn_rows_f16 call */
 struct cpu_attn_rows_f16 {
-    const uint16_t *k;                        /* the block's first key, this head's n elements */
-    const uint16_t *v;                        /* the block's first value, likewise */
-    size_t kv_stride;                         /* bytes from one position to the next (k and v) */
-    int64_t n;                                /* head_dim, >= 1 */
-    int n_pos;                                /* positions in the block, >= 0; every row sees all */
-    int n_rows;                               /* 1..CPU_ATTN_ROWS */
-    float scale;                              /* score scale */
-    const uint16_t *q[CPU_ATTN_ROWS];         /* [n] f16 query of each row */
-    uint16_t *acc[CPU_ATTN_ROWS];             /* [n] f16 running value sum, in and out */
+    const uint16_t *k[CPU_ATTN_ROWS]; /* each row's first key of the block (n elements); rows
+                                         of one KV head come together and share it */
+    const uint16_t *v[CPU_ATTN_ROWS]; /* each row's first value, likewise */
+    size_t kv_stride;                 /* bytes from one position to the next (k and v) */
+    int64_t n;                        /* head_dim, >= 1 */
+    int n_pos;                        /* positions in the block, >= 0; every row sees all */
+    int n_rows;                       /* 1..CPU_ATTN_ROWS */
+    float scale;                      /* score scale */
+    const uint16_t *q[CPU_ATTN_ROWS]; /* [n] f16 query of each row */
+    uint16_t *acc[CPU_ATTN_ROWS];     /* [n] f16 running value sum, in and out */
     float m[CPU_ATTN_ROWS], l[CPU_ATTN_ROWS]; /* running max and sum, in and out */
 };
 typedef void (*cpu_attn_rows_f16_fn)(struct cpu_attn_rows_f16 *a);

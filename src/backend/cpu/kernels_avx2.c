@@ -298,18 +298,20 @@ INLINE void attn_rows_8_avx2(struct cpu_attn_rows_f16 *a, const int NR) {
     }
     for (int j0 = 0; j0 < a->n_pos; j0 += SMALL_BLOCK) {
         int nb = a->n_pos - j0 < SMALL_BLOCK ? a->n_pos - j0 : SMALL_BLOCK;
-        const char *kb = (const char *)a->k + (size_t)j0 * st;
-        const char *vb = (const char *)a->v + (size_t)j0 * st;
         for (int b0 = 0; b0 < nb; b0 += 4) {
             int nk = nb - b0 < 4 ? nb - b0 : 4;
-            for (int c = 0; c < 4; c++)
-                _mm256_storeu_ps(kf[c], c < nk ? load_f16x8(kb + (size_t)(b0 + c) * st)
-                                               : _mm256_setzero_ps());
             __m256d kt[8];
-            for (int i = 0; i < 8; i++)
-                kt[i] = _mm256_cvtps_pd(_mm_i32gather_ps(&kf[0][i], kidx, 4));
+            for (int i = 0; i < 8; i++) kt[i] = _mm256_setzero_pd();
 #pragma GCC unroll 8
             for (int r = 0; r < NR; r++) {
+                if (r == 0 || a->k[r] != a->k[r - 1]) { /* a new KV head: its keys transposed */
+                    const char *kb = (const char *)a->k[r] + (size_t)(j0 + b0) * st;
+                    for (int c = 0; c < 4; c++)
+                        _mm256_storeu_ps(kf[c], c < nk ? load_f16x8(kb + (size_t)c * st)
+                                                       : _mm256_setzero_ps());
+                    for (int i = 0; i < 8; i++)
+                        kt[i] = _mm256_cvtps_pd(_mm_i32gather_ps(&kf[0][i], kidx, 4));
+                }
                 __m256d sum = _mm256_setzero_pd();
                 for (int i = 0; i < 8; i++)
                     sum = _mm256_fmadd_pd(_mm256_set1_pd(qd[r][i]), kt[i], sum);
@@ -336,9 +338,11 @@ INLINE void attn_rows_8_avx2(struct cpu_attn_rows_f16 *a, const int NR) {
             attn_exp_n_avx2(e[r], nb);
         }
         for (int b = 0; b < nb; b++) {
-            __m256 vf = load_f16x8(vb + (size_t)b * st);
+            size_t off = (size_t)(j0 + b) * st;
+            __m256 vf = _mm256_setzero_ps();
 #pragma GCC unroll 8
             for (int r = 0; r < NR; r++) {
+                if (r == 0 || a->v[r] != a->v[r - 1]) vf = load_f16x8((const char *)a->v[r] + off);
                 float ms = 1.0f, vs = e[r][b];
                 if ((is_max[r] >> b) & 1) {
                     ms = vs;

@@ -437,6 +437,34 @@ INLINE __m512 round_f16(__m512 x) {
  * of 8 keys at a time: the keys transposed to 8 double lanes per element, then per row one double
  * fma per element in element order (the f16 products are exact, so fma == add of the product, as
  * attn_dot_f16_ref adds them in double for n < 64). */
+/* Keys of 8 elements, nk <= 8 of them st bytes apart (the others read as 0): kt[i] = element i
+ * of the 8 keys as doubles. Two 16-bit permutes transpose the 8 x 8 f16 block. */
+INLINE void transpose_keys8(const char *kb, size_t st, int nk, __m512d *kt) {
+    static const uint16_t idx[2][32] = {
+        {0, 8,  16, 24, 32, 40, 48, 56, 1, 9,  17, 25, 33, 41, 49, 57,
+         2, 10, 18, 26, 34, 42, 50, 58, 3, 11, 19, 27, 35, 43, 51, 59},
+        {4, 12, 20, 28, 36, 44, 52, 60, 5, 13, 21, 29, 37, 45, 53, 61,
+         6, 14, 22, 30, 38, 46, 54, 62, 7, 15, 23, 31, 39, 47, 55, 63}};
+    __m128i k[8];
+    for (int c = 0; c < 8; c++)
+        k[c] = _mm_maskz_loadu_epi16(c < nk ? (__mmask8)0xff : 0, kb + (size_t)c * st);
+    __m512i za = _mm512_inserti32x4(
+        _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(k[0]), k[1], 1), k[2], 2),
+        k[3], 3);
+    __m512i zb = _mm512_inserti32x4(
+        _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(k[4]), k[5], 1), k[6], 2),
+        k[7], 3);
+    for (int h = 0; h < 2; h++) {
+        __m512i t = _mm512_permutex2var_epi16(za, _mm512_loadu_si512(idx[h]), zb);
+        __m512 lo = _mm512_cvtph_ps(_mm512_castsi512_si256(t));
+        __m512 hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(t, 1));
+        kt[4 * h] = _mm512_cvtps_pd(_mm512_castps512_ps256(lo));
+        kt[4 * h + 1] = _mm512_cvtps_pd(_mm512_extractf32x8_ps(lo, 1));
+        kt[4 * h + 2] = _mm512_cvtps_pd(_mm512_castps512_ps256(hi));
+        kt[4 * h + 3] = _mm512_cvtps_pd(_mm512_extractf32x8_ps(hi, 1));
+    }
+}
+
 /* N: head_dim as a constant (8, 16: kt[] in registers) or 0 (any n <= 16, from a). */
 INLINE void attn_rows_small_avx512(struct cpu_attn_rows_f16 *a, const int NR, const int N) {
     const int n = N ? N : (int)a->n;
@@ -459,21 +487,26 @@ INLINE void attn_rows_small_avx512(struct cpu_attn_rows_f16 *a, const int NR, co
     const __m512 scale = _mm512_set1_ps(a->scale);
     for (int j0 = 0; j0 < a->n_pos; j0 += SMALL_BLOCK) {
         int nb = a->n_pos - j0 < SMALL_BLOCK ? a->n_pos - j0 : SMALL_BLOCK;
-        const char *kb = (const char *)a->k + (size_t)j0 * st;
-        const char *vb = (const char *)a->v + (size_t)j0 * st;
         for (int b0 = 0; b0 < nb; b0 += 8) {
             int nk = nb - b0 < 8 ? nb - b0 : 8;
-            for (int c = 0; c < 8; c++) {
-                __mmask16 mc = c < nk ? mk : 0;
-                _mm512_storeu_ps(kf[c], _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
-                                            mc, kb + (size_t)(b0 + c) * st)));
-            }
             __m512d kt[16] = {0}; /* lanes past n stay unused; set for the compiler */
-#pragma GCC unroll 16
-            for (int i = 0; i < n; i++)
-                kt[i] = _mm512_cvtps_pd(_mm256_i32gather_ps(&kf[0][i], kidx, 4));
 #pragma GCC unroll 8
             for (int r = 0; r < NR; r++) {
+                if (r == 0 || a->k[r] != a->k[r - 1]) { /* a new KV head: its keys transposed */
+                    const char *kb = (const char *)a->k[r] + (size_t)(j0 + b0) * st;
+                    if (N == 8) {
+                        transpose_keys8(kb, st, nk, kt);
+                    } else {
+                        for (int c = 0; c < 8; c++) {
+                            __mmask16 mc = c < nk ? mk : 0;
+                            _mm512_storeu_ps(kf[c], _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
+                                                        mc, kb + (size_t)c * st)));
+                        }
+#pragma GCC unroll 16
+                        for (int i = 0; i < n; i++)
+                            kt[i] = _mm512_cvtps_pd(_mm256_i32gather_ps(&kf[0][i], kidx, 4));
+                    }
+                }
                 __m512d sum = _mm512_setzero_pd();
 #pragma GCC unroll 16
                 for (int i = 0; i < n; i++)
@@ -510,9 +543,12 @@ INLINE void attn_rows_small_avx512(struct cpu_attn_rows_f16 *a, const int NR, co
             is_max[r] = bits;
         }
         for (int b = 0; b < nb; b++) {
-            __m512 vf = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, vb + (size_t)b * st));
+            size_t off = (size_t)(j0 + b) * st;
+            __m512 vf = _mm512_setzero_ps();
 #pragma GCC unroll 8
             for (int r = 0; r < NR; r++) {
+                if (r == 0 || a->v[r] != a->v[r - 1])
+                    vf = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, (const char *)a->v[r] + off));
                 float ms = 1.0f, vs = e[r][b];
                 if ((is_max[r] >> b) & 1) {
                     ms = vs;

@@ -171,10 +171,10 @@ void attn_rows_f16_with(struct cpu_attn_rows_f16 *a, cpu_attn_dots_f16_fn dots,
     uint8_t is_max[CPU_ATTN_ROWS][ROWS_BLOCK]; /* position raised the max (e = ms) or not (vs) */
     for (int j0 = 0; j0 < a->n_pos; j0 += ROWS_BLOCK) {
         int nb = a->n_pos - j0 < ROWS_BLOCK ? a->n_pos - j0 : ROWS_BLOCK;
-        const char *kb = (const char *)a->k + (size_t)j0 * a->kv_stride;
-        const char *vb = (const char *)a->v + (size_t)j0 * a->kv_stride;
+        size_t off = (size_t)j0 * a->kv_stride;
         for (int r = 0; r < a->n_rows; r++) {
-            dots(a->q[r], (const uint16_t *)kb, a->kv_stride, a->n, e[r], nb);
+            dots(a->q[r], (const uint16_t *)((const char *)a->k[r] + off), a->kv_stride, a->n, e[r],
+                 nb);
             float m = a->m[r];
             for (int b = 0; b < nb; b++) {
                 float s = e[r][b] * a->scale;
@@ -190,8 +190,9 @@ void attn_rows_f16_with(struct cpu_attn_rows_f16 *a, cpu_attn_dots_f16_fn dots,
             exp_n(e[r], nb);
         }
         for (int b = 0; b < nb; b++) {
-            const uint16_t *vr = (const uint16_t *)(vb + (size_t)b * a->kv_stride);
             for (int r = 0; r < a->n_rows; r++) { /* rows in turn: their chains overlap */
+                const uint16_t *vr =
+                    (const uint16_t *)((const char *)a->v[r] + off + (size_t)b * a->kv_stride);
                 float ms = 1.0f, vs = 1.0f;
                 if (is_max[r][b]) {
                     ms = e[r][b];
