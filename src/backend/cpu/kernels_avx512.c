@@ -474,7 +474,7 @@ INLINE void attn_rows_small_avx512(struct cpu_attn_rows_f16 *a, const int NR, co
     float m[CPU_ATTN_ROWS], l[CPU_ATTN_ROWS];
     double qd[CPU_ATTN_ROWS][16];
     float e[CPU_ATTN_ROWS][SMALL_BLOCK];
-    uint64_t is_max[CPU_ATTN_ROWS];
+    uint8_t pos_max[SMALL_BLOCK]; /* bit r: the position raised row r's max */
     float kf[8][16];
     const __m256i kidx = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
 #pragma GCC unroll 8
@@ -520,10 +520,10 @@ INLINE void attn_rows_small_avx512(struct cpu_attn_rows_f16 *a, const int NR, co
          * sequential "s > m ? s : m", so the max has the reference's bits), then
          * is_max = s > P[b-1] and the argument m - s or s - m against P[b-1] */
         const __m512 ninf = _mm512_set1_ps(-INFINITY);
+        memset(pos_max, 0, sizeof(pos_max));
 #pragma GCC unroll 8
         for (int r = 0; r < NR; r++) {
             __m512 mv = _mm512_set1_ps(m[r]);
-            uint64_t bits = 0;
             for (int b = 0; b < nb; b += 16) {
                 __mmask16 lm = nb - b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nb - b)) - 1);
                 __m512 sv = _mm512_mask_loadu_ps(ninf, lm, &e[r][b]), q = sv;
@@ -536,21 +536,34 @@ INLINE void attn_rows_small_avx512(struct cpu_attn_rows_f16 *a, const int NR, co
                 __mmask16 mx = _mm512_mask_cmp_ps_mask(lm, sv, ex, _CMP_GT_OQ);
                 __m512 arg = _mm512_mask_sub_ps(_mm512_sub_ps(sv, ex), mx, ex, sv);
                 _mm512_mask_storeu_ps(&e[r][b], lm, attn_exp16(arg));
-                bits |= (uint64_t)mx << b;
+                __m128i pm = _mm_loadu_si128((const __m128i *)&pos_max[b]);
+                pm = _mm_mask_mov_epi8(pm, mx, _mm_or_si128(pm, _mm_set1_epi8((char)(1 << r))));
+                _mm_storeu_si128((__m128i *)&pos_max[b], pm);
                 mv = _mm512_permutexvar_ps(_mm512_set1_epi32(15), p);
             }
             m[r] = _mm512_cvtss_f32(mv);
-            is_max[r] = bits;
         }
         for (int b = 0; b < nb; b++) {
             size_t off = (size_t)(j0 + b) * st;
             __m512 vf = _mm512_setzero_ps();
+            if (pos_max[b] == 0) { /* no row's max moved (the usual case): ms = 1, l * 1 = l */
+#pragma GCC unroll 8
+                for (int r = 0; r < NR; r++) {
+                    if (r == 0 || a->v[r] != a->v[r - 1])
+                        vf = _mm512_cvtph_ps(
+                            _mm256_maskz_loadu_epi16(mk, (const char *)a->v[r] + off));
+                    float vs = e[r][b];
+                    acc[r] = round_f16(_mm512_fmadd_ps(vf, _mm512_set1_ps(vs), acc[r]));
+                    l[r] = l[r] + vs;
+                }
+                continue;
+            }
 #pragma GCC unroll 8
             for (int r = 0; r < NR; r++) {
                 if (r == 0 || a->v[r] != a->v[r - 1])
                     vf = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, (const char *)a->v[r] + off));
                 float ms = 1.0f, vs = e[r][b];
-                if ((is_max[r] >> b) & 1) {
+                if ((pos_max[b] >> r) & 1) {
                     ms = vs;
                     vs = 1.0f;
                     acc[r] = round_f16(_mm512_mul_ps(acc[r], _mm512_set1_ps(ms)));
