@@ -78,3 +78,86 @@ TEST(bench_table_and_errors) {
     EXPECT(bench_run_cmd("./hearth bench -m /nonexistent.gguf 2>&1", out, sizeof(out)) == 1);
     EXPECT_MSG(strstr(out, "nonexistent"), "got '%s'", out);
 }
+
+/* --spec none,ngram on stories260K after BOS: the model's own text repeats, so n-gram lookup
+ * drafts and is accepted, and greedy speculation reproduces plain greedy decoding. */
+TEST(bench_spec_ngram_identical_json) {
+    const char *m = test_model_path("stories/stories260K.gguf");
+    if (!m) SKIP_TEST("../shared/models/stories not found");
+    char cmd[8192];
+    static char out[1 << 16];
+    snprintf(cmd, sizeof(cmd),
+             "./hearth bench -m %s -p 0 -n 256 -r 2 -t 2 --bw-mib 16 --spec none,ngram --json "
+             "2>/dev/null",
+             m);
+    int rc = bench_run_cmd(cmd, out, sizeof(out));
+    ASSERT_MSG(rc == 0, "exit %d: '%s'", rc, out);
+    struct jm *j = jm_parse(out, strlen(out));
+    ASSERT_MSG(j && j->type == JM_ARR, "not a JSON array: '%s'", out);
+    ASSERT_MSG(j->len == 2, "%zu records: '%s'", j->len, out);
+    static const char *fields[] = {"n_gen",           "avg_ts",    "samples_ts", "spec_mode",
+                                   "draft_max",       "n_drafted", "n_accepted", "acceptance_rate",
+                                   "tokens_per_pass", "n_passes",  "identical"};
+    for (size_t i = 0; i < 2; i++)
+        for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++)
+            EXPECT_MSG(jm_get(jm_at(j, i), fields[f]) != NULL, "record %zu lacks %s", i, fields[f]);
+    const struct jm *none = jm_at(j, 0), *ng = jm_at(j, 1);
+    const struct jm *mode0 = jm_get(none, "spec_mode"), *mode1 = jm_get(ng, "spec_mode");
+    ASSERT(mode0 && mode1 && mode0->type == JM_STR && mode1->type == JM_STR);
+    EXPECT(!strcmp(mode0->str, "none") && !strcmp(mode1->str, "ngram"));
+    const struct jm *same = jm_get(ng, "identical"), *same0 = jm_get(none, "identical");
+    EXPECT_MSG(same && same->type == JM_BOOL && same->num == 1, "ngram output differs: '%s'", out);
+    EXPECT(same0 && same0->type == JM_NULL);
+    const struct jm *acc = jm_get(ng, "n_accepted"), *dr = jm_get(ng, "n_drafted");
+    const struct jm *rate = jm_get(ng, "acceptance_rate"), *per = jm_get(ng, "tokens_per_pass");
+    ASSERT(acc && dr && rate && per);
+    EXPECT_MSG(acc->num > 0 && dr->num >= acc->num, "accepted %g of %g", acc->num, dr->num);
+    EXPECT_NEAR(rate->num, acc->num / dr->num, 1e-3);
+    EXPECT_MSG(per->num > 1.0, "tokens per pass %g", per->num);
+    const struct jm *per0 = jm_get(none, "tokens_per_pass"), *dr0 = jm_get(none, "n_drafted");
+    EXPECT(per0 && per0->num == 1.0 && dr0 && dr0->num == 0);
+    const struct jm *ts = jm_get(ng, "avg_ts"), *ng1 = jm_get(ng, "n_gen");
+    EXPECT(ts && ts->num > 0 && ng1 && ng1->num == 256);
+    jm_free(j);
+
+    /* the table: a row per mode and the identity line */
+    snprintf(cmd, sizeof(cmd),
+             "./hearth bench -m %s -p 0 -n 64 -r 1 -t 1 --bw-mib 16 --spec none,ngram --prompt "
+             "'Once upon a time' 2>&1",
+             m);
+    rc = bench_run_cmd(cmd, out, sizeof(out));
+    ASSERT_MSG(rc == 0, "exit %d: '%s'", rc, out);
+    EXPECT_MSG(strstr(out, "| ngram |") && strstr(out, "| none  |"), "no mode rows: '%s'", out);
+    EXPECT_MSG(strstr(out, "ngram output identical to plain greedy"), "no identity line: '%s'",
+               out);
+}
+
+/* Bad speculation options: one line on stderr naming the problem, exit code 1. */
+TEST(bench_spec_bad_values) {
+    const char *m = test_model_path("stories/stories260K.gguf");
+    if (!m) SKIP_TEST("../shared/models/stories not found");
+    static const struct {
+        const char *args, *expect;
+    } cases[] = {
+        {"--spec bogus", "--spec"},
+        {"--spec none,bogus", "--spec"},
+        {"--spec ngram,ngram", "--spec"},
+        {"--draft-max 0", "--draft-max"},
+        {"--draft-max -2", "--draft-max"},
+        {"--draft-max 65", "--draft-max"},
+        {"--spec draft", "--draft-model"},
+        {"--spec none,draft", "--draft-model"},
+        {"--spec mtp", "MTP"},
+    };
+    char cmd[8192];
+    static char out[1 << 14];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(cmd, sizeof(cmd), "./hearth bench -m %s -p 0 -n 4 -r 1 -t 1 --bw-mib 0 %s 2>&1", m,
+                 cases[i].args);
+        int rc = bench_run_cmd(cmd, out, sizeof(out));
+        EXPECT_MSG(rc == 1, "%s: exit %d", cases[i].args, rc);
+        EXPECT_MSG(strstr(out, cases[i].expect) != NULL, "%s: '%s'", cases[i].args, out);
+        const char *nl = strchr(out, '\n');
+        EXPECT_MSG(nl && nl[1] == 0, "%s: not one line: '%s'", cases[i].args, out);
+    }
+}

@@ -144,7 +144,8 @@ TEST(kernels_tables_complete) {
             EXPECT_MSG(k->from_float[tr->vec_dot_type] && k->to_float[t], "%s: %s conversions",
                        k->name, tr->name);
         }
-        EXPECT(k->attn_dot_f16 && k->attn_mad_f16 && k->attn_scale_f16 && k->attn_dots_f16);
+        EXPECT(k->attn_dot_f16 && k->attn_mad_f16 && k->attn_scale_f16 && k->attn_dots_f16 &&
+               k->attn_rows_f16);
     }
 }
 
@@ -383,8 +384,8 @@ TEST(kernels_attention_f16_bit_identical) {
     int nk = tables(ks);
     enum { N = 1000 };
     uint16_t q[N + 3], k[N + 3], v[N + 3], acc_a[N + 3], acc_b[N + 3];
-    static uint16_t keys[7 * (N + 5)];
-    const int64_t lens[] = {0, 1, 15, 16, 17, 63, 64, 65, 128, 200, 576, N};
+    static uint16_t keys[11 * (N + 5)];
+    const int64_t lens[] = {0, 1, 8, 15, 16, 17, 63, 64, 65, 128, 200, 576, N};
     g_state = 16;
     for (int ik = 0; ik < nk; ik++)
         for (size_t il = 0; il < sizeof(lens) / sizeof(lens[0]); il++)
@@ -400,10 +401,10 @@ TEST(kernels_attention_f16_bit_identical) {
                       db = ks[ik]->attn_dot_f16(q + 1, k + 1, n);
                 EXPECT_MSG(same_bits(da, db), "%s attn_dot_f16 n=%lld: %.9g vs %.9g", ks[ik]->name,
                            (long long)n, db, da);
-                float dots_a[7], dots_b[7]; /* 7 keys, rows N + 5 apart */
-                for (int i = 0; i < 7 * (N + 5); i++) keys[i] = fp32_to_fp16(rng_gauss());
-                sc->attn_dots_f16(q + 1, keys + 1, (N + 5) * 2, n, dots_a, 7);
-                ks[ik]->attn_dots_f16(q + 1, keys + 1, (N + 5) * 2, n, dots_b, 7);
+                float dots_a[11], dots_b[11]; /* 11 keys (a block of 8 + 3), rows N + 5 apart */
+                for (int i = 0; i < 11 * (N + 5); i++) keys[i] = fp32_to_fp16(rng_gauss());
+                sc->attn_dots_f16(q + 1, keys + 1, (N + 5) * 2, n, dots_a, 11);
+                ks[ik]->attn_dots_f16(q + 1, keys + 1, (N + 5) * 2, n, dots_b, 11);
                 EXPECT_MSG(!memcmp(dots_a, dots_b, sizeof(dots_a)), "%s attn_dots_f16 n=%lld",
                            ks[ik]->name, (long long)n);
                 float s = rep == 0 ? 0.7f : rep == 1 ? 1e-3f : 3.0f;
@@ -490,4 +491,120 @@ TEST(kernels_expf_ggml_close_to_exp) {
         if (d > worst) worst = d;
     }
     EXPECT_MSG(worst < 4 * 1.2e-7, "max relative error %g", worst);
+}
+
+/* attn_exp_ref against libm's expf over the arguments attention gives it (x <= 0). */
+TEST(kernels_attn_exp_accuracy) {
+    EXPECT(attn_exp_ref(0.0f) == 1.0f && attn_exp_ref(-0.0f) == 1.0f);
+    EXPECT(attn_exp_ref(-INFINITY) == 0.0f && attn_exp_ref(NAN) == 0.0f);
+    EXPECT(attn_exp_ref(-100.0f) == 0.0f);
+    double worst = 0;
+    for (int i = 0; i <= 200000; i++) {
+        float x = -87.0f * (float)i / 200000.0f;
+        double want = exp((double)x), got = attn_exp_ref(x);
+        double ulp = ldexp(1.0, ilogb(want) - 23);
+        double err = fabs(got - want) / ulp;
+        if (err > worst) worst = err;
+    }
+    printf("  attn_exp_ref: max error %.2f ulp over [-87, 0]\n", worst);
+    EXPECT_MSG(worst < 2.0, "attn_exp_ref max error %.2f ulp", worst);
+}
+
+/* One job of attn_rows_f16 on random data: rows with their own state (the first with a finite
+ * max, the rest fresh), keys and values rows kv_stride apart, all at an odd address. */
+struct rows_case {
+    uint16_t *q, *acc, *kv; /* n_rows * n, n_rows * n, 2 * n_pos * stride elements */
+    float m[CPU_ATTN_ROWS], l[CPU_ATTN_ROWS];
+};
+
+static void rows_job(struct cpu_attn_rows_f16 *job, uint16_t *q, uint16_t *acc, const uint16_t *kv,
+                     const float *m, const float *l, int64_t n, int n_rows, int n_pos, int stride) {
+    memset(job, 0, sizeof(*job));
+    for (int r = 0; r < n_rows; r++) { /* rows 0..n/2 on one KV head, the rest on the next */
+        size_t head = r <= n_rows / 2 ? 0 : (size_t)n;
+        job->k[r] = kv + head;
+        job->v[r] = kv + (size_t)n_pos * stride + head;
+    }
+    job->kv_stride = (size_t)stride * 2;
+    job->n = n;
+    job->n_pos = n_pos;
+    job->n_rows = n_rows;
+    job->scale = 1.0f / sqrtf((float)n);
+    for (int r = 0; r < n_rows; r++) {
+        job->q[r] = q + r * n;
+        job->acc[r] = acc + r * n;
+        job->m[r] = m[r];
+        job->l[r] = l[r];
+    }
+}
+
+TEST(kernels_attn_rows_f16_bit_identical) {
+    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    int nk = tables(ks);
+    const int64_t dims[] = {4, 8, 12, 16, 24, 64, 128};
+    const int rows[] = {1, 2, 3, 8}, poss[] = {0, 1, 7, 67, 150};
+    g_state = 77;
+    for (size_t id = 0; id < sizeof(dims) / sizeof(dims[0]); id++)
+        for (size_t ir = 0; ir < sizeof(rows) / sizeof(rows[0]); ir++)
+            for (size_t ip = 0; ip < sizeof(poss) / sizeof(poss[0]); ip++) {
+                int64_t n = dims[id];
+                int nr = rows[ir], np = poss[ip], stride = (int)n * 3 + 1; /* 3 heads + 1 */
+                size_t nq = (size_t)nr * (size_t)n, nkv = 2 * (size_t)np * (size_t)stride + 1;
+                uint16_t *q = mem_alloc((nq + 1) * 2), *acc0 = mem_alloc((nq + 1) * 2);
+                uint16_t *acc_a = mem_alloc((nq + 1) * 2), *acc_b = mem_alloc((nq + 1) * 2);
+                uint16_t *kv = mem_alloc((nkv + 1) * 2);
+                ASSERT(q && acc0 && acc_a && acc_b && kv);
+                float qs = ip % 2 ? 8.0f : 1.0f; /* sharp and flat softmaxes */
+                for (size_t i = 0; i < nq + 1; i++) {
+                    q[i] = fp32_to_fp16(rng_gauss() * qs);
+                    acc0[i] = fp32_to_fp16(rng_gauss());
+                }
+                for (size_t i = 0; i < nkv + 1; i++) kv[i] = fp32_to_fp16(rng_gauss());
+                float m[CPU_ATTN_ROWS], l[CPU_ATTN_ROWS];
+                for (int r = 0; r < CPU_ATTN_ROWS; r++) {
+                    m[r] = r == 0 ? 0.5f : -INFINITY;
+                    l[r] = r == 0 ? 2.0f : 0.0f;
+                    if (r > 0 && r < nr)
+                        for (int64_t i = 0; i < n; i++) acc0[1 + (size_t)r * n + i] = 0;
+                }
+                struct cpu_attn_rows_f16 ja, jb;
+                memcpy(acc_a, acc0, (nq + 1) * 2);
+                rows_job(&ja, q + 1, acc_a + 1, kv + 1, m, l, n, nr, np, stride);
+                sc->attn_rows_f16(&ja);
+                for (int ik = 0; ik < nk; ik++) {
+                    memcpy(acc_b, acc0, (nq + 1) * 2);
+                    rows_job(&jb, q + 1, acc_b + 1, kv + 1, m, l, n, nr, np, stride);
+                    ks[ik]->attn_rows_f16(&jb);
+                    EXPECT_MSG(!memcmp(acc_a, acc_b, (nq + 1) * 2) &&
+                                   !memcmp(ja.m, jb.m, sizeof(ja.m)) &&
+                                   !memcmp(ja.l, jb.l, sizeof(ja.l)),
+                               "%s attn_rows_f16 n=%lld rows=%d positions=%d", ks[ik]->name,
+                               (long long)n, nr, np);
+                    /* one row alone, and the positions in two calls: the same bits */
+                    if (nr > 1 && np > 1) {
+                        memcpy(acc_b, acc0, (nq + 1) * 2);
+                        int r = nr - 1, cut = np / 3;
+                        rows_job(&jb, q + 1 + (size_t)r * n, acc_b + 1 + (size_t)r * n, kv + 1,
+                                 m + r, l + r, n, 1, np, stride);
+                        jb.k[0] = ja.k[r];
+                        jb.v[0] = ja.v[r];
+                        jb.n_pos = cut;
+                        ks[ik]->attn_rows_f16(&jb);
+                        jb.k[0] = ja.k[r] + (size_t)cut * (size_t)stride;
+                        jb.v[0] = ja.v[r] + (size_t)cut * (size_t)stride;
+                        jb.n_pos = np - cut;
+                        ks[ik]->attn_rows_f16(&jb);
+                        EXPECT_MSG(!memcmp(acc_a + 1 + (size_t)r * n, acc_b + 1 + (size_t)r * n,
+                                           (size_t)n * 2) &&
+                                       same_bits(ja.m[r], jb.m[0]) && same_bits(ja.l[r], jb.l[0]),
+                                   "%s attn_rows_f16 row alone n=%lld rows=%d positions=%d",
+                                   ks[ik]->name, (long long)n, nr, np);
+                    }
+                }
+                mem_free(q);
+                mem_free(acc0);
+                mem_free(acc_a);
+                mem_free(acc_b);
+                mem_free(kv);
+            }
 }

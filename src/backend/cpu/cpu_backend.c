@@ -801,85 +801,62 @@ static void cpu_kv_store(struct backend *be, void *k_cache, void *v_cache, enum 
 /* ---- F16 cache ----
  * The arithmetic of llama.cpp's CPU flash attention, so logits agree with it to float rounding:
  * the query is rounded to f16 (to dot with f16 keys), scores are f16 products summed in f32
- * (attn_dot_f16's order, attn_dots_f16 for a block of positions), and the running value sum is
- * kept in f16, rounded after every update
- * (attn_scale_f16 when the max moves, attn_mad_f16 per position).
+ * (attn_dot_f16's order), and the running value sum is kept in f16, rounded after every update
+ * (attn_scale_f16 when the max moves, attn_mad_f16 per position); the exps are attn_exp's.
  *
  * That last step is a chain: each position's update of a row reads the previous one, so one
- * row alone runs at the latency of load, convert, fma, convert, store per position. A group of
- * up to ATTN_GROUP rows that read the same K/V head (the heads of a GQA group, then neighbouring
- * tokens) therefore advances together: per position, each row's update in turn, so the chains
- * overlap. Positions go in blocks of ATTN_BLOCK: first every row's scores for the block, then
- * the running maxima and one expf per position (independent calls, which pipeline), then the
- * updates. Each row still sees exactly the operations, values and order of a row computed
- * alone, which keeps a row's result independent of its batch. */
+ * row alone runs at the latency of convert, fma, convert per position. A group of up to
+ * ATTN_GROUP rows that read the same K/V head (the heads of a GQA group, then neighbouring
+ * tokens) therefore advances together through the kernel table's attn_rows_f16, which
+ * interleaves the rows' chains (in registers for short heads). Rows come longest first, so the
+ * positions split into segments that a prefix of the rows sees: [0, shortest n_kv) with every
+ * row, then one more segment per shorter row left. Each row still sees exactly the operations,
+ * values and order of a row computed alone, which keeps a row's result independent of its
+ * batch. */
 
-#define ATTN_BLOCK 64 /* positions per block */
-#define ATTN_GROUP 8  /* rows advanced together */
+#define ATTN_GROUP CPU_ATTN_ROWS /* rows advanced together */
 
 struct attn_row {
-    const float *q;             /* [head_dim] */
-    float *o;                   /* [head_dim] */
-    int n_kv;                   /* positions this row attends to */
-    float m, l;                 /* running max and sum */
-    uint16_t *qh;               /* [head_dim] f16 query */
-    uint16_t *acc;              /* [head_dim] f16 running value sum */
-    float e[ATTN_BLOCK];        /* the block's exp arguments, then exps */
-    uint8_t is_max[ATTN_BLOCK]; /* position raised the max (e = ms) or not (e = vs) */
+    const float *q; /* [head_dim] */
+    float *o;       /* [head_dim] */
+    int n_kv;       /* positions this row attends to */
+    int g;          /* its KV head */
+    uint16_t *qh;   /* [head_dim] f16 query */
+    uint16_t *acc;  /* [head_dim] f16 running value sum */
 };
 
-static void attention_f16_rows(const struct attn_args *a, const struct cpu_kernels *kern, int g,
+static void attention_f16_rows(const struct attn_args *a, const struct cpu_kernels *kern,
                                size_t row_bytes, struct attn_row *rows, int nr) {
-    int hd = a->head_dim, n_max = 0;
-    const char *kbase = (const char *)a->k + (size_t)g * hd * sizeof(uint16_t);
-    const char *vbase = (const char *)a->v + (size_t)g * hd * sizeof(uint16_t);
+    int hd = a->head_dim;
+    const char *kbase = (const char *)a->k, *vbase = (const char *)a->v;
+    struct cpu_attn_rows_f16 job;
+    memset(&job, 0, sizeof(job));
+    job.kv_stride = row_bytes;
+    job.n = hd;
+    job.scale = a->scale;
     for (int r = 0; r < nr; r++) {
+        CHECK(r == 0 || rows[r].n_kv <= rows[r - 1].n_kv);
         kern->from_float[DTYPE_F16](rows[r].q, rows[r].qh, hd);
         memset(rows[r].acc, 0, (size_t)hd * sizeof(uint16_t));
-        rows[r].m = -INFINITY;
-        rows[r].l = 0;
-        if (rows[r].n_kv > n_max) n_max = rows[r].n_kv;
+        job.q[r] = rows[r].qh;
+        job.acc[r] = rows[r].acc;
+        job.m[r] = -INFINITY;
+        job.l[r] = 0;
     }
-    for (int j0 = 0; j0 < n_max; j0 += ATTN_BLOCK) {
-        int nb_max = 0;
-        for (int r = 0; r < nr; r++) {
-            struct attn_row *w = &rows[r];
-            int nb = (int)min64(w->n_kv - j0, ATTN_BLOCK);
-            if (nb <= 0) continue;
-            kern->attn_dots_f16(w->qh, (const uint16_t *)(kbase + (size_t)j0 * row_bytes),
-                                row_bytes, hd, w->e, nb);
-            for (int b = 0; b < nb; b++) {
-                float s = w->e[b] * a->scale;
-                w->is_max[b] = s > w->m;
-                if (w->is_max[b]) { /* ms = expf(m_old - s): 0 on the first position */
-                    w->e[b] = w->m - s;
-                    w->m = s;
-                } else { /* vs = expf(s - m) */
-                    w->e[b] = s - w->m;
-                }
-            }
-            for (int b = 0; b < nb; b++) w->e[b] = expf(w->e[b]);
-            if (nb > nb_max) nb_max = nb;
+    for (int na = nr, p = 0; na > 0; na--) { /* rows [0, na) see positions [p, n_kv of row na-1) */
+        int end = rows[na - 1].n_kv;
+        if (end <= p) continue;
+        for (int r = 0; r < na; r++) {
+            job.k[r] = (const uint16_t *)(kbase + (size_t)p * row_bytes) + (size_t)rows[r].g * hd;
+            job.v[r] = (const uint16_t *)(vbase + (size_t)p * row_bytes) + (size_t)rows[r].g * hd;
         }
-        for (int b = 0; b < nb_max; b++) {
-            const uint16_t *vr = (const uint16_t *)(vbase + (size_t)(j0 + b) * row_bytes);
-            for (int r = 0; r < nr; r++) {
-                struct attn_row *w = &rows[r];
-                if (j0 + b >= w->n_kv) continue;
-                float ms = 1.0f, vs = 1.0f;
-                if (w->is_max[b]) {
-                    ms = w->e[b];
-                    kern->attn_scale_f16(w->acc, ms, hd);
-                } else {
-                    vs = w->e[b];
-                }
-                kern->attn_mad_f16(w->acc, vr, vs, hd);
-                w->l = w->l * ms + vs;
-            }
-        }
+        job.n_pos = end - p;
+        job.n_rows = na;
+        kern->attn_rows_f16(&job);
+        p = end;
     }
     for (int r = 0; r < nr; r++) {
-        float inv = rows[r].l > 0 ? 1.0f / rows[r].l : 0.0f;
+        float inv = job.l[r] > 0 ? 1.0f / job.l[r] : 0.0f;
         kern->to_float[DTYPE_F16](rows[r].acc, rows[r].o, hd);
         for (int i = 0; i < hd; i++) rows[r].o[i] *= inv;
     }
@@ -937,13 +914,18 @@ struct attn_task_args {
     const struct attn_args *a;
     const struct cpu_kernels *kern;
     char *work;           /* per thread: attn_thread_scratch(head_dim) bytes */
-    int64_t units_per_kv; /* units of one KV head */
+    int64_t units_per_kv; /* units of one KV head (unit_rows 0) */
+    int unit_rows;        /* > 0: units are this many consecutive rows of all the heads */
     struct claim c;       /* units */
 };
 
 /* Rows of KV head g in the order (token descending, head of the group): row i of the head is
  * token n_tokens - 1 - i / group, head g * group + i % group. Units are ATTN_GROUP consecutive
- * rows of one KV head; the latest tokens (the longest rows) come first. */
+ * rows of one KV head (which share the transposed keys of the short-head kernels); the latest
+ * tokens (the longest rows) come first. When a KV head has fewer rows than that (decoding), the
+ * rows of all heads in the order (token descending, head) instead, row i is token
+ * n_tokens - 1 - i / n_head, head i % n_head, cut into units of unit_rows: other KV heads' rows
+ * keep the chains overlapping. */
 static void attention_task(void *p, int ith, int nth) {
     struct attn_task_args *ta = p;
     const struct attn_args *a = ta->a;
@@ -961,22 +943,34 @@ static void attention_task(void *p, int ith, int nth) {
     int64_t lo, hi;
     while (claim_next(&ta->c, &lo, &hi)) {
         for (int64_t u = lo; u < hi; u++) {
-            int g = (int)(u / ta->units_per_kv);
-            int64_t i0 = (u % ta->units_per_kv) * ATTN_GROUP;
-            int nr = (int)min64(ATTN_GROUP, rows_per_kv - i0);
+            int nr, g0, per_tok; /* rows, first KV head, rows per token in the order */
+            int64_t i0;
+            if (ta->unit_rows > 0) {
+                g0 = 0;
+                per_tok = a->n_head;
+                i0 = u * ta->unit_rows;
+                nr = (int)min64(ta->unit_rows, (int64_t)a->n_tokens * a->n_head - i0);
+            } else {
+                g0 = (int)(u / ta->units_per_kv);
+                per_tok = group;
+                i0 = (u % ta->units_per_kv) * ATTN_GROUP;
+                nr = (int)min64(ATTN_GROUP, rows_per_kv - i0);
+            }
             for (int r = 0; r < nr; r++) {
-                int it = a->n_tokens - 1 - (int)((i0 + r) / group);
-                int h = g * group + (int)((i0 + r) % group);
+                int64_t i = i0 + r;
+                int it = a->n_tokens - 1 - (int)(i / per_tok);
+                int h = g0 * group + (int)(i % per_tok), g = h / group;
                 rows[r].q = a->q + (int64_t)it * a->q_stride + (int64_t)h * hd;
                 rows[r].o = a->out + (int64_t)it * a->n_head * hd + (int64_t)h * hd;
                 rows[r].n_kv = a->pos0 + it + 1;
+                rows[r].g = g;
             }
             if (a->kv_type == DTYPE_F16) {
-                attention_f16_rows(a, ta->kern, g, row_bytes, rows, nr);
+                attention_f16_rows(a, ta->kern, row_bytes, rows, nr);
             } else {
                 for (int r = 0; r < nr; r++)
-                    attention_f32_row(a, rows[r].q, g, rows[r].n_kv, row_bytes, ta->kern, b0, b1,
-                                      acc, rows[r].o);
+                    attention_f32_row(a, rows[r].q, rows[r].g, rows[r].n_kv, row_bytes, ta->kern,
+                                      b0, b1, acc, rows[r].o);
             }
         }
     }
@@ -985,15 +979,21 @@ static void attention_task(void *p, int ith, int nth) {
 static void cpu_attention(struct backend *be, const struct attn_args *a) {
     struct cpu_ctx *c = ctx_of(be);
     CHECK(a->n_head % a->n_head_kv == 0 && a->head_dim > 0);
-    CHECK(a->kv_type != DTYPE_F16 ||
-          (c->kern->attn_dots_f16 && c->kern->attn_mad_f16 && c->kern->attn_scale_f16));
+    CHECK(a->kv_type != DTYPE_F16 || c->kern->attn_rows_f16);
     struct attn_task_args ta;
     ta.a = a;
     ta.kern = c->kern;
     ta.work = work_get(c, (size_t)c->n_threads * attn_thread_scratch(a->head_dim));
     int64_t rows_per_kv = (int64_t)a->n_tokens * (a->n_head / a->n_head_kv);
     ta.units_per_kv = (rows_per_kv + ATTN_GROUP - 1) / ATTN_GROUP;
-    claim_init(&ta.c, ta.units_per_kv * a->n_head_kv, c->n_threads, 1);
+    ta.unit_rows = 0;
+    int64_t n_units = ta.units_per_kv * a->n_head_kv;
+    if (a->n_tokens == 1 && rows_per_kv < ATTN_GROUP) { /* decoding: a unit per thread */
+        int64_t total = (int64_t)a->n_tokens * a->n_head;
+        ta.unit_rows = (int)min64(ATTN_GROUP, (total + c->n_threads - 1) / c->n_threads);
+        n_units = (total + ta.unit_rows - 1) / ta.unit_rows;
+    }
+    claim_init(&ta.c, n_units, c->n_threads, 1);
     ta.c.chunk = 1; /* units are big and uneven (causal): one per claim */
     threadpool_run_dynamic(c->pool, attention_task, &ta);
 }

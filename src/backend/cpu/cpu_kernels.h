@@ -64,6 +64,31 @@ typedef void (*cpu_attn_dots_f16_fn)(const uint16_t *q, const uint16_t *k, size_
 typedef void (*cpu_swiglu_fn)(const float *gate, const float *up, float *out, int64_t n);
 typedef void (*cpu_silu_fn)(const float *x, float *out, int64_t n);
 typedef void (*cpu_rope_pairs_fn)(float *x, const float *cs, const float *sn, int n, int half);
+/* The whole online-softmax update of an F16-cache attention for a group of rows over a block of
+ * positions (the heads of a GQA group, neighbouring tokens, other KV heads of one token). For
+ * each row r, independently, and each position j < n_pos in order, with kj = k[r] + j *
+ * kv_stride bytes and vj = v[r] + j * kv_stride bytes:
+ *   s = attn_dot_f16(q[r], kj, n) * scale
+ *   s > m[r]:  ms = attn_exp(m[r] - s), m[r] = s, attn_scale_f16(acc[r], ms), vs = 1
+ *   otherwise: ms = 1, vs = attn_exp(s - m[r])
+ *   attn_mad_f16(acc[r], vj, vs), l[r] = l[r] * ms + vs
+ * Each row's result depends only on its own query and state (never on the other rows or on how
+ * the positions are cut into blocks), and every table computes attn_rows_f16_ref's bits. */
+#define CPU_ATTN_ROWS 8 /* most rows of one attn_rows_f16 call */
+struct cpu_attn_rows_f16 {
+    const uint16_t *k[CPU_ATTN_ROWS]; /* each row's first key of the block (n elements); rows
+                                         of one KV head come together and share it */
+    const uint16_t *v[CPU_ATTN_ROWS]; /* each row's first value, likewise */
+    size_t kv_stride;                 /* bytes from one position to the next (k and v) */
+    int64_t n;                        /* head_dim, >= 1 */
+    int n_pos;                        /* positions in the block, >= 0; every row sees all */
+    int n_rows;                       /* 1..CPU_ATTN_ROWS */
+    float scale;                      /* score scale */
+    const uint16_t *q[CPU_ATTN_ROWS]; /* [n] f16 query of each row */
+    uint16_t *acc[CPU_ATTN_ROWS];     /* [n] f16 running value sum, in and out */
+    float m[CPU_ATTN_ROWS], l[CPU_ATTN_ROWS]; /* running max and sum, in and out */
+};
+typedef void (*cpu_attn_rows_f16_fn)(struct cpu_attn_rows_f16 *a);
 
 struct cpu_kernels {
     const char *name;                          /* "scalar", "avx2", "avx512" */
@@ -84,6 +109,7 @@ struct cpu_kernels {
     cpu_swiglu_fn swiglu;
     cpu_silu_fn silu;
     cpu_rope_pairs_fn rope_pairs;
+    cpu_attn_rows_f16_fn attn_rows_f16;
 };
 
 enum cpu_isa { CPU_ISA_SCALAR = 0, CPU_ISA_AVX2 = 1, CPU_ISA_AVX512 = 2 };
@@ -146,5 +172,28 @@ float expf_ggml_ref(float x);
 void swiglu_ref(const float *gate, const float *up, float *out, int64_t n);
 void silu_ref(const float *x, float *out, int64_t n);
 void rope_pairs_ref(float *x, const float *cs, const float *sn, int n, int half);
+/* The attention's exp: e^x for x <= 0 (the only arguments it takes), within ~1 ulp of expf, in a
+ * fixed operation order that the SIMD twins repeat lane by lane: 0 for x < -87 or NaN, x clamped
+ * to 88; n = x * log2(e) rounded to nearest even (one fma with 1.5 * 2^23), r = x - n * ln2 in two
+ * fmas (ATTN_EXP_LN2_HI, _LO), p = Horner's rule over the Taylor coefficients 1/7! .. 1/1!, 1 in
+ * fmas, result p * 2^n. */
+#define ATTN_EXP_LOG2E  1.44269504088896341f
+#define ATTN_EXP_MAGIC  12582912.0f /* 1.5 * 2^23 */
+#define ATTN_EXP_LN2_HI 0.693145751953125f
+#define ATTN_EXP_LN2_LO 1.42860682030941723212e-6f
+#define ATTN_EXP_C7     1.98412698412698412526e-4f /* 1/5040 */
+#define ATTN_EXP_C6     1.38888888888888894189e-3f /* 1/720 */
+#define ATTN_EXP_C5     8.33333333333333321769e-3f /* 1/120 */
+#define ATTN_EXP_C4     4.16666666666666643537e-2f /* 1/24 */
+#define ATTN_EXP_C3     1.66666666666666657415e-1f /* 1/6 */
+#define ATTN_EXP_C2     0.5f
+float attn_exp_ref(float x);
+/* The fused update in plain C over the given helpers (attn_rows_f16_ref passes the references);
+ * exp_n(x, n) replaces x[i] by attn_exp(x[i]) for i < n. The SIMD tables use it for heads over
+ * their register paths, with their own helpers, which give the references' bits. */
+void attn_rows_f16_with(struct cpu_attn_rows_f16 *a, cpu_attn_dots_f16_fn dots,
+                        cpu_attn_mad_f16_fn mad, cpu_attn_scale_f16_fn scale,
+                        void (*exp_n)(float *x, int n));
+void attn_rows_f16_ref(struct cpu_attn_rows_f16 *a);
 
 #endif

@@ -240,6 +240,164 @@ static void attn_scale_f16_avx2(uint16_t *acc, float s, int64_t n) {
     for (; i < n; i++) acc[i] = fp32_to_fp16(f16_to_f32(acc[i]) * s);
 }
 
+/* ---- the fused update (attn_rows_f16_ref) ---- */
+
+/* attn_exp_ref on 8 lanes: the same fmas in the same order. */
+INLINE __m256 attn_exp8(__m256 x) {
+    __m256 live = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_GE_OQ);
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));
+    __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(ATTN_EXP_LOG2E), _mm256_set1_ps(ATTN_EXP_MAGIC));
+    __m256 nf = _mm256_sub_ps(t, _mm256_set1_ps(ATTN_EXP_MAGIC));
+    __m256 r = _mm256_fmadd_ps(nf, _mm256_set1_ps(-ATTN_EXP_LN2_HI), x);
+    r = _mm256_fmadd_ps(nf, _mm256_set1_ps(-ATTN_EXP_LN2_LO), r);
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(ATTN_EXP_C7), r, _mm256_set1_ps(ATTN_EXP_C6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(ATTN_EXP_C5));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(ATTN_EXP_C4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(ATTN_EXP_C3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(ATTN_EXP_C2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i n = _mm256_sub_epi32(_mm256_castps_si256(t),
+                                 _mm256_castps_si256(_mm256_set1_ps(ATTN_EXP_MAGIC)));
+    __m256 two_n =
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23));
+    return _mm256_and_ps(_mm256_mul_ps(p, two_n), live);
+}
+
+static void attn_exp_n_avx2(float *x, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, attn_exp8(_mm256_loadu_ps(x + i)));
+    for (; i < n; i++) x[i] = attn_exp_ref(x[i]);
+}
+
+INLINE __m256 round_f16(__m256 x) {
+    return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+#define SMALL_BLOCK 64 /* positions per block of the register path */
+
+/* Heads of 8 elements: each row's accumulator lives in a register for the whole call and NR rows
+ * go in turn per position so their chains overlap. Scores of 4 keys at a time: the keys
+ * transposed to 4 double lanes per element, then per row one double fma per element in element
+ * order (the f16 products are exact, so fma == add of the product, as attn_dot_f16_ref adds them
+ * in double for n < 64). */
+INLINE void attn_rows_8_avx2(struct cpu_attn_rows_f16 *a, const int NR) {
+    const size_t st = a->kv_stride;
+    __m256 acc[CPU_ATTN_ROWS];
+    float m[CPU_ATTN_ROWS], l[CPU_ATTN_ROWS];
+    double qd[CPU_ATTN_ROWS][8];
+    float e[CPU_ATTN_ROWS][SMALL_BLOCK];
+    uint64_t is_max[CPU_ATTN_ROWS];
+    float kf[4][8];
+    const __m128i kidx = _mm_setr_epi32(0, 8, 16, 24);
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) {
+        acc[r] = load_f16x8(a->acc[r]);
+        m[r] = a->m[r];
+        l[r] = a->l[r];
+        for (int i = 0; i < 8; i++) qd[r][i] = (double)f16_to_f32(a->q[r][i]);
+    }
+    for (int j0 = 0; j0 < a->n_pos; j0 += SMALL_BLOCK) {
+        int nb = a->n_pos - j0 < SMALL_BLOCK ? a->n_pos - j0 : SMALL_BLOCK;
+        for (int b0 = 0; b0 < nb; b0 += 4) {
+            int nk = nb - b0 < 4 ? nb - b0 : 4;
+            __m256d kt[8];
+            for (int i = 0; i < 8; i++) kt[i] = _mm256_setzero_pd();
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                if (r == 0 || a->k[r] != a->k[r - 1]) { /* a new KV head: its keys transposed */
+                    const char *kb = (const char *)a->k[r] + (size_t)(j0 + b0) * st;
+                    for (int c = 0; c < 4; c++)
+                        _mm256_storeu_ps(kf[c], c < nk ? load_f16x8(kb + (size_t)c * st)
+                                                       : _mm256_setzero_ps());
+                    for (int i = 0; i < 8; i++)
+                        kt[i] = _mm256_cvtps_pd(_mm_i32gather_ps(&kf[0][i], kidx, 4));
+                }
+                __m256d sum = _mm256_setzero_pd();
+                for (int i = 0; i < 8; i++)
+                    sum = _mm256_fmadd_pd(_mm256_set1_pd(qd[r][i]), kt[i], sum);
+                __m128 sc = _mm_mul_ps(_mm256_cvtpd_ps(sum), _mm_set1_ps(a->scale));
+                _mm_storeu_ps(&e[r][b0], sc);
+            }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; r++) {
+            float mm = m[r];
+            uint64_t bits = 0;
+            for (int b = 0; b < nb; b++) {
+                float s = e[r][b];
+                if (s > mm) {
+                    e[r][b] = mm - s;
+                    mm = s;
+                    bits |= (uint64_t)1 << b;
+                } else {
+                    e[r][b] = s - mm;
+                }
+            }
+            m[r] = mm;
+            is_max[r] = bits;
+            attn_exp_n_avx2(e[r], nb);
+        }
+        for (int b = 0; b < nb; b++) {
+            size_t off = (size_t)(j0 + b) * st;
+            __m256 vf = _mm256_setzero_ps();
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                if (r == 0 || a->v[r] != a->v[r - 1]) vf = load_f16x8((const char *)a->v[r] + off);
+                float ms = 1.0f, vs = e[r][b];
+                if ((is_max[r] >> b) & 1) {
+                    ms = vs;
+                    vs = 1.0f;
+                    acc[r] = round_f16(_mm256_mul_ps(acc[r], _mm256_set1_ps(ms)));
+                }
+                acc[r] = round_f16(_mm256_fmadd_ps(vf, _mm256_set1_ps(vs), acc[r]));
+                l[r] = l[r] * ms + vs;
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) {
+        _mm_storeu_si128((__m128i *)a->acc[r],
+                         _mm256_cvtps_ph(acc[r], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        a->m[r] = m[r];
+        a->l[r] = l[r];
+    }
+}
+
+static void attn_rows_f16_avx2(struct cpu_attn_rows_f16 *a) {
+    if (a->n != 8) {
+        attn_rows_f16_with(a, attn_dots_f16_avx2, attn_mad_f16_avx2, attn_scale_f16_avx2,
+                           attn_exp_n_avx2);
+        return;
+    }
+    switch (a->n_rows) {
+    case 1:
+        attn_rows_8_avx2(a, 1);
+        break;
+    case 2:
+        attn_rows_8_avx2(a, 2);
+        break;
+    case 3:
+        attn_rows_8_avx2(a, 3);
+        break;
+    case 4:
+        attn_rows_8_avx2(a, 4);
+        break;
+    case 5:
+        attn_rows_8_avx2(a, 5);
+        break;
+    case 6:
+        attn_rows_8_avx2(a, 6);
+        break;
+    case 7:
+        attn_rows_8_avx2(a, 7);
+        break;
+    default:
+        attn_rows_8_avx2(a, 8);
+        break;
+    }
+}
+
 /* ============================================================================================
  * F32 experts, swiglu, RoPE (f32_id_dot_ref, swiglu_ref, rope_pairs_ref): the four 16-lane
  * accumulators as eight 8-lane ones
@@ -1197,5 +1355,6 @@ int cpu_kernels_fill_avx2(struct cpu_kernels *k, const struct cpu_features *f) {
     k->swiglu = swiglu_avx2;
     k->silu = silu_avx2;
     k->rope_pairs = rope_pairs_avx2;
+    k->attn_rows_f16 = attn_rows_f16_avx2;
     return 0;
 }

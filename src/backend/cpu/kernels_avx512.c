@@ -42,6 +42,21 @@ INLINE float hsum_ps16(__m512 v) {
     return hsum_ps8(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
 }
 
+/* hsum_ps16 of four vectors side by side: [hsum(a), hsum(b), hsum(c), hsum(d)], the same tree. */
+INLINE __m128 hsum4_ps16(__m512 a, __m512 b, __m512 c, __m512 d) {
+    /* lanes l + (l + 8): 128-bit lanes [x.0 + x.2, x.1 + x.3] of each vector, two per vector */
+    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee));
+    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xee));
+    /* lanes l + (l + 4): 128-bit lane r holds vector r's four */
+    __m512 u =
+        _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xdd));
+    /* (0 + 2) + (1 + 3) within each 128-bit lane */
+    __m512 e = _mm512_add_ps(u, _mm512_permute_ps(u, _MM_SHUFFLE(1, 0, 3, 2)));
+    __m512 f = _mm512_add_ps(e, _mm512_permute_ps(e, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(
+        _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), f));
+}
+
 INLINE float f16_to_f32(uint16_t h) {
     return _cvtsh_ss(h);
 }
@@ -72,6 +87,14 @@ INLINE __m512 load_kind(int kind, const char *p, int64_t i) {
     if (kind == KIND_F32) return _mm512_loadu_ps((const float *)p + i);
     if (kind == KIND_F16) return load_f16x16((const uint16_t *)p + i);
     return load_bf16x16((const uint16_t *)p + i);
+}
+
+/* Elements i.. of the lanes in m (the others 0). */
+INLINE __m512 load_kind_mask(int kind, const char *p, int64_t i, __mmask16 m) {
+    if (kind == KIND_F32) return _mm512_maskz_loadu_ps(m, (const float *)p + i);
+    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i);
+    if (kind == KIND_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
 INLINE float scalar_kind(int kind, const char *p, int64_t i) {
@@ -112,6 +135,30 @@ INLINE void float_tile(int kind, int nw_max, int nx_max, const void *w, size_t w
 #pragma GCC unroll 16
             for (int j = 0; j < nx_max; j++) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
         }
+    }
+    if (nw_max == 4) { /* the four rows' sums side by side (short k: the sums are the cost) */
+        int nt = (int)(k - n16); /* the tail: each row's f32 products added in double, in order,
+                                    the four rows in four double lanes */
+        __mmask16 tm = (__mmask16)((1u << nt) - 1);
+        for (int j = 0; j < n_x && j < nx_max; j++) {
+            __m128 h = hsum4_ps16(acc[0][j], acc[1][j], acc[2][j], acc[3][j]);
+            if (nt > 0) {
+                float prod[4][16];
+                __m512 xv = load_kind_mask(kind, xr[j], n16, tm);
+                for (int i = 0; i < 4; i++)
+                    _mm512_storeu_ps(prod[i],
+                                     _mm512_mul_ps(load_kind_mask(kind, wr[i], n16, tm), xv));
+                __m256d sum = _mm256_cvtps_pd(h);
+                for (int t = 0; t < nt; t++)
+                    sum = _mm256_add_pd(sum, _mm256_cvtps_pd(_mm_setr_ps(prod[0][t], prod[1][t],
+                                                                         prod[2][t], prod[3][t])));
+                h = _mm256_cvtpd_ps(sum);
+            }
+            float hv[4];
+            _mm_storeu_ps(hv, h);
+            for (int i = 0; i < n_w && i < 4; i++) out[(size_t)j * out_stride + (size_t)i] = hv[i];
+        }
+        return;
     }
     for (int j = 0; j < n_x && j < nx_max; j++)
         for (int i = 0; i < n_w && i < nw_max; i++)
@@ -170,7 +217,12 @@ static void f16_from_f32_avx512(const float *x, void *vy, int64_t n) {
         _mm256_storeu_si256(
             (__m256i *)(y + i),
             _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    for (; i < n; i++) y[i] = fp32_to_fp16(x[i]);
+    if (i < n) { /* the tail in one masked step (a head of 8 is all tail) */
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm256_mask_storeu_epi16(y + i, m,
+                                 _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, x + i),
+                                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
 }
 
 static void f16_to_f32_avx512(const void *vx, float *y, int64_t n) {
@@ -226,8 +278,42 @@ static float attn_dot_f16_avx512(const uint16_t *q, const uint16_t *k, int64_t n
 /* Keys four at a time with q in registers (n a multiple of 64 up to 256, else key by key). Each
  * key's four accumulators reduce to one vector, (a0 + a2) + (a1 + a3); the four vectors then go
  * through the 8+8, 4+4, (0+2)+(1+3) tree side by side. */
+/* Short heads (n < 64, e.g. head_dim 8): attn_dot_f16 sums the f32 products one by one in
+ * double. Eight keys go side by side, one double lane each: the products of 16 lanes at a time
+ * (the same f32 roundings) into a buffer, then per element the same double adds in the same
+ * order, so each key's sum is the same bits. */
+static void attn_dots_f16_short(const uint16_t *q, const uint16_t *k, size_t k_stride, int64_t n,
+                                float *out, int64_t n_k) {
+    float prod[8 * 64];
+    const __m256i idx =
+        _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)n));
+    int64_t j = 0;
+    for (; j + 8 <= n_k; j += 8) {
+        for (int r = 0; r < 8; r++) {
+            const uint16_t *kr = (const uint16_t *)((const char *)k + (size_t)(j + r) * k_stride);
+            for (int64_t i = 0; i < n; i += 16) {
+                __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+                __m512 p = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, q + i)),
+                                         _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, kr + i)));
+                _mm512_mask_storeu_ps(prod + r * n + i, m, p);
+            }
+        }
+        __m512d sum = _mm512_setzero_pd();
+        for (int64_t i = 0; i < n; i++)
+            sum = _mm512_add_pd(sum, _mm512_cvtps_pd(_mm256_i32gather_ps(prod + i, idx, 4)));
+        _mm256_storeu_ps(out + j, _mm512_cvtpd_ps(sum));
+    }
+    for (; j < n_k; j++)
+        out[j] =
+            attn_dot_f16_avx512(q, (const uint16_t *)((const char *)k + (size_t)j * k_stride), n);
+}
+
 static void attn_dots_f16_avx512(const uint16_t *q, const uint16_t *k, size_t k_stride, int64_t n,
                                  float *out, int64_t n_k) {
+    if (n > 0 && n < 64) {
+        attn_dots_f16_short(q, k, k_stride, n, out, n_k);
+        return;
+    }
     if (n % 64 != 0 || n > 256 || n == 0) {
         for (int64_t j = 0; j < n_k; j++)
             out[j] = attn_dot_f16_avx512(
@@ -280,7 +366,13 @@ static void attn_mad_f16_avx512(uint16_t *acc, const uint16_t *v, float s, int64
         _mm256_storeu_si256((__m256i *)(acc + i),
                             _mm512_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
-    for (; i < n; i++) acc[i] = fp32_to_fp16(fmaf(f16_to_f32(v[i]), s, f16_to_f32(acc[i])));
+    if (i < n) { /* the tail in one masked step (head_dim 8 is all tail): the same fma and RNE */
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512 r = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, v + i)), vs,
+                                   _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, acc + i)));
+        _mm256_mask_storeu_epi16(acc + i, m,
+                                 _mm512_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
 }
 
 static void attn_scale_f16_avx512(uint16_t *acc, float s, int64_t n) {
@@ -291,7 +383,245 @@ static void attn_scale_f16_avx512(uint16_t *acc, float s, int64_t n) {
         _mm256_storeu_si256((__m256i *)(acc + i),
                             _mm512_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
-    for (; i < n; i++) acc[i] = fp32_to_fp16(f16_to_f32(acc[i]) * s);
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512 r = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, acc + i)), vs);
+        _mm256_mask_storeu_epi16(acc + i, m,
+                                 _mm512_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+}
+
+/* ---- the fused update (attn_rows_f16_ref) ---- */
+
+/* attn_exp_ref on 16 lanes: the same fmas in the same order. */
+INLINE __m512 attn_exp16(__m512 x) {
+    __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
+    x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
+    __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(ATTN_EXP_LOG2E), _mm512_set1_ps(ATTN_EXP_MAGIC));
+    __m512 nf = _mm512_sub_ps(t, _mm512_set1_ps(ATTN_EXP_MAGIC));
+    __m512 r = _mm512_fmadd_ps(nf, _mm512_set1_ps(-ATTN_EXP_LN2_HI), x);
+    r = _mm512_fmadd_ps(nf, _mm512_set1_ps(-ATTN_EXP_LN2_LO), r);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(ATTN_EXP_C7), r, _mm512_set1_ps(ATTN_EXP_C6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ATTN_EXP_C5));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ATTN_EXP_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ATTN_EXP_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ATTN_EXP_C2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    __m512i n = _mm512_sub_epi32(_mm512_castps_si512(t),
+                                 _mm512_castps_si512(_mm512_set1_ps(ATTN_EXP_MAGIC)));
+    __m512 two_n =
+        _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n, _mm512_set1_epi32(127)), 23));
+    return _mm512_maskz_mul_ps(live, p, two_n);
+}
+
+static void attn_exp_n_avx512(float *x, int n) {
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(x + i, m, attn_exp16(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+/* Lanes moved up by d (a constant), the low d lanes from fill's top lanes. */
+#define SHIFT_IN_PS(x, fill, d)                                                                    \
+    _mm512_castsi512_ps(                                                                           \
+        _mm512_alignr_epi32(_mm512_castps_si512(x), _mm512_castps_si512(fill), 16 - (d)))
+
+INLINE __m512 round_f16(__m512 x) {
+    return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+#define SMALL_BLOCK 64 /* positions per block of the register path */
+
+/* Heads of up to 16 elements: each row's accumulator lives in a register (f32 lanes holding f16
+ * values) for the whole call, and NR rows go in turn per position so their chains overlap. Scores
+ * of 8 keys at a time: the keys transposed to 8 double lanes per element, then per row one double
+ * fma per element in element order (the f16 products are exact, so fma == add of the product, as
+ * attn_dot_f16_ref adds them in double for n < 64). */
+/* Keys of 8 elements, nk <= 8 of them st bytes apart (the others read as 0): kt[i] = element i
+ * of the 8 keys as doubles. Two 16-bit permutes transpose the 8 x 8 f16 block. */
+INLINE void transpose_keys8(const char *kb, size_t st, int nk, __m512d *kt) {
+    static const uint16_t idx[2][32] = {
+        {0, 8,  16, 24, 32, 40, 48, 56, 1, 9,  17, 25, 33, 41, 49, 57,
+         2, 10, 18, 26, 34, 42, 50, 58, 3, 11, 19, 27, 35, 43, 51, 59},
+        {4, 12, 20, 28, 36, 44, 52, 60, 5, 13, 21, 29, 37, 45, 53, 61,
+         6, 14, 22, 30, 38, 46, 54, 62, 7, 15, 23, 31, 39, 47, 55, 63}};
+    __m128i k[8];
+    for (int c = 0; c < 8; c++)
+        k[c] = _mm_maskz_loadu_epi16(c < nk ? (__mmask8)0xff : 0, kb + (size_t)c * st);
+    __m512i za = _mm512_inserti32x4(
+        _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(k[0]), k[1], 1), k[2], 2),
+        k[3], 3);
+    __m512i zb = _mm512_inserti32x4(
+        _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(k[4]), k[5], 1), k[6], 2),
+        k[7], 3);
+    for (int h = 0; h < 2; h++) {
+        __m512i t = _mm512_permutex2var_epi16(za, _mm512_loadu_si512(idx[h]), zb);
+        __m512 lo = _mm512_cvtph_ps(_mm512_castsi512_si256(t));
+        __m512 hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(t, 1));
+        kt[4 * h] = _mm512_cvtps_pd(_mm512_castps512_ps256(lo));
+        kt[4 * h + 1] = _mm512_cvtps_pd(_mm512_extractf32x8_ps(lo, 1));
+        kt[4 * h + 2] = _mm512_cvtps_pd(_mm512_castps512_ps256(hi));
+        kt[4 * h + 3] = _mm512_cvtps_pd(_mm512_extractf32x8_ps(hi, 1));
+    }
+}
+
+/* N: head_dim as a constant (8, 16: kt[] in registers) or 0 (any n <= 16, from a). */
+INLINE void attn_rows_small_avx512(struct cpu_attn_rows_f16 *a, const int NR, const int N) {
+    const int n = N ? N : (int)a->n;
+    const __mmask16 mk = (__mmask16)((1u << n) - 1);
+    const size_t st = a->kv_stride;
+    __m512 acc[CPU_ATTN_ROWS];
+    float m[CPU_ATTN_ROWS], l[CPU_ATTN_ROWS];
+    double qd[CPU_ATTN_ROWS][16];
+    float e[CPU_ATTN_ROWS][SMALL_BLOCK];
+    uint8_t pos_max[SMALL_BLOCK]; /* bit r: the position raised row r's max */
+    float kf[8][16];
+    const __m256i kidx = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) {
+        acc[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, a->acc[r]));
+        m[r] = a->m[r];
+        l[r] = a->l[r];
+        for (int i = 0; i < n; i++) qd[r][i] = (double)f16_to_f32(a->q[r][i]);
+    }
+    const __m512 scale = _mm512_set1_ps(a->scale);
+    for (int j0 = 0; j0 < a->n_pos; j0 += SMALL_BLOCK) {
+        int nb = a->n_pos - j0 < SMALL_BLOCK ? a->n_pos - j0 : SMALL_BLOCK;
+        for (int b0 = 0; b0 < nb; b0 += 8) {
+            int nk = nb - b0 < 8 ? nb - b0 : 8;
+            __m512d kt[16] = {0}; /* lanes past n stay unused; set for the compiler */
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                if (r == 0 || a->k[r] != a->k[r - 1]) { /* a new KV head: its keys transposed */
+                    const char *kb = (const char *)a->k[r] + (size_t)(j0 + b0) * st;
+                    if (N == 8) {
+                        transpose_keys8(kb, st, nk, kt);
+                    } else {
+                        for (int c = 0; c < 8; c++) {
+                            __mmask16 mc = c < nk ? mk : 0;
+                            _mm512_storeu_ps(kf[c], _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
+                                                        mc, kb + (size_t)c * st)));
+                        }
+#pragma GCC unroll 16
+                        for (int i = 0; i < n; i++)
+                            kt[i] = _mm512_cvtps_pd(_mm256_i32gather_ps(&kf[0][i], kidx, 4));
+                    }
+                }
+                __m512d sum = _mm512_setzero_pd();
+#pragma GCC unroll 16
+                for (int i = 0; i < n; i++)
+                    sum = _mm512_fmadd_pd(_mm512_set1_pd(qd[r][i]), kt[i], sum);
+                __m256 sc = _mm256_mul_ps(_mm512_cvtpd_ps(sum), _mm512_castps512_ps256(scale));
+                _mm256_storeu_ps(&e[r][b0], sc);
+            }
+        }
+        /* running max, exp arguments and exps 16 positions at a time: P[b] = max(s[b], P[b-1])
+         * as a scan (max_ps(later, earlier) keeps the earlier operand on ties, which is the
+         * sequential "s > m ? s : m", so the max has the reference's bits), then
+         * is_max = s > P[b-1] and the argument m - s or s - m against P[b-1] */
+        const __m512 ninf = _mm512_set1_ps(-INFINITY);
+        memset(pos_max, 0, sizeof(pos_max));
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; r++) {
+            __m512 mv = _mm512_set1_ps(m[r]);
+            for (int b = 0; b < nb; b += 16) {
+                __mmask16 lm = nb - b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nb - b)) - 1);
+                __m512 sv = _mm512_mask_loadu_ps(ninf, lm, &e[r][b]), q = sv;
+                q = _mm512_max_ps(q, SHIFT_IN_PS(q, ninf, 1));
+                q = _mm512_max_ps(q, SHIFT_IN_PS(q, ninf, 2));
+                q = _mm512_max_ps(q, SHIFT_IN_PS(q, ninf, 4));
+                q = _mm512_max_ps(q, SHIFT_IN_PS(q, ninf, 8));
+                __m512 p = _mm512_max_ps(q, mv);
+                __m512 ex = SHIFT_IN_PS(p, mv, 1); /* the max before each position */
+                __mmask16 mx = _mm512_mask_cmp_ps_mask(lm, sv, ex, _CMP_GT_OQ);
+                __m512 arg = _mm512_mask_sub_ps(_mm512_sub_ps(sv, ex), mx, ex, sv);
+                _mm512_mask_storeu_ps(&e[r][b], lm, attn_exp16(arg));
+                __m128i pm = _mm_loadu_si128((const __m128i *)&pos_max[b]);
+                pm = _mm_mask_mov_epi8(pm, mx, _mm_or_si128(pm, _mm_set1_epi8((char)(1 << r))));
+                _mm_storeu_si128((__m128i *)&pos_max[b], pm);
+                mv = _mm512_permutexvar_ps(_mm512_set1_epi32(15), p);
+            }
+            m[r] = _mm512_cvtss_f32(mv);
+        }
+        for (int b = 0; b < nb; b++) {
+            size_t off = (size_t)(j0 + b) * st;
+            __m512 vf = _mm512_setzero_ps();
+            if (pos_max[b] == 0) { /* no row's max moved (the usual case): ms = 1, l * 1 = l */
+#pragma GCC unroll 8
+                for (int r = 0; r < NR; r++) {
+                    if (r == 0 || a->v[r] != a->v[r - 1])
+                        vf = _mm512_cvtph_ps(
+                            _mm256_maskz_loadu_epi16(mk, (const char *)a->v[r] + off));
+                    float vs = e[r][b];
+                    acc[r] = round_f16(_mm512_fmadd_ps(vf, _mm512_set1_ps(vs), acc[r]));
+                    l[r] = l[r] + vs;
+                }
+                continue;
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                if (r == 0 || a->v[r] != a->v[r - 1])
+                    vf = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, (const char *)a->v[r] + off));
+                float ms = 1.0f, vs = e[r][b];
+                if ((pos_max[b] >> r) & 1) {
+                    ms = vs;
+                    vs = 1.0f;
+                    acc[r] = round_f16(_mm512_mul_ps(acc[r], _mm512_set1_ps(ms)));
+                }
+                acc[r] = round_f16(_mm512_fmadd_ps(vf, _mm512_set1_ps(vs), acc[r]));
+                l[r] = l[r] * ms + vs;
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) {
+        _mm256_mask_storeu_epi16(
+            a->acc[r], mk, _mm512_cvtps_ph(acc[r], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        a->m[r] = m[r];
+        a->l[r] = l[r];
+    }
+}
+
+INLINE void attn_rows_small_n_avx512(struct cpu_attn_rows_f16 *a, const int N) {
+    switch (a->n_rows) {
+    case 1:
+        attn_rows_small_avx512(a, 1, N);
+        break;
+    case 2:
+        attn_rows_small_avx512(a, 2, N);
+        break;
+    case 3:
+        attn_rows_small_avx512(a, 3, N);
+        break;
+    case 4:
+        attn_rows_small_avx512(a, 4, N);
+        break;
+    case 5:
+        attn_rows_small_avx512(a, 5, N);
+        break;
+    case 6:
+        attn_rows_small_avx512(a, 6, N);
+        break;
+    case 7:
+        attn_rows_small_avx512(a, 7, N);
+        break;
+    default:
+        attn_rows_small_avx512(a, 8, N);
+        break;
+    }
+}
+
+static void attn_rows_f16_avx512(struct cpu_attn_rows_f16 *a) {
+    if (a->n == 8)
+        attn_rows_small_n_avx512(a, 8);
+    else if (a->n == 16)
+        attn_rows_small_n_avx512(a, 16);
+    else if (a->n < 16)
+        attn_rows_small_n_avx512(a, 0);
+    else
+        attn_rows_f16_with(a, attn_dots_f16_avx512, attn_mad_f16_avx512, attn_scale_f16_avx512,
+                           attn_exp_n_avx512);
 }
 
 /* ============================================================================================
@@ -1424,5 +1754,6 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
     k->swiglu = swiglu_avx512;
     k->silu = silu_avx512;
     k->rope_pairs = rope_pairs_avx512;
+    k->attn_rows_f16 = attn_rows_f16_avx512;
     return 0;
 }

@@ -198,6 +198,81 @@ void rope_pairs_ref(float *x, const float *cs, const float *sn, int n, int half)
     }
 }
 
+/* ---- the fused update (attn_rows_f16) ---- */
+
+float attn_exp_ref(float x) {
+    if (!(x >= -87.0f)) return 0.0f;
+    x = x < 88.0f ? x : 88.0f;
+    float t = fmaf(x, ATTN_EXP_LOG2E, ATTN_EXP_MAGIC);
+    float nf = t - ATTN_EXP_MAGIC;
+    float r = fmaf(nf, -ATTN_EXP_LN2_HI, x);
+    r = fmaf(nf, -ATTN_EXP_LN2_LO, r);
+    float p = fmaf(ATTN_EXP_C7, r, ATTN_EXP_C6);
+    p = fmaf(p, r, ATTN_EXP_C5);
+    p = fmaf(p, r, ATTN_EXP_C4);
+    p = fmaf(p, r, ATTN_EXP_C3);
+    p = fmaf(p, r, ATTN_EXP_C2);
+    p = fmaf(p, r, 1.0f);
+    p = fmaf(p, r, 1.0f);
+    uint32_t bits = (uint32_t)((int32_t)nf + 127) << 23; /* 2^n, n in [-126, 127] */
+    float two_n;
+    memcpy(&two_n, &bits, sizeof(two_n));
+    return p * two_n;
+}
+
+static void attn_exp_n_ref(float *x, int n) {
+    for (int i = 0; i < n; i++) x[i] = attn_exp_ref(x[i]);
+}
+
+#define ROWS_BLOCK 64 /* positions per block: all rows' scores, then the updates */
+
+void attn_rows_f16_with(struct cpu_attn_rows_f16 *a, cpu_attn_dots_f16_fn dots,
+                        cpu_attn_mad_f16_fn mad, cpu_attn_scale_f16_fn scale,
+                        void (*exp_n)(float *x, int n)) {
+    float e[CPU_ATTN_ROWS][ROWS_BLOCK];        /* exp arguments, then exps */
+    uint8_t is_max[CPU_ATTN_ROWS][ROWS_BLOCK]; /* position raised the max (e = ms) or not (vs) */
+    for (int j0 = 0; j0 < a->n_pos; j0 += ROWS_BLOCK) {
+        int nb = a->n_pos - j0 < ROWS_BLOCK ? a->n_pos - j0 : ROWS_BLOCK;
+        size_t off = (size_t)j0 * a->kv_stride;
+        for (int r = 0; r < a->n_rows; r++) {
+            dots(a->q[r], (const uint16_t *)((const char *)a->k[r] + off), a->kv_stride, a->n, e[r],
+                 nb);
+            float m = a->m[r];
+            for (int b = 0; b < nb; b++) {
+                float s = e[r][b] * a->scale;
+                is_max[r][b] = s > m;
+                if (is_max[r][b]) { /* ms = exp(m_old - s): 0 on the first position */
+                    e[r][b] = m - s;
+                    m = s;
+                } else { /* vs = exp(s - m) */
+                    e[r][b] = s - m;
+                }
+            }
+            a->m[r] = m;
+            exp_n(e[r], nb);
+        }
+        for (int b = 0; b < nb; b++) {
+            for (int r = 0; r < a->n_rows; r++) { /* rows in turn: their chains overlap */
+                const uint16_t *vr =
+                    (const uint16_t *)((const char *)a->v[r] + off + (size_t)b * a->kv_stride);
+                float ms = 1.0f, vs = 1.0f;
+                if (is_max[r][b]) {
+                    ms = e[r][b];
+                    scale(a->acc[r], ms, a->n);
+                } else {
+                    vs = e[r][b];
+                }
+                mad(a->acc[r], vr, vs, a->n);
+                a->l[r] = a->l[r] * ms + vs;
+            }
+        }
+    }
+}
+
+void attn_rows_f16_ref(struct cpu_attn_rows_f16 *a) {
+    attn_rows_f16_with(a, attn_dots_f16_ref, attn_mad_f16_ref, attn_scale_f16_ref, attn_exp_n_ref);
+}
+
 /* ---- the table ---- */
 
 int cpu_kernels_fill_scalar(struct cpu_kernels *k) {
@@ -226,5 +301,6 @@ int cpu_kernels_fill_scalar(struct cpu_kernels *k) {
     k->swiglu = swiglu_ref;
     k->silu = silu_ref;
     k->rope_pairs = rope_pairs_ref;
+    k->attn_rows_f16 = attn_rows_f16_ref;
     return 0;
 }
