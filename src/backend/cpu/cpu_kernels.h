@@ -172,21 +172,21 @@ float expf_ggml_ref(float x);
 void swiglu_ref(const float *gate, const float *up, float *out, int64_t n);
 void silu_ref(const float *x, float *out, int64_t n);
 void rope_pairs_ref(float *x, const float *cs, const float *sn, int n, int half);
-/* The attention's exp: e^x for x <= 0 (the only arguments it takes), within ~1 ulp of expf, in a
- * fixed operation order that the SIMD twins repeat lane by lane: 0 for x < -87 or NaN, x clamped
- * to 88; n = x * log2(e) rounded to nearest even (one fma with 1.5 * 2^23), r = x - n * ln2 in two
- * fmas (ATTN_EXP_LN2_HI, _LO), p = Horner's rule over the Taylor coefficients 1/7! .. 1/1!, 1 in
- * fmas, result p * 2^n. */
-#define ATTN_EXP_LOG2E  1.44269504088896341f
-#define ATTN_EXP_MAGIC  12582912.0f /* 1.5 * 2^23 */
-#define ATTN_EXP_LN2_HI 0.693145751953125f
-#define ATTN_EXP_LN2_LO 1.42860682030941723212e-6f
-#define ATTN_EXP_C7     1.98412698412698412526e-4f /* 1/5040 */
-#define ATTN_EXP_C6     1.38888888888888894189e-3f /* 1/720 */
-#define ATTN_EXP_C5     8.33333333333333321769e-3f /* 1/120 */
-#define ATTN_EXP_C4     4.16666666666666643537e-2f /* 1/24 */
-#define ATTN_EXP_C3     1.66666666666666657415e-1f /* 1/6 */
-#define ATTN_EXP_C2     0.5f
+/* The attention's exp, bit for bit glibc's expf (what ggml's CPU flash attention calls for every
+ * ms and vs), in a form the SIMD tables repeat lane by lane: in double, k = round(x * 32 / ln 2)
+ * (adding 1.5 * 2^52), r = fma(32 / ln 2, x, -k), 2^(k/32) = ATTN_EXP_TAB[k % 32] + (k << 47) as
+ * bits, p = fma(fma(C0, r, C1), r * r, fma(C2, r, 1)) with the degree-3 coefficients of 2^(r/32)
+ * that glibc uses, result (float)(p * 2^(k/32)); 0 below -103.97, NaN stays NaN. Checked against
+ * glibc's expf on every float in [-104.5, 0] (all equal) and by kernels_attn_exp_is_expf.
+ * A cheaper float polynomial (~0.9 ulp) moved qwen2-f32's golden log-probs from 2.5e-6 to 2.8e-4:
+ * one f16 rounding of a running sum goes the other way. */
+#define ATTN_EXP_INVLN2N 0x1.71547652b82fep+5 /* 32 / ln 2 */
+#define ATTN_EXP_SHIFT   0x1.8p+52
+#define ATTN_EXP_C0      (0x1.c6af84b912394p-5 / 32768.0)
+#define ATTN_EXP_C1      (0x1.ebfce50fac4f3p-3 / 1024.0)
+#define ATTN_EXP_C2      (0x1.62e42ff0c52d6p-1 / 32.0)
+#define ATTN_EXP_MIN     -0x1.9fe368p6f /* below: 0 */
+extern const uint64_t attn_exp_tab[32]; /* bits of 2^(i/32) rounded to double, minus i << 47 */
 float attn_exp_ref(float x);
 /* The fused update in plain C over the given helpers (attn_rows_f16_ref passes the references);
  * exp_n(x, n) replaces x[i] by attn_exp(x[i]) for i < n. The SIMD tables use it for heads over

@@ -242,26 +242,33 @@ static void attn_scale_f16_avx2(uint16_t *acc, float s, int64_t n) {
 
 /* ---- the fused update (attn_rows_f16_ref) ---- */
 
-/* attn_exp_ref on 8 lanes: the same fmas in the same order. */
+/* attn_exp_ref on 4 double lanes (the same double operations per lane). */
+INLINE __m128 attn_exp4_pd(__m128 xf) {
+    __m256d x = _mm256_cvtps_pd(xf);
+    __m256d kd = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(ATTN_EXP_INVLN2N), x),
+                               _mm256_set1_pd(ATTN_EXP_SHIFT));
+    __m256i ki = _mm256_castpd_si256(kd);
+    kd = _mm256_sub_pd(kd, _mm256_set1_pd(ATTN_EXP_SHIFT));
+    __m256d r = _mm256_fmadd_pd(_mm256_set1_pd(ATTN_EXP_INVLN2N), x,
+                                _mm256_sub_pd(_mm256_setzero_pd(), kd));
+    __m256i idx = _mm256_and_si256(ki, _mm256_set1_epi64x(31));
+    __m256i t = _mm256_i64gather_epi64((const long long *)attn_exp_tab, idx, 8);
+    t = _mm256_add_epi64(t, _mm256_slli_epi64(ki, 47));
+    __m256d p = _mm256_fmadd_pd(
+        _mm256_fmadd_pd(_mm256_set1_pd(ATTN_EXP_C0), r, _mm256_set1_pd(ATTN_EXP_C1)),
+        _mm256_mul_pd(r, r), _mm256_fmadd_pd(_mm256_set1_pd(ATTN_EXP_C2), r, _mm256_set1_pd(1.0)));
+    __m128 y = _mm256_cvtpd_ps(_mm256_mul_pd(p, _mm256_castsi256_pd(t)));
+    __m128 low = _mm_cmp_ps(xf, _mm_set1_ps(ATTN_EXP_MIN), _CMP_LT_OQ);
+    y = _mm_andnot_ps(low, y);
+    __m128 nan = _mm_cmp_ps(xf, xf, _CMP_UNORD_Q);
+    return _mm_blendv_ps(y, _mm_add_ps(xf, xf), nan);
+}
+
+/* attn_exp_ref on 8 lanes. */
 INLINE __m256 attn_exp8(__m256 x) {
-    __m256 live = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_GE_OQ);
-    x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));
-    __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(ATTN_EXP_LOG2E), _mm256_set1_ps(ATTN_EXP_MAGIC));
-    __m256 nf = _mm256_sub_ps(t, _mm256_set1_ps(ATTN_EXP_MAGIC));
-    __m256 r = _mm256_fmadd_ps(nf, _mm256_set1_ps(-ATTN_EXP_LN2_HI), x);
-    r = _mm256_fmadd_ps(nf, _mm256_set1_ps(-ATTN_EXP_LN2_LO), r);
-    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(ATTN_EXP_C7), r, _mm256_set1_ps(ATTN_EXP_C6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(ATTN_EXP_C5));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(ATTN_EXP_C4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(ATTN_EXP_C3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(ATTN_EXP_C2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i n = _mm256_sub_epi32(_mm256_castps_si256(t),
-                                 _mm256_castps_si256(_mm256_set1_ps(ATTN_EXP_MAGIC)));
-    __m256 two_n =
-        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23));
-    return _mm256_and_ps(_mm256_mul_ps(p, two_n), live);
+    __m128 lo = attn_exp4_pd(_mm256_castps256_ps128(x));
+    __m128 hi = attn_exp4_pd(_mm256_extractf128_ps(x, 1));
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1);
 }
 
 static void attn_exp_n_avx2(float *x, int n) {

@@ -393,26 +393,39 @@ static void attn_scale_f16_avx512(uint16_t *acc, float s, int64_t n) {
 
 /* ---- the fused update (attn_rows_f16_ref) ---- */
 
-/* attn_exp_ref on 16 lanes: the same fmas in the same order. */
+/* attn_exp_ref on 8 double lanes. */
+INLINE __m256 attn_exp8_pd(__m256 xf) {
+    const __m512i tab_lo = _mm512_loadu_si512(attn_exp_tab),
+                  tab_hi = _mm512_loadu_si512(attn_exp_tab + 8);
+    const __m512i tab_lo2 = _mm512_loadu_si512(attn_exp_tab + 16),
+                  tab_hi2 = _mm512_loadu_si512(attn_exp_tab + 24);
+    __m512d x = _mm512_cvtps_pd(xf);
+    __m512d kd = _mm512_add_pd(_mm512_mul_pd(_mm512_set1_pd(ATTN_EXP_INVLN2N), x),
+                               _mm512_set1_pd(ATTN_EXP_SHIFT));
+    __m512i ki = _mm512_castpd_si512(kd);
+    kd = _mm512_sub_pd(kd, _mm512_set1_pd(ATTN_EXP_SHIFT));
+    __m512d r = _mm512_fmadd_pd(_mm512_set1_pd(ATTN_EXP_INVLN2N), x,
+                                _mm512_sub_pd(_mm512_setzero_pd(), kd));
+    __m512i idx = _mm512_and_si512(ki, _mm512_set1_epi64(31));
+    __m512i t0 = _mm512_permutex2var_epi64(tab_lo, idx, tab_hi);   /* entries 0..15 */
+    __m512i t1 = _mm512_permutex2var_epi64(tab_lo2, idx, tab_hi2); /* entries 16..31 */
+    __mmask8 upper = _mm512_test_epi64_mask(idx, _mm512_set1_epi64(16));
+    __m512i t = _mm512_add_epi64(_mm512_mask_mov_epi64(t0, upper, t1), _mm512_slli_epi64(ki, 47));
+    __m512d p = _mm512_fmadd_pd(
+        _mm512_fmadd_pd(_mm512_set1_pd(ATTN_EXP_C0), r, _mm512_set1_pd(ATTN_EXP_C1)),
+        _mm512_mul_pd(r, r), _mm512_fmadd_pd(_mm512_set1_pd(ATTN_EXP_C2), r, _mm512_set1_pd(1.0)));
+    __m256 y = _mm512_cvtpd_ps(_mm512_mul_pd(p, _mm512_castsi512_pd(t)));
+    __mmask8 low = _mm256_cmp_ps_mask(xf, _mm256_set1_ps(ATTN_EXP_MIN), _CMP_LT_OQ);
+    y = _mm256_mask_mov_ps(y, low, _mm256_setzero_ps());
+    __mmask8 nan = _mm256_cmp_ps_mask(xf, xf, _CMP_UNORD_Q);
+    return _mm256_mask_add_ps(y, nan, xf, xf);
+}
+
+/* attn_exp_ref on 16 lanes (bit for bit: the same double operations per lane). */
 INLINE __m512 attn_exp16(__m512 x) {
-    __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
-    x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
-    __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(ATTN_EXP_LOG2E), _mm512_set1_ps(ATTN_EXP_MAGIC));
-    __m512 nf = _mm512_sub_ps(t, _mm512_set1_ps(ATTN_EXP_MAGIC));
-    __m512 r = _mm512_fmadd_ps(nf, _mm512_set1_ps(-ATTN_EXP_LN2_HI), x);
-    r = _mm512_fmadd_ps(nf, _mm512_set1_ps(-ATTN_EXP_LN2_LO), r);
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(ATTN_EXP_C7), r, _mm512_set1_ps(ATTN_EXP_C6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ATTN_EXP_C5));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ATTN_EXP_C4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ATTN_EXP_C3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ATTN_EXP_C2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    __m512i n = _mm512_sub_epi32(_mm512_castps_si512(t),
-                                 _mm512_castps_si512(_mm512_set1_ps(ATTN_EXP_MAGIC)));
-    __m512 two_n =
-        _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n, _mm512_set1_epi32(127)), 23));
-    return _mm512_maskz_mul_ps(live, p, two_n);
+    __m256 lo = attn_exp8_pd(_mm512_castps512_ps256(x));
+    __m256 hi = attn_exp8_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+    return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
 }
 
 static void attn_exp_n_avx512(float *x, int n) {

@@ -200,24 +200,32 @@ void rope_pairs_ref(float *x, const float *cs, const float *sn, int n, int half)
 
 /* ---- the fused update (attn_rows_f16) ---- */
 
+/* 2^(i/32) rounded to double (computed with exp2l), as bits, minus i << 47. */
+const uint64_t attn_exp_tab[32] = {
+    0x3ff0000000000000u, 0x3fefd9b0d3158574u, 0x3fefb5586cf9890fu, 0x3fef9301d0125b51u,
+    0x3fef72b83c7d517bu, 0x3fef54873168b9aau, 0x3fef387a6e756238u, 0x3fef1e9df51fdee1u,
+    0x3fef06fe0a31b715u, 0x3feef1a7373aa9cbu, 0x3feedea64c123422u, 0x3feece086061892du,
+    0x3feebfdad5362a27u, 0x3feeb42b569d4f82u, 0x3feeab07dd485429u, 0x3feea47eb03a5585u,
+    0x3feea09e667f3bcdu, 0x3fee9f75e8ec5f74u, 0x3feea11473eb0187u, 0x3feea589994cce13u,
+    0x3feeace5422aa0dbu, 0x3feeb737b0cdc5e5u, 0x3feec49182a3f090u, 0x3feed503b23e255du,
+    0x3feee89f995ad3adu, 0x3feeff76f2fb5e47u, 0x3fef199bdd85529cu, 0x3fef3720dcef9069u,
+    0x3fef5818dcfba487u, 0x3fef7c97337b9b5fu, 0x3fefa4afa2a490dau, 0x3fefd0765b6e4540u,
+};
+
 float attn_exp_ref(float x) {
-    if (!(x >= -87.0f)) return 0.0f;
-    x = x < 88.0f ? x : 88.0f;
-    float t = fmaf(x, ATTN_EXP_LOG2E, ATTN_EXP_MAGIC);
-    float nf = t - ATTN_EXP_MAGIC;
-    float r = fmaf(nf, -ATTN_EXP_LN2_HI, x);
-    r = fmaf(nf, -ATTN_EXP_LN2_LO, r);
-    float p = fmaf(ATTN_EXP_C7, r, ATTN_EXP_C6);
-    p = fmaf(p, r, ATTN_EXP_C5);
-    p = fmaf(p, r, ATTN_EXP_C4);
-    p = fmaf(p, r, ATTN_EXP_C3);
-    p = fmaf(p, r, ATTN_EXP_C2);
-    p = fmaf(p, r, 1.0f);
-    p = fmaf(p, r, 1.0f);
-    uint32_t bits = (uint32_t)((int32_t)nf + 127) << 23; /* 2^n, n in [-126, 127] */
-    float two_n;
-    memcpy(&two_n, &bits, sizeof(two_n));
-    return p * two_n;
+    if (isnan(x)) return x + x;
+    if (x < ATTN_EXP_MIN) return 0.0f;
+    double xd = (double)x;
+    double kd = ATTN_EXP_INVLN2N * xd + ATTN_EXP_SHIFT; /* not fused: two roundings */
+    uint64_t ki;
+    memcpy(&ki, &kd, sizeof(ki));
+    kd -= ATTN_EXP_SHIFT;
+    double r = fma(ATTN_EXP_INVLN2N, xd, -kd);
+    uint64_t t = attn_exp_tab[ki % 32] + (ki << 47);
+    double s;
+    memcpy(&s, &t, sizeof(s));
+    double p = fma(fma(ATTN_EXP_C0, r, ATTN_EXP_C1), r * r, fma(ATTN_EXP_C2, r, 1.0));
+    return (float)(p * s);
 }
 
 static void attn_exp_n_ref(float *x, int n) {
