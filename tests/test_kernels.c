@@ -145,7 +145,7 @@ TEST(kernels_tables_complete) {
                        k->name, tr->name);
         }
         EXPECT(k->attn_dot_f16 && k->attn_mad_f16 && k->attn_scale_f16 && k->attn_dots_f16 &&
-               k->attn_rows_f16);
+               k->attn_rows_f16 && k->gdn_rows);
     }
 }
 
@@ -491,6 +491,36 @@ TEST(kernels_expf_ggml_close_to_exp) {
         if (d > worst) worst = d;
     }
     EXPECT_MSG(worst < 4 * 1.2e-7, "max relative error %g", worst);
+}
+
+/* gdn_rows: every table against the reference, bit for bit, on the state and the outputs, at
+ * the real head size (128 x 128), a 64-multiple, and sizes with tails; unaligned pointers; 20
+ * tokens in a row so the state grows as in a model. */
+TEST(kernels_gdn_rows_bit_identical) {
+    const struct cpu_kernels *ks[4];
+    int nk = tables(ks);
+    static const int dims[][2] = {{128, 128}, {64, 32}, {100, 7}, {1, 3}, {192, 16}};
+    enum { MAXF = 128 * 128 + 1 };
+    static float sa[MAXF], sb[MAXF], kn[257], qn[257], v[257], oa[257], ob[257];
+    g_state = 23;
+    for (int ik = 0; ik < nk; ik++)
+        for (size_t id = 0; id < sizeof(dims) / sizeof(dims[0]); id++) {
+            int dk = dims[id][0], dv = dims[id][1];
+            fill_gauss(sa, MAXF, 0.5f, 0.0f);
+            memcpy(sb, sa, sizeof(sa));
+            int same = 1;
+            for (int t = 0; t < 20 && same; t++) {
+                fill_gauss(kn, 257, 0.1f, 0.0f);
+                fill_gauss(qn, 257, 0.1f, 0.0f);
+                fill_gauss(v, 257, 1.0f, 0.0f);
+                float beta = 0.3f + 0.03f * (float)t, decay = 0.9f + 0.004f * (float)t;
+                gdn_rows_ref(sa + 1, dk, dv, kn + 1, qn + 1, v + 1, beta, decay, 0.088f, oa + 1);
+                ks[ik]->gdn_rows(sb + 1, dk, dv, kn + 1, qn + 1, v + 1, beta, decay, 0.088f,
+                                 ob + 1);
+                same = !memcmp(sa, sb, sizeof(sa)) && !memcmp(oa + 1, ob + 1, (size_t)dv * 4);
+            }
+            EXPECT_MSG(same, "%s gdn_rows dk=%d dv=%d", ks[ik]->name, dk, dv);
+        }
 }
 
 /* attn_exp_ref is glibc's expf bit for bit (the exhaustive check over [-104.5, 0] was run once;

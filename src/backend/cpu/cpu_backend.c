@@ -121,6 +121,10 @@ struct threadpool *cpu_backend_pool(struct backend *be) {
     return ctx_of(be)->pool;
 }
 
+const struct cpu_kernels *cpu_backend_kernels(struct backend *be) {
+    return ctx_of(be)->kern;
+}
+
 /* ============================================================================================
  * Memory
  * ============================================================================================ */

@@ -104,6 +104,7 @@ static void merge_over_scalar(struct cpu_kernels *dst, const struct cpu_kernels 
     if (isa->silu) dst->silu = isa->silu;
     if (isa->rope_pairs) dst->rope_pairs = isa->rope_pairs;
     if (isa->attn_rows_f16) dst->attn_rows_f16 = isa->attn_rows_f16;
+    if (isa->gdn_rows) dst->gdn_rows = isa->gdn_rows;
     dst->name = isa->name;
 }
 

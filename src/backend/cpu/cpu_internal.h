@@ -13,6 +13,7 @@
 
 /* The backend's thread pool (valid for the backend's lifetime). */
 struct threadpool *cpu_backend_pool(struct backend *be);
+const struct cpu_kernels *cpu_backend_kernels(struct backend *be);
 
 /* Split [0, n) into nth near-equal contiguous ranges; thread ith gets [*lo, *hi). */
 void cpu_split_range(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi);

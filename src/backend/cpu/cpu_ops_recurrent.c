@@ -19,32 +19,9 @@
 
 /* ============================================================================================
  * Vector helpers
- * The order of ggml_vec_dot_f32 on AVX-512: four accumulators of 16 lanes fed by fused
- * multiply-adds over blocks of 64, combined 4 -> 2 -> 1, then a 16-lane tree (8, 4, 2, 1), the
- * tail added in double. Keeping the same order keeps the state bit-close to llama.cpp's over
- * hundreds of tokens.
+ * (The state update itself is the kernel table's gdn_rows: ggml_vec_dot_f32's AVX-512 order,
+ * which keeps the state bit-close to llama.cpp's over hundreds of tokens.)
  * ============================================================================================ */
-
-static float dot_f32(const float *x, const float *y, int n) {
-    float acc[64] = {0};
-    int n64 = n & ~63;
-    for (int i = 0; i < n64; i += 64)
-        for (int l = 0; l < 64; l++) acc[l] = fmaf(x[i + l], y[i + l], acc[l]);
-    for (int l = 0; l < 32; l++) acc[l] += acc[l + 32];
-    for (int l = 0; l < 16; l++) acc[l] += acc[l + 16];
-    for (int l = 0; l < 8; l++) acc[l] += acc[l + 8];
-    for (int l = 0; l < 4; l++) acc[l] += acc[l + 4];
-    double sum = (double)((acc[0] + acc[2]) + (acc[1] + acc[3]));
-    for (int i = n64; i < n; i++) sum += (double)(x[i] * y[i]);
-    return (float)sum;
-}
-
-/* y += x * v (ggml_vec_mad_f32: fused over blocks of 64, plain multiply-add on the tail). */
-static void axpy_f32(float *y, const float *x, float v, int n) {
-    int n64 = n & ~63;
-    for (int i = 0; i < n64; i++) y[i] = fmaf(x[i], v, y[i]);
-    for (int i = n64; i < n; i++) y[i] += x[i] * v;
-}
 
 /* y = x / max(||x||, eps) (ggml_l2_norm: sum of squares in double). */
 static void l2_norm_f32(const float *x, float *y, int n, float eps) {
@@ -120,13 +97,19 @@ static void cpu_ssm_conv(struct backend *be, const struct ssm_conv_args *a) {
  * inner loop is a contiguous pass over d_k floats.
  * ============================================================================================ */
 
+struct gdn_job {
+    const struct gdn_args *a;
+    const struct cpu_kernels *kern;
+};
+
 static void gdn_task(void *p, int ith, int nth) {
-    const struct gdn_args *a = p;
+    const struct gdn_job *job = p;
+    const struct gdn_args *a = job->a;
     int64_t h0, h1;
     cpu_split_range(a->n_head_v, ith, nth, &h0, &h1);
     int dk = a->d_k, dv = a->d_v, hk = a->n_head_k, hv = a->n_head_v;
     int64_t k_off = (int64_t)hk * dk, v_off = 2 * k_off, head_floats = (int64_t)dk * dv;
-    float qn[GDN_MAX_DIM], kn[GDN_MAX_DIM], delta[GDN_MAX_DIM];
+    float qn[GDN_MAX_DIM], kn[GDN_MAX_DIM];
     float scale = 1.0f / sqrtf((float)dv);
     for (int64_t h = h0; h < h1; h++) {
         float *S = a->state + h * head_floats;
@@ -139,13 +122,8 @@ static void gdn_task(void *p, int ith, int nth) {
             const float *v = row + v_off + h * dv;
             float beta = sigmoid_f32(a->beta[(int64_t)t * hv + h]);
             float g = softplus_f32(a->alpha[(int64_t)t * hv + h] + a->dt_bias[h]) * a->ssm_a[h];
-            float decay = expf(g);
-            for (int64_t i = 0; i < head_floats; i++) S[i] *= decay;
-            for (int jv = 0; jv < dv; jv++)
-                delta[jv] = (v[jv] - dot_f32(S + (int64_t)jv * dk, kn, dk)) * beta;
-            for (int jv = 0; jv < dv; jv++) axpy_f32(S + (int64_t)jv * dk, kn, delta[jv], dk);
             float *o = a->out + (int64_t)t * hv * dv + h * dv;
-            for (int jv = 0; jv < dv; jv++) o[jv] = dot_f32(S + (int64_t)jv * dk, qn, dk) * scale;
+            job->kern->gdn_rows(S, dk, dv, kn, qn, v, beta, expf(g), scale, o);
             if (a->snap && a->snap[t])
                 memcpy(a->snap[t] + a->snap_off + h * head_floats, S,
                        (size_t)head_floats * sizeof(float));
@@ -156,7 +134,8 @@ static void gdn_task(void *p, int ith, int nth) {
 static void cpu_gated_delta_net(struct backend *be, const struct gdn_args *a) {
     CHECK(a->d_k > 0 && a->d_k <= GDN_MAX_DIM && a->d_v > 0 && a->d_v <= GDN_MAX_DIM);
     CHECK(a->n_head_k > 0 && a->n_head_v % a->n_head_k == 0 && a->n_tokens > 0);
-    threadpool_run(cpu_backend_pool(be), gdn_task, (void *)a);
+    struct gdn_job job = {a, cpu_backend_kernels(be)};
+    threadpool_run(cpu_backend_pool(be), gdn_task, &job);
 }
 
 /* ============================================================================================
