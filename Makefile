@@ -147,7 +147,7 @@ tsan:
 	./build/tsan/test_runner $(T)
 
 # hearth's benchmarks (not part of `make test`): `hearth bench` on random-weight files at real
-# shapes, generated once into $HEARTH_BENCH_DIR (default /tmp/hearth-bench). BENCH_MODELS picks
+# shapes, generated once into $HEARTH_BENCH_DIR (default ../hearth-bench, beside the checkout). BENCH_MODELS picks
 # some (names in bench/models.sh). bench/compare.sh alternates hearth and llama.cpp.
 BENCH_MODELS ?=
 bench: hearth

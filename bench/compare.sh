@@ -3,7 +3,7 @@
 #
 #   bench/compare.sh [MODEL_NAME...]      names from bench/models.sh (default: all)
 #   env: THREADS (2), PP (512), TG (128), ROUNDS (3: alternations per model), REPS (2: timed
-#        runs per engine per round), HEARTH_BENCH_DIR (files, default /tmp/hearth-bench),
+#        runs per engine per round), HEARTH_BENCH_DIR (files, default ../hearth-bench),
 #        HEARTH_PEER (an installed copy of ../shared/peer; default: installed into
 #        $HEARTH_BENCH_DIR/peer on first use, with npm, as its README says)
 #

@@ -1,10 +1,10 @@
 # bench/models.sh: the benchmark models (sourced by run.sh and compare.sh).
 #
 # Random-weight GGUFs at real shapes, written by `hearth synth` into $HEARTH_BENCH_DIR (default
-# /tmp/hearth-bench, outside the repository: the 8B file is ~5 GB). bench_models prints the
+# ../hearth-bench, beside the checkout like ../shared, not inside it: the 8B file is ~5 GB). bench_models prints the
 # names; bench_file NAME ensures the file exists (generating it once) and prints its path.
 
-BENCH_DIR=${HEARTH_BENCH_DIR:-/tmp/hearth-bench}
+BENCH_DIR=${HEARTH_BENCH_DIR:-../hearth-bench}
 HEARTH=${HEARTH:-./hearth}
 
 # name  preset  type  extra synth options
@@ -28,9 +28,9 @@ bench_file() {
     preset=$(echo "$line" | awk '{ print $2 }')
     type=$(echo "$line" | awk '{ print $3 }')
     extra=$(echo "$line" | awk '{ for (i = 4; i <= NF; i++) printf "%s ", $i }')
-    path="$BENCH_DIR/$1.gguf"
+    mkdir -p "$BENCH_DIR" || return 1
+    path="$(cd "$BENCH_DIR" && pwd)/$1.gguf" # absolute: compare.sh runs llama.cpp from its folder
     if [ ! -f "$path" ]; then
-        mkdir -p "$BENCH_DIR"
         echo "generating $path (once)" >&2
         # shellcheck disable=SC2086
         "$HEARTH" synth --preset "$preset" --type "$type" $extra -o "$path.tmp" >&2 &&

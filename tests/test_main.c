@@ -90,7 +90,7 @@ const char *test_tmp_dir(void) {
     static char dir[256];
     if (!dir[0]) {
         const char *base = getenv("TMPDIR");
-        snprintf(dir, sizeof(dir), "%s/hearth-test-XXXXXX", base && *base ? base : "/tmp");
+        snprintf(dir, sizeof(dir), "%s/hearth-test-XXXXXX", base && *base ? base : P_tmpdir);
         if (!mkdtemp(dir)) {
             perror("mkdtemp");
             exit(1);

@@ -69,7 +69,9 @@ static void init(void) {
     const char *spm = getenv("HEARTH_FUZZ_VOCAB");
     g_spm =
         open_vocab(spm && *spm ? spm : "../shared/models/stories/stories260K.gguf", &g_spm_file);
-    char path[] = "/tmp/hearth-fuzz-vocab-XXXXXX";
+    const char *tmp = getenv("TMPDIR");
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/hearth-fuzz-vocab-XXXXXX", tmp && *tmp ? tmp : P_tmpdir);
     int fd = mkstemp(path);
     if (fd < 0) abort();
     close(fd);
