@@ -93,12 +93,10 @@ typedef void (*cpu_attn_rows_f16_fn)(struct cpu_attn_rows_f16 *a);
 /* One token of the gated delta rule on one value head's state S ([dv][dk], row jv = S[:, jv]),
  * row by row (rows are independent, so ggml's four passes fuse without changing any element's
  * operations); for each jv < dv, with s = S + jv * dk:
- *   s[i] *= decay;  d = (v[jv] - gdn_dot(s, kn, dk)) * beta;
+ *   s[i] *= decay;  d = (v[jv] - f32_id_dot_ref(s, kn, dk)) * beta;
  *   s[i] = fmaf(kn[i], d, s[i]) over whole blocks of 64, s[i] += kn[i] * d on the tail
- *   (ggml_vec_mad_f32);  out[jv] = gdn_dot(s, qn, dk) * scale.
- * gdn_dot_ref is ggml_vec_dot_f32's AVX-512 order: four 16-lane accumulators fed by fmas over
- * blocks of 64, combined (0 + 2) + (1 + 3), a 16-lane tree (8, 4, then (0 + 2) + (1 + 3)), the
- * tail added in double. */
+ *   (ggml_vec_mad_f32);  out[jv] = f32_id_dot_ref(s, qn, dk) * scale.
+ * The dots are ggml_vec_dot_f32's, as for F32 experts (f32_id_dot_ref). */
 typedef void (*cpu_gdn_rows_fn)(float *S, int dk, int dv, const float *kn, const float *qn,
                                 const float *v, float beta, float decay, float scale, float *out);
 
@@ -208,7 +206,6 @@ void attn_rows_f16_with(struct cpu_attn_rows_f16 *a, cpu_attn_dots_f16_fn dots,
                         cpu_attn_mad_f16_fn mad, cpu_attn_scale_f16_fn scale,
                         void (*exp_n)(float *x, int n));
 void attn_rows_f16_ref(struct cpu_attn_rows_f16 *a);
-float gdn_dot_ref(const float *x, const float *y, int n);
 void gdn_rows_ref(float *S, int dk, int dv, const float *kn, const float *qn, const float *v,
                   float beta, float decay, float scale, float *out);
 

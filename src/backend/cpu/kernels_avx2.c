@@ -240,26 +240,9 @@ static void attn_scale_f16_avx2(uint16_t *acc, float s, int64_t n) {
     for (; i < n; i++) acc[i] = fp32_to_fp16(f16_to_f32(acc[i]) * s);
 }
 
-/* ---- gated delta rule (gdn_rows_ref): each 16-lane accumulator as two 8-lane registers ---- */
+/* ---- gated delta rule (gdn_rows_ref); its dots are ggml_vec_dot_f32's (f32_id_dot_avx2) ---- */
 
-INLINE float gdn_dot_avx2(const float *x, const float *y, int n) {
-    __m256 a[8];
-    for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
-    int n64 = n & ~63;
-    for (int i = 0; i < n64; i += 64)
-        for (int r = 0; r < 8; r++)
-            a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8 * r), _mm256_loadu_ps(y + i + 8 * r),
-                                   a[r]);
-    /* accumulator q = lanes 16q .. 16q+15 = a[2q], a[2q + 1] */
-    __m256 lo = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
-    __m256 hi = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
-    __m256 h = _mm256_add_ps(lo, hi);
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    __m128 t = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    double sum = (double)_mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
-    for (int i = n64; i < n; i++) sum += (double)(x[i] * y[i]);
-    return (float)sum;
-}
+static float f32_id_dot_avx2(const float *w, const float *x, int64_t n);
 
 static void gdn_rows_avx2(float *S, int dk, int dv, const float *kn, const float *qn,
                           const float *v, float beta, float decay, float scale, float *out) {
@@ -271,13 +254,13 @@ static void gdn_rows_avx2(float *S, int dk, int dv, const float *kn, const float
         for (; i < n8; i += 8)
             _mm256_storeu_ps(s + i, _mm256_mul_ps(_mm256_loadu_ps(s + i), vdecay));
         for (; i < dk; i++) s[i] *= decay;
-        float d = (v[jv] - gdn_dot_avx2(s, kn, dk)) * beta;
+        float d = (v[jv] - f32_id_dot_avx2(s, kn, dk)) * beta;
         const __m256 vd = _mm256_set1_ps(d);
         for (i = 0; i < n64; i += 8)
             _mm256_storeu_ps(s + i,
                              _mm256_fmadd_ps(_mm256_loadu_ps(kn + i), vd, _mm256_loadu_ps(s + i)));
         for (; i < dk; i++) s[i] += kn[i] * d;
-        out[jv] = gdn_dot_avx2(s, qn, dk) * scale;
+        out[jv] = f32_id_dot_avx2(s, qn, dk) * scale;
     }
 }
 

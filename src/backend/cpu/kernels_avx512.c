@@ -391,26 +391,9 @@ static void attn_scale_f16_avx512(uint16_t *acc, float s, int64_t n) {
     }
 }
 
-/* ---- gated delta rule (gdn_rows_ref): one 16-lane register per accumulator ---- */
+/* ---- gated delta rule (gdn_rows_ref); its dots are ggml_vec_dot_f32's (f32_id_dot_avx512) ---- */
 
-INLINE float gdn_dot_avx512(const float *x, const float *y, int n) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    int n64 = n & ~63;
-    for (int i = 0; i < n64; i += 64) {
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(y + i + 16), a1);
-        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(y + i + 32), a2);
-        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(y + i + 48), a3);
-    }
-    a0 = _mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3));
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(a0),
-                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a0), 1)));
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    __m128 t = _mm_add_ps(q, _mm_movehl_ps(q, q)); /* q0 + q2, q1 + q3 */
-    double sum = (double)_mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
-    for (int i = n64; i < n; i++) sum += (double)(x[i] * y[i]);
-    return (float)sum;
-}
+static float f32_id_dot_avx512(const float *w, const float *x, int64_t n);
 
 static void gdn_rows_avx512(float *S, int dk, int dv, const float *kn, const float *qn,
                             const float *v, float beta, float decay, float scale, float *out) {
@@ -422,13 +405,13 @@ static void gdn_rows_avx512(float *S, int dk, int dv, const float *kn, const flo
         for (; i < n16; i += 16)
             _mm512_storeu_ps(s + i, _mm512_mul_ps(_mm512_loadu_ps(s + i), vdecay));
         for (; i < dk; i++) s[i] *= decay;
-        float d = (v[jv] - gdn_dot_avx512(s, kn, dk)) * beta;
+        float d = (v[jv] - f32_id_dot_avx512(s, kn, dk)) * beta;
         const __m512 vd = _mm512_set1_ps(d);
         for (i = 0; i < n64; i += 16)
             _mm512_storeu_ps(s + i,
                              _mm512_fmadd_ps(_mm512_loadu_ps(kn + i), vd, _mm512_loadu_ps(s + i)));
         for (; i < dk; i++) s[i] += kn[i] * d;
-        out[jv] = gdn_dot_avx512(s, qn, dk) * scale;
+        out[jv] = f32_id_dot_avx512(s, qn, dk) * scale;
     }
 }
 

@@ -279,30 +279,16 @@ void attn_rows_f16_with(struct cpu_attn_rows_f16 *a, cpu_attn_dots_f16_fn dots,
 
 /* ---- gated delta rule (gdn_rows) ---- */
 
-float gdn_dot_ref(const float *x, const float *y, int n) {
-    float acc[64] = {0};
-    int n64 = n & ~63;
-    for (int i = 0; i < n64; i += 64)
-        for (int l = 0; l < 64; l++) acc[l] = fmaf(x[i + l], y[i + l], acc[l]);
-    for (int l = 0; l < 32; l++) acc[l] += acc[l + 32];
-    for (int l = 0; l < 16; l++) acc[l] += acc[l + 16];
-    for (int l = 0; l < 8; l++) acc[l] += acc[l + 8];
-    for (int l = 0; l < 4; l++) acc[l] += acc[l + 4];
-    double sum = (double)((acc[0] + acc[2]) + (acc[1] + acc[3]));
-    for (int i = n64; i < n; i++) sum += (double)(x[i] * y[i]);
-    return (float)sum;
-}
-
 void gdn_rows_ref(float *S, int dk, int dv, const float *kn, const float *qn, const float *v,
                   float beta, float decay, float scale, float *out) {
     int n64 = dk & ~63;
     for (int jv = 0; jv < dv; jv++) {
         float *s = S + (size_t)jv * dk;
         for (int i = 0; i < dk; i++) s[i] *= decay;
-        float d = (v[jv] - gdn_dot_ref(s, kn, dk)) * beta;
+        float d = (v[jv] - f32_id_dot_ref(s, kn, dk)) * beta;
         for (int i = 0; i < n64; i++) s[i] = fmaf(kn[i], d, s[i]);
         for (int i = n64; i < dk; i++) s[i] += kn[i] * d;
-        out[jv] = gdn_dot_ref(s, qn, dk) * scale;
+        out[jv] = f32_id_dot_ref(s, qn, dk) * scale;
     }
 }
 
