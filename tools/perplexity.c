@@ -19,6 +19,7 @@
 
 #include "../src/base/buf.h"
 #include "../src/base/mem.h"
+#include "../src/base/num.h"
 #include "../src/engine/engine.h"
 
 #include <errno.h>
@@ -421,14 +422,13 @@ int tool_perplexity_run(int argc, char **argv, FILE *out, FILE *err_out) {
             fprintf(err_out, "hearth perplexity: unknown option '%s' (see --help)\n", a);
             return 1;
         }
+        long long parsed;
         if (num) {
-            char *end;
-            errno = 0;
-            *num = strtol(v, &end, 10);
-            if (*end || errno || *num < lo || *num > (1 << 20)) {
+            if (num_parse_int(v, lo, 1 << 20, &parsed)) {
                 fprintf(err_out, "hearth perplexity: %s: bad value '%s'\n", a, v);
                 return 1;
             }
+            *num = (long)parsed;
         }
     }
     if (!model || (!kl_mode && !text_path) || (kl_mode && !base_path)) {

@@ -15,6 +15,7 @@
 #include "tools.h"
 
 #include "../src/base/mem.h"
+#include "../src/base/num.h"
 #include "../src/base/threads.h"
 #include "../src/gguf/gguf.h"
 #include "../src/tensor/dtype.h"
@@ -492,10 +493,8 @@ static int parse_args(int argc, char **argv, struct qz_opts *o, FILE *out, FILE 
             o->override[o->n_override].type = (enum dtype)t;
             o->n_override++;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            char *end;
-            errno = 0;
-            long n = strtol(v, &end, 10);
-            if (*end || errno || n < 1 || n > 512) {
+            long long n;
+            if (num_parse_int(v, 1, 512, &n)) {
                 fprintf(err_out, "hearth quantize: -t: bad value '%s'\n", v);
                 return -1;
             }
@@ -513,9 +512,8 @@ static int parse_args(int argc, char **argv, struct qz_opts *o, FILE *out, FILE 
     o->out_path = pos[1];
     o->type_name = pos[2];
     if (n_pos == 4) { /* llama-quantize's trailing thread count */
-        char *end;
-        long n = strtol(pos[3], &end, 10);
-        if (*end || n < 1 || n > 512) {
+        long long n;
+        if (num_parse_int(pos[3], 1, 512, &n)) {
             fprintf(err_out, "hearth quantize: unexpected argument '%s'\n", pos[3]);
             return -1;
         }

@@ -8,9 +8,6 @@
 int cli_run_main(int argc, char **argv);
 int cli_serve_main(int argc, char **argv); /* hearth serve (see src/server/server.h) */
 
-/* Shared option helpers: parse a whole-string integer / float; 0 on success. */
-int cli_parse_int(const char *s, long long lo, long long hi, long long *out);
-int cli_parse_float(const char *s, double *out);
 /* Reads a whole file (for -f); caller frees with mem_free; NULL on failure. */
 char *cli_read_file(const char *path, size_t *n_bytes);
 

@@ -8,6 +8,7 @@
 
 #include "../base/log.h"
 #include "../base/mem.h"
+#include "../base/num.h"
 #include "../engine/engine.h"
 
 #include <errno.h>
@@ -21,26 +22,6 @@ static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-int cli_parse_int(const char *s, long long lo, long long hi, long long *out) {
-    if (!s || !*s) return -1;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
-int cli_parse_float(const char *s, double *out) {
-    if (!s || !*s) return -1;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || *end || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
 }
 
 char *cli_read_file(const char *path, size_t *n_bytes) {
@@ -213,13 +194,13 @@ int cli_run_main(int argc, char **argv) {
             NEED_ARG();
             const char *v = argv[++i];
             if (opts[k].is_float) {
-                if (cli_parse_float(v, &fv)) {
+                if (num_parse_float(v, &fv)) {
                     fprintf(stderr, "hearth run: %s: '%s' is not a number\n", a, v);
                     return 1;
                 }
                 *(float *)opts[k].dst = (float)fv;
             } else {
-                if (cli_parse_int(v, opts[k].lo, opts[k].hi, &iv)) {
+                if (num_parse_int(v, opts[k].lo, opts[k].hi, &iv)) {
                     fprintf(stderr, "hearth run: %s: '%s' is not an integer in [%lld, %lld]\n", a,
                             v, opts[k].lo, opts[k].hi);
                     return 1;
