@@ -177,16 +177,42 @@ TEST(backend_matmul_id_bit_exact) {
     mem_free(xq);
 }
 
-/* Attention of every query row is the same computed alone (decode), in one batch (prefill) or
- * in pieces, for each cache type; and close to a double-precision softmax. */
+/* Attention of every query row is the same computed alone (decode) or in a batch of fewer than
+ * 64 rows; a batch of 64 or more takes llama.cpp's tiled arithmetic (F16/F32 caches), where a
+ * row is the same in any such batch (here all 75 rows, or the last 67 on their own); every row is
+ * close to a double-precision softmax. */
+static double attention_vs_double(const float *q, const float *kx, const float *vx, int tok,
+                                  int q_dim, int kv_dim, int nh, int nkv, int hd, const float *o) {
+    double worst = 0;
+    for (int h = 0; h < nh; h++) {
+        int g = h / (nh / nkv);
+        double mx = -1e300, l = 0, acc[64] = {0}, s[128];
+        for (int j = 0; j <= tok; j++) {
+            s[j] = 0;
+            for (int d = 0; d < hd; d++)
+                s[j] += (double)q[tok * q_dim + h * hd + d] * kx[j * kv_dim + g * hd + d];
+            s[j] *= 0.125;
+            mx = fmax(mx, s[j]);
+        }
+        for (int j = 0; j <= tok; j++) {
+            double p = exp(s[j] - mx);
+            l += p;
+            for (int d = 0; d < hd; d++) acc[d] += p * vx[j * kv_dim + g * hd + d];
+        }
+        for (int d = 0; d < hd; d++) worst = fmax(worst, fabs(acc[d] / l - o[h * hd + d]));
+    }
+    return worst;
+}
+
 TEST(backend_attention_rows_independent_of_batch) {
-    enum { N = 75, NH = 4, NKV = 2, HD = 64 };
+    enum { N = 75, NH = 4, NKV = 2, HD = 64, SHORT = 40, SKIP = 8 };
     const enum dtype kv_types[] = {DTYPE_F16, DTYPE_F32, DTYPE_Q8_0};
     int kv_dim = NKV * HD, q_dim = NH * HD;
     float *q = mem_alloc(sizeof(float) * N * q_dim), *kx = mem_alloc(sizeof(float) * N * kv_dim);
     float *vx = mem_alloc(sizeof(float) * N * kv_dim);
     float *o_all = mem_alloc(sizeof(float) * N * q_dim), *o_one = mem_alloc(sizeof(float) * q_dim);
-    ASSERT(q && kx && vx && o_all && o_one);
+    float *o_part = mem_alloc(sizeof(float) * N * q_dim);
+    ASSERT(q && kx && vx && o_all && o_one && o_part);
     for (int i = 0; i < N * q_dim; i++) q[i] = frand() * 2;
     for (int i = 0; i < N * kv_dim; i++) kx[i] = frand() * 2, vx[i] = frand();
     struct backend *be = NULL;
@@ -194,6 +220,7 @@ TEST(backend_attention_rows_independent_of_batch) {
     ASSERT(backend_cpu_create(&be, 2, &err) == 0);
     for (size_t it = 0; it < 3; it++) {
         enum dtype t = kv_types[it];
+        int tiled = t != DTYPE_Q8_0;
         size_t rb = dtype_row_bytes(t, kv_dim);
         void *kc = be->buffer_alloc(be, rb * N), *vc = be->buffer_alloc(be, rb * N);
         ASSERT(kc && vc);
@@ -202,8 +229,21 @@ TEST(backend_attention_rows_independent_of_batch) {
         be->kv_store(be, kc, vc, t, kv_dim, kx + 50 * kv_dim, vx + 50 * kv_dim, kv_dim, 50, N - 50);
         struct attn_args a = {q, q_dim, kc, vc, t, N, 0, NH, NKV, HD, 0.125f, o_all};
         be->attention(be, &a);
+        struct attn_args tail = a; /* the last N - SKIP rows (still >= 64) */
+        tail.q = q + SKIP * q_dim;
+        tail.n_tokens = N - SKIP;
+        tail.pos0 = SKIP;
+        tail.out = o_part + SKIP * q_dim;
+        be->attention(be, &tail);
+        EXPECT_MSG(!memcmp(o_part + SKIP * q_dim, o_all + SKIP * q_dim,
+                           sizeof(float) * (N - SKIP) * q_dim),
+                   "%s: rows of a 67-row batch differ from the 75-row batch", dtype_name(t));
+        struct attn_args sh = a; /* a short batch: the first SHORT rows */
+        sh.n_tokens = SHORT;
+        sh.out = o_part;
+        be->attention(be, &sh);
         double worst = 0;
-        int mismatch = -1;
+        int mismatch = -1, short_mismatch = -1;
         for (int tok = 0; tok < N; tok++) {
             struct attn_args b = a;
             b.q = q + tok * q_dim;
@@ -211,28 +251,18 @@ TEST(backend_attention_rows_independent_of_batch) {
             b.pos0 = tok;
             b.out = o_one;
             be->attention(be, &b);
-            if (mismatch < 0 && memcmp(o_one, o_all + tok * q_dim, sizeof(float) * q_dim))
+            if (tok < SHORT && short_mismatch < 0 &&
+                memcmp(o_one, o_part + tok * q_dim, sizeof(float) * q_dim))
+                short_mismatch = tok;
+            if (!tiled && mismatch < 0 && memcmp(o_one, o_all + tok * q_dim, sizeof(float) * q_dim))
                 mismatch = tok;
-            for (int h = 0; h < NH; h++) { /* double softmax over f32 k/v (loose bound) */
-                int g = h / (NH / NKV);
-                double mx = -1e300, l = 0, acc[HD] = {0};
-                double s[N];
-                for (int j = 0; j <= tok; j++) {
-                    s[j] = 0;
-                    for (int d = 0; d < HD; d++)
-                        s[j] += (double)q[tok * q_dim + h * HD + d] * kx[j * kv_dim + g * HD + d];
-                    s[j] *= 0.125;
-                    mx = fmax(mx, s[j]);
-                }
-                for (int j = 0; j <= tok; j++) {
-                    double p = exp(s[j] - mx);
-                    l += p;
-                    for (int d = 0; d < HD; d++) acc[d] += p * vx[j * kv_dim + g * HD + d];
-                }
-                for (int d = 0; d < HD; d++)
-                    worst = fmax(worst, fabs(acc[d] / l - o_one[h * HD + d]));
-            }
+            worst =
+                fmax(worst, attention_vs_double(q, kx, vx, tok, q_dim, kv_dim, NH, NKV, HD, o_one));
+            worst = fmax(worst, attention_vs_double(q, kx, vx, tok, q_dim, kv_dim, NH, NKV, HD,
+                                                    o_all + tok * q_dim));
         }
+        EXPECT_MSG(short_mismatch < 0, "%s: token %d alone differs from a %d-row batch",
+                   dtype_name(t), short_mismatch, SHORT);
         EXPECT_MSG(mismatch < 0, "%s: token %d alone differs from the batch", dtype_name(t),
                    mismatch);
         EXPECT_MSG(worst < (t == DTYPE_F32 ? 1e-5 : 2e-2), "%s: max error vs double %g",
@@ -246,6 +276,7 @@ TEST(backend_attention_rows_independent_of_batch) {
     mem_free(vx);
     mem_free(o_all);
     mem_free(o_one);
+    mem_free(o_part);
 }
 
 /* threadpool_run_dynamic: every claimed item runs exactly once, later phases see everything

@@ -145,7 +145,7 @@ TEST(kernels_tables_complete) {
                        k->name, tr->name);
         }
         EXPECT(k->attn_dot_f16 && k->attn_mad_f16 && k->attn_scale_f16 && k->attn_dots_f16 &&
-               k->attn_rows_f16 && k->gdn_rows);
+               k->attn_rows_f16 && k->gdn_rows && k->f32_gemm_seq && k->attn_tile_softmax);
     }
 }
 
@@ -521,6 +521,75 @@ TEST(kernels_gdn_rows_bit_identical) {
             }
             EXPECT_MSG(same, "%s gdn_rows dk=%d dv=%d", ks[ik]->name, dk, dv);
         }
+}
+
+/* f32_gemm_seq: every table against the reference, bit for bit, over shapes with full and partial
+ * register tiles (M % 4, N % 64, N % 16), strided and transposed A, an odd address. */
+TEST(kernels_f32_gemm_seq_bit_identical) {
+    const struct cpu_kernels *ks[4];
+    int nk = tables(ks);
+    static const int shapes[][3] = {{64, 128, 64}, {37, 256, 64}, {64, 64, 128}, {5, 3, 17},
+                                    {1, 1, 1},     {8, 100, 80},  {3, 64, 200},  {0, 4, 16}};
+    enum { MAXE = 64 * 256 + 300 };
+    static float A[MAXE], B[MAXE], C0[MAXE], ca[MAXE], cb[MAXE];
+    g_state = 31;
+    for (int ik = 0; ik < nk; ik++)
+        for (size_t is = 0; is < sizeof(shapes) / sizeof(shapes[0]); is++)
+            for (int trans = 0; trans < 2; trans++) {
+                int M = shapes[is][0], K = shapes[is][1], N = shapes[is][2];
+                size_t ldc = (size_t)N + 3, ldb = (size_t)N + 1;
+                size_t a_si = trans ? 1 : (size_t)K + 2, a_sk = trans ? (size_t)M + 5 : 1;
+                fill_gauss(A, MAXE, 1.0f, 0.0f);
+                fill_gauss(B, MAXE, 1.0f, 0.0f);
+                fill_gauss(C0, MAXE, 4.0f, 0.0f);
+                memcpy(ca, C0, sizeof(C0));
+                memcpy(cb, C0, sizeof(C0));
+                f32_gemm_seq_ref(ca + 1, ldc, A + 1, a_si, a_sk, B + 1, ldb, M, K, N);
+                ks[ik]->f32_gemm_seq(cb + 1, ldc, A + 1, a_si, a_sk, B + 1, ldb, M, K, N);
+                EXPECT_MSG(!memcmp(ca, cb, sizeof(ca)), "%s f32_gemm_seq M=%d K=%d N=%d trans=%d",
+                           ks[ik]->name, M, K, N, trans);
+            }
+}
+
+/* attn_tile_softmax: every table against the reference, bit for bit (scores, m, l, acc), with
+ * lanes in every state: padding (qpos -1), a causal edge inside the tile, a max that moves, a
+ * max that stays, a lane whose tile is fully masked, partial tiles (n_kv < 64). */
+TEST(kernels_attn_tile_softmax_bit_identical) {
+    const struct cpu_kernels *ks[4];
+    int nk = tables(ks);
+    enum { T = CPU_ATTN_TILE, DV = 40 };
+    static float kq0[T * T], ka[T * T], kb[T * T], acc0[T * DV], aa[T * DV], ab[T * DV];
+    float m0[T], l0[T], ma[T], la[T], mb[T], lb[T];
+    int qpos[T];
+    static const int n_kvs[] = {64, 1, 17, 63, 48};
+    g_state = 37;
+    for (int ik = 0; ik < nk; ik++)
+        for (size_t in = 0; in < sizeof(n_kvs) / sizeof(n_kvs[0]); in++)
+            for (int rep = 0; rep < 3; rep++) {
+                int n_kv = n_kvs[in], kv0 = 64 * rep;
+                fill_gauss(kq0, T * T, 3.0f, 0.0f);
+                fill_gauss(acc0, T * DV, 1.0f, 0.0f);
+                for (int r = 0; r < T; r++) {
+                    qpos[r] = r >= 60 ? -1 : kv0 + (r * 7) % 80 - 8; /* some see nothing */
+                    m0[r] = r % 3 == 0 ? -INFINITY : (float)((r * 13) % 11) - 5.0f;
+                    l0[r] = m0[r] == -INFINITY ? 0.0f : 1.0f + 0.25f * (float)(r % 5);
+                }
+                memcpy(ka, kq0, sizeof(ka));
+                memcpy(kb, kq0, sizeof(kb));
+                memcpy(aa, acc0, sizeof(aa));
+                memcpy(ab, acc0, sizeof(ab));
+                memcpy(ma, m0, sizeof(ma));
+                memcpy(mb, m0, sizeof(mb));
+                memcpy(la, l0, sizeof(la));
+                memcpy(lb, l0, sizeof(lb));
+                struct cpu_attn_tile ta = {ka, n_kv, kv0, qpos, 0.125f, ma, la, aa, DV};
+                struct cpu_attn_tile tb = {kb, n_kv, kv0, qpos, 0.125f, mb, lb, ab, DV};
+                attn_tile_softmax_ref(&ta);
+                ks[ik]->attn_tile_softmax(&tb);
+                int same = !memcmp(ka, kb, sizeof(ka)) && !memcmp(aa, ab, sizeof(aa)) &&
+                           !memcmp(ma, mb, sizeof(ma)) && !memcmp(la, lb, sizeof(la));
+                EXPECT_MSG(same, "%s attn_tile_softmax n_kv=%d kv0=%d", ks[ik]->name, n_kv, kv0);
+            }
 }
 
 /* attn_exp_ref is glibc's expf bit for bit (the exhaustive check over [-104.5, 0] was run once;

@@ -267,6 +267,81 @@ done:
     jm_free(g.root);
 }
 
+/* Long prompts (tests/data/long/NAME.json, written by ../shared/peer/logits.mjs: llama.cpp's
+ * top-5 log-probs at every position of one batched evaluation of 100 ids). A batch of 64 or more
+ * query rows takes llama.cpp's tiled flash attention (F32 query, K and V widened to F32, 64x64
+ * tiles, F32 running sum), whose arithmetic differs from the short batches of the goldens above;
+ * hearth repeats it (cpu_backend.c, attention_tiled), so F32 files agree to float rounding. */
+static void check_long_logits(const char *name) {
+    char rel[256], data[256];
+    snprintf(rel, sizeof(rel), "synthetic/%s.gguf", name);
+    snprintf(data, sizeof(data), "tests/data/long/%s.json", name);
+    if (!test_model_path(rel)) {
+        test_skip("../shared/models/%s not found", rel);
+        return;
+    }
+    size_t n;
+    char *text = test_read_file(data, &n);
+    ASSERT(text);
+    struct jm *root = jm_parse(text, n);
+    mem_free(text);
+    ASSERT(root);
+    const struct jm *pr = jm_get(root, "prompt_ids"), *positions = jm_get(root, "positions");
+    ASSERT(pr && positions && pr->len >= 64 && pr->len <= 512);
+    int32_t ids[512];
+    int n_ids = (int)pr->len;
+    for (int i = 0; i < n_ids; i++) ids[i] = (int32_t)pr->items[i].num;
+    struct engine *e = open_engine(test_model_path(rel), 2);
+    ASSERT(e);
+    struct engine_info info;
+    engine_get_info(e, &info);
+    int V = info.n_vocab;
+    struct session *s = new_session(e, 512, KV_TYPE_F16);
+    float *all = mem_alloc((size_t)n_ids * V * sizeof(float));
+    double *lsm = mem_alloc((size_t)V * sizeof(double));
+    struct error err = {0};
+    ASSERT(s && all && lsm);
+    ASSERT(session_eval(s, ids, n_ids, all, &err) == 0);
+    double worst = 0;
+    int worst_pos = -1, n_argmax = 0;
+    for (size_t i = 0; i < positions->len; i++) {
+        const struct jm *pos = &positions->items[i];
+        int p = (int)jm_get(pos, "pos")->num;
+        ASSERT(p >= 0 && p < n_ids);
+        double w = compare_top(pos, all + (size_t)p * V, V, lsm);
+        if (getenv("HEARTH_TEST_VERBOSE")) printf("    pos %d err %.2e\n", p, w);
+        const struct jm *top = jm_get(pos, "top");
+        n_argmax += argmax(all + (size_t)p * V, V) == (int32_t)top->items[0].items[0].num;
+        if (w > worst) worst = w, worst_pos = p;
+    }
+    EXPECT_MSG(worst <= TOL_F32, "%s: long prompt top-5 log-softmax max error %g at pos %d", name,
+               worst, worst_pos);
+    EXPECT_MSG(n_argmax == (int)positions->len, "%s: argmax agrees at %d of %zu positions", name,
+               n_argmax, positions->len);
+    printf("  %s: %d-token batch, top-5 logprob max err %.2e\n", name, n_ids, worst);
+    mem_free(all);
+    mem_free(lsm);
+    session_free(s);
+    engine_close(e);
+    jm_free(root);
+}
+
+TEST(model_long_qwen3_f32) {
+    check_long_logits("qwen3-f32");
+}
+TEST(model_long_qwen2_f32) {
+    check_long_logits("qwen2-f32");
+}
+TEST(model_long_qwen3moe_f32) {
+    check_long_logits("qwen3moe-f32");
+}
+TEST(model_long_qwen35_f32) {
+    check_long_logits("qwen35-f32");
+}
+TEST(model_long_qwen35moe_f32) {
+    check_long_logits("qwen35moe-f32");
+}
+
 TEST(model_golden_qwen2_f32) {
     check_golden("qwen2-f32", TOL_F32, KV_TYPE_F16);
 }

@@ -905,6 +905,108 @@ static void attention_f32_row(const struct attn_args *a, const float *q, int g, 
     for (int i = 0; i < hd; i++) o[i] = acc[i] * inv;
 }
 
+/* ---- tiled (batches of >= ATTN_TILED_MIN query rows, F16 or F32 cache) ----
+ * llama.cpp switches to ggml_compute_forward_flash_attn_ext_tiled when a batch has 64 or more
+ * query rows (and head_dim is a multiple of 16): the query stays F32, keys and values are widened
+ * to F32 a tile of 64 positions at a time, and the running value sum is F32. hearth does the same
+ * with the same arithmetic (cpu_kernels.h: f32_gemm_seq, attn_tile_softmax), so long prompts
+ * agree with llama.cpp to float rounding (tests/data/long), and the work is two F32 matrix
+ * products per tile instead of a convert-fma-convert chain per position. A unit is one query
+ * head and 64 consecutive tokens; its keys and values are widened once per tile. The scores are
+ * kept transposed (position-major) so the softmax runs across the 64 query rows at once. */
+
+#define ATTN_TILED_MIN 64 /* llama.cpp's GGML_FA_TILE_Q */
+#define AT             CPU_ATTN_TILE
+
+static size_t attn_tiled_scratch(int hd) {
+    return align64((size_t)(4 * AT * hd + AT * AT + 2 * AT) * sizeof(float) + AT * sizeof(int));
+}
+
+struct attn_tiled_args {
+    const struct attn_args *a;
+    const struct cpu_kernels *kern;
+    char *work;   /* per thread: attn_tiled_scratch(head_dim) bytes */
+    int n_qtiles; /* tiles of AT tokens */
+    struct claim c;
+};
+
+static void kv_tile_to_f32(const struct attn_args *a, const struct cpu_kernels *kern,
+                           const void *base, size_t row_bytes, int g, int kv0, int n, float *out) {
+    int hd = a->head_dim;
+    for (int j = 0; j < n; j++) {
+        const char *row = (const char *)base + (size_t)(kv0 + j) * row_bytes;
+        if (a->kv_type == DTYPE_F16)
+            kern->to_float[DTYPE_F16]((const uint16_t *)row + (size_t)g * hd, out + (size_t)j * hd,
+                                      hd);
+        else
+            memcpy(out + (size_t)j * hd, (const float *)row + (size_t)g * hd,
+                   (size_t)hd * sizeof(float));
+    }
+}
+
+/* Units: (query tile descending, head): the tiles with the most positions come first. */
+static void attention_tiled_task(void *p, int ith, int nth) {
+    struct attn_tiled_args *ta = p;
+    const struct attn_args *a = ta->a;
+    const struct cpu_kernels *kern = ta->kern;
+    int hd = a->head_dim, group = a->n_head / a->n_head_kv;
+    size_t row_bytes = dtype_row_bytes(a->kv_type, (int64_t)a->n_head_kv * hd);
+    float *qt = (float *)(ta->work + (size_t)ith * attn_tiled_scratch(hd));
+    float *acc = qt + (size_t)AT * hd, *k32 = acc + (size_t)AT * hd, *v32 = k32 + (size_t)AT * hd;
+    float *kq = v32 + (size_t)AT * hd, *m = kq + AT * AT, *l = m + AT;
+    int *qpos = (int *)(l + AT);
+    int64_t lo, hi;
+    while (claim_next(&ta->c, &lo, &hi)) {
+        for (int64_t u = lo; u < hi; u++) {
+            int tile = ta->n_qtiles - 1 - (int)(u / a->n_head), h = (int)(u % a->n_head);
+            int g = h / group, it0 = tile * AT,
+                nq = a->n_tokens - it0 < AT ? a->n_tokens - it0 : AT;
+            for (int r = 0; r < AT; r++) {
+                const float *q = a->q + (int64_t)(it0 + r) * a->q_stride + (int64_t)h * hd;
+                for (int d = 0; d < hd; d++) qt[(size_t)d * AT + r] = r < nq ? q[d] : 0.0f;
+                qpos[r] = r < nq ? a->pos0 + it0 + r : -1;
+                m[r] = -INFINITY;
+                l[r] = 0.0f;
+            }
+            memset(acc, 0, (size_t)AT * hd * sizeof(float));
+            int n_kv = a->pos0 + it0 + nq; /* positions the last row sees */
+            for (int kv0 = 0; kv0 < n_kv; kv0 += AT) {
+                int n = n_kv - kv0 < AT ? n_kv - kv0 : AT;
+                kv_tile_to_f32(a, kern, a->k, row_bytes, g, kv0, n, k32);
+                kv_tile_to_f32(a, kern, a->v, row_bytes, g, kv0, n, v32);
+                if (n < AT) memset(v32 + (size_t)n * hd, 0, (size_t)(AT - n) * hd * sizeof(float));
+                memset(kq, 0, (size_t)n * AT * sizeof(float));
+                kern->f32_gemm_seq(kq, AT, k32, (size_t)hd, 1, qt, AT, n, hd, AT);
+                struct cpu_attn_tile st = {kq, n, kv0, qpos, a->scale, m, l, acc, hd};
+                kern->attn_tile_softmax(&st);
+                kern->f32_gemm_seq(acc, (size_t)hd, kq, 1, AT, v32, (size_t)hd, nq, AT, hd);
+            }
+            for (int r = 0; r < nq; r++) {
+                float inv = l[r] == 0.0f ? 0.0f : 1.0f / l[r];
+                float *o = a->out + (int64_t)(it0 + r) * a->n_head * hd + (int64_t)h * hd;
+                const float *ar = acc + (size_t)r * hd;
+                for (int d = 0; d < hd; d++) o[d] = ar[d] * inv;
+            }
+        }
+    }
+}
+
+static int attention_tiled_applies(const struct attn_args *a) {
+    return a->n_tokens >= ATTN_TILED_MIN && a->head_dim % 16 == 0 &&
+           (a->kv_type == DTYPE_F16 || a->kv_type == DTYPE_F32);
+}
+
+static void attention_tiled(struct cpu_ctx *c, const struct attn_args *a) {
+    struct attn_tiled_args ta;
+    ta.a = a;
+    ta.kern = c->kern;
+    ta.work = work_get(c, (size_t)c->n_threads * attn_tiled_scratch(a->head_dim));
+    ta.n_qtiles = (a->n_tokens + AT - 1) / AT;
+    claim_init(&ta.c, (int64_t)ta.n_qtiles * a->n_head, c->n_threads, 1);
+    ta.c.chunk = 1;
+    threadpool_run_dynamic(c->pool, attention_tiled_task, &ta);
+}
+
 /* ---- the op ---- */
 
 /* Per-thread scratch: ATTN_GROUP rows of state with two f16 vectors each, 3 f32 vectors. */
@@ -984,6 +1086,10 @@ static void cpu_attention(struct backend *be, const struct attn_args *a) {
     struct cpu_ctx *c = ctx_of(be);
     CHECK(a->n_head % a->n_head_kv == 0 && a->head_dim > 0);
     CHECK(a->kv_type != DTYPE_F16 || c->kern->attn_rows_f16);
+    if (attention_tiled_applies(a)) {
+        attention_tiled(c, a);
+        return;
+    }
     struct attn_task_args ta;
     ta.a = a;
     ta.kern = c->kern;

@@ -105,6 +105,8 @@ static void merge_over_scalar(struct cpu_kernels *dst, const struct cpu_kernels 
     if (isa->rope_pairs) dst->rope_pairs = isa->rope_pairs;
     if (isa->attn_rows_f16) dst->attn_rows_f16 = isa->attn_rows_f16;
     if (isa->gdn_rows) dst->gdn_rows = isa->gdn_rows;
+    if (isa->f32_gemm_seq) dst->f32_gemm_seq = isa->f32_gemm_seq;
+    if (isa->attn_tile_softmax) dst->attn_tile_softmax = isa->attn_tile_softmax;
     dst->name = isa->name;
 }
 

@@ -100,6 +100,39 @@ typedef void (*cpu_attn_rows_f16_fn)(struct cpu_attn_rows_f16 *a);
 typedef void (*cpu_gdn_rows_fn)(float *S, int dk, int dv, const float *kn, const float *qn,
                                 const float *v, float beta, float decay, float scale, float *out);
 
+/* llama.cpp's tiled flash attention (ggml_compute_forward_flash_attn_ext_tiled, taken when a
+ * batch has >= 64 query rows and an F16/F32 cache): queries stay F32, keys and values are widened
+ * to F32 64 positions at a time, scores and the value sums are F32 matrix products in which every
+ * element is one chain of FMAs in index order (ggml's simd_gemm), the running sum is F32.
+ *
+ * f32_gemm_seq: C[i][j] = fma(A[i][K-1], B[K-1][j], ... fma(A[i][0], B[0][j], C[i][j])) for
+ *   i < M, j < N: C at C + i * ldc + j, A[i][k] at A + i * a_si + k * a_sk, B[k][j] at
+ *   B + k * ldb + j. Any M, K, N >= 0. Each element's chain is the same whatever the tiling. */
+typedef void (*cpu_f32_gemm_seq_fn)(float *C, size_t ldc, const float *A, size_t a_si, size_t a_sk,
+                                    const float *B, size_t ldb, int M, int K, int N);
+/* The softmax step of one 64-position tile for CPU_ATTN_TILE query rows ("lanes"), in the
+ * transposed layout kq[j * CPU_ATTN_TILE + r] (position j of the tile, query row r). On entry
+ * rows j < n_kv hold the raw scores q_r . k_j (f32_gemm_seq); rows past n_kv are not read. For
+ * each lane r, as llama.cpp does for a query row (ggml_vec_soft_max_f32, AVX-512 build):
+ *   s_j = kq * scale where kv0 + j <= qpos[r] and j < n_kv, else -inf;  t = max_j s_j;
+ *   t == -inf: the row is skipped (p_j = 0; m, l, acc untouched);  otherwise
+ *   M = fmaxf(m[r], t); M > m[r]: ms = attn_exp(m[r] - M), acc[r][:] *= ms, l[r] *= ms;  m[r] = M;
+ *   p_j = expf_ggml(s_j - M); each block of 16 positions summed as _mm512_reduce_add_ps does
+ *   ((p_i + p_i+8) then +4, +2, +1), the block sums added in double, l[r] = (float)(l[r] + sum).
+ * On return kq[j][r] = p_j for every j < CPU_ATTN_TILE (0 past n_kv). acc: [CPU_ATTN_TILE][dv]. */
+#define CPU_ATTN_TILE 64
+struct cpu_attn_tile {
+    float *kq;       /* [CPU_ATTN_TILE][CPU_ATTN_TILE] scores in, probabilities out */
+    int n_kv;        /* positions of the tile that exist, 1..CPU_ATTN_TILE */
+    int kv0;         /* position of the tile's first key */
+    const int *qpos; /* [CPU_ATTN_TILE] each lane's position (-1: padding, sees nothing) */
+    float scale;     /* score scale */
+    float *m, *l;    /* [CPU_ATTN_TILE] running max and sum, in and out */
+    float *acc;      /* [CPU_ATTN_TILE][dv] running value sums, rescaled when a max moves */
+    int dv;
+};
+typedef void (*cpu_attn_tile_softmax_fn)(struct cpu_attn_tile *t);
+
 struct cpu_kernels {
     const char *name;                          /* "scalar", "avx2", "avx512" */
     cpu_vec_dot_fn vec_dot[DTYPE_COUNT];       /* indexed by weight dtype */
@@ -121,6 +154,8 @@ struct cpu_kernels {
     cpu_rope_pairs_fn rope_pairs;
     cpu_attn_rows_f16_fn attn_rows_f16;
     cpu_gdn_rows_fn gdn_rows;
+    cpu_f32_gemm_seq_fn f32_gemm_seq;
+    cpu_attn_tile_softmax_fn attn_tile_softmax;
 };
 
 enum cpu_isa { CPU_ISA_SCALAR = 0, CPU_ISA_AVX2 = 1, CPU_ISA_AVX512 = 2 };
@@ -197,7 +232,11 @@ void rope_pairs_ref(float *x, const float *cs, const float *sn, int n, int half)
 #define ATTN_EXP_C1      (0x1.ebfce50fac4f3p-3 / 1024.0)
 #define ATTN_EXP_C2      (0x1.62e42ff0c52d6p-1 / 32.0)
 #define ATTN_EXP_MIN     -0x1.9fe368p6f /* below: 0 */
-extern const uint64_t attn_exp_tab[32]; /* bits of 2^(i/32) rounded to double, minus i << 47 */
+extern const uint64_t attn_exp_tab[32];
+void f32_gemm_seq_ref(float *C, size_t ldc, const float *A, size_t a_si, size_t a_sk,
+                      const float *B, size_t ldb, int M, int K, int N);
+void attn_tile_softmax_ref(
+    struct cpu_attn_tile *t); /* bits of 2^(i/32) rounded to double, minus i << 47 */
 float attn_exp_ref(float x);
 /* The fused update in plain C over the given helpers (attn_rows_f16_ref passes the references);
  * exp_n(x, n) replaces x[i] by attn_exp(x[i]) for i < n. The SIMD tables use it for heads over

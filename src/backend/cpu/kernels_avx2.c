@@ -240,6 +240,72 @@ static void attn_scale_f16_avx2(uint16_t *acc, float s, int64_t n) {
     for (; i < n; i++) acc[i] = fp32_to_fp16(f16_to_f32(acc[i]) * s);
 }
 
+/* ---- tiled attention products (f32_gemm_seq_ref): 4 rows x 16 columns of named registers,
+ * every element one FMA chain in index order; the softmax step stays the scalar table's ---- */
+
+#define GS2_ROW(i)                                                                                 \
+    __m256 c##i##0 = _mm256_loadu_ps(C + (size_t)(i)*ldc),                                         \
+           c##i##1 = _mm256_loadu_ps(C + (size_t)(i)*ldc + 8)
+#define GS2_FMA(i)                                                                                 \
+    do {                                                                                           \
+        __m256 ai = _mm256_broadcast_ss(a + (size_t)(i)*a_si);                                     \
+        c##i##0 = _mm256_fmadd_ps(ai, b0, c##i##0);                                                \
+        c##i##1 = _mm256_fmadd_ps(ai, b1, c##i##1);                                                \
+    } while (0)
+#define GS2_STORE(i)                                                                               \
+    do {                                                                                           \
+        _mm256_storeu_ps(C + (size_t)(i)*ldc, c##i##0);                                            \
+        _mm256_storeu_ps(C + (size_t)(i)*ldc + 8, c##i##1);                                        \
+    } while (0)
+
+INLINE void gemm_seq_4x16_avx2(float *C, size_t ldc, const float *A, size_t a_si, size_t a_sk,
+                               const float *B, size_t ldb, int K) {
+    GS2_ROW(0);
+    GS2_ROW(1);
+    GS2_ROW(2);
+    GS2_ROW(3);
+    for (int k = 0; k < K; k++) {
+        const float *b = B + (size_t)k * ldb, *a = A + (size_t)k * a_sk;
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        GS2_FMA(0);
+        GS2_FMA(1);
+        GS2_FMA(2);
+        GS2_FMA(3);
+    }
+    GS2_STORE(0);
+    GS2_STORE(1);
+    GS2_STORE(2);
+    GS2_STORE(3);
+}
+
+static void f32_gemm_seq_avx2(float *C, size_t ldc, const float *A, size_t a_si, size_t a_sk,
+                              const float *B, size_t ldb, int M, int K, int N) {
+    int j = 0;
+    for (; j + 16 <= N; j += 16) {
+        int i = 0;
+        for (; i + 4 <= M; i += 4)
+            gemm_seq_4x16_avx2(C + (size_t)i * ldc + j, ldc, A + (size_t)i * a_si, a_si, a_sk,
+                               B + j, ldb, K);
+        for (; i < M; i++)
+            for (int jj = j; jj < j + 16; jj += 8) {
+                float *c = C + (size_t)i * ldc + jj;
+                __m256 acc = _mm256_loadu_ps(c);
+                for (int k = 0; k < K; k++)
+                    acc = _mm256_fmadd_ps(
+                        _mm256_broadcast_ss(A + (size_t)i * a_si + (size_t)k * a_sk),
+                        _mm256_loadu_ps(B + (size_t)k * ldb + jj), acc);
+                _mm256_storeu_ps(c, acc);
+            }
+    }
+    for (int i = 0; i < M; i++) /* columns past the last 16: one fmaf chain each */
+        for (int jj = j; jj < N; jj++) {
+            float c = C[(size_t)i * ldc + jj];
+            for (int k = 0; k < K; k++)
+                c = fmaf(A[(size_t)i * a_si + (size_t)k * a_sk], B[(size_t)k * ldb + jj], c);
+            C[(size_t)i * ldc + jj] = c;
+        }
+}
+
 /* ---- gated delta rule (gdn_rows_ref); its dots are ggml_vec_dot_f32's (f32_id_dot_avx2) ---- */
 
 static float f32_id_dot_avx2(const float *w, const float *x, int64_t n);
@@ -1387,6 +1453,7 @@ int cpu_kernels_fill_avx2(struct cpu_kernels *k, const struct cpu_features *f) {
     k->silu = silu_avx2;
     k->rope_pairs = rope_pairs_avx2;
     k->gdn_rows = gdn_rows_avx2;
+    k->f32_gemm_seq = f32_gemm_seq_avx2;
     k->attn_rows_f16 = attn_rows_f16_avx2;
     return 0;
 }

@@ -758,6 +758,180 @@ static void rope_pairs_avx512(float *x, const float *cs, const float *sn, int n,
 }
 
 /* ============================================================================================
+ * Tiled attention (f32_gemm_seq_ref, attn_tile_softmax_ref)
+ * Each element of a product is one FMA chain in index order, so the register tile (4 rows x 64
+ * columns, A broadcast, B loaded once per k for the 4 rows) changes nothing but speed. The
+ * softmax runs across 16 query lanes per vector; the per-block sums of the reference (16
+ * positions, _mm512_reduce_add_ps's tree) become vector adds of position rows.
+ * ============================================================================================ */
+
+/* The accumulators are named registers: gcc keeps an array of them in memory. */
+#define GS_LOAD(i)                                                                                 \
+    __m512 c##i##0 = _mm512_loadu_ps(C + (size_t)(i)*ldc),                                         \
+           c##i##1 = _mm512_loadu_ps(C + (size_t)(i)*ldc + 16),                                    \
+           c##i##2 = _mm512_loadu_ps(C + (size_t)(i)*ldc + 32),                                    \
+           c##i##3 = _mm512_loadu_ps(C + (size_t)(i)*ldc + 48)
+#define GS_FMA(i)                                                                                  \
+    do {                                                                                           \
+        __m512 ai = _mm512_set1_ps(a[(size_t)(i)*a_si]);                                           \
+        c##i##0 = _mm512_fmadd_ps(ai, b0, c##i##0);                                                \
+        c##i##1 = _mm512_fmadd_ps(ai, b1, c##i##1);                                                \
+        c##i##2 = _mm512_fmadd_ps(ai, b2, c##i##2);                                                \
+        c##i##3 = _mm512_fmadd_ps(ai, b3, c##i##3);                                                \
+    } while (0)
+#define GS_STORE(i)                                                                                \
+    do {                                                                                           \
+        _mm512_storeu_ps(C + (size_t)(i)*ldc, c##i##0);                                            \
+        _mm512_storeu_ps(C + (size_t)(i)*ldc + 16, c##i##1);                                       \
+        _mm512_storeu_ps(C + (size_t)(i)*ldc + 32, c##i##2);                                       \
+        _mm512_storeu_ps(C + (size_t)(i)*ldc + 48, c##i##3);                                       \
+    } while (0)
+
+INLINE void gemm_seq_4x64(float *C, size_t ldc, const float *A, size_t a_si, size_t a_sk,
+                          const float *B, size_t ldb, int K) {
+    GS_LOAD(0);
+    GS_LOAD(1);
+    GS_LOAD(2);
+    GS_LOAD(3);
+    for (int k = 0; k < K; k++) {
+        const float *b = B + (size_t)k * ldb, *a = A + (size_t)k * a_sk;
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        __m512 b2 = _mm512_loadu_ps(b + 32), b3 = _mm512_loadu_ps(b + 48);
+        GS_FMA(0);
+        GS_FMA(1);
+        GS_FMA(2);
+        GS_FMA(3);
+    }
+    GS_STORE(0);
+    GS_STORE(1);
+    GS_STORE(2);
+    GS_STORE(3);
+}
+
+INLINE void gemm_seq_6x64(float *C, size_t ldc, const float *A, size_t a_si, size_t a_sk,
+                          const float *B, size_t ldb, int K) {
+    GS_LOAD(0);
+    GS_LOAD(1);
+    GS_LOAD(2);
+    GS_LOAD(3);
+    GS_LOAD(4);
+    GS_LOAD(5);
+    for (int k = 0; k < K; k++) {
+        const float *b = B + (size_t)k * ldb, *a = A + (size_t)k * a_sk;
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        __m512 b2 = _mm512_loadu_ps(b + 32), b3 = _mm512_loadu_ps(b + 48);
+        GS_FMA(0);
+        GS_FMA(1);
+        GS_FMA(2);
+        GS_FMA(3);
+        GS_FMA(4);
+        GS_FMA(5);
+    }
+    GS_STORE(0);
+    GS_STORE(1);
+    GS_STORE(2);
+    GS_STORE(3);
+    GS_STORE(4);
+    GS_STORE(5);
+}
+
+/* One row, 16 columns (fewer with mask m). */
+INLINE void gemm_seq_1x16(float *C, const float *A, size_t a_sk, const float *B, size_t ldb, int K,
+                          __mmask16 m) {
+    __m512 c = _mm512_maskz_loadu_ps(m, C);
+    for (int k = 0; k < K; k++)
+        c = _mm512_fmadd_ps(_mm512_set1_ps(A[(size_t)k * a_sk]),
+                            _mm512_maskz_loadu_ps(m, B + (size_t)k * ldb), c);
+    _mm512_mask_storeu_ps(C, m, c);
+}
+
+static void f32_gemm_seq_avx512(float *C, size_t ldc, const float *A, size_t a_si, size_t a_sk,
+                                const float *B, size_t ldb, int M, int K, int N) {
+    int j = 0;
+    for (; j + 64 <= N; j += 64) {
+        int i = 0;
+        for (; i + 6 <= M; i += 6)
+            gemm_seq_6x64(C + (size_t)i * ldc + j, ldc, A + (size_t)i * a_si, a_si, a_sk, B + j,
+                          ldb, K);
+        for (; i + 4 <= M; i += 4)
+            gemm_seq_4x64(C + (size_t)i * ldc + j, ldc, A + (size_t)i * a_si, a_si, a_sk, B + j,
+                          ldb, K);
+        for (; i < M; i++)
+            for (int z = 0; z < 64; z += 16)
+                gemm_seq_1x16(C + (size_t)i * ldc + j + z, A + (size_t)i * a_si, a_sk, B + j + z,
+                              ldb, K, 0xffff);
+    }
+    for (; j < N; j += 16) {
+        __mmask16 m = N - j >= 16 ? 0xffff : (__mmask16)((1u << (N - j)) - 1);
+        for (int i = 0; i < M; i++)
+            gemm_seq_1x16(C + (size_t)i * ldc + j, A + (size_t)i * a_si, a_sk, B + j, ldb, K, m);
+    }
+}
+
+static void attn_tile_softmax_avx512(struct cpu_attn_tile *t) {
+    enum { T = CPU_ATTN_TILE };
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), one = _mm512_set1_ps(1.0f);
+    const __m512 zero = _mm512_setzero_ps(), scale = _mm512_set1_ps(t->scale);
+    for (int g = 0; g < T; g += 16) {
+        __m512i qp = _mm512_loadu_si512(t->qpos + g);
+        __m512 mold = _mm512_loadu_ps(t->m + g), tmax = ninf;
+        for (int j = 0; j < t->n_kv; j++) {
+            __mmask16 vis = _mm512_cmp_epi32_mask(_mm512_set1_epi32(t->kv0 + j), qp, _MM_CMPINT_LE);
+            float *row = t->kq + (size_t)j * T + g;
+            __m512 s = _mm512_mask_mul_ps(ninf, vis, _mm512_loadu_ps(row), scale);
+            _mm512_storeu_ps(row, s);
+            tmax = _mm512_max_ps(tmax, s);
+        }
+        __mmask16 live = _mm512_cmp_ps_mask(tmax, ninf, _CMP_NEQ_OQ);
+        __m512 mnew = _mm512_mask_max_ps(mold, live, mold, tmax);
+        __mmask16 up = _mm512_mask_cmp_ps_mask(live, mnew, mold, _CMP_GT_OQ);
+        __m512 ms = one;
+        if (up) ms = _mm512_mask_mov_ps(one, up, attn_exp16(_mm512_sub_ps(mold, mnew)));
+        __m512 l = _mm512_mul_ps(_mm512_loadu_ps(t->l + g), ms);
+        if (up) {
+            float msv[16];
+            _mm512_storeu_ps(msv, ms);
+            for (unsigned bits = up; bits; bits &= bits - 1) {
+                int r = g + __builtin_ctz(bits);
+                float *acc = t->acc + (size_t)r * t->dv;
+                __m512 f = _mm512_set1_ps(msv[r - g]);
+                int i = 0;
+                for (; i + 16 <= t->dv; i += 16)
+                    _mm512_storeu_ps(acc + i, _mm512_mul_ps(_mm512_loadu_ps(acc + i), f));
+                for (; i < t->dv; i++) acc[i] *= msv[r - g];
+            }
+        }
+        _mm512_storeu_ps(t->m + g, mnew);
+        __m512d sum_lo = _mm512_setzero_pd(), sum_hi = _mm512_setzero_pd();
+        for (int b = 0; b < T; b += 16) {
+            __m512 p[16];
+            for (int i = 0; i < 16; i++) {
+                int j = b + i;
+                if (j < t->n_kv) {
+                    __m512 s = _mm512_loadu_ps(t->kq + (size_t)j * T + g);
+                    p[i] = _mm512_maskz_mov_ps(live, expf_ggml_avx512(_mm512_sub_ps(s, mnew)));
+                } else {
+                    p[i] = zero;
+                }
+                _mm512_storeu_ps(t->kq + (size_t)j * T + g, p[i]);
+            }
+            if (b >= t->n_kv) continue;
+            for (int i = 0; i < 8; i++) p[i] = _mm512_add_ps(p[i], p[i + 8]);
+            for (int i = 0; i < 4; i++) p[i] = _mm512_add_ps(p[i], p[i + 4]);
+            for (int i = 0; i < 2; i++) p[i] = _mm512_add_ps(p[i], p[i + 2]);
+            __m512 w = _mm512_add_ps(p[0], p[1]);
+            sum_lo = _mm512_add_pd(sum_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(w)));
+            sum_hi = _mm512_add_pd(sum_hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(w, 1)));
+        }
+        __m256 l_lo =
+            _mm512_cvtpd_ps(_mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(l)), sum_lo));
+        __m256 l_hi =
+            _mm512_cvtpd_ps(_mm512_add_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(l, 1)), sum_hi));
+        _mm512_storeu_ps(t->l + g, _mm512_insertf32x8(_mm512_castps256_ps512(l_lo), l_hi, 1));
+    }
+}
+
+/* ============================================================================================
  * Activation quantizers (q8_0_quantize_row_act, q8_k_quantize_row_act)
  * Scale 127/amax, round half to even (embedded rounding of the conversion), the same f32
  * product x * scale as the scalar code, so the quants are identical.
@@ -1793,5 +1967,7 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
     k->rope_pairs = rope_pairs_avx512;
     k->gdn_rows = gdn_rows_avx512;
     k->attn_rows_f16 = attn_rows_f16_avx512;
+    k->f32_gemm_seq = f32_gemm_seq_avx512;
+    k->attn_tile_softmax = attn_tile_softmax_avx512;
     return 0;
 }

@@ -296,6 +296,61 @@ void attn_rows_f16_ref(struct cpu_attn_rows_f16 *a) {
     attn_rows_f16_with(a, attn_dots_f16_ref, attn_mad_f16_ref, attn_scale_f16_ref, attn_exp_n_ref);
 }
 
+/* ---- tiled attention (f32_gemm_seq, attn_tile_softmax) ---- */
+
+void f32_gemm_seq_ref(float *C, size_t ldc, const float *A, size_t a_si, size_t a_sk,
+                      const float *B, size_t ldb, int M, int K, int N) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float c = C[(size_t)i * ldc + (size_t)j];
+            for (int k = 0; k < K; k++)
+                c = fmaf(A[(size_t)i * a_si + (size_t)k * a_sk], B[(size_t)k * ldb + (size_t)j], c);
+            C[(size_t)i * ldc + (size_t)j] = c;
+        }
+}
+
+/* _mm512_reduce_add_ps of 16 values: halves added lane by lane, 8, 4, 2, 1. */
+static float reduce16_ref(const float *p) {
+    float t[8];
+    for (int i = 0; i < 8; i++) t[i] = p[i] + p[i + 8];
+    for (int i = 0; i < 4; i++) t[i] = t[i] + t[i + 4];
+    for (int i = 0; i < 2; i++) t[i] = t[i] + t[i + 2];
+    return t[0] + t[1];
+}
+
+void attn_tile_softmax_ref(struct cpu_attn_tile *t) {
+    enum { T = CPU_ATTN_TILE };
+    for (int r = 0; r < T; r++) {
+        float s[T];
+        float mx = -INFINITY;
+        for (int j = 0; j < T; j++) {
+            int vis = j < t->n_kv && t->kv0 + j <= t->qpos[r];
+            s[j] = vis ? t->kq[j * T + r] * t->scale : -INFINITY;
+            mx = s[j] > mx ? s[j] : mx;
+        }
+        if (mx == -INFINITY) { /* nothing visible: llama.cpp skips the row */
+            for (int j = 0; j < T; j++) t->kq[j * T + r] = 0.0f;
+            continue;
+        }
+        float mold = t->m[r], mnew = fmaxf(mold, mx);
+        if (mnew > mold) {
+            float ms = attn_exp_ref(mold - mnew);
+            float *acc = t->acc + (size_t)r * t->dv;
+            for (int i = 0; i < t->dv; i++) acc[i] *= ms;
+            t->l[r] *= ms;
+        }
+        t->m[r] = mnew;
+        double sum = 0;
+        for (int b = 0; b < T; b += 16) {
+            float p[16];
+            for (int i = 0; i < 16; i++) p[i] = expf_ggml_ref(s[b + i] - mnew);
+            sum += (double)reduce16_ref(p);
+            for (int i = 0; i < 16; i++) t->kq[(b + i) * T + r] = p[i];
+        }
+        t->l[r] = (float)((double)t->l[r] + sum);
+    }
+}
+
 /* ---- the table ---- */
 
 int cpu_kernels_fill_scalar(struct cpu_kernels *k) {
@@ -326,5 +381,7 @@ int cpu_kernels_fill_scalar(struct cpu_kernels *k) {
     k->rope_pairs = rope_pairs_ref;
     k->attn_rows_f16 = attn_rows_f16_ref;
     k->gdn_rows = gdn_rows_ref;
+    k->f32_gemm_seq = f32_gemm_seq_ref;
+    k->attn_tile_softmax = attn_tile_softmax_ref;
     return 0;
 }
