@@ -27,6 +27,7 @@
 #include <math.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ============================================================================================
@@ -373,13 +374,15 @@ static void cpu_rope(struct backend *be, float *x, int stride, const int32_t *po
  * rows against the one activation row.
  * ============================================================================================ */
 
+#define DECODE_STREAMS    8   /* decode: rows read side by side, each from its own long run */
+#define STREAM_MAX_TOKS   4   /* units with at most this many tokens read their rows that way */
 #define PREFETCH_AHEAD    512 /* decode: prefetch distance past the tile's start, bytes */
 #define PREFETCH_MAX_TOKS 4   /* units with at most this many tokens prefetch their weights */
 #define UNIT_TOKS         64  /* tokens per prefill unit: their activations stay in L2 */
 #define UNIT_MIN_ROWS     16  /* smallest row chunk (decode) */
 #define UNITS_PER_THR     8   /* aim for this many units per thread, for balance */
 #define MOE_UNIT_ROWS     256 /* largest row chunk of an expert unit */
-#define UNIT_MAX_BYTES    (256 * 1024) /* decode: weight bytes per unit at most (LM head) */
+#define UNIT_MAX_BYTES    (1024 * 1024) /* decode: weight bytes per unit at most (LM head) */
 
 struct mm_plan {
     int tile_w, tile_x;
@@ -406,16 +409,37 @@ static void mm_plan_make(const struct cpu_kernels *kern, enum dtype wt, size_t r
     p->n_row_units = (n_out + rows - 1) / rows;
 }
 
-/* One unit: weight rows [r0, r1) x tokens [t0, t1), written at y[t * y_stride + r]. With few
- * tokens the weights stream from memory once and the kernel is short: the tile's bytes are
- * prefetched (into L2, PREFETCH_AHEAD bytes ahead) before the call, so the loads of a tile are
- * in flight together instead of one stream the hardware prefetcher ramps up per row. Measured
- * on this machine's decode matvec (2 threads, 400 MB Q4_K): 11.9 -> 16 GB/s of 21 GB/s read
- * bandwidth; farther distances or prefetching into L1 gained nothing or lost. */
+/* One unit: weight rows [r0, r1) x tokens [t0, t1), written at y[t * y_stride + r].
+ * With at most STREAM_MAX_TOKS tokens (decode, speculative verification) the weights stream from
+ * memory once and the speed is the memory's. This machine's memory keeps up only with several
+ * long sequential runs in flight per core: a tile of rows next to each other is several short
+ * runs (one row each, 1-2 KB) that the prefetchers ramp up for again and again, and a single
+ * run (row after row) has too few misses in flight. So the unit's rows are cut into
+ * DECODE_STREAMS runs of consecutive rows and a tile takes one row of each run (row stride =
+ * run length): each run is read front to back. Measured (2 threads, Qwen3-8B Q4_K_M, tg):
+ * 2.9 -> 4.5 t/s; bench_kernels' Q4_K matvec on two cores at once: 2 x 7.2 GB/s with rows of
+ * 2.3 KB, 2 x 16 GB/s with the same kernel on long rows. Otherwise (and for short units) the
+ * tile's bytes are prefetched (into L2, PREFETCH_AHEAD bytes ahead) before the call. */
 static void mm_unit(cpu_gemm_tile_fn tile, const struct mm_plan *p, const void *w, size_t w_rb,
                     int64_t k, const void *xq, size_t xq_rb, int64_t r0, int64_t r1, int64_t t0,
                     int64_t t1, float *y, size_t y_stride) {
     const char *w_end = (const char *)w + (size_t)r1 * w_rb;
+    int ns = p->tile_w < DECODE_STREAMS ? p->tile_w : DECODE_STREAMS, nt = (int)(t1 - t0);
+    if (nt <= STREAM_MAX_TOKS && nt <= p->tile_x && ns > 1 && r1 - r0 >= 2 * ns) {
+        /* ns long runs of rows side by side: at step s, row i of the tile is r0 + s + i * len */
+        int64_t len = (r1 - r0 + ns - 1) / ns;
+        float tmp[STREAM_MAX_TOKS * DECODE_STREAMS];
+        for (int64_t s = 0; s < len; s++) {
+            int nw = 0;
+            while (nw < ns && r0 + s + nw * len < r1) nw++;
+            tile((const char *)w + (size_t)(r0 + s) * w_rb, (size_t)len * w_rb,
+                 (const char *)xq + (size_t)t0 * xq_rb, xq_rb, k, tmp, (size_t)ns, nw, nt);
+            for (int t = 0; t < nt; t++)
+                for (int i = 0; i < nw; i++)
+                    y[(size_t)(t0 + t) * y_stride + (size_t)(r0 + s + i * len)] = tmp[t * ns + i];
+        }
+        return;
+    }
     for (int64_t r = r0; r < r1; r += p->tile_w) {
         int nw = (int)min64(p->tile_w, r1 - r);
         if (t1 - t0 <= PREFETCH_MAX_TOKS) {
