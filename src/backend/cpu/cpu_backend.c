@@ -424,16 +424,19 @@ static void mm_unit(cpu_gemm_tile_fn tile, const struct mm_plan *p, const void *
                     int64_t k, const void *xq, size_t xq_rb, int64_t r0, int64_t r1, int64_t t0,
                     int64_t t1, float *y, size_t y_stride) {
     const char *w_end = (const char *)w + (size_t)r1 * w_rb;
-    int ns = p->tile_w < DECODE_STREAMS ? p->tile_w : DECODE_STREAMS, nt = (int)(t1 - t0);
-    if (nt <= STREAM_MAX_TOKS && nt <= p->tile_x && ns > 1 && r1 - r0 >= 2 * ns) {
-        /* ns long runs of rows side by side: at step s, row i of the tile is r0 + s + i * len */
+    int ns = DECODE_STREAMS, nt = (int)(t1 - t0);
+    if (nt <= STREAM_MAX_TOKS && nt <= p->tile_x && r1 - r0 >= 2 * ns) {
+        /* ns long runs of rows side by side: at step s, row i of the tile is r0 + s + i * len
+         * (tiles of at most tile_w of those rows) */
         int64_t len = (r1 - r0 + ns - 1) / ns;
         float tmp[STREAM_MAX_TOKS * DECODE_STREAMS];
         for (int64_t s = 0; s < len; s++) {
             int nw = 0;
             while (nw < ns && r0 + s + nw * len < r1) nw++;
-            tile((const char *)w + (size_t)(r0 + s) * w_rb, (size_t)len * w_rb,
-                 (const char *)xq + (size_t)t0 * xq_rb, xq_rb, k, tmp, (size_t)ns, nw, nt);
+            for (int i0 = 0; i0 < nw; i0 += p->tile_w)
+                tile((const char *)w + (size_t)(r0 + s + i0 * len) * w_rb, (size_t)len * w_rb,
+                     (const char *)xq + (size_t)t0 * xq_rb, xq_rb, k, tmp + i0, (size_t)ns,
+                     nw - i0 < p->tile_w ? nw - i0 : p->tile_w, nt);
             for (int t = 0; t < nt; t++)
                 for (int i = 0; i < nw; i++)
                     y[(size_t)(t0 + t) * y_stride + (size_t)(r0 + s + i * len)] = tmp[t * ns + i];
