@@ -21,7 +21,7 @@ LDLIBS   := -lm -pthread
 # Each instruction-set file gets its own flags; nothing else is compiled with them.
 ISA_AVX2   := -mavx2 -mfma -mf16c
 ISA_AVX512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mf16c -mavx2
-ISA_AMX    := $(ISA_AVX512) -mamx-tile -mamx-int8
+ISA_AMX    := $(ISA_AVX512) -mavx512vbmi -mamx-tile -mamx-int8
 
 LIB_SRC   := $(sort $(wildcard src/*/*.c src/*/*/*.c))
 LIB_SRC   := $(filter-out src/cli/%,$(LIB_SRC))

@@ -95,8 +95,8 @@ static int same_bits(float a, float b) {
 
 /* Tables to compare with scalar: each ISA the host has (the scalar one too, which checks the
  * tiles and tables themselves), and AVX-512 without AMX where the host has AMX. */
-static int tables(const struct cpu_kernels *out[4]) {
-    static struct cpu_kernels no_amx;
+static int tables(const struct cpu_kernels *out[5]) {
+    static struct cpu_kernels no_amx, amx_no_vbmi;
     int n = 0;
     for (int isa = CPU_ISA_SCALAR; isa <= CPU_ISA_AVX512; isa++) {
         const struct cpu_kernels *k = cpu_kernels_for((enum cpu_isa)isa);
@@ -104,6 +104,11 @@ static int tables(const struct cpu_kernels *out[4]) {
     }
     struct cpu_features f;
     cpu_features_detect(&f);
+    if (f.has_amx_int8 && f.has_avx512vbmi && cpu_kernels_for(CPU_ISA_AVX512)) {
+        f.has_avx512vbmi = 0; /* AMX Q4_K without the scales in the tiles */
+        if (cpu_kernels_build(&amx_no_vbmi, CPU_ISA_AVX512, &f) == 0) out[n++] = &amx_no_vbmi;
+        f.has_avx512vbmi = 1;
+    }
     if (f.has_amx_int8 && cpu_kernels_for(CPU_ISA_AVX512)) {
         f.has_amx_int8 = 0;
         if (cpu_kernels_build(&no_amx, CPU_ISA_AVX512, &f) == 0) out[n++] = &no_amx;
@@ -129,7 +134,7 @@ enum { N_SIZES = (int)(sizeof(g_sizes) / sizeof(g_sizes[0])), MAX_N = 11008, PAD
  * ====================================================================================== */
 
 TEST(kernels_tables_complete) {
-    const struct cpu_kernels *ks[4];
+    const struct cpu_kernels *ks[5];
     int nk = tables(ks);
     ASSERT(nk >= 1 && cpu_kernels_get() != NULL);
     for (int ik = 0; ik < nk; ik++) {
@@ -154,7 +159,7 @@ TEST(kernels_tables_complete) {
  * ====================================================================================== */
 
 TEST(kernels_from_float_bit_identical) {
-    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[5], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     const enum dtype acts[] = {DTYPE_Q8_0, DTYPE_Q8_K, DTYPE_Q8_1,
                                DTYPE_F16,  DTYPE_BF16, DTYPE_F32};
@@ -195,7 +200,7 @@ TEST(kernels_from_float_bit_identical) {
 }
 
 TEST(kernels_to_float_bit_identical) {
-    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[5], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     float *tmp = mem_alloc(MAX_N * 4), *ya = mem_alloc(MAX_N * 4 + PAD);
     float *yb = mem_alloc(MAX_N * 4 + PAD);
@@ -229,7 +234,7 @@ TEST(kernels_to_float_bit_identical) {
  * ====================================================================================== */
 
 TEST(kernels_vec_dot_bit_identical) {
-    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[5], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     float *tmp = mem_alloc(MAX_N * 4);
     char *w = mem_alloc(MAX_N * 4 + PAD), *a = mem_alloc(MAX_N * 4 + PAD);
@@ -270,7 +275,7 @@ static int tile_sizes(int max, int *out) {
 /* Every such tile shape, strided rows and output, against the table's own vec_dot (which the
  * previous test ties to scalar); entries outside the tile untouched. */
 TEST(kernels_gemm_tile_equals_vec_dot) {
-    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[5], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     const int64_t ks_elems[] = {256, 768, 4096}; /* one, three and sixteen super-blocks */
     enum { MAXT = 64, OS = 67, ROW = 4200 * 4 };
@@ -334,7 +339,7 @@ TEST(kernels_gemm_tile_equals_vec_dot) {
 /* The reference dots against a double-precision dot of the unquantized f32 data: the bound
  * (relative to sum |w x|) is the format's own quantization error plus the activation's. */
 TEST(kernels_dot_vs_double) {
-    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[5], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     enum { N = 4096 };
     float *xw = mem_alloc(N * 4), *xa = mem_alloc(N * 4);
@@ -380,7 +385,7 @@ TEST(kernels_dot_vs_double) {
  * ====================================================================================== */
 
 TEST(kernels_attention_f16_bit_identical) {
-    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[5], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     enum { N = 1000 };
     uint16_t q[N + 3], k[N + 3], v[N + 3], acc_a[N + 3], acc_b[N + 3];
@@ -422,7 +427,7 @@ TEST(kernels_attention_f16_bit_identical) {
 /* The llama.cpp-arithmetic entries: F32 expert tiles (against f32_id_dot_ref), swiglu and silu
  * with ggml's vector exp, the RoPE rotation (NEOX and adjacent pairs), each table bit for bit. */
 TEST(kernels_moe_swiglu_rope_bit_identical) {
-    const struct cpu_kernels *ks[4];
+    const struct cpu_kernels *ks[5];
     int nk = tables(ks);
     enum { N = 1100 };
     static float w[4 * (N + 3)], x[4 * (N + 3)], g[N + 3], u[N + 3], oa[N + 3], ob[N + 3];
@@ -497,7 +502,7 @@ TEST(kernels_expf_ggml_close_to_exp) {
  * the real head size (128 x 128), a 64-multiple, and sizes with tails; unaligned pointers; 20
  * tokens in a row so the state grows as in a model. */
 TEST(kernels_gdn_rows_bit_identical) {
-    const struct cpu_kernels *ks[4];
+    const struct cpu_kernels *ks[5];
     int nk = tables(ks);
     static const int dims[][2] = {{128, 128}, {64, 32}, {100, 7}, {1, 3}, {192, 16}};
     enum { MAXF = 128 * 128 + 1 };
@@ -526,7 +531,7 @@ TEST(kernels_gdn_rows_bit_identical) {
 /* f32_gemm_seq: every table against the reference, bit for bit, over shapes with full and partial
  * register tiles (M % 4, N % 64, N % 16), strided and transposed A, an odd address. */
 TEST(kernels_f32_gemm_seq_bit_identical) {
-    const struct cpu_kernels *ks[4];
+    const struct cpu_kernels *ks[5];
     int nk = tables(ks);
     static const int shapes[][3] = {{64, 128, 64}, {37, 256, 64}, {64, 64, 128}, {5, 3, 17},
                                     {1, 1, 1},     {8, 100, 80},  {3, 64, 200},  {0, 4, 16}};
@@ -555,7 +560,7 @@ TEST(kernels_f32_gemm_seq_bit_identical) {
  * lanes in every state: padding (qpos -1), a causal edge inside the tile, a max that moves, a
  * max that stays, a lane whose tile is fully masked, partial tiles (n_kv < 64). */
 TEST(kernels_attn_tile_softmax_bit_identical) {
-    const struct cpu_kernels *ks[4];
+    const struct cpu_kernels *ks[5];
     int nk = tables(ks);
     enum { T = CPU_ATTN_TILE, DV = 40 };
     static float kq0[T * T], ka[T * T], kb[T * T], acc0[T * DV], aa[T * DV], ab[T * DV];
@@ -642,7 +647,7 @@ static void rows_job(struct cpu_attn_rows_f16 *job, uint16_t *q, uint16_t *acc, 
 }
 
 TEST(kernels_attn_rows_f16_bit_identical) {
-    const struct cpu_kernels *ks[4], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    const struct cpu_kernels *ks[5], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     const int64_t dims[] = {4, 8, 12, 16, 24, 64, 128};
     const int rows[] = {1, 2, 3, 8}, poss[] = {0, 1, 7, 67, 150};

@@ -124,7 +124,7 @@ static void usage(FILE *f) {
         "                     tgN is then N tokens generated after the prompt (timed: drafting,\n"
         "                     verification and rollback included; the prompt is not), with\n"
         "                     acceptance figures; other modes' tokens are checked against none's\n"
-        "  --draft-max N      most drafted tokens per step, 1..64 (default 8; MTP 3)\n"
+        "  --draft-max N      most drafted tokens per step, 1..62 (default 8; MTP 3)\n"
         "  --draft-model F    draft model for --spec draft (same vocabulary)\n"
         "  --prompt TEXT      text before the generation with --spec (default: BOS alone)\n");
 }
@@ -216,9 +216,9 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o) {
             }
             o->n_spec = n;
         } else if (!strcmp(a, "--draft-max")) {
-            if (parse_list(v, 1, 64, &o->draft_max) != 1) {
-                fprintf(stderr, "hearth bench: --draft-max: bad value '%s' (an integer in 1..64)\n",
-                        v);
+            if (parse_list(v, 1, SPEC_DRAFT_MAX, &o->draft_max) != 1) {
+                fprintf(stderr, "hearth bench: --draft-max: bad value '%s' (an integer in 1..%d)\n",
+                        v, SPEC_DRAFT_MAX);
                 return -1;
             }
         } else if (!strcmp(a, "--draft-model") || !strcmp(a, "-md")) {

@@ -174,7 +174,7 @@ int cli_run_main(int argc, char **argv) {
                 {"-t", "--threads", 0, 0, 512, &n_threads},
                 {"-b", "--batch-size", 0, 1, 1 << 16, &n_batch},
                 {"--top-k", NULL, 0, 0, INT32_MAX, NULL},
-                {"--draft-max", NULL, 0, 0, 64, NULL},
+                {"--draft-max", NULL, 0, 0, SPEC_DRAFT_MAX, NULL},
                 {"--repeat-last-n", NULL, 0, -1, INT32_MAX, NULL},
                 {"--seed", "-s", 0, -1, INT64_MAX, NULL},
                 {"--temp", NULL, 1, 0, 0, &sp.temperature},

@@ -329,9 +329,12 @@ int generator_create(struct generator **out, struct session *s, struct sampler *
         spec_params_default(&def);
         p = &def;
     }
-    if (p->draft_max < 0 || p->draft_max > 64 || p->mtp_max < 0 || p->mtp_max > 64)
-        return error_set(err, ERR_INVALID, "draft length %d out of range (0..64)",
-                         p->draft_max < 0 || p->draft_max > 64 ? p->draft_max : p->mtp_max);
+    if (p->draft_max < 0 || p->draft_max > SPEC_DRAFT_MAX || p->mtp_max < 0 ||
+        p->mtp_max > SPEC_DRAFT_MAX)
+        return error_set(err, ERR_INVALID, "draft length %d out of range (0..%d)",
+                         p->draft_max < 0 || p->draft_max > SPEC_DRAFT_MAX ? p->draft_max
+                                                                           : p->mtp_max,
+                         SPEC_DRAFT_MAX);
     if (p->mode != SPEC_NONE &&
         (p->ngram_min < 1 || p->ngram_max < p->ngram_min || p->ngram_max > 64))
         return error_set(err, ERR_INVALID, "n-gram lengths %d..%d out of range", p->ngram_min,

@@ -35,6 +35,11 @@
 struct engine;
 struct session;
 
+/* Longest draft: a verify pass has draft + 1 rows, and a batch of 64 or more rows takes the tiled
+ * attention (llama.cpp's arithmetic for long batches, whose rounding differs from a row decoded
+ * alone), so verification stays at most 63 rows and speculation never changes the output. */
+#define SPEC_DRAFT_MAX 62
+
 enum spec_mode {
     SPEC_NONE = 0,
     SPEC_NGRAM = 1,

@@ -8,6 +8,7 @@
 #include "request.h"
 
 #include "../base/mem.h"
+#include "../engine/speculative.h"
 #include "json.h"
 
 #include <math.h>
@@ -137,7 +138,7 @@ static int parse_speculative(const json_t *body, struct gen_request *r, struct e
                          "\"draft_max\": 4}");
     int64_t x;
     int got;
-    TRY(got = json_get_int(v, "draft_max", 0, 64, &x, err));
+    TRY(got = json_get_int(v, "draft_max", 0, SPEC_DRAFT_MAX, &x, err));
     if (got) r->spec_draft_max = (int)x;
     TRY(json_get_str(v, "mode", &r->spec_mode, NULL, err));
     return 0;

@@ -121,7 +121,7 @@ int server_main(int argc, char **argv) {
             spec_given = 1;
             i++;
         } else if (!strcmp(a, "--draft-max")) {
-            INT_OPT(0, 64, o.draft_max);
+            INT_OPT(0, SPEC_DRAFT_MAX, o.draft_max);
         } else if (!strcmp(a, "--draft-model") || !strcmp(a, "-md")) {
             o.draft_model_path = v, i++;
         } else {

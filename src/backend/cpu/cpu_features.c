@@ -54,6 +54,7 @@ void cpu_features_detect(struct cpu_features *f) {
         f->has_avx512bw = (b >> 30) & 1;
         f->has_avx512vl = (b >> 31) & 1;
         f->has_avx512vnni = (c >> 11) & 1;
+        f->has_avx512vbmi = (c >> 1) & 1;
     }
     __cpuid_count(7, 1, a, b, c, d);
     f->has_avxvnni = (a >> 4) & 1;

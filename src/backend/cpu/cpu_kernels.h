@@ -162,7 +162,7 @@ enum cpu_isa { CPU_ISA_SCALAR = 0, CPU_ISA_AVX2 = 1, CPU_ISA_AVX512 = 2 };
 
 struct cpu_features {
     int has_avx2, has_fma, has_f16c, has_avx512f, has_avx512bw, has_avx512vl, has_avx512dq,
-        has_avx512vnni, has_avx512bf16, has_avxvnni;
+        has_avx512vnni, has_avx512bf16, has_avxvnni, has_avx512vbmi;
     int has_amx_int8; /* AMX-TILE + AMX-INT8, enabled by the OS and granted to this process */
 };
 
@@ -181,10 +181,11 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
 /* AMX tiles of the K-quants and IQ4_XS (kernels_amx.c, used by the AVX-512 table when the CPU
  * has AMX-INT8): out[j * out_stride + i] for i < n_w <= 16 weight rows and j < 16 * n_groups
  * tokens (whole groups of 16, 1 <= n_groups <= 4), bit for bit what the dtype's vec_dot gives.
- * type is DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K or DTYPE_IQ4_XS. */
-void cpu_amx_kq_tiles(enum dtype type, const void *w, size_t w_stride, const void *x,
-                      size_t x_stride, int64_t k, float *out, size_t out_stride, int n_w,
-                      int n_groups);
+ * type is DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K or DTYPE_IQ4_XS. q4k_scaled (needs AVX512-VBMI):
+ * Q4_K with the sub-block scales multiplied into the tiles (same bits, fewer instructions). */
+void cpu_amx_kq_tiles(enum dtype type, int q4k_scaled, const void *w, size_t w_stride,
+                      const void *x, size_t x_stride, int64_t k, float *out, size_t out_stride,
+                      int n_w, int n_groups);
 
 /* The table of isa merged over scalar, for the CPU features f (the variants chosen at fill time
  * follow f: tests and benchmarks build AVX-512 with and without AMX this way). Returns 0, or -1

@@ -44,6 +44,20 @@ struct tile_config {
 #define TILE_DPBSUD(c, a, b) __asm__ volatile("tdpbsud %%tmm" #b ", %%tmm" #a ", %%tmm" #c ::)
 #define TILE_DPBSSD(c, a, b) __asm__ volatile("tdpbssd %%tmm" #b ", %%tmm" #a ", %%tmm" #c ::)
 
+/* The Q4_K path with the scales in the B tiles (amx_q4k_tiles): C in tmm0-3, A in tmm4-5, B in
+ * tmm6-7, K = 64 everywhere. */
+static void tiles_configure_k64(void) {
+    struct tile_config c __attribute__((aligned(64)));
+    memset(&c, 0, sizeof(c));
+    c.palette_id = 1;
+    static const int used[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    for (int i = 0; i < 8; i++) {
+        c.rows[used[i]] = 16;
+        c.colsb[used[i]] = 64;
+    }
+    __asm__ volatile("ldtilecfg %0" ::"m"(c));
+}
+
 /* sub: values per sub-block (the K of one multiply): 32, or 16 for Q6_K. */
 static void tiles_configure(int sub) {
     struct tile_config c __attribute__((aligned(64)));
@@ -298,8 +312,121 @@ INLINE void amx_four(enum dtype type, const char *a_base, size_t x_stride, const
 
 enum { AMX_MAX_GROUPS = 4 }; /* token groups of 16 per call (the B tiles are built once) */
 
-INLINE void amx_kq(enum dtype type, const void *w, size_t w_stride, const void *x, size_t x_stride,
-                   int64_t k, float *out, size_t out_stride, int n_w, int n_groups) {
+/* ---- Q4_K with the sub-block scales inside the B tiles ----
+ * The 6-bit scale splits as sc = lo + 8 hi (3 bits each), and q * lo, q * hi (at most 15 * 7 =
+ * 105) are still unsigned bytes. So B_lo = q * lo and B_hi = q * hi per sub-block, and two
+ * accumulating TDPBSUDs over the super-block (four steps of K = 64) give, per token and row,
+ * C_lo = sum a q lo and C_hi = sum a q hi: isum = C_lo + 8 C_hi exactly, with no per-sub-block
+ * int32 multiplies after the tiles (the other path's cost). The products come from one table
+ * lookup per 64 bytes (vpermi2b on 16 * factor + q, AVX512-VBMI). */
+#define MUL16(f)                                                                                   \
+    0 * (f), 1 * (f), 2 * (f), 3 * (f), 4 * (f), 5 * (f), 6 * (f), 7 * (f), 8 * (f), 9 * (f),      \
+        10 * (f), 11 * (f), 12 * (f), 13 * (f), 14 * (f), 15 * (f)
+static const uint8_t q4_times_factor[128] __attribute__((aligned(64))) = {
+    MUL16(0), MUL16(1), MUL16(2), MUL16(3), MUL16(4), MUL16(5), MUL16(6), MUL16(7)};
+#undef MUL16
+
+struct amx_b2 {
+    uint8_t lo[8][8][64], hi[8][8][64]; /* [sub-block][k/4][row][4]: q * lo, q * hi */
+};
+
+/* 16 * f in every byte of dword n, f = the 3-bit piece (shift 0: lo, 3: hi) of row n's scale. */
+INLINE __m512i scale_index(const int32_t *sc, int shift) {
+    __m512i f = _mm512_slli_epi32(
+        _mm512_and_si512(_mm512_srli_epi32(_mm512_loadu_si512(sc), shift), _mm512_set1_epi32(7)),
+        4);
+    return _mm512_mullo_epi32(f, _mm512_set1_epi32(0x01010101));
+}
+
+INLINE void amx_b_build_q4k(const char *const *rows, size_t blk, const struct amx_rows *rd,
+                            struct amx_b2 *b) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i t0 = _mm512_load_si512(q4_times_factor),
+                  t1 = _mm512_load_si512(q4_times_factor + 64);
+    __m512i il[8], ih[8], v[16];
+    for (int s = 0; s < 8; s++) {
+        il[s] = scale_index(rd->sc[s], 0);
+        ih[s] = scale_index(rd->sc[s], 3);
+    }
+    for (int half = 0; half < 2; half++) { /* chunks 2 half, 2 half + 1 */
+        load_transposed(rows, blk + 16 + 64 * (size_t)half, v);
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; j++) { /* chunk c = 2 half + j / 8, k/4 = j % 8 */
+            int c = 2 * half + j / 8, k4 = j % 8;
+            __m512i q0 = _mm512_and_si512(v[j], m4);                       /* sub-block 2c */
+            __m512i q1 = _mm512_and_si512(_mm512_srli_epi32(v[j], 4), m4); /* 2c + 1 */
+            _mm512_storeu_si512(b->lo[2 * c][k4],
+                                _mm512_permutex2var_epi8(t0, _mm512_or_si512(q0, il[2 * c]), t1));
+            _mm512_storeu_si512(b->hi[2 * c][k4],
+                                _mm512_permutex2var_epi8(t0, _mm512_or_si512(q0, ih[2 * c]), t1));
+            _mm512_storeu_si512(
+                b->lo[2 * c + 1][k4],
+                _mm512_permutex2var_epi8(t0, _mm512_or_si512(q1, il[2 * c + 1]), t1));
+            _mm512_storeu_si512(
+                b->hi[2 * c + 1][k4],
+                _mm512_permutex2var_epi8(t0, _mm512_or_si512(q1, ih[2 * c + 1]), t1));
+        }
+    }
+}
+
+/* c[g][0] = C_lo, c[g][1] = C_hi ([token][row]) of the n_groups groups of 16 tokens whose Q8_K
+ * quants start at a_base + g * g_stride (rows x_stride apart). Two groups go through the tiles
+ * together: four accumulator chains in flight (tmm0-3) against the same two B tiles. */
+INLINE void amx_q4k_tiles(const char *a_base, size_t x_stride, size_t g_stride, int n_groups,
+                          const struct amx_b2 *b, int32_t c[][2][16][16]) {
+    int g = 0;
+    for (; g + 2 <= n_groups; g += 2) {
+        const char *a0 = a_base + (size_t)g * g_stride, *a1 = a0 + g_stride;
+        TILE_ZERO(0);
+        TILE_ZERO(1);
+        TILE_ZERO(2);
+        TILE_ZERO(3);
+#define AMX_Q4K_STEP2(T)                                                                           \
+    do {                                                                                           \
+        TILE_LOADD(6, b->lo[2 * (T)], 64);                                                         \
+        TILE_LOADD(7, b->hi[2 * (T)], 64);                                                         \
+        TILE_LOADD(4, a0 + 64 * (T), x_stride);                                                    \
+        TILE_LOADD(5, a1 + 64 * (T), x_stride);                                                    \
+        TILE_DPBSUD(0, 4, 6);                                                                      \
+        TILE_DPBSUD(1, 4, 7);                                                                      \
+        TILE_DPBSUD(2, 5, 6);                                                                      \
+        TILE_DPBSUD(3, 5, 7);                                                                      \
+    } while (0)
+        AMX_Q4K_STEP2(0);
+        AMX_Q4K_STEP2(1);
+        AMX_Q4K_STEP2(2);
+        AMX_Q4K_STEP2(3);
+#undef AMX_Q4K_STEP2
+        TILE_STORED(0, c[g][0], 64);
+        TILE_STORED(1, c[g][1], 64);
+        TILE_STORED(2, c[g + 1][0], 64);
+        TILE_STORED(3, c[g + 1][1], 64);
+    }
+    if (g < n_groups) {
+        const char *a0 = a_base + (size_t)g * g_stride;
+        TILE_ZERO(0);
+        TILE_ZERO(1);
+#define AMX_Q4K_STEP(T)                                                                            \
+    do {                                                                                           \
+        TILE_LOADD(6, b->lo[2 * (T)], 64);                                                         \
+        TILE_LOADD(7, b->hi[2 * (T)], 64);                                                         \
+        TILE_LOADD(4, a0 + 64 * (T), x_stride);                                                    \
+        TILE_DPBSUD(0, 4, 6);                                                                      \
+        TILE_DPBSUD(1, 4, 7);                                                                      \
+    } while (0)
+        AMX_Q4K_STEP(0);
+        AMX_Q4K_STEP(1);
+        AMX_Q4K_STEP(2);
+        AMX_Q4K_STEP(3);
+#undef AMX_Q4K_STEP
+        TILE_STORED(0, c[g][0], 64);
+        TILE_STORED(1, c[g][1], 64);
+    }
+}
+
+INLINE void amx_kq(enum dtype type, int q4k_scaled, const void *w, size_t w_stride, const void *x,
+                   size_t x_stride, int64_t k, float *out, size_t out_stride, int n_w,
+                   int n_groups) {
     CHECK(k % QK_K == 0 && n_w >= 1 && n_w <= 16 && n_groups >= 1 && n_groups <= AMX_MAX_GROUPS);
     CHECK((size_t)(n_w - 1) * w_stride < 0x7fffffff);
     const size_t wb = kq_block_bytes(type);
@@ -311,23 +438,39 @@ INLINE void amx_kq(enum dtype type, const void *w, size_t w_stride, const void *
         offs_arr[i] = (int32_t)(rows[i] - rows[0]);
     }
     const __m512i offs = _mm512_loadu_si512(offs_arr);
+    const int scaled = type == DTYPE_Q4_K && q4k_scaled;
     struct amx_rows rd;
     struct amx_b bt;
+    struct amx_b2 bt2;
+    int32_t cq[AMX_MAX_GROUPS][2][16][16] __attribute__((aligned(64)));
     int32_t c[4][16][16];
     float res[AMX_MAX_GROUPS][16][16];
     memset(res, 0, sizeof(res));
-    tiles_configure(type == DTYPE_Q6_K ? 16 : 32);
+    if (scaled)
+        tiles_configure_k64();
+    else
+        tiles_configure(type == DTYPE_Q6_K ? 16 : 32);
     for (int64_t ib = 0; ib < k / QK_K; ib++) {
         size_t blk = (size_t)ib * wb;
         amx_rows_load(type, rows, offs, blk, &rd);
-        amx_b_build(type, rows, blk, &bt);
+        if (scaled)
+            amx_b_build_q4k(rows, blk, &rd, &bt2);
+        else
+            amx_b_build(type, rows, blk, &bt);
+        if (scaled)
+            amx_q4k_tiles((const char *)x + (size_t)ib * sizeof(struct block_q8_k) + 4, x_stride,
+                          16 * x_stride, n_groups, &bt2, cq);
         for (int g = 0; g < n_groups; g++) {
             const char *xg = (const char *)x + (size_t)(16 * g) * x_stride;
             const char *a_base = xg + (size_t)ib * sizeof(struct block_q8_k) + 4; /* qs */
             __m512i isum[16];
 #pragma GCC unroll 16
-            for (int m = 0; m < 16; m++) isum[m] = _mm512_setzero_si512();
-            for (int s0 = 0; s0 < n_sub; s0 += 4) {
+            for (int m = 0; m < 16; m++)
+                isum[m] =
+                    scaled ? _mm512_add_epi32(_mm512_load_si512(cq[g][0][m]),
+                                              _mm512_slli_epi32(_mm512_load_si512(cq[g][1][m]), 3))
+                           : _mm512_setzero_si512();
+            for (int s0 = 0; s0 < n_sub && !scaled; s0 += 4) {
                 amx_four(type, a_base, x_stride, &bt, s0, c);
 #pragma GCC unroll 4
                 for (int t = 0; t < 4; t++) {
@@ -375,21 +518,24 @@ INLINE void amx_kq(enum dtype type, const void *w, size_t w_stride, const void *
     __asm__ volatile("tilerelease" ::);
 }
 
-void cpu_amx_kq_tiles(enum dtype type, const void *w, size_t w_stride, const void *x,
-                      size_t x_stride, int64_t k, float *out, size_t out_stride, int n_w,
-                      int n_groups) {
+void cpu_amx_kq_tiles(enum dtype type, int q4k_scaled, const void *w, size_t w_stride,
+                      const void *x, size_t x_stride, int64_t k, float *out, size_t out_stride,
+                      int n_w, int n_groups) {
     switch (type) {
     case DTYPE_Q4_K:
-        amx_kq(DTYPE_Q4_K, w, w_stride, x, x_stride, k, out, out_stride, n_w, n_groups);
+        if (q4k_scaled)
+            amx_kq(DTYPE_Q4_K, 1, w, w_stride, x, x_stride, k, out, out_stride, n_w, n_groups);
+        else
+            amx_kq(DTYPE_Q4_K, 0, w, w_stride, x, x_stride, k, out, out_stride, n_w, n_groups);
         break;
     case DTYPE_Q5_K:
-        amx_kq(DTYPE_Q5_K, w, w_stride, x, x_stride, k, out, out_stride, n_w, n_groups);
+        amx_kq(DTYPE_Q5_K, 0, w, w_stride, x, x_stride, k, out, out_stride, n_w, n_groups);
         break;
     case DTYPE_Q6_K:
-        amx_kq(DTYPE_Q6_K, w, w_stride, x, x_stride, k, out, out_stride, n_w, n_groups);
+        amx_kq(DTYPE_Q6_K, 0, w, w_stride, x, x_stride, k, out, out_stride, n_w, n_groups);
         break;
     case DTYPE_IQ4_XS:
-        amx_kq(DTYPE_IQ4_XS, w, w_stride, x, x_stride, k, out, out_stride, n_w, n_groups);
+        amx_kq(DTYPE_IQ4_XS, 0, w, w_stride, x, x_stride, k, out, out_stride, n_w, n_groups);
         break;
     default:
         CHECK(!"cpu_amx_kq_tiles: unsupported type");

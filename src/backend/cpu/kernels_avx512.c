@@ -1716,10 +1716,11 @@ static void iq4_xs_gemm_tile_avx512(const void *w, size_t ws, const void *x, siz
  * kernels above; all give the same bits. */
 enum { AMX_W = 16, AMX_X = 64 };
 
-INLINE void kq_amx_tile(int type, enum dtype dt, const void *w, size_t ws, const void *x, size_t xs,
-                        int64_t k, float *out, size_t os, int n_w, int n_x) {
+INLINE void kq_amx_tile(int type, enum dtype dt, int q4k_scaled, const void *w, size_t ws,
+                        const void *x, size_t xs, int64_t k, float *out, size_t os, int n_w,
+                        int n_x) {
     int groups = n_x / 16;
-    if (groups) cpu_amx_kq_tiles(dt, w, ws, x, xs, k, out, os, n_w, groups);
+    if (groups) cpu_amx_kq_tiles(dt, q4k_scaled, w, ws, x, xs, k, out, os, n_w, groups);
     for (int j = 16 * groups; j < n_x; j += TILE_X) {
         int nx = n_x - j < TILE_X ? n_x - j : TILE_X;
         for (int i = 0; i < n_w; i += TILE_W) {
@@ -1737,19 +1738,23 @@ INLINE void kq_amx_tile(int type, enum dtype dt, const void *w, size_t ws, const
 
 static void q4_k_gemm_tile_amx(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                                float *out, size_t os, int n_w, int n_x) {
-    kq_amx_tile(KQ_Q4_K, DTYPE_Q4_K, w, ws, x, xs, k, out, os, n_w, n_x);
+    kq_amx_tile(KQ_Q4_K, DTYPE_Q4_K, 0, w, ws, x, xs, k, out, os, n_w, n_x);
+}
+static void q4_k_gemm_tile_amx_vbmi(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                                    float *out, size_t os, int n_w, int n_x) {
+    kq_amx_tile(KQ_Q4_K, DTYPE_Q4_K, 1, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 static void q5_k_gemm_tile_amx(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                                float *out, size_t os, int n_w, int n_x) {
-    kq_amx_tile(KQ_Q5_K, DTYPE_Q5_K, w, ws, x, xs, k, out, os, n_w, n_x);
+    kq_amx_tile(KQ_Q5_K, DTYPE_Q5_K, 0, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 static void q6_k_gemm_tile_amx(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                                float *out, size_t os, int n_w, int n_x) {
-    kq_amx_tile(KQ_Q6_K, DTYPE_Q6_K, w, ws, x, xs, k, out, os, n_w, n_x);
+    kq_amx_tile(KQ_Q6_K, DTYPE_Q6_K, 0, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 static void iq4_xs_gemm_tile_amx(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                                  float *out, size_t os, int n_w, int n_x) {
-    kq_amx_tile(KQ_IQ4_XS, DTYPE_IQ4_XS, w, ws, x, xs, k, out, os, n_w, n_x);
+    kq_amx_tile(KQ_IQ4_XS, DTYPE_IQ4_XS, 0, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 
 /* ============================================================================================
@@ -1948,8 +1953,9 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
     k->to_float[DTYPE_IQ4_XS] = iq4_xs_to_f32_avx512;
     if (f->has_amx_int8) {
         static const enum dtype amx_types[4] = {DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K, DTYPE_IQ4_XS};
-        static const cpu_gemm_tile_fn amx_tiles[4] = {q4_k_gemm_tile_amx, q5_k_gemm_tile_amx,
-                                                      q6_k_gemm_tile_amx, iq4_xs_gemm_tile_amx};
+        const cpu_gemm_tile_fn amx_tiles[4] = {
+            f->has_avx512vbmi ? q4_k_gemm_tile_amx_vbmi : q4_k_gemm_tile_amx, q5_k_gemm_tile_amx,
+            q6_k_gemm_tile_amx, iq4_xs_gemm_tile_amx};
         for (int i = 0; i < 4; i++) {
             k->gemm_tile[amx_types[i]] = amx_tiles[i];
             k->gemm_tile_w[amx_types[i]] = AMX_W;
