@@ -144,7 +144,7 @@ TEST(kernels_tables_complete) {
             if (!tr || !tr->vec_dot) continue;
             EXPECT_MSG(k->vec_dot[t] && k->gemm_tile[t] && k->gemm_tile_w[t] >= 1 &&
                            k->gemm_tile_x[t] >= 1 && k->gemm_tile_w[t] <= 64 &&
-                           k->gemm_tile_x[t] <= 64,
+                           k->gemm_tile_x[t] <= 256,
                        "%s: %s lacks a dot or tile", k->name, tr->name);
             EXPECT_MSG(k->from_float[tr->vec_dot_type] && k->to_float[t], "%s: %s conversions",
                        k->name, tr->name);
@@ -264,8 +264,9 @@ TEST(kernels_vec_dot_bit_identical) {
 
 /* Tile shapes n_w x n_x: all up to 4, and around the block sizes of bigger tiles (4, 8, 16 rows;
  * groups of 16 tokens up to 64). */
-static int tile_sizes(int max, int *out) {
-    static const int cand[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48, 63, 64};
+static int tile_sizes(int max, int *out) { /* out: up to 19 */
+    static const int cand[] = {1,  2,  3,  4,  5,  7,  8,  9,   15, 16,
+                               17, 31, 32, 33, 48, 63, 64, 100, 256};
     int n = 0;
     for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]); i++)
         if (cand[i] <= max) out[n++] = cand[i];
@@ -278,7 +279,7 @@ TEST(kernels_gemm_tile_equals_vec_dot) {
     const struct cpu_kernels *ks[5], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
     int nk = tables(ks);
     const int64_t ks_elems[] = {256, 768, 4096}; /* one, three and sixteen super-blocks */
-    enum { MAXT = 64, OS = 67, ROW = 4200 * 4 };
+    enum { MAXT = 256, OS = 67, ROW = 4200 * 4 };
     float *tmp = mem_alloc(ROW), *out = mem_alloc(MAXT * OS * sizeof(float));
     float *want = mem_alloc(MAXT * MAXT * sizeof(float));
     char *w = mem_alloc((size_t)MAXT * ROW + PAD), *a = mem_alloc((size_t)MAXT * ROW + PAD);
@@ -313,7 +314,7 @@ TEST(kernels_gemm_tile_equals_vec_dot) {
                         for (int e = 0; e < MAXT * OS; e++) out[e] = -12345.0f;
                         k->gemm_tile[t](w + 4, wstride, a + 4, astride, n, out, OS, nw, nx);
                         for (int j = 0; j < MAXT; j++)
-                            for (int i = 0; i < OS; i++) {
+                            for (int i = 0; i < OS && i < MAXT; i++) {
                                 float got = out[j * OS + i];
                                 if (i < nw && j < nx) {
                                     if (!same_bits(got, want[j * MAXT + i]) && fails++ < 3)

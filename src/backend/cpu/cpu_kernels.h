@@ -180,7 +180,7 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
 
 /* AMX tiles of the K-quants and IQ4_XS (kernels_amx.c, used by the AVX-512 table when the CPU
  * has AMX-INT8): out[j * out_stride + i] for i < n_w <= 16 weight rows and j < 16 * n_groups
- * tokens (whole groups of 16, 1 <= n_groups <= 4), bit for bit what the dtype's vec_dot gives.
+ * tokens (whole groups of 16, 1 <= n_groups <= 16), bit for bit what the dtype's vec_dot gives.
  * type is DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K or DTYPE_IQ4_XS. q4k_scaled (needs AVX512-VBMI):
  * Q4_K with the sub-block scales multiplied into the tiles (same bits, fewer instructions). */
 void cpu_amx_kq_tiles(enum dtype type, int q4k_scaled, const void *w, size_t w_stride,

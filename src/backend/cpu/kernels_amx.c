@@ -310,7 +310,7 @@ INLINE void amx_four(enum dtype type, const char *a_base, size_t x_stride, const
     TILE_STORED(3, c[3], 64);
 }
 
-enum { AMX_MAX_GROUPS = 4 }; /* token groups of 16 per call (the B tiles are built once) */
+enum { AMX_MAX_GROUPS = 16 }; /* token groups of 16 per call (the B tiles are built once) */
 
 /* ---- Q4_K with the sub-block scales inside the B tiles ----
  * The 6-bit scale splits as sc = lo + 8 hi (3 bits each), and q * lo, q * hi (at most 15 * 7 =
