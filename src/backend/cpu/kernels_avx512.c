@@ -1293,10 +1293,70 @@ static float q5_0_dot_q8_0_avx512(const void *w, const void *x, int64_t n) {
     fam_tile(FAM_Q5_0, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
     return out;
 }
+/* Decode (one token) for the families without a min: the rows go in pairs, one 512-bit vector
+ * per pair (lanes 0-7: row a's 8 lanes, 8-15: row b's) against the activation block broadcast
+ * to both halves, so vpdpbusd, vcvtdq2ps and the FMA each serve two rows; the dw * dx products of
+ * 16 blocks come from gathered f16 scales. Every lane is fam_tile's lane, bit for bit; the rows'
+ * 8 lanes are then summed with fam_tile's tree. Fewer instructions per weight byte keep more of
+ * the weight stream in flight. */
+INLINE void fam_dec4(int fam, const void *w, size_t w_stride, const void *x, int64_t k, float *out,
+                     int n_w) {
+    CHECK(k % QK8_0 == 0);
+    const size_t wb = fam_block_bytes(fam), xb = sizeof(struct block_q8_0);
+    const char *wr[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) wr[i] = tile_row(w, w_stride, i, n_w);
+    const __m256i table = _mm256_xor_si256(
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kvalues_iq4nl)),
+        _mm256_set1_epi8((char)0x80));
+    const __m512i offset = _mm512_set1_epi8((char)fam_offset(fam)), zero = _mm512_setzero_si512();
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i w_off = _mm512_mullo_epi32(iota, _mm512_set1_epi32((int)wb));
+    const __m512i x_off = _mm512_mullo_epi32(iota, _mm512_set1_epi32((int)xb));
+    const __m512i halves =
+        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 16, 16, 16, 16, 16, 16, 16, 16);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    const int64_t nb = k / QK8_0;
+    for (int64_t b0 = 0; b0 < nb; b0 += 16) {
+        int n = nb - b0 < 16 ? (int)(nb - b0) : 16;
+        __mmask16 m = n == 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+        const char *xc = (const char *)x + (size_t)b0 * xb;
+        __m512 dx = _mm512_cvtph_ps(
+            _mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(zero, m, x_off, xc, 1)));
+        __m512 dd[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+            dd[i] = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(
+                                      zero, m, w_off, wr[i] + (size_t)b0 * wb, 1))),
+                                  dx);
+        for (int b = 0; b < n; b++) {
+            __m512i xv = _mm512_broadcast_i64x4(
+                _mm256_loadu_si256((const __m256i *)(xc + (size_t)b * xb + 2)));
+            __m512i start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, xv));
+            __m512i idx = _mm512_add_epi32(halves, _mm512_set1_epi32(b));
+            size_t o = (size_t)(b0 + b) * wb;
+            __m512i w01 =
+                _mm512_inserti64x4(_mm512_castsi256_si512(fam_weights(fam, wr[0] + o, table)),
+                                   fam_weights(fam, wr[1] + o, table), 1);
+            __m512i w23 =
+                _mm512_inserti64x4(_mm512_castsi256_si512(fam_weights(fam, wr[2] + o, table)),
+                                   fam_weights(fam, wr[3] + o, table), 1);
+            acc0 = _mm512_fmadd_ps(_mm512_permutex2var_ps(dd[0], idx, dd[1]),
+                                   _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, w01, xv)), acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_permutex2var_ps(dd[2], idx, dd[3]),
+                                   _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, w23, xv)), acc1);
+        }
+    }
+    float r[4] = {hsum_ps8(_mm512_castps512_ps256(acc0)), hsum_ps8(_mm512_extractf32x8_ps(acc0, 1)),
+                  hsum_ps8(_mm512_castps512_ps256(acc1)),
+                  hsum_ps8(_mm512_extractf32x8_ps(acc1, 1))};
+    for (int i = 0; i < n_w && i < 4; i++) out[i] = r[i];
+}
+
 static void q5_0_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                                   float *out, size_t os, int n_w, int n_x) {
     if (n_x == 1)
-        fam_tile(FAM_Q5_0, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+        fam_dec4(FAM_Q5_0, w, ws, x, k, out, n_w);
     else
         fam_tile_pairs(FAM_Q5_0, w, ws, x, xs, k, out, os, n_w, n_x);
 }
@@ -1304,21 +1364,21 @@ static void q5_0_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_
 static void q8_0_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                                   float *out, size_t os, int n_w, int n_x) {
     if (n_x == 1)
-        fam_tile(FAM_Q8_0, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+        fam_dec4(FAM_Q8_0, w, ws, x, k, out, n_w);
     else
         fam_tile_pairs(FAM_Q8_0, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 static void q4_0_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                                   float *out, size_t os, int n_w, int n_x) {
     if (n_x == 1)
-        fam_tile(FAM_Q4_0, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+        fam_dec4(FAM_Q4_0, w, ws, x, k, out, n_w);
     else
         fam_tile_pairs(FAM_Q4_0, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 static void iq4_nl_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                                     float *out, size_t os, int n_w, int n_x) {
     if (n_x == 1)
-        fam_tile(FAM_IQ4_NL, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+        fam_dec4(FAM_IQ4_NL, w, ws, x, k, out, n_w);
     else
         fam_tile_pairs(FAM_IQ4_NL, w, ws, x, xs, k, out, os, n_w, n_x);
 }
