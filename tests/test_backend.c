@@ -73,21 +73,23 @@ TEST(backend_matmul_tiles_bit_exact) {
     const int64_t k = 512;
     const struct cpu_kernels *kern = cpu_kernels_get();
     float *x = mem_alloc((size_t)70 * k * sizeof(float));
-    float *y = mem_alloc((size_t)70 * 37 * sizeof(float));
-    float *bias = mem_alloc((size_t)37 * sizeof(float));
+    float *y = mem_alloc((size_t)70 * 300 * sizeof(float));
+    float *bias = mem_alloc((size_t)300 * sizeof(float));
     void *xq = mem_alloc((size_t)k * 8);
     ASSERT(x && y && bias && xq);
     for (int64_t i = 0; i < 70 * k; i++) x[i] = frand();
-    for (int64_t i = 0; i < 37; i++) bias[i] = frand();
+    for (int64_t i = 0; i < 300; i++) bias[i] = frand();
     for (int nthr = 1; nthr <= 3; nthr += 2) {
         struct backend *be = NULL;
         struct error err = {0};
         ASSERT(backend_cpu_create(&be, nthr, &err) == 0);
-        for (size_t it = 0; it < 3 * sizeof(types) / sizeof(types[0]); it++) {
-            /* the F32 gemm's shape, and not; 29: with 4-row tiles the last unit (13 rows) is cut
-             * into runs of 4, 4, 4 and 1 rows (mm_unit) */
-            const int64_t n_out = it % 3 == 0 ? 37 : it % 3 == 1 ? 36 : 29;
-            const enum dtype type = types[it / 3];
+        for (size_t it = 0; it < 4 * sizeof(types) / sizeof(types[0]); it++) {
+            /* the F32 gemm's shape, and not; 29 and 300: decode units cut into runs of rows of
+             * unequal length (mm_unit; with 4-row tiles and one thread 300 rows make units of 40
+             * and a last one of 20 rows: runs of 3 rows, the last of 2) */
+            static const int64_t shapes[4] = {37, 36, 29, 300};
+            const int64_t n_out = shapes[it % 4];
+            const enum dtype type = types[it / 4];
             struct tensor w, bt;
             tensor_init(&bt, DTYPE_F32, 1, (int64_t[]){n_out}, bias);
             void *data = make_weights(type, k, n_out, 1, &w);

@@ -374,9 +374,10 @@ static void cpu_rope(struct backend *be, float *x, int stride, const int32_t *po
  * rows against the one activation row.
  * ============================================================================================ */
 
-#define DECODE_STREAMS    8   /* decode: rows read side by side, each from its own long run */
-#define STREAM_MAX_TOKS   4   /* units with at most this many tokens read their rows that way */
-#define PREFETCH_AHEAD    512 /* decode: prefetch distance past the tile's start, bytes */
+#define DECODE_STREAMS    8 /* decode: rows read side by side, each from its own long run */
+#define STREAM_MAX_TOKS   4 /* units with at most this many tokens read their rows that way */
+#define STREAM_MIN_BYTES  (16 * 1024) /* ... when the unit is this big (small ones sit in cache) */
+#define PREFETCH_AHEAD    512         /* decode: prefetch distance past the tile's start, bytes */
 #define PREFETCH_MAX_TOKS 4   /* units with at most this many tokens prefetch their weights */
 #define UNIT_TOKS         64  /* tokens per prefill unit: their activations stay in L2 */
 #define UNIT_MIN_ROWS     16  /* smallest row chunk (decode) */
@@ -425,7 +426,8 @@ static void mm_unit(cpu_gemm_tile_fn tile, const struct mm_plan *p, const void *
                     int64_t t1, float *y, size_t y_stride) {
     const char *w_end = (const char *)w + (size_t)r1 * w_rb;
     int ns = DECODE_STREAMS, nt = (int)(t1 - t0);
-    if (nt <= STREAM_MAX_TOKS && nt <= p->tile_x && r1 - r0 >= 2 * ns) {
+    if (nt <= STREAM_MAX_TOKS && nt <= p->tile_x && r1 - r0 >= 2 * ns &&
+        (size_t)(r1 - r0) * w_rb >= STREAM_MIN_BYTES) {
         /* ns long runs of rows side by side: at step s, row i of the tile is r0 + s + i * len
          * (tiles of at most tile_w of those rows) */
         int64_t len = (r1 - r0 + ns - 1) / ns;
