@@ -63,6 +63,9 @@ static float ref_dot(const struct cpu_kernels *kern, const struct tensor *w, int
         kern->from_float[vt](x, xq, w->ne[0]);
         xa = xq;
     }
+    /* Q8_0 on an AMX table: llama.cpp's AMX block order (cpu_kernels.h, q8_0_blk_dot) */
+    if (w->type == DTYPE_Q8_0 && kern->q8_0_blk_dot)
+        return kern->q8_0_blk_dot(tensor_row(w, r, e), xa, w->ne[0]);
     return kern->vec_dot[w->type](tensor_row(w, r, e), xa, w->ne[0]);
 }
 

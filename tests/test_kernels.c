@@ -337,6 +337,65 @@ TEST(kernels_gemm_tile_equals_vec_dot) {
     mem_free(a);
 }
 
+/* Q8_0 in llama.cpp's AMX order (tables that have it): the tile against q8_0_dot_q8_0_blk_ref,
+ * bit for bit, for tile shapes up to 16 rows x 256 tokens (whole groups of 16 on AMX, the other
+ * tokens through the block-order decode kernel), 1, 21 and 128 blocks. */
+TEST(kernels_q8_0_blk_tile_equals_ref) {
+    const struct cpu_kernels *ks[5], *sc = cpu_kernels_for(CPU_ISA_SCALAR);
+    int nk = tables(ks), n_tested = 0;
+    enum { MAXW = 16, MAXX = 256, OS = 19 };
+    const int64_t ns[] = {32, 672, 4096};
+    size_t row = dtype_row_bytes(DTYPE_Q8_0, 4096) + 4;
+    float *tmp = mem_alloc(4096 * sizeof(float)), *out = mem_alloc(MAXX * OS * sizeof(float));
+    char *w = mem_alloc(MAXW * row + PAD), *a = mem_alloc(MAXX * row + PAD);
+    ASSERT(tmp && out && w && a);
+    g_state = 41;
+    for (int ik = 0; ik < nk; ik++) {
+        const struct cpu_kernels *k = ks[ik];
+        if (!k->q8_0_blk_tile) continue;
+        n_tested++;
+        EXPECT(k->q8_0_blk_dot && k->q8_0_blk_tile_w >= 1 && k->q8_0_blk_tile_w <= MAXW &&
+               k->q8_0_blk_tile_x >= 1 && k->q8_0_blk_tile_x <= MAXX);
+        int nws[20], nxs[20], n_nw = tile_sizes(k->q8_0_blk_tile_w, nws),
+                              n_nx = tile_sizes(k->q8_0_blk_tile_x, nxs);
+        int fails = 0;
+        for (int ie = 0; ie < 3; ie++) {
+            int64_t n = ns[ie];
+            size_t ws = dtype_row_bytes(DTYPE_Q8_0, n) + 4;
+            for (int i = 0; i < MAXW; i++) make_weights(DTYPE_Q8_0, i, tmp, w + 4 + i * ws, n);
+            for (int j = 0; j < MAXX; j++) make_act(sc, DTYPE_Q8_0, j, tmp, a + 4 + j * ws, n);
+            for (int iw = 0; iw < n_nw; iw++)
+                for (int ix = 0; ix < n_nx; ix++) {
+                    int nw = nws[iw], nx = nxs[ix];
+                    if (n > 672 && nx > 16 && nx != 256) continue; /* keep it quick */
+                    for (int e = 0; e < MAXX * OS; e++) out[e] = -12345.0f;
+                    k->q8_0_blk_tile(w + 4, ws, a + 4, ws, n, out, OS, nw, nx);
+                    for (int j = 0; j < MAXX; j++)
+                        for (int i = 0; i < OS; i++) {
+                            float got = out[j * OS + i];
+                            if (i < nw && j < nx) {
+                                float want =
+                                    q8_0_dot_q8_0_blk_ref(w + 4 + i * ws, a + 4 + j * ws, n);
+                                if (!same_bits(got, want) && fails++ < 3)
+                                    test_fail(__FILE__, __LINE__,
+                                              "%s q8_0_blk tile %dx%d n=%lld (%d,%d): %.9g vs %.9g",
+                                              k->name, nw, nx, (long long)n, i, j, got, want);
+                            } else if (got != -12345.0f && fails++ < 3) {
+                                test_fail(__FILE__, __LINE__,
+                                          "%s q8_0_blk tile %dx%d wrote (%d,%d)", k->name, nw, nx,
+                                          i, j);
+                            }
+                        }
+                }
+        }
+    }
+    if (!n_tested) test_skip("no kernel table with the AMX Q8_0 order (this CPU has no AMX-INT8)");
+    mem_free(tmp);
+    mem_free(out);
+    mem_free(w);
+    mem_free(a);
+}
+
 /* The reference dots against a double-precision dot of the unquantized f32 data: the bound
  * (relative to sum |w x|) is the format's own quantization error plus the activation's. */
 TEST(kernels_dot_vs_double) {

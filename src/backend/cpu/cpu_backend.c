@@ -391,11 +391,19 @@ struct mm_plan {
     int64_t n_row_units, n_tok_units;
 };
 
+/* Q8_0 weights go through the table's block-order tile where it has one (AMX CPUs: what
+ * llama.cpp does there, cpu_kernels.h), except token_embd, which llama.cpp keeps in a plain
+ * buffer (a tied output head runs in ggml_vec_dot_q8_0_q8_0's order). */
+static int q8_0_blk(const struct cpu_kernels *kern, const struct tensor *w) {
+    return w->type == DTYPE_Q8_0 && kern->q8_0_blk_tile &&
+           !(w->name && !strcmp(w->name, "token_embd.weight"));
+}
+
 /* Unit sizes for an n_out x n product on nth threads. */
-static void mm_plan_make(const struct cpu_kernels *kern, enum dtype wt, size_t row_bytes,
-                         int64_t n_out, int64_t n, int nth, struct mm_plan *p) {
-    p->tile_w = kern->gemm_tile_w[wt] > 0 ? kern->gemm_tile_w[wt] : 1;
-    p->tile_x = kern->gemm_tile_x[wt] > 0 ? kern->gemm_tile_x[wt] : 1;
+static void mm_plan_make(int tile_w, int tile_x, size_t row_bytes, int64_t n_out, int64_t n,
+                         int nth, struct mm_plan *p) {
+    p->tile_w = tile_w > 0 ? tile_w : 1;
+    p->tile_x = tile_x > 0 ? tile_x : 1;
     int64_t unit_toks = (UNIT_TOKS + p->tile_x - 1) / p->tile_x * p->tile_x;
     p->unit_toks = n <= unit_toks ? n : unit_toks;
     p->n_tok_units = (n + p->unit_toks - 1) / p->unit_toks;
@@ -551,7 +559,13 @@ static void cpu_matmul(struct backend *be, const struct tensor *w, const struct 
             claim_init(&a.q.ph.c, n, c->n_threads, 1);
         }
     }
-    mm_plan_make(c->kern, w->type, w->nb[1], w->ne[1], n, c->n_threads, &a.plan);
+    int tw = c->kern->gemm_tile_w[w->type], tx = c->kern->gemm_tile_x[w->type];
+    if (q8_0_blk(c->kern, w)) {
+        a.tile = c->kern->q8_0_blk_tile;
+        tw = c->kern->q8_0_blk_tile_w;
+        tx = c->kern->q8_0_blk_tile_x;
+    }
+    mm_plan_make(tw, tx, w->nb[1], w->ne[1], n, c->n_threads, &a.plan);
     atomic_init(&a.next, 0);
     threadpool_run_dynamic(c->pool, matmul_task, &a);
 }
@@ -684,7 +698,12 @@ static void cpu_matmul_id(struct backend *be, const struct tensor *w, const floa
         n_used_est += !seen[ids[s]];
         seen[ids[s]] = 1;
     }
-    mm_plan_make(c->kern, w->type, w->nb[1], n_out, 1, nth, &a.plan);
+    int tw = c->kern->gemm_tile_w[w->type], tx = c->kern->gemm_tile_x[w->type];
+    if (q8_0_blk(c->kern, w)) {
+        tw = c->kern->q8_0_blk_tile_w;
+        tx = c->kern->q8_0_blk_tile_x;
+    }
+    mm_plan_make(tw, tx, w->nb[1], n_out, 1, nth, &a.plan);
     {
         int64_t want = (int64_t)nth * UNITS_PER_THR;
         int64_t rows = (n_out * n_used_est + want - 1) / want;
@@ -727,7 +746,9 @@ static void cpu_matmul_id(struct backend *be, const struct tensor *w, const floa
 
     a.from_float = vt == DTYPE_F32 ? NULL : c->kern->from_float[vt];
     CHECK(vt == DTYPE_F32 || a.from_float);
-    a.tile = w->type == DTYPE_F32 ? c->kern->f32_id_tile : c->kern->gemm_tile[w->type];
+    a.tile = w->type == DTYPE_F32   ? c->kern->f32_id_tile
+             : q8_0_blk(c->kern, w) ? c->kern->q8_0_blk_tile
+                                    : c->kern->gemm_tile[w->type];
     a.w = w;
     a.x = x;
     a.x_per_slot = x_per_slot;

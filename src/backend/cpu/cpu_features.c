@@ -108,6 +108,10 @@ static void merge_over_scalar(struct cpu_kernels *dst, const struct cpu_kernels 
     if (isa->gdn_rows) dst->gdn_rows = isa->gdn_rows;
     if (isa->f32_gemm_seq) dst->f32_gemm_seq = isa->f32_gemm_seq;
     if (isa->attn_tile_softmax) dst->attn_tile_softmax = isa->attn_tile_softmax;
+    dst->q8_0_blk_dot = isa->q8_0_blk_dot; /* only where the ISA has it (never the scalar's) */
+    dst->q8_0_blk_tile = isa->q8_0_blk_tile;
+    dst->q8_0_blk_tile_w = isa->q8_0_blk_tile_w;
+    dst->q8_0_blk_tile_x = isa->q8_0_blk_tile_x;
     dst->name = isa->name;
 }
 

@@ -156,6 +156,15 @@ struct cpu_kernels {
     cpu_gdn_rows_fn gdn_rows;
     cpu_f32_gemm_seq_fn f32_gemm_seq;
     cpu_attn_tile_softmax_fn attn_tile_softmax;
+    /* Q8_0 in llama.cpp's AMX order (q8_0_dot_q8_0_blk_ref), filled by the AVX-512 table when the
+     * CPU has AMX-INT8, NULL elsewhere: llama.cpp on such a CPU repacks Q8_0 weights for its AMX
+     * kernels, which sum each block exactly in int32 and do one f32 FMA per block, in prompt
+     * processing and decoding alike; only a weight it keeps in a plain buffer (token_embd, read by
+     * get_rows, so a tied output head) goes through ggml_vec_dot_q8_0_q8_0's 8-lane order. The
+     * tile is q8_0_blk_dot bit for bit on every element; sizes as gemm_tile_w/x. */
+    cpu_vec_dot_fn q8_0_blk_dot;
+    cpu_gemm_tile_fn q8_0_blk_tile;
+    int q8_0_blk_tile_w, q8_0_blk_tile_x;
 };
 
 enum cpu_isa { CPU_ISA_SCALAR = 0, CPU_ISA_AVX2 = 1, CPU_ISA_AVX512 = 2 };
@@ -183,6 +192,11 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
  * tokens (whole groups of 16, 1 <= n_groups <= 16), bit for bit what the dtype's vec_dot gives.
  * type is DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K or DTYPE_IQ4_XS. q4k_scaled (needs AVX512-VBMI):
  * Q4_K with the sub-block scales multiplied into the tiles (same bits, fewer instructions). */
+/* AMX Q8_0 tiles in the block order (q8_0_dot_q8_0_blk_ref): out[j * out_stride + i] for i < n_w
+ * <= 16 rows and j < 16 * n_groups tokens (1 <= n_groups <= 16); x_stride may be 0 (one token
+ * repeated). */
+void cpu_amx_q8_0_tiles(const void *w, size_t w_stride, const void *x, size_t x_stride, int64_t k,
+                        float *out, size_t out_stride, int n_w, int n_groups);
 void cpu_amx_kq_tiles(enum dtype type, int q4k_scaled, const void *w, size_t w_stride,
                       const void *x, size_t x_stride, int64_t k, float *out, size_t out_stride,
                       int n_w, int n_groups);
@@ -233,11 +247,14 @@ void rope_pairs_ref(float *x, const float *cs, const float *sn, int n, int half)
 #define ATTN_EXP_C1      (0x1.ebfce50fac4f3p-3 / 1024.0)
 #define ATTN_EXP_C2      (0x1.62e42ff0c52d6p-1 / 32.0)
 #define ATTN_EXP_MIN     -0x1.9fe368p6f /* below: 0 */
-extern const uint64_t attn_exp_tab[32];
+extern const uint64_t attn_exp_tab[32]; /* bits of 2^(i/32) rounded to double, minus i << 47 */
 void f32_gemm_seq_ref(float *C, size_t ldc, const float *A, size_t a_si, size_t a_sk,
                       const float *B, size_t ldb, int M, int K, int N);
-void attn_tile_softmax_ref(
-    struct cpu_attn_tile *t); /* bits of 2^(i/32) rounded to double, minus i << 47 */
+void attn_tile_softmax_ref(struct cpu_attn_tile *t);
+/* Q8_0 weights . Q8_0 activations in llama.cpp's AMX order: per block the 32 products summed
+ * exactly in int32, then acc = fma((float)isum, dw * dx, acc), one accumulator from 0. */
+float q8_0_dot_q8_0_blk_ref(const void *w, const void *x,
+                            int64_t n); /* bits of 2^(i/32) rounded to double, minus i << 47 */
 float attn_exp_ref(float x);
 /* The fused update in plain C over the given helpers (attn_rows_f16_ref passes the references);
  * exp_n(x, n) replaces x[i] by attn_exp(x[i]) for i < n. The SIMD tables use it for heads over

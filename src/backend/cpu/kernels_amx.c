@@ -518,6 +518,125 @@ INLINE void amx_kq(enum dtype type, int q4k_scaled, const void *w, size_t w_stri
     __asm__ volatile("tilerelease" ::);
 }
 
+/* ============================================================================================
+ * Q8_0 weights in llama.cpp's AMX order (q8_0_dot_q8_0_blk_ref: exact int32 block sums, then
+ * one FMA per block)
+ * One TDPBSSD per block multiplies 16 tokens (A: the block's 32 activation bytes, in place) by 16
+ * weight rows (B: 8 x 64 bytes, dword t of row n at B[t][4n .. 4n+3], from a dword transpose of
+ * two blocks of the 16 rows) into the 16 x 16 block sums; per token the f32 step
+ * acc = fma((float)isum, dw * dx, acc) runs on 16 rows per vector. The B tiles and the weight
+ * scales of a chunk of blocks are built once for all the token groups; four blocks are in flight
+ * in tmm0-3 before their sums are read back.
+ * ============================================================================================ */
+
+enum { Q8_CHUNK = 16 }; /* blocks per chunk: 8 KiB of B tiles */
+
+INLINE void q8_b_build(const char *const *rows, __m512i offs, int64_t b0, int n,
+                       uint8_t b[Q8_CHUNK][8][64], float dw[Q8_CHUNK][16]) {
+    const size_t bb = sizeof(struct block_q8_0);
+    for (int c = 0; c < n; c += 2) {
+        size_t o0 = (size_t)(b0 + c) * bb + 2, o1 = c + 1 < n ? o0 + bb : o0;
+        __m512i v[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++)
+            v[i] = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(rows[i] + o0))),
+                _mm256_loadu_si256((const __m256i *)(rows[i] + o1)), 1);
+        transpose16(v);
+#pragma GCC unroll 8
+        for (int t = 0; t < 8; t++) {
+            _mm512_storeu_si512(b[c][t], v[t]);
+            if (c + 1 < n) _mm512_storeu_si512(b[c + 1][t], v[8 + t]);
+        }
+    }
+    for (int c = 0; c < n; c++) {
+        __m512i hd = gather_dword(rows[0], offs, (size_t)(b0 + c) * bb);
+        _mm512_storeu_ps(dw[c], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(hd)));
+    }
+}
+
+/* The f32 step of one block for the 16 tokens: sums c[token][row], dx[token][block]. */
+INLINE void q8_f32_step(__m512 acc[16], const int32_t c[16][16], const float *dw,
+                        const float (*dx)[Q8_CHUNK], int b) {
+    __m512 d = _mm512_loadu_ps(dw);
+#pragma GCC unroll 16
+    for (int m = 0; m < 16; m++)
+        acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(c[m])),
+                                 _mm512_mul_ps(d, _mm512_set1_ps(dx[m][b])), acc[m]);
+}
+
+void cpu_amx_q8_0_tiles(const void *w, size_t w_stride, const void *x, size_t x_stride, int64_t k,
+                        float *out, size_t out_stride, int n_w, int n_groups) {
+    CHECK(k % QK8_0 == 0 && n_w >= 1 && n_w <= 16 && n_groups >= 1 && n_groups <= AMX_MAX_GROUPS);
+    CHECK((size_t)(n_w - 1) * w_stride < 0x7fffffff);
+    const size_t bb = sizeof(struct block_q8_0); /* activation blocks */
+    const int64_t nb = k / QK8_0;
+    const char *rows[16];
+    for (int i = 0; i < 16; i++)
+        rows[i] = (const char *)w + (size_t)(i < n_w ? i : n_w - 1) * w_stride;
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i offs = _mm512_mullo_epi32(_mm512_min_epi32(iota, _mm512_set1_epi32(n_w - 1)),
+                                            _mm512_set1_epi32((int)w_stride));
+    const __m512i boffs = _mm512_mullo_epi32(iota, _mm512_set1_epi32((int)bb));
+    uint8_t bt[Q8_CHUNK][8][64] __attribute__((aligned(64)));
+    float dw[Q8_CHUNK][16], dx[16][Q8_CHUNK];
+    int32_t c[4][16][16] __attribute__((aligned(64)));
+    float res[AMX_MAX_GROUPS][16][16];
+    tiles_configure(32);
+    for (int64_t b0 = 0; b0 < nb; b0 += Q8_CHUNK) {
+        int n = nb - b0 < Q8_CHUNK ? (int)(nb - b0) : Q8_CHUNK;
+        q8_b_build(rows, offs, b0, n, bt, dw);
+        for (int g = 0; g < n_groups; g++) {
+            const char *xg = (const char *)x + (size_t)(16 * g) * x_stride;
+            const char *a_base = xg + (size_t)b0 * bb + 2; /* qs of block b0, token 0 */
+            __mmask16 nm = (__mmask16)((1u << n) - 1);
+            for (int m = 0; m < 16; m++) {
+                __m512i hd =
+                    _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), nm, boffs,
+                                                xg + (size_t)m * x_stride + (size_t)b0 * bb, 1);
+                _mm512_storeu_ps(dx[m], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(hd)));
+            }
+            __m512 acc[16];
+#pragma GCC unroll 16
+            for (int m = 0; m < 16; m++)
+                acc[m] = b0 ? _mm512_loadu_ps(res[g][m]) : _mm512_setzero_ps();
+            int b = 0;
+            for (; b + 4 <= n; b += 4) {
+#define Q8_STEP(T)                                                                                 \
+    do {                                                                                           \
+        TILE_ZERO(T);                                                                              \
+        TILE_LOADD(4, a_base + (size_t)(b + (T)) * bb, x_stride);                                  \
+        TILE_LOADD(6, bt[b + (T)], 64);                                                            \
+        TILE_DPBSSD(T, 4, 6);                                                                      \
+    } while (0)
+                Q8_STEP(0);
+                Q8_STEP(1);
+                Q8_STEP(2);
+                Q8_STEP(3);
+                TILE_STORED(0, c[0], 64);
+                TILE_STORED(1, c[1], 64);
+                TILE_STORED(2, c[2], 64);
+                TILE_STORED(3, c[3], 64);
+                for (int t = 0; t < 4; t++) q8_f32_step(acc, c[t], dw[b + t], dx, b + t);
+            }
+            for (; b < n; b++) {
+                Q8_STEP(0);
+                TILE_STORED(0, c[0], 64);
+                q8_f32_step(acc, c[0], dw[b], dx, b);
+            }
+#undef Q8_STEP
+#pragma GCC unroll 16
+            for (int m = 0; m < 16; m++) _mm512_storeu_ps(res[g][m], acc[m]);
+        }
+    }
+    __mmask16 keep = (__mmask16)((1u << n_w) - 1);
+    for (int g = 0; g < n_groups; g++)
+        for (int m = 0; m < 16; m++)
+            _mm512_mask_storeu_ps(out + (size_t)(16 * g + m) * out_stride, keep,
+                                  _mm512_loadu_ps(res[g][m]));
+    __asm__ volatile("tilerelease" ::);
+}
+
 void cpu_amx_kq_tiles(enum dtype type, int q4k_scaled, const void *w, size_t w_stride,
                       const void *x, size_t x_stride, int64_t k, float *out, size_t out_stride,
                       int n_w, int n_groups) {

@@ -1299,8 +1299,18 @@ static float q5_0_dot_q8_0_avx512(const void *w, const void *x, int64_t n) {
  * 16 blocks come from gathered f16 scales. Every lane is fam_tile's lane, bit for bit; the rows'
  * 8 lanes are then summed with fam_tile's tree. Fewer instructions per weight byte keep more of
  * the weight stream in flight. */
-INLINE void fam_dec4(int fam, const void *w, size_t w_stride, const void *x, int64_t k, float *out,
-                     int n_w) {
+/* The 8 int32 lanes of each 256-bit half summed (exactly), the sum in every lane of the half. */
+INLINE __m512i sum_halves8(__m512i s) {
+    s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, (_MM_PERM_ENUM)0x4e));
+    s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, (_MM_PERM_ENUM)0xb1));
+    return _mm512_add_epi32(s, _mm512_shuffle_i32x4(s, s, 0xb1));
+}
+
+/* blk: Q8_0 in llama.cpp's AMX order (q8_0_dot_q8_0_blk_ref) instead: each half's 8 lanes summed
+ * to the block's exact int32 sum before the FMA, so every lane of a half carries its row's one
+ * accumulator; the result is lane 0 / 8. */
+INLINE void fam_dec4_any(int fam, int blk, const void *w, size_t w_stride, const void *x, int64_t k,
+                         float *out, int n_w) {
     CHECK(k % QK8_0 == 0);
     const size_t wb = fam_block_bytes(fam), xb = sizeof(struct block_q8_0);
     const char *wr[4];
@@ -1341,16 +1351,36 @@ INLINE void fam_dec4(int fam, const void *w, size_t w_stride, const void *x, int
             __m512i w23 =
                 _mm512_inserti64x4(_mm512_castsi256_si512(fam_weights(fam, wr[2] + o, table)),
                                    fam_weights(fam, wr[3] + o, table), 1);
-            acc0 = _mm512_fmadd_ps(_mm512_permutex2var_ps(dd[0], idx, dd[1]),
-                                   _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, w01, xv)), acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_permutex2var_ps(dd[2], idx, dd[3]),
-                                   _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, w23, xv)), acc1);
+            __m512i s01 = _mm512_dpbusd_epi32(start, w01, xv);
+            __m512i s23 = _mm512_dpbusd_epi32(start, w23, xv);
+            if (blk) {
+                s01 = sum_halves8(s01);
+                s23 = sum_halves8(s23);
+            }
+            acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s01),
+                                   _mm512_permutex2var_ps(dd[0], idx, dd[1]), acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s23),
+                                   _mm512_permutex2var_ps(dd[2], idx, dd[3]), acc1);
         }
     }
-    float r[4] = {hsum_ps8(_mm512_castps512_ps256(acc0)), hsum_ps8(_mm512_extractf32x8_ps(acc0, 1)),
-                  hsum_ps8(_mm512_castps512_ps256(acc1)),
-                  hsum_ps8(_mm512_extractf32x8_ps(acc1, 1))};
+    float r[4];
+    if (blk) {
+        float a0[16], a1[16];
+        _mm512_storeu_ps(a0, acc0);
+        _mm512_storeu_ps(a1, acc1);
+        r[0] = a0[0], r[1] = a0[8], r[2] = a1[0], r[3] = a1[8];
+    } else {
+        r[0] = hsum_ps8(_mm512_castps512_ps256(acc0));
+        r[1] = hsum_ps8(_mm512_extractf32x8_ps(acc0, 1));
+        r[2] = hsum_ps8(_mm512_castps512_ps256(acc1));
+        r[3] = hsum_ps8(_mm512_extractf32x8_ps(acc1, 1));
+    }
     for (int i = 0; i < n_w && i < 4; i++) out[i] = r[i];
+}
+
+INLINE void fam_dec4(int fam, const void *w, size_t w_stride, const void *x, int64_t k, float *out,
+                     int n_w) {
+    fam_dec4_any(fam, 0, w, w_stride, x, k, out, n_w);
 }
 
 static void q5_0_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
@@ -1801,6 +1831,19 @@ static void q4_k_gemm_tile_amx(const void *w, size_t ws, const void *x, size_t x
                                float *out, size_t os, int n_w, int n_x) {
     kq_amx_tile(KQ_Q4_K, DTYPE_Q4_K, 0, w, ws, x, xs, k, out, os, n_w, n_x);
 }
+/* Q8_0 in llama.cpp's AMX order (q8_0_dot_q8_0_blk_ref): whole groups of 16 tokens in one AMX
+ * call, each other token (decode) through fam_dec4_any's block-order variant, 4 rows at a time. */
+static void q8_0_blk_tile_amx(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
+                              float *out, size_t os, int n_w, int n_x) {
+    int groups = n_x / 16;
+    if (groups) cpu_amx_q8_0_tiles(w, ws, x, xs, k, out, os, n_w, groups);
+    for (int j = 16 * groups; j < n_x; j++)
+        for (int i = 0; i < n_w; i += 4)
+            fam_dec4_any(FAM_Q8_0, 1, (const char *)w + (size_t)i * ws, ws,
+                         (const char *)x + (size_t)j * xs, k, out + (size_t)j * os + (size_t)i,
+                         n_w - i < 4 ? n_w - i : 4);
+}
+
 static void q4_k_gemm_tile_amx_vbmi(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                                     float *out, size_t os, int n_w, int n_x) {
     kq_amx_tile(KQ_Q4_K, DTYPE_Q4_K, 1, w, ws, x, xs, k, out, os, n_w, n_x);
@@ -2022,6 +2065,10 @@ int cpu_kernels_fill_avx512(struct cpu_kernels *k, const struct cpu_features *f)
             k->gemm_tile_w[amx_types[i]] = AMX_W;
             k->gemm_tile_x[amx_types[i]] = AMX_X;
         }
+        k->q8_0_blk_dot = q8_0_dot_q8_0_blk_ref;
+        k->q8_0_blk_tile = q8_0_blk_tile_amx;
+        k->q8_0_blk_tile_w = AMX_W;
+        k->q8_0_blk_tile_x = AMX_X;
         k->name = "avx512-amx";
     }
     k->attn_dot_f16 = attn_dot_f16_avx512;

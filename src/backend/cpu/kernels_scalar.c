@@ -351,6 +351,19 @@ void attn_tile_softmax_ref(struct cpu_attn_tile *t) {
     }
 }
 
+/* ---- Q8_0 in llama.cpp's AMX order ---- */
+
+float q8_0_dot_q8_0_blk_ref(const void *vw, const void *vx, int64_t n) {
+    const struct block_q8_0 *w = vw, *x = vx;
+    float acc = 0.0f;
+    for (int64_t ib = 0; ib < n / QK8_0; ib++) {
+        int32_t isum = 0;
+        for (int j = 0; j < QK8_0; j++) isum += (int32_t)w[ib].qs[j] * (int32_t)x[ib].qs[j];
+        acc = fmaf((float)isum, fp16_to_fp32(w[ib].d) * fp16_to_fp32(x[ib].d), acc);
+    }
+    return acc;
+}
+
 /* ---- the table ---- */
 
 int cpu_kernels_fill_scalar(struct cpu_kernels *k) {
