@@ -10,8 +10,10 @@
  *
  * Numerics: an entry computes exactly what its scalar twin computes, bit for bit, wherever the
  * reference fixes a summation order (F32/F16/BF16: 16 FMA lanes; Q8_0/Q4_0/IQ4_NL: 8 lanes of
- * 4-product integer sums; K-quants, IQ4_XS: exact integer sums per super-block; the attention
- * helpers), and gemm_tile[t] equals vec_dot[t] bit for bit on every element.
+ * 4-product integer sums, or, for Q8_0 on AMX CPUs, q8_0_blk_tile's exact block sums as
+ * llama.cpp does there; K-quants, IQ4_XS: exact integer sums per super-block; the attention
+ * helpers, the tiled attention's FMA chains), and gemm_tile[t] equals vec_dot[t] bit for bit on
+ * every element.
  */
 #ifndef HEARTH_CPU_KERNELS_H
 #define HEARTH_CPU_KERNELS_H
