@@ -7,8 +7,8 @@
 #include "server.h"
 
 #include "../base/log.h"
+#include "../base/num.h"
 
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,16 +36,6 @@ static void usage(FILE *f) {
                "  -v                       log every request\n");
 }
 
-static int parse_int(const char *s, long long lo, long long hi, long long *out) {
-    if (!s || !*s) return -1;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
 int server_main(int argc, char **argv) {
     struct server_opts o;
     server_opts_default(&o);
@@ -58,7 +48,7 @@ int server_main(int argc, char **argv) {
         long long x;
 #define INT_OPT(lo, hi, field)                                                                     \
     do {                                                                                           \
-        if (parse_int(v, lo, hi, &x)) {                                                            \
+        if (num_parse_int(v, lo, hi, &x)) {                                                        \
             fprintf(stderr, "hearth serve: %s needs an integer in [%lld, %lld]\n", a,              \
                     (long long)(lo), (long long)(hi));                                             \
             return 1;                                                                              \

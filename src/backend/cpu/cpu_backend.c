@@ -983,15 +983,9 @@ struct attn_tiled_args {
 static void kv_tile_to_f32(const struct attn_args *a, const struct cpu_kernels *kern,
                            const void *base, size_t row_bytes, int g, int kv0, int n, float *out) {
     int hd = a->head_dim;
-    for (int j = 0; j < n; j++) {
-        const char *row = (const char *)base + (size_t)(kv0 + j) * row_bytes;
-        if (a->kv_type == DTYPE_F16)
-            kern->to_float[DTYPE_F16]((const uint16_t *)row + (size_t)g * hd, out + (size_t)j * hd,
-                                      hd);
-        else
-            memcpy(out + (size_t)j * hd, (const float *)row + (size_t)g * hd,
-                   (size_t)hd * sizeof(float));
-    }
+    for (int j = 0; j < n; j++)
+        kv_row_to_float(a->kv_type, (const char *)base + (size_t)(kv0 + j) * row_bytes,
+                        (int64_t)g * hd, hd, out + (size_t)j * hd, kern);
 }
 
 /* Units: (query tile descending, head): the tiles with the most positions come first. */
