@@ -1005,9 +1005,13 @@ static void attention_tiled_task(void *p, int ith, int nth) {
             int tile = ta->n_qtiles - 1 - (int)(u / a->n_head), h = (int)(u % a->n_head);
             int g = h / group, it0 = tile * AT,
                 nq = a->n_tokens - it0 < AT ? a->n_tokens - it0 : AT;
+            const float *q0 = a->q + (int64_t)it0 * a->q_stride + (int64_t)h * hd;
+            for (int d = 0; d < hd; d++) { /* transposed, rows past nq zero */
+                float *qd = qt + (size_t)d * AT;
+                for (int r = 0; r < nq; r++) qd[r] = q0[(int64_t)r * a->q_stride + d];
+                for (int r = nq; r < AT; r++) qd[r] = 0.0f;
+            }
             for (int r = 0; r < AT; r++) {
-                const float *q = a->q + (int64_t)(it0 + r) * a->q_stride + (int64_t)h * hd;
-                for (int d = 0; d < hd; d++) qt[(size_t)d * AT + r] = r < nq ? q[d] : 0.0f;
                 qpos[r] = r < nq ? a->pos0 + it0 + r : -1;
                 m[r] = -INFINITY;
                 l[r] = 0.0f;
