@@ -1728,6 +1728,182 @@ INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_st
             out[(size_t)j * out_stride + (size_t)i] = res[i * nx_max + j];
 }
 
+/* ---- Q4_K decode: four rows against one token ----
+ * kq_tile spends most of a decode step outside the products (a scale permute per 64 values, the
+ * 6-bit scales unpacked one row at a time), and decode speed follows the kernel's speed even
+ * when memory is the limit. Here each row's 128 bytes of quants are two loads: low nibbles give
+ * sub-blocks (0, 2) and (4, 6), high nibbles (1, 3) and (5, 7), against the token's bytes
+ * arranged to match once per super-block for all rows. vpdpbusd sums four products per int32
+ * lane (|lane| <= 4 * 15 * 127, so it fits int16): two such vectors are packed to int16 and
+ * multiplied by their sub-block scales in one vpdpwssd. The four rows' 12-byte scale/min
+ * fields are unpacked together, one row per 128-bit lane. Every sum is exact, and the f32 steps
+ * are q4_k_dot_q8_k_ref's, super-block by super-block, so the result has the same bits. */
+static const int16_t g_q4k_sc_idx[4][32] = {
+#define Q4K_IDX(i)                                                                                 \
+    {8 * (i) + 0, 8 * (i) + 0, 8 * (i) + 0, 8 * (i) + 0, 8 * (i) + 1, 8 * (i) + 1, 8 * (i) + 1,     \
+     8 * (i) + 1, 8 * (i) + 0, 8 * (i) + 0, 8 * (i) + 0, 8 * (i) + 0, 8 * (i) + 1, 8 * (i) + 1,     \
+     8 * (i) + 1, 8 * (i) + 1, 8 * (i) + 2, 8 * (i) + 2, 8 * (i) + 2, 8 * (i) + 2, 8 * (i) + 3,     \
+     8 * (i) + 3, 8 * (i) + 3, 8 * (i) + 3, 8 * (i) + 2, 8 * (i) + 2, 8 * (i) + 2, 8 * (i) + 2,     \
+     8 * (i) + 3, 8 * (i) + 3, 8 * (i) + 3, 8 * (i) + 3}
+    Q4K_IDX(0), Q4K_IDX(1), Q4K_IDX(2), Q4K_IDX(3)
+#undef Q4K_IDX
+};
+
+static void q4_k_dec4(const void *w, size_t ws, const void *x, int64_t k, float *out, int n_w) {
+    CHECK(k % QK_K == 0);
+    const char *wr[4];
+    for (int i = 0; i < 4; i++) wr[i] = tile_row(w, ws, i, n_w);
+    const struct block_q8_k *y = x;
+    const __m512i m4 = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
+    /* per 128-bit lane (one row): bytes 0-3 d, dmin; 4-15 the 12 packed bytes s[0..11] */
+    const __m512i idx_p = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15));
+    const __m512i idx_q = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11));
+    const __m512i mask_a = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
+    const __m512i mask_b =
+        _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
+    const __m512i lane0 = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m512i sidx[4];
+    for (int i = 0; i < 4; i++) sidx[i] = _mm512_loadu_si512(g_q4k_sc_idx[i]);
+    __m128 sum = _mm_setzero_ps();
+    for (int64_t ib = 0; ib < k / QK_K; ib++) {
+        const struct block_q8_k *yb = y + ib;
+        __m512i a0 = _mm512_loadu_si512(yb->qs), a1 = _mm512_loadu_si512(yb->qs + 64);
+        __m512i a2 = _mm512_loadu_si512(yb->qs + 128), a3 = _mm512_loadu_si512(yb->qs + 192);
+        __m512i alo0 = _mm512_shuffle_i64x2(a0, a1, 0x44), ahi0 = _mm512_shuffle_i64x2(a0, a1, 0xee);
+        __m512i alo1 = _mm512_shuffle_i64x2(a2, a3, 0x44), ahi1 = _mm512_shuffle_i64x2(a2, a3, 0xee);
+        const struct block_q4_k *b[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) b[i] = (const struct block_q4_k *)wr[i] + ib;
+        /* scales (bytes 0-7) and mins (8-15) of row i in lane i: k_quant_get_scale_min */
+        __m512i h = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)b[0]));
+        h = _mm512_inserti32x4(h, _mm_loadu_si128((const __m128i *)b[1]), 1);
+        h = _mm512_inserti32x4(h, _mm_loadu_si128((const __m128i *)b[2]), 2);
+        h = _mm512_inserti32x4(h, _mm_loadu_si128((const __m128i *)b[3]), 3);
+        __m512i p = _mm512_shuffle_epi8(h, idx_p), q = _mm512_shuffle_epi8(h, idx_q);
+        __m512i r = _mm512_or_si512(
+            _mm512_or_si512(_mm512_and_si512(p, mask_a),
+                            _mm512_and_si512(_mm512_srli_epi16(p, 4), mask_b)),
+            _mm512_and_si512(_mm512_srli_epi16(q, 2), _mm512_set1_epi8(0x30)));
+        __m512i sc16 = _mm512_unpacklo_epi8(r, zero), mn16 = _mm512_unpackhi_epi8(r, zero);
+        __m512i acc[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            __m512i w0 = _mm512_loadu_si512(b[i]->qs), w1 = _mm512_loadu_si512(b[i]->qs + 64);
+            __m512i p0 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(w0, m4), alo0);
+            __m512i p1 =
+                _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16(w0, 4), m4), ahi0);
+            __m512i p2 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(w1, m4), alo1);
+            __m512i p3 =
+                _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16(w1, 4), m4), ahi1);
+            __m512i s01 = _mm512_permutexvar_epi16(sidx[i], sc16);
+            __m512i s23 = _mm512_permutexvar_epi16(_mm512_add_epi16(sidx[i], _mm512_set1_epi16(4)),
+                                                   sc16);
+            acc[i] = _mm512_dpwssd_epi32(_mm512_madd_epi16(_mm512_packs_epi32(p0, p1), s01),
+                                         _mm512_packs_epi32(p2, p3), s23);
+        }
+        /* mins: lane i sums m_j * (bsums[2j] + bsums[2j+1]) */
+        __m256i bs = _mm256_loadu_si256((const __m256i *)yb->bsums);
+        __m128i b2 = _mm256_cvtepi32_epi16(_mm256_madd_epi16(bs, _mm256_set1_epi16(1)));
+        __m512i mm = _mm512_madd_epi16(mn16, _mm512_broadcast_i32x4(b2));
+        mm = _mm512_add_epi32(mm, _mm512_shuffle_epi32(mm, _MM_PERM_BADC));
+        mm = _mm512_add_epi32(mm, _mm512_shuffle_epi32(mm, _MM_PERM_CDAB));
+        __m128 fi = _mm_cvtepi32_ps(_mm512_castsi512_si128(kq_sum_pairs(acc, 4)));
+        __m128 mi = _mm_cvtepi32_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi32(lane0, mm)));
+        __m256 dd = _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi32(lane0, h)));
+        __m128 dx = _mm256_castps256_ps128(
+            _mm256_permutexvar_ps(_mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0), dd));
+        __m128 dm = _mm256_castps256_ps128(
+            _mm256_permutexvar_ps(_mm256_setr_epi32(1, 3, 5, 7, 0, 0, 0, 0), dd));
+        __m128 dy = _mm_set1_ps(yb->d);
+        sum = _mm_add_ps(sum, _mm_sub_ps(_mm_mul_ps(_mm_mul_ps(dx, dy), fi),
+                                         _mm_mul_ps(_mm_mul_ps(dm, dy), mi)));
+    }
+    float res[4];
+    _mm_storeu_ps(res, sum);
+    for (int i = 0; i < n_w && i < 4; i++) out[i] = res[i];
+}
+
+/* ---- Q6_K decode: four rows against one token ----
+ * The same plan as q4_k_dec4. Each half super-block is 64 bytes of low nibbles and 32 of high
+ * bit pairs: the low nibbles with bits 0-1 / 2-3 of qh give values 0-63 in element order, the
+ * high nibbles with bits 4-5 / 6-7 values 64-127, so the token's bytes are used as stored.
+ * vpdpbusd sums q * a over four values per lane, starting from -32 * (the four a's) (computed
+ * once per super-block for all rows), i.e. the sum of (q - 32) * a: |lane| <= 4 * 32 * 127 fits
+ * int16, so two vectors pack into one vpdpwssd against their 16-value groups' int8 scales. */
+static const int16_t g_q6k_sc_idx[2][2][32] = {
+#define Q6K_IDX(b)                                                                                 \
+    {(b) + 0, (b) + 0, (b) + 0, (b) + 0, (b) + 4, (b) + 4, (b) + 4, (b) + 4, (b) + 1, (b) + 1, (b) + 1,  \
+     (b) + 1, (b) + 5, (b) + 5, (b) + 5, (b) + 5, (b) + 2, (b) + 2, (b) + 2, (b) + 2, (b) + 6, (b) + 6,  \
+     (b) + 6, (b) + 6, (b) + 3, (b) + 3, (b) + 3, (b) + 3, (b) + 7, (b) + 7, (b) + 7, (b) + 7}
+    {Q6K_IDX(0), Q6K_IDX(8)},
+    {Q6K_IDX(16), Q6K_IDX(24)},
+#undef Q6K_IDX
+};
+
+static void q6_k_dec4(const void *w, size_t ws, const void *x, int64_t k, float *out, int n_w) {
+    CHECK(k % QK_K == 0);
+    const char *wr[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) wr[i] = tile_row(w, ws, i, n_w);
+    const struct block_q8_k *y = x;
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    const __m512i zero = _mm512_setzero_si512(), c32 = _mm512_set1_epi8(32);
+    __m512i sidx[2][2];
+    for (int r = 0; r < 2; r++)
+        for (int h = 0; h < 2; h++) sidx[r][h] = _mm512_loadu_si512(g_q6k_sc_idx[r][h]);
+    __m128 sum = _mm_setzero_ps();
+    for (int64_t ib = 0; ib < k / QK_K; ib++) {
+        const struct block_q8_k *yb = y + ib;
+        __m512i a[4], na[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            a[j] = _mm512_loadu_si512(yb->qs + 64 * j);
+            na[j] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, c32, a[j]));
+        }
+        const struct block_q6_k *b[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) b[i] = (const struct block_q6_k *)wr[i] + ib;
+        __m512i sc[2]; /* rows 2r, 2r+1: 16 int16 scales each */
+#pragma GCC unroll 2
+        for (int r = 0; r < 2; r++)
+            sc[r] = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)b[2 * r]->scales)),
+                _mm_loadu_si128((const __m128i *)b[2 * r + 1]->scales), 1));
+        __m512i acc[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            __m512i p[4];
+#pragma GCC unroll 2
+            for (int n = 0; n < 2; n++) {
+                __m512i l = _mm512_loadu_si512(b[i]->ql + 64 * n);
+                __m512i hb =
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b[i]->qh + 32 * n)));
+                hb = _mm512_mask_srli_epi16(hb, 0xffff0000, hb, 2);
+                __m512i qlo = _mm512_or_si512(_mm512_and_si512(l, m4),
+                                              _mm512_and_si512(_mm512_slli_epi16(hb, 4), m30));
+                __m512i qhi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                              _mm512_and_si512(hb, m30));
+                p[2 * n] = _mm512_dpbusd_epi32(na[2 * n], qlo, a[2 * n]);
+                p[2 * n + 1] = _mm512_dpbusd_epi32(na[2 * n + 1], qhi, a[2 * n + 1]);
+            }
+            __m512i s01 = _mm512_permutexvar_epi16(sidx[i % 2][0], sc[i / 2]);
+            __m512i s23 = _mm512_permutexvar_epi16(sidx[i % 2][1], sc[i / 2]);
+            acc[i] = _mm512_dpwssd_epi32(_mm512_madd_epi16(_mm512_packs_epi32(p[0], p[1]), s01),
+                                         _mm512_packs_epi32(p[2], p[3]), s23);
+        }
+        __m128 fi = _mm_cvtepi32_ps(_mm512_castsi512_si128(kq_sum_pairs(acc, 4)));
+        __m128 dx = _mm_cvtph_ps(_mm_setr_epi16((short)b[0]->d, (short)b[1]->d, (short)b[2]->d,
+                                                (short)b[3]->d, 0, 0, 0, 0));
+        sum = _mm_add_ps(sum, _mm_mul_ps(_mm_mul_ps(dx, _mm_set1_ps(yb->d)), fi));
+    }
+    float res[4];
+    _mm_storeu_ps(res, sum);
+    for (int i = 0; i < n_w && i < 4; i++) out[i] = res[i];
+}
+
 static float q2_k_dot_q8_k_avx512(const void *w, const void *x, int64_t n) {
     float out;
     kq_tile(KQ_Q2_K, 1, 1, w, 0, x, 0, n, &out, 0, 1, 1);
@@ -1775,7 +1951,7 @@ static float iq4_xs_dot_q8_k_avx512(const void *w, const void *x, int64_t n) {
 static void q4_k_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                                   float *out, size_t os, int n_w, int n_x) {
     if (n_x == 1)
-        kq_tile(KQ_Q4_K, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+        q4_k_dec4(w, ws, x, k, out, n_w);
     else
         kq_tile(KQ_Q4_K, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
 }
@@ -1789,7 +1965,7 @@ static void q5_k_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_
 static void q6_k_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                                   float *out, size_t os, int n_w, int n_x) {
     if (n_x == 1)
-        kq_tile(KQ_Q6_K, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+        q6_k_dec4(w, ws, x, k, out, n_w);
     else
         kq_tile(KQ_Q6_K, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
 }
@@ -1819,7 +1995,11 @@ INLINE void kq_amx_tile(int type, enum dtype dt, int q4k_scaled, const void *w, 
             const char *wi = (const char *)w + (size_t)i * ws,
                        *xj = (const char *)x + (size_t)j * xs;
             float *o = out + (size_t)j * os + (size_t)i;
-            if (nx == 1)
+            if (nx == 1 && type == KQ_Q4_K)
+                q4_k_dec4(wi, ws, xj, k, o, nw);
+            else if (nx == 1 && type == KQ_Q6_K)
+                q6_k_dec4(wi, ws, xj, k, o, nw);
+            else if (nx == 1)
                 kq_tile(type, TILE_W, 1, wi, ws, xj, xs, k, o, os, nw, nx);
             else
                 kq_tile(type, TILE_W, TILE_X, wi, ws, xj, xs, k, o, os, nw, nx);
