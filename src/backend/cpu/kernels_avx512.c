@@ -1749,8 +1749,10 @@ static const int16_t g_q4k_sc_idx[4][32] = {
 #undef Q4K_IDX
 };
 
-static void q4_k_dec4(const void *w, size_t ws, const void *x, int64_t k, float *out, int n_w) {
+INLINE void kq45_dec4(int q5, const void *w, size_t ws, const void *x, int64_t k, float *out,
+                      int n_w) {
     CHECK(k % QK_K == 0);
+    const size_t bb = q5 ? sizeof(struct block_q5_k) : sizeof(struct block_q4_k);
     const char *wr[4];
     for (int i = 0; i < 4; i++) wr[i] = tile_row(w, ws, i, n_w);
     const struct block_q8_k *y = x;
@@ -1774,9 +1776,9 @@ static void q4_k_dec4(const void *w, size_t ws, const void *x, int64_t k, float 
         __m512i a2 = _mm512_loadu_si512(yb->qs + 128), a3 = _mm512_loadu_si512(yb->qs + 192);
         __m512i alo0 = _mm512_shuffle_i64x2(a0, a1, 0x44), ahi0 = _mm512_shuffle_i64x2(a0, a1, 0xee);
         __m512i alo1 = _mm512_shuffle_i64x2(a2, a3, 0x44), ahi1 = _mm512_shuffle_i64x2(a2, a3, 0xee);
-        const struct block_q4_k *b[4];
+        const struct block_q4_k *b[4]; /* the same head in Q5_K */
 #pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) b[i] = (const struct block_q4_k *)wr[i] + ib;
+        for (int i = 0; i < 4; i++) b[i] = (const struct block_q4_k *)(wr[i] + (size_t)ib * bb);
         /* scales (bytes 0-7) and mins (8-15) of row i in lane i: k_quant_get_scale_min */
         __m512i h = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)b[0]));
         h = _mm512_inserti32x4(h, _mm_loadu_si128((const __m128i *)b[1]), 1);
@@ -1791,13 +1793,25 @@ static void q4_k_dec4(const void *w, size_t ws, const void *x, int64_t k, float 
         __m512i acc[4];
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
-            __m512i w0 = _mm512_loadu_si512(b[i]->qs), w1 = _mm512_loadu_si512(b[i]->qs + 64);
-            __m512i p0 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(w0, m4), alo0);
-            __m512i p1 =
-                _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16(w0, 4), m4), ahi0);
-            __m512i p2 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(w1, m4), alo1);
-            __m512i p3 =
-                _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16(w1, 4), m4), ahi1);
+            const uint8_t *qs = q5 ? ((const struct block_q5_k *)b[i])->qs : b[i]->qs;
+            __m512i w0 = _mm512_loadu_si512(qs), w1 = _mm512_loadu_si512(qs + 64);
+            __m512i q0 = _mm512_and_si512(w0, m4), q1 = _mm512_and_si512(_mm512_srli_epi16(w0, 4), m4);
+            __m512i q2 = _mm512_and_si512(w1, m4), q3 = _mm512_and_si512(_mm512_srli_epi16(w1, 4), m4);
+            if (q5) { /* value 32j + l has its 5th bit in bit j of qh[l]; byte bit 0 of qh:
+                       * j = 0 (bytes 0-31: values 0-31), j = 2 (bytes 32-63: values 64-95) */
+                const __m512i m10 = _mm512_set1_epi8(0x10);
+                __m512i qh = _mm512_broadcast_i64x4(
+                    _mm256_loadu_si256((const __m256i *)((const struct block_q5_k *)b[i])->qh));
+                qh = _mm512_mask_srli_epi16(qh, 0xffff0000, qh, 2);
+                q0 = _mm512_or_si512(q0, _mm512_and_si512(_mm512_slli_epi16(qh, 4), m10));
+                q1 = _mm512_or_si512(q1, _mm512_and_si512(_mm512_slli_epi16(qh, 3), m10));
+                q2 = _mm512_or_si512(q2, _mm512_and_si512(qh, m10));
+                q3 = _mm512_or_si512(q3, _mm512_and_si512(_mm512_srli_epi16(qh, 1), m10));
+            }
+            __m512i p0 = _mm512_dpbusd_epi32(zero, q0, alo0);
+            __m512i p1 = _mm512_dpbusd_epi32(zero, q1, ahi0);
+            __m512i p2 = _mm512_dpbusd_epi32(zero, q2, alo1);
+            __m512i p3 = _mm512_dpbusd_epi32(zero, q3, ahi1);
             __m512i s01 = _mm512_permutexvar_epi16(sidx[i], sc16);
             __m512i s23 = _mm512_permutexvar_epi16(_mm512_add_epi16(sidx[i], _mm512_set1_epi16(4)),
                                                    sc16);
@@ -1824,6 +1838,13 @@ static void q4_k_dec4(const void *w, size_t ws, const void *x, int64_t k, float 
     float res[4];
     _mm_storeu_ps(res, sum);
     for (int i = 0; i < n_w && i < 4; i++) out[i] = res[i];
+}
+
+static void q4_k_dec4(const void *w, size_t ws, const void *x, int64_t k, float *out, int n_w) {
+    kq45_dec4(0, w, ws, x, k, out, n_w);
+}
+static void q5_k_dec4(const void *w, size_t ws, const void *x, int64_t k, float *out, int n_w) {
+    kq45_dec4(1, w, ws, x, k, out, n_w);
 }
 
 /* ---- Q6_K decode: four rows against one token ----
@@ -1958,7 +1979,7 @@ static void q4_k_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_
 static void q5_k_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                                   float *out, size_t os, int n_w, int n_x) {
     if (n_x == 1)
-        kq_tile(KQ_Q5_K, TILE_W, 1, w, ws, x, xs, k, out, os, n_w, n_x);
+        q5_k_dec4(w, ws, x, k, out, n_w);
     else
         kq_tile(KQ_Q5_K, TILE_W, TILE_X, w, ws, x, xs, k, out, os, n_w, n_x);
 }
@@ -1997,6 +2018,8 @@ INLINE void kq_amx_tile(int type, enum dtype dt, int q4k_scaled, const void *w, 
             float *o = out + (size_t)j * os + (size_t)i;
             if (nx == 1 && type == KQ_Q4_K)
                 q4_k_dec4(wi, ws, xj, k, o, nw);
+            else if (nx == 1 && type == KQ_Q5_K)
+                q5_k_dec4(wi, ws, xj, k, o, nw);
             else if (nx == 1 && type == KQ_Q6_K)
                 q6_k_dec4(wi, ws, xj, k, o, nw);
             else if (nx == 1)
