@@ -94,6 +94,8 @@ struct gdn_args {
     size_t snap_off;
 };
 
+#define BACKEND_MULTI_MAX 4
+
 struct backend {
     const char *name; /* "cpu" */
     void *ctx;        /* backend-private */
@@ -116,6 +118,11 @@ struct backend {
      * ({N}, F32) it is added. x and y must not overlap. */
     void (*matmul)(struct backend *be, const struct tensor *w, const struct tensor *bias,
                    const float *x, float *y, int n);
+    /* The same x times n_w (<= BACKEND_MULTI_MAX) matrices: y[i][t] = w[i] x[t] (+ bias[i] when
+     * bias and bias[i] are non-NULL), with the same results as n_w matmul calls (one job, so
+     * the threads meet once; x is converted once). */
+    void (*matmul_multi)(struct backend *be, int n_w, const struct tensor *const *w,
+                         const struct tensor *const *bias, const float *x, float *const *y, int n);
     /* out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w for n_rows rows of dim floats, reading row r
      * at x + r*x_stride and writing at out + r*out_stride; w {dim} F32 or NULL (no gain).
      * In place allowed. */

@@ -249,10 +249,9 @@ static void gdn_block(struct model *m, int il, const struct batch *b, const floa
     int n = b->n_tokens, hk = hp->ssm_n_group, hv = hp->ssm_dt_rank, dk = hp->ssm_d_state;
     int V = hp->ssm_d_inner, dv = V / hv, C = 2 * hk * dk + V;
 
-    model_matmul(m, l->attn_qkv, NULL, in, sc->mix, n);
-    model_matmul(m, l->attn_gate, NULL, in, sc->ssm_z, n);
-    model_matmul(m, l->ssm_beta, NULL, in, sc->ssm_beta, n);
-    model_matmul(m, l->ssm_alpha, NULL, in, sc->ssm_alpha, n);
+    model_matmul_multi(
+        m, 4, (const struct tensor *[]){l->attn_qkv, l->attn_gate, l->ssm_beta, l->ssm_alpha}, NULL,
+        in, (float *[]){sc->mix, sc->ssm_z, sc->ssm_beta, sc->ssm_alpha}, n);
     for (int i0 = 0; i0 < n;) {
         int i1 = i0 + 1;
         while (i1 < n && b->seq[i1] == b->seq[i0]) i1++;
@@ -312,10 +311,9 @@ static void gated_attention(struct model *m, int il, const struct batch *b, cons
     int n = b->n_tokens, hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv;
 
     /* mix row t = [q_0, gate_0, q_1, gate_1, ...]: rows of one head sit 2*hd apart */
-    model_matmul(m, l->attn_q, NULL, in, sc->mix, n);
+    model_matmul_multi(m, 3, (const struct tensor *[]){l->attn_q, l->attn_k, l->attn_v}, NULL, in,
+                       (float *[]){sc->mix, sc->k, sc->v}, n);
     be->rms_norm(be, sc->mix, 2 * hd, l->attn_q_norm, sc->q, hd, n * nh, hd, hp->rms_eps);
-    model_matmul(m, l->attn_k, NULL, in, sc->k, n);
-    model_matmul(m, l->attn_v, NULL, in, sc->v, n);
     be->rms_norm(be, sc->k, hd, l->attn_k_norm, sc->k, hd, n * nkv, hd, hp->rms_eps);
     be->rope(be, sc->q, nh * hd, b->pos, n, nh, hd, &hp->rope);
     be->rope(be, sc->k, nkv * hd, b->pos, n, nkv, hd, &hp->rope);
@@ -332,11 +330,11 @@ static void moe_shared(struct model *m, const struct layer *l, int n, const floa
     int E = hp->n_embd;
     block_moe(m, l, n, in, out);
     if (!l->ffn_up_shexp) return;
-    model_matmul(m, l->ffn_gate_shexp, NULL, in, sc->ffn_a, n);
-    model_matmul(m, l->ffn_up_shexp, NULL, in, sc->ffn_b, n);
+    model_matmul_multi(
+        m, 3, (const struct tensor *[]){l->ffn_gate_shexp, l->ffn_up_shexp, l->ffn_gate_inp_shexp},
+        NULL, in, (float *[]){sc->ffn_a, sc->ffn_b, sc->shexp_gate}, n);
     be->swiglu(be, sc->ffn_a, sc->ffn_b, sc->ffn_a, (int64_t)n * hp->n_ff_shexp);
     model_matmul(m, l->ffn_down_shexp, NULL, sc->ffn_a, sc->y2, n);
-    model_matmul(m, l->ffn_gate_inp_shexp, NULL, in, sc->shexp_gate, n);
     be->sigmoid_mul(be, sc->y2, sc->shexp_gate, 1, 1, sc->y2, n, E);
     be->add(be, out, sc->y2, out, (int64_t)n * E);
 }

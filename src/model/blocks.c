@@ -18,9 +18,9 @@ void block_attention(struct model *m, int il, const struct batch *b, const float
     int n = b->n_tokens, hd = hp->head_dim;
     int q_dim = hp->n_head * hd, k_dim = hp->n_head_kv * hd;
 
-    model_matmul(m, l->attn_q, l->attn_q_bias, in, sc->q, n);
-    model_matmul(m, l->attn_k, l->attn_k_bias, in, sc->k, n);
-    model_matmul(m, l->attn_v, l->attn_v_bias, in, sc->v, n);
+    model_matmul_multi(m, 3, (const struct tensor *[]){l->attn_q, l->attn_k, l->attn_v},
+                       (const struct tensor *[]){l->attn_q_bias, l->attn_k_bias, l->attn_v_bias},
+                       in, (float *[]){sc->q, sc->k, sc->v}, n);
     if (l->attn_q_norm) /* per-head RMSNorm (qwen3): rows of head_dim */
         be->rms_norm(be, sc->q, hd, l->attn_q_norm, sc->q, hd, n * hp->n_head, hd, hp->rms_eps);
     if (l->attn_k_norm)
@@ -67,8 +67,8 @@ void block_ffn(struct model *m, const struct layer *l, int n, const float *in, f
     struct backend *be = model_backend(m);
     struct scratch *sc = model_scratch(m);
     int64_t n_ff = l->ffn_gate->ne[1];
-    model_matmul(m, l->ffn_gate, NULL, in, sc->ffn_a, n);
-    model_matmul(m, l->ffn_up, NULL, in, sc->ffn_b, n);
+    model_matmul_multi(m, 2, (const struct tensor *[]){l->ffn_gate, l->ffn_up}, NULL, in,
+                       (float *[]){sc->ffn_a, sc->ffn_b}, n);
     be->swiglu(be, sc->ffn_a, sc->ffn_b, sc->ffn_a, n * n_ff);
     model_matmul(m, l->ffn_down, NULL, sc->ffn_a, out, n);
 }

@@ -390,6 +390,14 @@ void model_matmul(struct model *m, const struct tensor *w, const struct tensor *
     m->be->matmul(m->be, w, bias, x, y, n);
 }
 
+void model_matmul_multi(struct model *m, int n_w, const struct tensor *const *w,
+                        const struct tensor *const *bias, const float *x, float *const *y, int n) {
+    if (m->observe)
+        for (int i = 0; i < n_w; i++)
+            m->observe(m->observe_ctx, w[i], x, n, (int)w[i]->ne[0], NULL, 0, 0);
+    m->be->matmul_multi(m->be, n_w, w, bias, x, y, n);
+}
+
 void model_matmul_id(struct model *m, const struct tensor *w, const float *x, int x_per_slot,
                      const int32_t *ids, int n, int k, float *y) {
     if (m->observe)

@@ -191,6 +191,10 @@ void model_set_observer(struct model *m, model_observe_fn fn, void *ctx);
 /* The matmuls model code must use (they feed the observer): see backend.h matmul/matmul_id. */
 void model_matmul(struct model *m, const struct tensor *w, const struct tensor *bias,
                   const float *x, float *y, int n);
+/* y[i] = w[i] x (+ bias[i]) for n_w (<= BACKEND_MULTI_MAX) matrices in one backend job; bias
+ * may be NULL, and so may each bias[i]. */
+void model_matmul_multi(struct model *m, int n_w, const struct tensor *const *w,
+                        const struct tensor *const *bias, const float *x, float *const *y, int n);
 void model_matmul_id(struct model *m, const struct tensor *w, const float *x, int x_per_slot,
                      const int32_t *ids, int n, int k, float *y);
 

@@ -492,55 +492,56 @@ static void quantize_phase(struct quantize_args *a) {
     phase_wait(&a->ph);
 }
 
-struct matmul_args {
-    struct quantize_args q; /* phase 1 */
+/* One product of a matmul job, with its units numbered from unit0 in the job. */
+struct mm_prod {
     cpu_gemm_tile_fn tile;
     const struct tensor *w;
     const float *bias;
+    float *y;
+    struct mm_plan plan;
+    int64_t unit0;
+};
+
+struct matmul_args {
+    struct quantize_args q; /* phase 1 */
     const void *xq;
     size_t xq_rb;
-    float *y;
     int64_t n;
-    struct mm_plan plan;
+    int n_prod;
+    struct mm_prod prod[BACKEND_MULTI_MAX];
+    int64_t n_units;
     _Atomic int64_t next; /* next unit to claim */
 };
 
 static void matmul_task(void *p, int ith, int nth) {
     struct matmul_args *a = p;
     quantize_phase(&a->q);
-    const struct mm_plan *pl = &a->plan;
-    int64_t k = a->w->ne[0], n_out = a->w->ne[1];
-    int64_t n_units = pl->n_row_units * pl->n_tok_units;
-    for (int64_t u; (u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed)) < n_units;) {
-        int64_t r0 = (u / pl->n_tok_units) * pl->unit_rows;
-        int64_t t0 = (u % pl->n_tok_units) * pl->unit_toks;
+    int ip = 0;
+    for (int64_t u; (u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed)) <
+                    a->n_units;) {
+        while (ip + 1 < a->n_prod && u >= a->prod[ip + 1].unit0) ip++;
+        const struct mm_prod *m = &a->prod[ip];
+        const struct mm_plan *pl = &m->plan;
+        int64_t k = m->w->ne[0], n_out = m->w->ne[1], v = u - m->unit0;
+        int64_t r0 = (v / pl->n_tok_units) * pl->unit_rows;
+        int64_t t0 = (v % pl->n_tok_units) * pl->unit_toks;
         int64_t r1 = min64(r0 + pl->unit_rows, n_out), t1 = min64(t0 + pl->unit_toks, a->n);
-        mm_unit(a->tile, pl, a->w->data, a->w->nb[1], k, a->xq, a->xq_rb, r0, r1, t0, t1, a->y,
+        mm_unit(m->tile, pl, m->w->data, m->w->nb[1], k, a->xq, a->xq_rb, r0, r1, t0, t1, m->y,
                 (size_t)n_out);
-        if (a->bias)
+        if (m->bias)
             for (int64_t t = t0; t < t1; t++)
-                for (int64_t r = r0; r < r1; r++) a->y[t * n_out + r] += a->bias[r];
+                for (int64_t r = r0; r < r1; r++) m->y[t * n_out + r] += m->bias[r];
     }
 }
 
-static void cpu_matmul(struct backend *be, const struct tensor *w, const struct tensor *bias,
-                       const float *x, float *y, int n) {
-    struct cpu_ctx *c = ctx_of(be);
-    const struct dtype_traits *tr = dtype_traits(w->type);
-    CHECK(tr && c->kern->gemm_tile[w->type]);
-    CHECK(!bias || (bias->type == DTYPE_F32 && bias->ne[0] == w->ne[1]));
-    int64_t k = w->ne[0];
+/* Products of one x with n_w matrices that share K and the activation format, in one job. */
+static void matmul_job(struct cpu_ctx *c, int n_w, const struct tensor *const *w,
+                       const struct tensor *const *bias, const float *x, float *const *y, int n) {
+    const struct dtype_traits *tr = dtype_traits(w[0]->type);
+    int64_t k = w[0]->ne[0];
     enum dtype vt = tr->vec_dot_type;
     struct matmul_args a;
     memset(&a, 0, sizeof(a));
-    a.tile = c->kern->gemm_tile[w->type];
-    /* llama.cpp's F32 gemm (tinyBLAS) takes only row counts that are multiples of 4 and rows of
-     * whole 16-float vectors; other shapes (a one-row gate) go through ggml_vec_dot_f32. */
-    if (w->type == DTYPE_F32 && (w->ne[1] % 4 != 0 || w->ne[0] % 16 != 0))
-        a.tile = c->kern->f32_id_tile;
-    a.w = w;
-    a.bias = bias ? (const float *)bias->data : NULL;
-    a.y = y;
     a.n = n;
     if (vt == DTYPE_F32) {
         a.xq = x;
@@ -562,15 +563,54 @@ static void cpu_matmul(struct backend *be, const struct tensor *w, const struct 
             claim_init(&a.q.ph.c, n, c->n_threads, 1);
         }
     }
-    int tw = c->kern->gemm_tile_w[w->type], tx = c->kern->gemm_tile_x[w->type];
-    if (q8_0_blk(c->kern, w)) {
-        a.tile = c->kern->q8_0_blk_tile;
-        tw = c->kern->q8_0_blk_tile_w;
-        tx = c->kern->q8_0_blk_tile_x;
+    for (int i = 0; i < n_w; i++) {
+        struct mm_prod *m = &a.prod[a.n_prod++];
+        CHECK(c->kern->gemm_tile[w[i]->type]);
+        CHECK(!bias || !bias[i] || (bias[i]->type == DTYPE_F32 && bias[i]->ne[0] == w[i]->ne[1]));
+        m->w = w[i];
+        m->bias = bias && bias[i] ? (const float *)bias[i]->data : NULL;
+        m->y = y[i];
+        m->tile = c->kern->gemm_tile[w[i]->type];
+        /* llama.cpp's F32 gemm (tinyBLAS) takes only row counts that are multiples of 4 and
+         * rows of whole 16-float vectors; other shapes (a one-row gate) go through
+         * ggml_vec_dot_f32. */
+        if (w[i]->type == DTYPE_F32 && (w[i]->ne[1] % 4 != 0 || w[i]->ne[0] % 16 != 0))
+            m->tile = c->kern->f32_id_tile;
+        int tw = c->kern->gemm_tile_w[w[i]->type], tx = c->kern->gemm_tile_x[w[i]->type];
+        if (q8_0_blk(c->kern, w[i])) {
+            m->tile = c->kern->q8_0_blk_tile;
+            tw = c->kern->q8_0_blk_tile_w;
+            tx = c->kern->q8_0_blk_tile_x;
+        }
+        mm_plan_make(tw, tx, w[i]->nb[1], w[i]->ne[1], n, c->n_threads, &m->plan);
+        m->unit0 = a.n_units;
+        a.n_units += m->plan.n_row_units * m->plan.n_tok_units;
     }
-    mm_plan_make(tw, tx, w->nb[1], w->ne[1], n, c->n_threads, &a.plan);
     atomic_init(&a.next, 0);
     threadpool_run_dynamic(c->pool, matmul_task, &a);
+}
+
+static void cpu_matmul(struct backend *be, const struct tensor *w, const struct tensor *bias,
+                       const float *x, float *y, int n) {
+    CHECK(dtype_traits(w->type));
+    matmul_job(ctx_of(be), 1, &w, &bias, x, &y, n);
+}
+
+/* One job for each run of matrices that share K and the activation format. */
+static void cpu_matmul_multi(struct backend *be, int n_w, const struct tensor *const *w,
+                             const struct tensor *const *bias, const float *x, float *const *y,
+                             int n) {
+    CHECK(n_w >= 1 && n_w <= BACKEND_MULTI_MAX);
+    for (int i0 = 0, i1; i0 < n_w; i0 = i1) {
+        const struct dtype_traits *tr = dtype_traits(w[i0]->type);
+        CHECK(tr);
+        for (i1 = i0 + 1; i1 < n_w; i1++) {
+            const struct dtype_traits *t1 = dtype_traits(w[i1]->type);
+            CHECK(t1);
+            if (w[i1]->ne[0] != w[i0]->ne[0] || t1->vec_dot_type != tr->vec_dot_type) break;
+        }
+        matmul_job(ctx_of(be), i1 - i0, w + i0, bias ? bias + i0 : NULL, x, y + i0, n);
+    }
 }
 
 /* ---- mixture of experts ----
@@ -1201,6 +1241,7 @@ int backend_cpu_create(struct backend **out, int n_threads, struct error *err) {
     be->copy = cpu_copy;
     be->get_rows = cpu_get_rows;
     be->matmul = cpu_matmul;
+    be->matmul_multi = cpu_matmul_multi;
     be->rms_norm = cpu_rms_norm;
     be->add = cpu_add;
     be->swiglu = cpu_swiglu;
