@@ -599,6 +599,35 @@ TEST(gguf_open_errors_name_path) {
     EXPECT_EQ_INT(gguf_open(&g, test_tmp_dir(), &err), ERR_IO); /* a directory */
 }
 
+/* The three load modes give the same file: every tensor's bytes, read back through the copy,
+ * equal the mapped ones (the copy is a different buffer). */
+TEST(gguf_load_modes_agree) {
+    const char *path = test_model_path("stories/stories260K.gguf");
+    if (!path) SKIP_TEST("../shared/models/stories/stories260K.gguf not found");
+    struct gguf *gm = NULL, *gc = NULL, *ga = NULL;
+    struct error err = {0};
+    ASSERT(gguf_open_load(&gm, path, GGUF_LOAD_MMAP, &err) == 0);
+    ASSERT(gguf_open_load(&gc, path, GGUF_LOAD_COPY, &err) == 0);
+    ASSERT(gguf_open_load(&ga, path, GGUF_LOAD_AUTO, &err) == 0);
+    EXPECT_EQ_INT(gguf_n_tensors(gc), gguf_n_tensors(gm));
+    EXPECT_EQ_INT(gguf_n_kv(gc), gguf_n_kv(gm));
+    int same = 1;
+    for (int64_t i = 0; i < gguf_n_tensors(gm); i++) {
+        const struct gguf_tensor_info *a = gguf_tensor(gm, i), *b = gguf_tensor(gc, i),
+                                      *c = gguf_tensor(ga, i);
+        same &= !strcmp(a->name, b->name) && a->n_bytes == b->n_bytes && a->data != b->data &&
+                memcmp(a->data, b->data, a->n_bytes) == 0 && c->n_bytes == a->n_bytes &&
+                memcmp(a->data, c->data, a->n_bytes) == 0;
+    }
+    EXPECT(same);
+    gguf_close(gm);
+    gguf_close(gc);
+    gguf_close(ga);
+    EXPECT_EQ_INT(gguf_open_load(&gc, "/nonexistent/dir/model.gguf", GGUF_LOAD_COPY, &err),
+                  ERR_NOT_FOUND);
+    EXPECT(gc == NULL);
+}
+
 /* ---- writer ---- */
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;

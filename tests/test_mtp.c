@@ -148,7 +148,7 @@ struct fixture {
 static int fixture_open(struct fixture *fx, const char *path) {
     memset(fx, 0, sizeof(*fx));
     struct error err = {0};
-    struct model_params mp = {1, 64};
+    struct model_params mp = {1, 64, 0};
     if (model_load(&fx->m, path, &mp, &err)) {
         test_fail(__FILE__, __LINE__, "%s", err.msg);
         return -1;

@@ -10,6 +10,7 @@
 #include "../base/mem.h"
 #include "../base/num.h"
 #include "../engine/engine.h"
+#include "../gguf/gguf.h"
 
 #include <errno.h>
 #include <math.h>
@@ -62,6 +63,8 @@ static void usage(void) {
         "                        model's MTP block), auto (MTP if present + n-gram)\n"
         "  --draft-max N         most drafted tokens per step (default 8; MTP 3)\n"
         "  --draft-model FILE    draft model for --spec draft (same vocabulary)\n"
+        "  --no-mmap / --mmap    read the model into (huge-page) memory / map the file (default:\n"
+        "                        read it when it fits in 3/4 of the free memory)\n"
         "  -v                    verbose load information\n");
 }
 
@@ -107,6 +110,7 @@ int cli_run_main(int argc, char **argv) {
     struct spec_params spp;
     spec_params_default(&spp);
     long long n_predict = -1, n_ctx = 0, n_threads = 0, n_batch = 512;
+    int load = GGUF_LOAD_AUTO;
     int print_ids = 0, ignore_eos = 0, no_bos = 0;
     struct sampler_params sp;
     sampler_params_default(&sp);
@@ -146,6 +150,10 @@ int cli_run_main(int argc, char **argv) {
             ignore_eos = 1;
         } else if (!strcmp(a, "--no-bos")) {
             no_bos = 1;
+        } else if (!strcmp(a, "--no-mmap")) {
+            load = GGUF_LOAD_COPY;
+        } else if (!strcmp(a, "--mmap")) {
+            load = GGUF_LOAD_MMAP;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             log_set_level(LOG_LEVEL_INFO);
         } else if (!strcmp(a, "--cache-type") || !strcmp(a, "-ctk")) {
@@ -243,6 +251,7 @@ int cli_run_main(int argc, char **argv) {
     struct engine_params ep;
     engine_params_default(&ep);
     ep.n_threads = (int)n_threads;
+    ep.load = load;
     ep.n_batch = (int)n_batch;
     if (engine_open(&e, model_path, &ep, &err)) goto fail;
     double t_load = now_ms() - t0;

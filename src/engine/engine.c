@@ -120,7 +120,7 @@ int engine_open(struct engine **out, const char *path, const struct engine_param
     }
     struct engine *e = mem_calloc(1, sizeof(*e));
     if (!e) return error_set(err, ERR_NOMEM, "out of memory");
-    struct model_params mp = {p->n_threads, p->n_batch};
+    struct model_params mp = {p->n_threads, p->n_batch, p->load};
     int rc = model_load(&e->model, path, &mp, err);
     if (rc) goto fail;
     if ((rc = tokenizer_load(&e->tok, model_gguf(e->model), err))) {

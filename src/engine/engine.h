@@ -25,6 +25,7 @@ struct session;
 struct engine_params {
     int n_threads; /* 0 = all CPUs */
     int n_batch;   /* max tokens per forward pass; default 512 */
+    int load;      /* enum gguf_load (gguf.h): 0 = auto, huge-page copy or mmap */
 };
 
 struct engine_info {

@@ -65,6 +65,18 @@ struct gguf;
  * ERR_FORMAT (malformed; message names the path and byte offset), ERR_UNSUPPORTED (version,
  * big-endian, a tensor type id newer than this reader), ERR_NOMEM. */
 int gguf_open(struct gguf **out, const char *path, struct error *err);
+
+/* How a file's bytes get into memory. MMAP maps the file (pages come and go with the page
+ * cache: 4 KiB pages). COPY reads it into anonymous memory asking for transparent huge pages
+ * (2 MiB): streaming the weights then needs 512x fewer page-table entries and the prefetchers
+ * are not stopped by a page boundary every 4 KiB, which makes decode ~7-10% faster on this
+ * machine (Qwen3-0.6B Q4_K_M tg 55 -> 61 t/s), at the cost of reading the whole file up front
+ * and keeping it resident. AUTO copies when the kernel offers huge pages (THP not "never") and
+ * the file takes at most 3/4 of MemAvailable, else maps; llama.cpp's --no-mmap / --mmap are
+ * COPY / MMAP. */
+enum gguf_load { GGUF_LOAD_AUTO, GGUF_LOAD_MMAP, GGUF_LOAD_COPY };
+/* gguf_open with a load mode (gguf_open maps). */
+int gguf_open_load(struct gguf **out, const char *path, enum gguf_load how, struct error *err);
 /* Same, over bytes the caller keeps alive until gguf_close (no shards). For tests and fuzzing. */
 int gguf_open_memory(struct gguf **out, const void *data, size_t n_bytes, struct error *err);
 void gguf_close(struct gguf *g);

@@ -47,7 +47,7 @@ struct gguf_kv {
 struct gguf_file {
     const uint8_t *base;  /* mapping or caller buffer, n_bytes long */
     uint64_t n_bytes;     /* file size */
-    int is_mapped;        /* 1: munmap at close */
+    int is_mapped;        /* 1: munmap at close (a file mapping or an anonymous copy) */
     uint32_t version;     /* 2 or 3 */
     uint32_t alignment;   /* general.alignment or 32 */
     uint64_t data_offset; /* start of the data section (aligned) */
@@ -636,7 +636,62 @@ static int file_parse(struct gguf_file *f, int shard, const char *path, struct e
  * parsed on its own and must agree with its split.no / split.count keys when it has them.
  * ====================================================================================== */
 
-static int file_map(struct gguf_file *f, const char *path, struct error *err) {
+/* 1 when transparent huge pages can be had with madvise (enabled is [always] or [madvise]). */
+static int thp_available(void) {
+    char buf[128] = {0};
+    FILE *fp = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (!fp) return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
+    fclose(fp);
+    buf[n] = 0;
+    return strstr(buf, "[always]") || strstr(buf, "[madvise]");
+}
+
+/* MemAvailable in bytes, 0 if unknown. */
+static uint64_t mem_available(void) {
+    char line[256];
+    uint64_t kb = 0;
+    FILE *fp = fopen("/proc/meminfo", "r");
+    if (!fp) return 0;
+    while (fgets(line, sizeof(line), fp))
+        if (!strncmp(line, "MemAvailable:", 13)) kb = strtoull(line + 13, NULL, 10);
+    fclose(fp);
+    return kb * 1024;
+}
+
+#define HUGE_PAGE (2u << 20)
+
+/* The file's size bytes read into a fresh anonymous mapping aligned to a huge page (asked for
+ * with MADV_HUGEPAGE), then made read-only. Returns the mapping or NULL (errno set). */
+static void *file_copy(int fd, size_t size) {
+    size_t span = size + HUGE_PAGE;
+    char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    char *p = (char *)(((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t tail = ((size + page - 1) / page) * page; /* mapping kept: [p, p + tail) */
+    if (p > raw) munmap(raw, (size_t)(p - raw));
+    if (raw + span > p + tail) munmap(p + tail, (size_t)(raw + span - (p + tail)));
+    madvise(p, tail, MADV_HUGEPAGE); /* a hint: without it the copy still works */
+    size_t done = 0;
+    while (done < size) {
+        size_t want = size - done < (64u << 20) ? size - done : (64u << 20);
+        ssize_t r = pread(fd, p + done, want, (off_t)done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : EIO; /* 0: the file shrank under us */
+            munmap(p, tail);
+            errno = e;
+            return NULL;
+        }
+        done += (size_t)r;
+    }
+    mprotect(p, tail, PROT_READ);
+    return p;
+}
+
+static int file_map(struct gguf_file *f, const char *path, enum gguf_load how,
+                    struct error *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return error_set(err, errno == ENOENT ? ERR_NOT_FOUND : ERR_IO, "gguf: %s: cannot open: %s",
@@ -654,7 +709,27 @@ static int file_map(struct gguf_file *f, const char *path, struct error *err) {
                        path, (long long)st.st_size);
     else if ((uint64_t)st.st_size > SIZE_MAX)
         rc = error_set(err, ERR_IO, "gguf: %s: file too large to map", path);
-    if (!rc) {
+    if (!rc && how == GGUF_LOAD_AUTO) {
+        uint64_t avail = mem_available();
+        how = thp_available() && avail > 0 && (uint64_t)st.st_size <= avail / 4 * 3
+                  ? GGUF_LOAD_COPY
+                  : GGUF_LOAD_MMAP;
+        if (how == GGUF_LOAD_COPY && !(f->base = file_copy(fd, (size_t)st.st_size)))
+            how = GGUF_LOAD_MMAP; /* auto: a failed copy falls back to the mapping */
+        else if (how == GGUF_LOAD_COPY) {
+            f->n_bytes = (uint64_t)st.st_size;
+            f->is_mapped = 1;
+        }
+    } else if (!rc && how == GGUF_LOAD_COPY) {
+        if (!(f->base = file_copy(fd, (size_t)st.st_size)))
+            rc = error_set(err, errno == ENOMEM ? ERR_NOMEM : ERR_IO,
+                           "gguf: %s: cannot read into memory: %s", path, strerror(errno));
+        else {
+            f->n_bytes = (uint64_t)st.st_size;
+            f->is_mapped = 1;
+        }
+    }
+    if (!rc && how == GGUF_LOAD_MMAP) {
         void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED)
             rc = error_set(err, ERR_IO, "gguf: %s: mmap failed: %s", path, strerror(errno));
@@ -777,6 +852,10 @@ int gguf_open_memory(struct gguf **out, const void *data, size_t n_bytes, struct
 }
 
 int gguf_open(struct gguf **out, const char *path, struct error *err) {
+    return gguf_open_load(out, path, GGUF_LOAD_MMAP, err);
+}
+
+int gguf_open_load(struct gguf **out, const char *path, enum gguf_load how, struct error *err) {
     *out = NULL;
     size_t prefix_len = 0;
     int n_split = split_count_from_name(path, &prefix_len);
@@ -798,7 +877,7 @@ int gguf_open(struct gguf **out, const char *path, struct error *err) {
             snprintf(shard_path, strlen(path) + 32, "%.*s-%05d-of-%05d.gguf", (int)prefix_len, path,
                      k + 1, n_split);
         g->n_files = k + 1;
-        rc = file_map(&g->files[k], shard_path, err);
+        rc = file_map(&g->files[k], shard_path, how, err);
         if (!rc) rc = file_parse(&g->files[k], k, shard_path, err);
         if (!rc && n_split > 1) rc = check_split_keys(&g->files[k], k, n_split, shard_path, err);
         if (rc && n_split > 1 && err) error_prefix(err, "shard %d of %d", k + 1, n_split);

@@ -311,7 +311,7 @@ int model_load(struct model **out, const char *path, const struct model_params *
     *out = NULL;
     struct model *m = mem_calloc(1, sizeof(*m));
     if (!m) return error_set(err, ERR_NOMEM, "out of memory");
-    int rc = gguf_open(&m->gguf, path, err);
+    int rc = gguf_open_load(&m->gguf, path, p ? (enum gguf_load)p->load : GGUF_LOAD_AUTO, err);
     if (rc) goto fail;
     struct gguf_str arch;
     if (gguf_get_str(m->gguf, "general.architecture", &arch) != 0) {

@@ -167,6 +167,7 @@ const char *arch_supported_list(void);          /* "llama, qwen2, ..." */
 struct model_params {
     int n_threads; /* 0 = all CPUs */
     int n_batch;   /* max tokens per forward pass (scratch sizing), default 512 */
+    int load;      /* enum gguf_load: how the file gets into memory (0 = auto) */
 };
 
 int model_load(struct model **out, const char *path, const struct model_params *p,

@@ -538,6 +538,7 @@ int server_open(struct server **out, const struct server_opts *o, struct error *
     struct engine_params ep;
     engine_params_default(&ep);
     ep.n_threads = o->n_threads;
+    ep.load = o->load;
     if (o->n_batch > 0) ep.n_batch = o->n_batch;
     if ((rc = engine_open(&s->e, o->model_path, &ep, err))) goto fail;
     engine_get_info(s->e, &s->info);

@@ -22,6 +22,7 @@ struct server_opts {
     int n_ctx;                      /* positions per slot; 0: min(n_ctx_train, 32768) */
     int n_parallel;                 /* slots; default 2 */
     int n_threads;                  /* 0: all CPUs */
+    int load;                       /* enum gguf_load: 0 = auto */
     int n_batch;                    /* tokens per forward pass; default 512 */
     enum kv_type kv_type;           /* default f16 */
     const char *api_key;            /* NULL: no authentication */

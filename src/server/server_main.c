@@ -8,6 +8,7 @@
 
 #include "../base/log.h"
 #include "../base/num.h"
+#include "../gguf/gguf.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -33,6 +34,8 @@ static void usage(FILE *f) {
                "  --draft-max N            longest draft (default 8; 3 for the MTP head)\n"
                "  -md, --draft-model F     draft model for --spec draft (implies it)\n"
                "  --max-body BYTES         largest request body (default 64 MiB)\n"
+               "  --no-mmap / --mmap       read the model into (huge-page) memory / map the file\n"
+               "                           (default: read it when it fits in 3/4 of free memory)\n"
                "  -v                       log every request\n");
 }
 
@@ -61,6 +64,10 @@ int server_main(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "-v")) {
             log_set_level(LOG_LEVEL_INFO);
+        } else if (!strcmp(a, "--no-mmap")) {
+            o.load = GGUF_LOAD_COPY;
+        } else if (!strcmp(a, "--mmap")) {
+            o.load = GGUF_LOAD_MMAP;
         } else if (!v) {
             fprintf(stderr, "hearth serve: unknown option or missing value: %s\n", a);
             usage(stderr);
