@@ -1,13 +1,13 @@
 /* gguf.h: the GGUF container format (v2/v3), read and write. Knows no model.
  *
- * Reading: gguf_open mmaps the file (and, for NAME-00001-of-0000N.gguf, every shard), validates
- * everything before returning (magic, version, counts, string/array lengths, overflow, type ids,
- * duplicate keys and tensor names, tensor offsets and sizes inside the file) and reports the
- * first problem with its byte offset. After a successful open every accessor is safe: tensor
- * data pointers point inside the mapping and cover n_bytes. All returned pointers (keys,
- * strings, arrays, tensor data) are borrowed and valid until gguf_close. An open gguf is
- * never modified, so any number of threads may query it at once.
- * Metadata comes from the first shard; tensors from all shards (in shard order).
+ * Reading: gguf_open mmaps the file (and, for NAME-00001-of-0000N.gguf, every shard; gguf_open_load
+ * may read them into huge-page memory instead), validates everything before returning (magic,
+ * version, counts, string/array lengths, overflow, type ids, duplicate keys and tensor names,
+ * tensor offsets and sizes inside the file) and reports the first problem with its byte offset.
+ * After a successful open every accessor is safe: tensor data pointers point inside the mapping (or
+ * copy) and cover n_bytes. All returned pointers (keys, strings, arrays, tensor data) are borrowed
+ * and valid until gguf_close. An open gguf is never modified, so any number of threads may query it
+ * at once. Metadata comes from the first shard; tensors from all shards (in shard order).
  *
  * Writing: struct gguf_writer collects key/values and tensors (data borrowed until written)
  * and writes a v3 file with the requested alignment.

@@ -690,8 +690,7 @@ static void *file_copy(int fd, size_t size) {
     return p;
 }
 
-static int file_map(struct gguf_file *f, const char *path, enum gguf_load how,
-                    struct error *err) {
+static int file_map(struct gguf_file *f, const char *path, enum gguf_load how, struct error *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return error_set(err, errno == ENOENT ? ERR_NOT_FOUND : ERR_IO, "gguf: %s: cannot open: %s",

@@ -378,15 +378,15 @@ static void cpu_rope(struct backend *be, float *x, int stride, const int32_t *po
 #define STREAM_MAX_TOKS   4 /* units with at most this many tokens read their rows that way */
 #define STREAM_MIN_BYTES  (16 * 1024) /* ... when the unit is this big (small ones sit in cache) */
 #define PREFETCH_AHEAD    512         /* decode: prefetch distance past the tile's start, bytes */
-#define PREFETCH_MAX_TOKS 4   /* units with at most this many tokens prefetch their weights */
-#define UNIT_TOKS         64  /* tokens per prefill unit: their activations stay in L2 */
-#define UNIT_MIN_ROWS     16  /* smallest row chunk (decode) */
-#define UNITS_PER_THR     8   /* aim for this many units per thread, for balance */
+#define PREFETCH_MAX_TOKS 4  /* units with at most this many tokens prefetch their weights */
+#define UNIT_TOKS         64 /* tokens per prefill unit: their activations stay in L2 */
+#define UNIT_MIN_ROWS     16 /* smallest row chunk (decode) */
+#define UNITS_PER_THR     8  /* aim for this many units per thread, for balance */
 /* ... in decode, where longer runs read faster (mm_unit): the 0.6B's per-layer matrices
  * (0.6-2.6 MB) on 2 threads stream at 17.5 GB/s in 8 units per thread, 19.8 in 2 */
 #define DECODE_UNITS_PER_THR 2
-#define MOE_UNIT_ROWS     256 /* largest row chunk of an expert unit */
-#define UNIT_MAX_BYTES    (1024 * 1024) /* decode: weight bytes per unit at most (LM head) */
+#define MOE_UNIT_ROWS        256           /* largest row chunk of an expert unit */
+#define UNIT_MAX_BYTES       (1024 * 1024) /* decode: weight bytes per unit at most (LM head) */
 
 struct mm_plan {
     int tile_w, tile_x;
@@ -517,8 +517,8 @@ static void matmul_task(void *p, int ith, int nth) {
     struct matmul_args *a = p;
     quantize_phase(&a->q);
     int ip = 0;
-    for (int64_t u; (u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed)) <
-                    a->n_units;) {
+    for (int64_t u;
+         (u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed)) < a->n_units;) {
         while (ip + 1 < a->n_prod && u >= a->prod[ip + 1].unit0) ip++;
         const struct mm_prod *m = &a->prod[ip];
         const struct mm_plan *pl = &m->plan;

@@ -1738,16 +1738,9 @@ INLINE void kq_tile(int type, int nw_max, int nx_max, const void *w, size_t w_st
  * multiplied by their sub-block scales in one vpdpwssd. The four rows' 12-byte scale/min
  * fields are unpacked together, one row per 128-bit lane. Every sum is exact, and the f32 steps
  * are q4_k_dot_q8_k_ref's, super-block by super-block, so the result has the same bits. */
-static const int16_t g_q4k_sc_idx[4][32] = {
-#define Q4K_IDX(i)                                                                                 \
-    {8 * (i) + 0, 8 * (i) + 0, 8 * (i) + 0, 8 * (i) + 0, 8 * (i) + 1, 8 * (i) + 1, 8 * (i) + 1,     \
-     8 * (i) + 1, 8 * (i) + 0, 8 * (i) + 0, 8 * (i) + 0, 8 * (i) + 0, 8 * (i) + 1, 8 * (i) + 1,     \
-     8 * (i) + 1, 8 * (i) + 1, 8 * (i) + 2, 8 * (i) + 2, 8 * (i) + 2, 8 * (i) + 2, 8 * (i) + 3,     \
-     8 * (i) + 3, 8 * (i) + 3, 8 * (i) + 3, 8 * (i) + 2, 8 * (i) + 2, 8 * (i) + 2, 8 * (i) + 2,     \
-     8 * (i) + 3, 8 * (i) + 3, 8 * (i) + 3, 8 * (i) + 3}
-    Q4K_IDX(0), Q4K_IDX(1), Q4K_IDX(2), Q4K_IDX(3)
-#undef Q4K_IDX
-};
+/* word w of a sub-block scale vector: sub-block (w / 16) * 2 + (w % 8) / 4 of the row's 8 */
+static const int16_t g_q4k_sc_pat[32] = {0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1,
+                                         2, 2, 2, 2, 3, 3, 3, 3, 2, 2, 2, 2, 3, 3, 3, 3};
 
 INLINE void kq45_dec4(int q5, const void *w, size_t ws, const void *x, int64_t k, float *out,
                       int n_w) {
@@ -1767,15 +1760,19 @@ INLINE void kq45_dec4(int q5, const void *w, size_t ws, const void *x, int64_t k
     const __m512i mask_b =
         _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
     const __m512i lane0 = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-    __m512i sidx[4];
-    for (int i = 0; i < 4; i++) sidx[i] = _mm512_loadu_si512(g_q4k_sc_idx[i]);
+    __m512i sidx[4]; /* row i's scales are words 8i .. 8i+7 of sc16 */
+    for (int i = 0; i < 4; i++)
+        sidx[i] =
+            _mm512_add_epi16(_mm512_loadu_si512(g_q4k_sc_pat), _mm512_set1_epi16((short)(8 * i)));
     __m128 sum = _mm_setzero_ps();
     for (int64_t ib = 0; ib < k / QK_K; ib++) {
         const struct block_q8_k *yb = y + ib;
         __m512i a0 = _mm512_loadu_si512(yb->qs), a1 = _mm512_loadu_si512(yb->qs + 64);
         __m512i a2 = _mm512_loadu_si512(yb->qs + 128), a3 = _mm512_loadu_si512(yb->qs + 192);
-        __m512i alo0 = _mm512_shuffle_i64x2(a0, a1, 0x44), ahi0 = _mm512_shuffle_i64x2(a0, a1, 0xee);
-        __m512i alo1 = _mm512_shuffle_i64x2(a2, a3, 0x44), ahi1 = _mm512_shuffle_i64x2(a2, a3, 0xee);
+        __m512i alo0 = _mm512_shuffle_i64x2(a0, a1, 0x44),
+                ahi0 = _mm512_shuffle_i64x2(a0, a1, 0xee);
+        __m512i alo1 = _mm512_shuffle_i64x2(a2, a3, 0x44),
+                ahi1 = _mm512_shuffle_i64x2(a2, a3, 0xee);
         const struct block_q4_k *b[4]; /* the same head in Q5_K */
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) b[i] = (const struct block_q4_k *)(wr[i] + (size_t)ib * bb);
@@ -1785,18 +1782,20 @@ INLINE void kq45_dec4(int q5, const void *w, size_t ws, const void *x, int64_t k
         h = _mm512_inserti32x4(h, _mm_loadu_si128((const __m128i *)b[2]), 2);
         h = _mm512_inserti32x4(h, _mm_loadu_si128((const __m128i *)b[3]), 3);
         __m512i p = _mm512_shuffle_epi8(h, idx_p), q = _mm512_shuffle_epi8(h, idx_q);
-        __m512i r = _mm512_or_si512(
-            _mm512_or_si512(_mm512_and_si512(p, mask_a),
-                            _mm512_and_si512(_mm512_srli_epi16(p, 4), mask_b)),
-            _mm512_and_si512(_mm512_srli_epi16(q, 2), _mm512_set1_epi8(0x30)));
+        __m512i r =
+            _mm512_or_si512(_mm512_or_si512(_mm512_and_si512(p, mask_a),
+                                            _mm512_and_si512(_mm512_srli_epi16(p, 4), mask_b)),
+                            _mm512_and_si512(_mm512_srli_epi16(q, 2), _mm512_set1_epi8(0x30)));
         __m512i sc16 = _mm512_unpacklo_epi8(r, zero), mn16 = _mm512_unpackhi_epi8(r, zero);
         __m512i acc[4];
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
             const uint8_t *qs = q5 ? ((const struct block_q5_k *)b[i])->qs : b[i]->qs;
             __m512i w0 = _mm512_loadu_si512(qs), w1 = _mm512_loadu_si512(qs + 64);
-            __m512i q0 = _mm512_and_si512(w0, m4), q1 = _mm512_and_si512(_mm512_srli_epi16(w0, 4), m4);
-            __m512i q2 = _mm512_and_si512(w1, m4), q3 = _mm512_and_si512(_mm512_srli_epi16(w1, 4), m4);
+            __m512i q0 = _mm512_and_si512(w0, m4),
+                    q1 = _mm512_and_si512(_mm512_srli_epi16(w0, 4), m4);
+            __m512i q2 = _mm512_and_si512(w1, m4),
+                    q3 = _mm512_and_si512(_mm512_srli_epi16(w1, 4), m4);
             if (q5) { /* value 32j + l has its 5th bit in bit j of qh[l]; byte bit 0 of qh:
                        * j = 0 (bytes 0-31: values 0-31), j = 2 (bytes 32-63: values 64-95) */
                 const __m512i m10 = _mm512_set1_epi8(0x10);
@@ -1813,8 +1812,8 @@ INLINE void kq45_dec4(int q5, const void *w, size_t ws, const void *x, int64_t k
             __m512i p2 = _mm512_dpbusd_epi32(zero, q2, alo1);
             __m512i p3 = _mm512_dpbusd_epi32(zero, q3, ahi1);
             __m512i s01 = _mm512_permutexvar_epi16(sidx[i], sc16);
-            __m512i s23 = _mm512_permutexvar_epi16(_mm512_add_epi16(sidx[i], _mm512_set1_epi16(4)),
-                                                   sc16);
+            __m512i s23 =
+                _mm512_permutexvar_epi16(_mm512_add_epi16(sidx[i], _mm512_set1_epi16(4)), sc16);
             acc[i] = _mm512_dpwssd_epi32(_mm512_madd_epi16(_mm512_packs_epi32(p0, p1), s01),
                                          _mm512_packs_epi32(p2, p3), s23);
         }
@@ -1854,15 +1853,9 @@ static void q5_k_dec4(const void *w, size_t ws, const void *x, int64_t k, float 
  * vpdpbusd sums q * a over four values per lane, starting from -32 * (the four a's) (computed
  * once per super-block for all rows), i.e. the sum of (q - 32) * a: |lane| <= 4 * 32 * 127 fits
  * int16, so two vectors pack into one vpdpwssd against their 16-value groups' int8 scales. */
-static const int16_t g_q6k_sc_idx[2][2][32] = {
-#define Q6K_IDX(b)                                                                                 \
-    {(b) + 0, (b) + 0, (b) + 0, (b) + 0, (b) + 4, (b) + 4, (b) + 4, (b) + 4, (b) + 1, (b) + 1, (b) + 1,  \
-     (b) + 1, (b) + 5, (b) + 5, (b) + 5, (b) + 5, (b) + 2, (b) + 2, (b) + 2, (b) + 2, (b) + 6, (b) + 6,  \
-     (b) + 6, (b) + 6, (b) + 3, (b) + 3, (b) + 3, (b) + 3, (b) + 7, (b) + 7, (b) + 7, (b) + 7}
-    {Q6K_IDX(0), Q6K_IDX(8)},
-    {Q6K_IDX(16), Q6K_IDX(24)},
-#undef Q6K_IDX
-};
+/* word w of a group scale vector: group w / 8 + 4 * ((w % 8) / 4) (+ 8 for the second) */
+static const int16_t g_q6k_sc_pat[32] = {0, 0, 0, 0, 4, 4, 4, 4, 1, 1, 1, 1, 5, 5, 5, 5,
+                                         2, 2, 2, 2, 6, 6, 6, 6, 3, 3, 3, 3, 7, 7, 7, 7};
 
 static void q6_k_dec4(const void *w, size_t ws, const void *x, int64_t k, float *out, int n_w) {
     CHECK(k % QK_K == 0);
@@ -1872,9 +1865,11 @@ static void q6_k_dec4(const void *w, size_t ws, const void *x, int64_t k, float 
     const struct block_q8_k *y = x;
     const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
     const __m512i zero = _mm512_setzero_si512(), c32 = _mm512_set1_epi8(32);
-    __m512i sidx[2][2];
+    __m512i sidx[2][2]; /* rows 2r, 2r+1: scales at words 0-15 / 16-31 of sc[r] */
     for (int r = 0; r < 2; r++)
-        for (int h = 0; h < 2; h++) sidx[r][h] = _mm512_loadu_si512(g_q6k_sc_idx[r][h]);
+        for (int h = 0; h < 2; h++)
+            sidx[r][h] = _mm512_add_epi16(_mm512_loadu_si512(g_q6k_sc_pat),
+                                          _mm512_set1_epi16((short)(16 * r + 8 * h)));
     __m128 sum = _mm_setzero_ps();
     for (int64_t ib = 0; ib < k / QK_K; ib++) {
         const struct block_q8_k *yb = y + ib;
@@ -1900,8 +1895,8 @@ static void q6_k_dec4(const void *w, size_t ws, const void *x, int64_t k, float 
 #pragma GCC unroll 2
             for (int n = 0; n < 2; n++) {
                 __m512i l = _mm512_loadu_si512(b[i]->ql + 64 * n);
-                __m512i hb =
-                    _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b[i]->qh + 32 * n)));
+                __m512i hb = _mm512_broadcast_i64x4(
+                    _mm256_loadu_si256((const __m256i *)(b[i]->qh + 32 * n)));
                 hb = _mm512_mask_srli_epi16(hb, 0xffff0000, hb, 2);
                 __m512i qlo = _mm512_or_si512(_mm512_and_si512(l, m4),
                                               _mm512_and_si512(_mm512_slli_epi16(hb, 4), m30));
