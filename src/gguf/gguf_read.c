@@ -708,35 +708,30 @@ static int file_map(struct gguf_file *f, const char *path, enum gguf_load how, s
                        path, (long long)st.st_size);
     else if ((uint64_t)st.st_size > SIZE_MAX)
         rc = error_set(err, ERR_IO, "gguf: %s: file too large to map", path);
+    int fallback = how == GGUF_LOAD_AUTO; /* auto: a failed copy falls back to the mapping */
     if (!rc && how == GGUF_LOAD_AUTO) {
         uint64_t avail = mem_available();
         how = thp_available() && avail > 0 && (uint64_t)st.st_size <= avail / 4 * 3
                   ? GGUF_LOAD_COPY
                   : GGUF_LOAD_MMAP;
-        if (how == GGUF_LOAD_COPY && !(f->base = file_copy(fd, (size_t)st.st_size)))
-            how = GGUF_LOAD_MMAP; /* auto: a failed copy falls back to the mapping */
-        else if (how == GGUF_LOAD_COPY) {
-            f->n_bytes = (uint64_t)st.st_size;
-            f->is_mapped = 1;
-        }
-    } else if (!rc && how == GGUF_LOAD_COPY) {
-        if (!(f->base = file_copy(fd, (size_t)st.st_size)))
+    }
+    const void *p = NULL;
+    if (!rc && how == GGUF_LOAD_COPY && !(p = file_copy(fd, (size_t)st.st_size))) {
+        if (fallback)
+            how = GGUF_LOAD_MMAP;
+        else
             rc = error_set(err, errno == ENOMEM ? ERR_NOMEM : ERR_IO,
                            "gguf: %s: cannot read into memory: %s", path, strerror(errno));
-        else {
-            f->n_bytes = (uint64_t)st.st_size;
-            f->is_mapped = 1;
-        }
     }
     if (!rc && how == GGUF_LOAD_MMAP) {
-        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED)
             rc = error_set(err, ERR_IO, "gguf: %s: mmap failed: %s", path, strerror(errno));
-        else {
-            f->base = p;
-            f->n_bytes = (uint64_t)st.st_size;
-            f->is_mapped = 1;
-        }
+    }
+    if (!rc) {
+        f->base = p;
+        f->n_bytes = (uint64_t)st.st_size;
+        f->is_mapped = 1;
     }
     close(fd);
     return rc;

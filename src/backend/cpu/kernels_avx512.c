@@ -1760,10 +1760,12 @@ INLINE void kq45_dec4(int q5, const void *w, size_t ws, const void *x, int64_t k
     const __m512i mask_b =
         _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
     const __m512i lane0 = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-    __m512i sidx[4]; /* row i's scales are words 8i .. 8i+7 of sc16 */
-    for (int i = 0; i < 4; i++)
-        sidx[i] =
+    __m512i sidx[4][2]; /* row i's scales are words 8i .. 8i+7 of sc16; [1]: sub-blocks + 4 */
+    for (int i = 0; i < 4; i++) {
+        sidx[i][0] =
             _mm512_add_epi16(_mm512_loadu_si512(g_q4k_sc_pat), _mm512_set1_epi16((short)(8 * i)));
+        sidx[i][1] = _mm512_add_epi16(sidx[i][0], _mm512_set1_epi16(4));
+    }
     __m128 sum = _mm_setzero_ps();
     for (int64_t ib = 0; ib < k / QK_K; ib++) {
         const struct block_q8_k *yb = y + ib;
@@ -1811,9 +1813,8 @@ INLINE void kq45_dec4(int q5, const void *w, size_t ws, const void *x, int64_t k
             __m512i p1 = _mm512_dpbusd_epi32(zero, q1, ahi0);
             __m512i p2 = _mm512_dpbusd_epi32(zero, q2, alo1);
             __m512i p3 = _mm512_dpbusd_epi32(zero, q3, ahi1);
-            __m512i s01 = _mm512_permutexvar_epi16(sidx[i], sc16);
-            __m512i s23 =
-                _mm512_permutexvar_epi16(_mm512_add_epi16(sidx[i], _mm512_set1_epi16(4)), sc16);
+            __m512i s01 = _mm512_permutexvar_epi16(sidx[i][0], sc16);
+            __m512i s23 = _mm512_permutexvar_epi16(sidx[i][1], sc16);
             acc[i] = _mm512_dpwssd_epi32(_mm512_madd_epi16(_mm512_packs_epi32(p0, p1), s01),
                                          _mm512_packs_epi32(p2, p3), s23);
         }
