@@ -6,6 +6,8 @@
  * one line per operation:
  *   matvec_dot   R x K weights times one activation row through vec_dot, row by row
  *   matvec_tile  the same through gemm_tile with n_x = 1 (the decode kernel)
+ *   matvec_blk   Q8_0 on AMX tables only: the block-order tile with n_x = 1 (what decode runs
+ *                for Q8_0 layer weights there)
  *   gemm_tile    R/8 x K weights times T activation rows through gemm_tile tiles
  * with GB/s of weight bytes read (matvec) and GFLOP/s (2 flops per multiply-add). Each figure is
  * the best of several runs of at least 0.15 s of thread CPU time (the cores may be shared; cache
@@ -67,6 +69,15 @@ static void run_matvec_tile(struct bench *b, int64_t rows) {
         int nw = rows - r < tw ? (int)(rows - r) : tw;
         b->k->gemm_tile[b->type](b->w + r * b->row_bytes, b->row_bytes, b->x, b->x_bytes, b->kdim,
                                  b->out + r, (size_t)rows, nw, 1);
+    }
+}
+
+/* The decode kernel of Q8_0's block-order tile (AMX tables): 4 rows per call. */
+static void run_matvec_blk(struct bench *b, int64_t rows) {
+    for (int64_t r = 0; r < rows; r += 4) {
+        int nw = rows - r < 4 ? (int)(rows - r) : 4;
+        b->k->q8_0_blk_tile(b->w + r * b->row_bytes, b->row_bytes, b->x, b->x_bytes, b->kdim,
+                            b->out + r, (size_t)rows, nw, 1);
     }
 }
 
@@ -188,6 +199,12 @@ int main(int argc, char **argv) {
                    k->name, tr->name, (long long)kdim, (long long)g_rows,
                    (double)row_bytes * (double)g_rows / s_gemm * 1e-9, g_flop / s_gemm * 1e-9,
                    k->gemm_tile_w[t], k->gemm_tile_x[t], tokens);
+            if (t == DTYPE_Q8_0 && k->q8_0_blk_tile) {
+                double s_blk = time_best(run_matvec_blk, &b, mv_rows);
+                printf("%-7s %-6s matvec_blk  k=%-6lld rows=%-6lld %8.2f GB/s %8.2f GFLOP/s\n",
+                       k->name, tr->name, (long long)kdim, (long long)mv_rows,
+                       mv_bytes / s_blk * 1e-9, mv_flop / s_blk * 1e-9);
+            }
             fflush(stdout);
         }
         mem_free(w);

@@ -70,6 +70,12 @@ INLINE __m512 load_bf16x16(const void *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
 }
 
+/* 32 bytes at a in the low half, 32 bytes at b in the high half. */
+INLINE __m512i load_2x256(const char *a, const char *b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
+                              _mm256_loadu_si256((const __m256i *)b), 1);
+}
+
 /* Row pointers of a tile: row r of n (r >= n repeats the last row). */
 INLINE const char *tile_row(const void *base, size_t stride, int r, int n) {
     return (const char *)base + (size_t)(r < n ? r : n - 1) * stride;
@@ -1299,18 +1305,8 @@ static float q5_0_dot_q8_0_avx512(const void *w, const void *x, int64_t n) {
  * 16 blocks come from gathered f16 scales. Every lane is fam_tile's lane, bit for bit; the rows'
  * 8 lanes are then summed with fam_tile's tree. Fewer instructions per weight byte keep more of
  * the weight stream in flight. */
-/* The 8 int32 lanes of each 256-bit half summed (exactly), the sum in every lane of the half. */
-INLINE __m512i sum_halves8(__m512i s) {
-    s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, (_MM_PERM_ENUM)0x4e));
-    s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, (_MM_PERM_ENUM)0xb1));
-    return _mm512_add_epi32(s, _mm512_shuffle_i32x4(s, s, 0xb1));
-}
-
-/* blk: Q8_0 in llama.cpp's AMX order (q8_0_dot_q8_0_blk_ref) instead: each half's 8 lanes summed
- * to the block's exact int32 sum before the FMA, so every lane of a half carries its row's one
- * accumulator; the result is lane 0 / 8. */
-INLINE void fam_dec4_any(int fam, int blk, const void *w, size_t w_stride, const void *x, int64_t k,
-                         float *out, int n_w) {
+INLINE void fam_dec4(int fam, const void *w, size_t w_stride, const void *x, int64_t k, float *out,
+                     int n_w) {
     CHECK(k % QK8_0 == 0);
     const size_t wb = fam_block_bytes(fam), xb = sizeof(struct block_q8_0);
     const char *wr[4];
@@ -1345,18 +1341,19 @@ INLINE void fam_dec4_any(int fam, int blk, const void *w, size_t w_stride, const
             __m512i start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, xv));
             __m512i idx = _mm512_add_epi32(halves, _mm512_set1_epi32(b));
             size_t o = (size_t)(b0 + b) * wb;
-            __m512i w01 =
-                _mm512_inserti64x4(_mm512_castsi256_si512(fam_weights(fam, wr[0] + o, table)),
-                                   fam_weights(fam, wr[1] + o, table), 1);
-            __m512i w23 =
-                _mm512_inserti64x4(_mm512_castsi256_si512(fam_weights(fam, wr[2] + o, table)),
-                                   fam_weights(fam, wr[3] + o, table), 1);
+            __m512i w01, w23;
+            if (fam == FAM_Q8_0) { /* the + 128 on both rows at once */
+                const __m512i flip = _mm512_set1_epi8((char)0x80);
+                w01 = _mm512_xor_si512(flip, load_2x256(wr[0] + o + 2, wr[1] + o + 2));
+                w23 = _mm512_xor_si512(flip, load_2x256(wr[2] + o + 2, wr[3] + o + 2));
+            } else {
+                w01 = _mm512_inserti64x4(_mm512_castsi256_si512(fam_weights(fam, wr[0] + o, table)),
+                                         fam_weights(fam, wr[1] + o, table), 1);
+                w23 = _mm512_inserti64x4(_mm512_castsi256_si512(fam_weights(fam, wr[2] + o, table)),
+                                         fam_weights(fam, wr[3] + o, table), 1);
+            }
             __m512i s01 = _mm512_dpbusd_epi32(start, w01, xv);
             __m512i s23 = _mm512_dpbusd_epi32(start, w23, xv);
-            if (blk) {
-                s01 = sum_halves8(s01);
-                s23 = sum_halves8(s23);
-            }
             acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s01),
                                    _mm512_permutex2var_ps(dd[0], idx, dd[1]), acc0);
             acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s23),
@@ -1364,23 +1361,107 @@ INLINE void fam_dec4_any(int fam, int blk, const void *w, size_t w_stride, const
         }
     }
     float r[4];
-    if (blk) {
-        float a0[16], a1[16];
-        _mm512_storeu_ps(a0, acc0);
-        _mm512_storeu_ps(a1, acc1);
-        r[0] = a0[0], r[1] = a0[8], r[2] = a1[0], r[3] = a1[8];
-    } else {
-        r[0] = hsum_ps8(_mm512_castps512_ps256(acc0));
-        r[1] = hsum_ps8(_mm512_extractf32x8_ps(acc0, 1));
-        r[2] = hsum_ps8(_mm512_castps512_ps256(acc1));
-        r[3] = hsum_ps8(_mm512_extractf32x8_ps(acc1, 1));
-    }
+    r[0] = hsum_ps8(_mm512_castps512_ps256(acc0));
+    r[1] = hsum_ps8(_mm512_extractf32x8_ps(acc0, 1));
+    r[2] = hsum_ps8(_mm512_castps512_ps256(acc1));
+    r[3] = hsum_ps8(_mm512_extractf32x8_ps(acc1, 1));
     for (int i = 0; i < n_w && i < 4; i++) out[i] = r[i];
 }
 
-INLINE void fam_dec4(int fam, const void *w, size_t w_stride, const void *x, int64_t k, float *out,
-                     int n_w) {
-    fam_dec4_any(fam, 0, w, w_stride, x, k, out, n_w);
+/* Q8_0 decode in llama.cpp's AMX order (q8_0_dot_q8_0_blk_ref: each block's exact int32 sum,
+ * then one FMA per block, in block order), 4 rows. Per block, rows (0,1) and (2,3) share a
+ * 512-bit vpdpbusd as in fam_dec4; the 8 vectors of 4 blocks are then summed together to one
+ * vector of 16 block sums (lanes row * 4 + j for block j of the four: 21 shuffles and adds
+ * instead of 6 per vector), converted once, and the FMA chain steps through the four lanes of
+ * each 128-bit lane: each step broadcasts the previous lane's accumulator (vpermilps) and runs
+ * one FMA for all four rows. The scale products dw * dx of 16 blocks come from gathered f16
+ * scales, rearranged to the same lanes with a 4 x 4 transpose of 128-bit lanes. Blocks past
+ * the last whole four go through the reference's loop. */
+struct q8_0_pq {
+    __m512i p, q; /* rows 0 | 1, rows 2 | 3: 8 int32 lanes each */
+};
+
+/* One block (qs at byte o of each row) of the 4 rows against the activation's qs at xq. */
+INLINE struct q8_0_pq q8_0_blk_block(const char *const *wr, size_t o, const char *xq) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
+    __m512i xv = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)xq));
+    __m512i start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, flip, xv));
+    __m512i w01 = load_2x256(wr[0] + o, wr[1] + o), w23 = load_2x256(wr[2] + o, wr[3] + o);
+    return (struct q8_0_pq){_mm512_dpbusd_epi32(start, _mm512_xor_si512(w01, flip), xv),
+                            _mm512_dpbusd_epi32(start, _mm512_xor_si512(w23, flip), xv)};
+}
+
+/* Lanes of a and b summed in pairs: per 128-bit lane (a, b, a, b). */
+INLINE __m512i q8_0_sum2(__m512i a, __m512i b) {
+    return _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+}
+
+/* Two (a, b, a, b) vectors to (a, b, c, d) per 128-bit lane. */
+INLINE __m512i q8_0_sum4(__m512i ab, __m512i cd) {
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+}
+
+static void q8_0_blk_dec4(const void *w, size_t w_stride, const void *x, int64_t k, float *out,
+                          int n_w) {
+    CHECK(k % QK8_0 == 0);
+    const size_t bb = sizeof(struct block_q8_0);
+    const char *wr[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) wr[i] = tile_row(w, w_stride, i, n_w);
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i off = _mm512_mullo_epi32(iota, _mm512_set1_epi32((int)bb));
+    const int64_t nb = k / QK8_0, nb4 = nb / 4 * 4;
+    __m512 acc = _mm512_setzero_ps(); /* row r's accumulator: lane 4 r + 3 after each four */
+    for (int64_t b0 = 0; b0 < nb4; b0 += 16) {
+        int n = nb4 - b0 < 16 ? (int)(nb4 - b0) : 16;
+        __mmask16 m = n == 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+        const char *xc = (const char *)x + (size_t)b0 * bb;
+        __m512 dx = _mm512_cvtph_ps(
+            _mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(zero, m, off, xc, 1)));
+        __m512 dd[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+            dd[i] = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(
+                                      zero, m, off, wr[i] + (size_t)b0 * bb, 1))),
+                                  dx);
+        /* dg[g]: lanes 4 r + j = dd[r][4 g + j] */
+        __m512 t0 = _mm512_shuffle_f32x4(dd[0], dd[1], 0x44),
+               t1 = _mm512_shuffle_f32x4(dd[2], dd[3], 0x44);
+        __m512 t2 = _mm512_shuffle_f32x4(dd[0], dd[1], 0xee),
+               t3 = _mm512_shuffle_f32x4(dd[2], dd[3], 0xee);
+        __m512 dg[4] = {_mm512_shuffle_f32x4(t0, t1, 0x88), _mm512_shuffle_f32x4(t0, t1, 0xdd),
+                        _mm512_shuffle_f32x4(t2, t3, 0x88), _mm512_shuffle_f32x4(t2, t3, 0xdd)};
+        for (int g = 0; g < n / 4; g++) {
+            size_t o = (size_t)(b0 + 4 * g) * bb + 2;
+            const char *xq = xc + (size_t)(4 * g) * bb + 2;
+            struct q8_0_pq s0 = q8_0_blk_block(wr, o, xq);
+            struct q8_0_pq s1 = q8_0_blk_block(wr, o + bb, xq + bb);
+            __m512i tp01 = q8_0_sum2(s0.p, s1.p), tq01 = q8_0_sum2(s0.q, s1.q);
+            struct q8_0_pq s2 = q8_0_blk_block(wr, o + 2 * bb, xq + 2 * bb);
+            struct q8_0_pq s3 = q8_0_blk_block(wr, o + 3 * bb, xq + 3 * bb);
+            __m512i tp23 = q8_0_sum2(s2.p, s3.p), tq23 = q8_0_sum2(s2.q, s3.q);
+            __m512i up = q8_0_sum4(tp01, tp23), uq = q8_0_sum4(tq01, tq23);
+            __m512 sf = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_shuffle_i32x4(up, uq, 0x88),
+                                                            _mm512_shuffle_i32x4(up, uq, 0xdd)));
+            acc = _mm512_fmadd_ps(sf, dg[g], _mm512_permute_ps(acc, 0xff));
+            acc = _mm512_fmadd_ps(sf, dg[g], _mm512_permute_ps(acc, 0x00));
+            acc = _mm512_fmadd_ps(sf, dg[g], _mm512_permute_ps(acc, 0x55));
+            acc = _mm512_fmadd_ps(sf, dg[g], _mm512_permute_ps(acc, 0xaa));
+        }
+    }
+    float a[16];
+    _mm512_storeu_ps(a, acc);
+    for (int i = 0; i < n_w && i < 4; i++) {
+        float r = a[4 * i + 3];
+        const struct block_q8_0 *wb = (const struct block_q8_0 *)wr[i], *xb = x;
+        for (int64_t ib = nb4; ib < nb; ib++) {
+            int32_t isum = 0;
+            for (int j = 0; j < QK8_0; j++) isum += (int32_t)wb[ib].qs[j] * (int32_t)xb[ib].qs[j];
+            r = fmaf((float)isum, fp16_to_fp32(wb[ib].d) * fp16_to_fp32(xb[ib].d), r);
+        }
+        out[i] = r;
+    }
 }
 
 static void q5_0_gemm_tile_avx512(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
@@ -2031,16 +2112,15 @@ static void q4_k_gemm_tile_amx(const void *w, size_t ws, const void *x, size_t x
     kq_amx_tile(KQ_Q4_K, DTYPE_Q4_K, 0, w, ws, x, xs, k, out, os, n_w, n_x);
 }
 /* Q8_0 in llama.cpp's AMX order (q8_0_dot_q8_0_blk_ref): whole groups of 16 tokens in one AMX
- * call, each other token (decode) through fam_dec4_any's block-order variant, 4 rows at a time. */
+ * call, each other token (decode) through q8_0_blk_dec4, 4 rows at a time. */
 static void q8_0_blk_tile_amx(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
                               float *out, size_t os, int n_w, int n_x) {
     int groups = n_x / 16;
     if (groups) cpu_amx_q8_0_tiles(w, ws, x, xs, k, out, os, n_w, groups);
     for (int j = 16 * groups; j < n_x; j++)
         for (int i = 0; i < n_w; i += 4)
-            fam_dec4_any(FAM_Q8_0, 1, (const char *)w + (size_t)i * ws, ws,
-                         (const char *)x + (size_t)j * xs, k, out + (size_t)j * os + (size_t)i,
-                         n_w - i < 4 ? n_w - i : 4);
+            q8_0_blk_dec4((const char *)w + (size_t)i * ws, ws, (const char *)x + (size_t)j * xs, k,
+                          out + (size_t)j * os + (size_t)i, n_w - i < 4 ? n_w - i : 4);
 }
 
 static void q4_k_gemm_tile_amx_vbmi(const void *w, size_t ws, const void *x, size_t xs, int64_t k,
