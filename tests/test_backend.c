@@ -18,6 +18,7 @@
 
 #include <math.h>
 #include <sched.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -344,6 +345,58 @@ TEST(backend_threadpool_dynamic_jobs) {
         mem_free(j.hits);
         threadpool_free(pool);
     }
+}
+
+/* threadpool_set_idle: waiting workers (never the caller) call the idle function between jobs,
+ * with their own ith, until it returns 0, and not again before their next job. */
+struct idle_job {
+    _Atomic int calls[4];  /* idle calls per ith while its budget lasted */
+    _Atomic int budget[4]; /* the last call with work returns 0 */
+    _Atomic int bad_ith;
+};
+
+static int idle_count(void *ctx, int ith) {
+    struct idle_job *j = ctx;
+    if (ith <= 0 || ith >= 4) {
+        atomic_fetch_add(&j->bad_ith, 1);
+        return 0;
+    }
+    int b = atomic_fetch_sub(&j->budget[ith], 1);
+    if (b > 0) atomic_fetch_add(&j->calls[ith], 1); /* calls while there was work */
+    return b > 1;
+}
+
+static void idle_noop_task(void *p, int ith, int nth) {
+    (void)p, (void)ith, (void)nth;
+}
+
+TEST(backend_threadpool_idle_work) {
+    struct threadpool *pool = NULL;
+    ASSERT(threadpool_create(&pool, 3) == 0);
+    static struct idle_job j;
+    memset(&j, 0, sizeof(j));
+    for (int t = 1; t < 3; t++) atomic_store(&j.budget[t], 5);
+    threadpool_set_idle(pool, idle_count, &j);
+    threadpool_run(pool, idle_noop_task, NULL); /* every worker runs it, then waits */
+    for (int spins = 0;
+         spins < 2000000 && (atomic_load(&j.calls[1]) < 5 || atomic_load(&j.calls[2]) < 5); spins++)
+        sched_yield();
+    usleep(2000); /* calls after the one that returned 0 would show up now */
+    for (int t = 1; t < 3; t++)
+        EXPECT_MSG(atomic_load(&j.calls[t]) == 5, "worker %d: %d idle calls, want 5", t,
+                   atomic_load(&j.calls[t]));
+    EXPECT_EQ_INT(atomic_load(&j.calls[0]), 0); /* the caller never waits for jobs */
+    EXPECT_EQ_INT(atomic_load(&j.bad_ith), 0);
+    for (int t = 1; t < 3; t++) atomic_store(&j.budget[t], 3);
+    usleep(2000); /* no calls without a job */
+    for (int t = 1; t < 3; t++) EXPECT_EQ_INT(atomic_load(&j.calls[t]), 5);
+    threadpool_run(pool, idle_noop_task, NULL); /* a job arms it again */
+    for (int spins = 0;
+         spins < 2000000 && (atomic_load(&j.calls[1]) < 8 || atomic_load(&j.calls[2]) < 8); spins++)
+        sched_yield();
+    usleep(2000);
+    for (int t = 1; t < 3; t++) EXPECT_EQ_INT(atomic_load(&j.calls[t]), 8);
+    threadpool_free(pool);
 }
 
 /* The default KV cache is F16, and with it greedy decoding of the synthetic F32 models gives

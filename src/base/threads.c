@@ -47,6 +47,8 @@ struct threadpool {
     _Atomic int n_sleeping; /* workers blocked (or about to block) on cond */
     threadpool_task_fn fn;  /* current job, written before state is published */
     void *ctx;
+    _Atomic(threadpool_idle_fn) idle_fn; /* work for spinning workers (threadpool_set_idle) */
+    void *idle_ctx;                      /* written before idle_fn */
 };
 
 struct worker_arg {
@@ -56,12 +58,15 @@ struct worker_arg {
 
 /* Waits until the published job is newer than `seen`; returns its state (or any state once
  * stop is set). */
-static uint64_t wait_for_job(struct threadpool *pool, uint32_t seen) {
+static uint64_t wait_for_job(struct threadpool *pool, uint32_t seen, int ith) {
     uint64_t s;
+    threadpool_idle_fn idle_fn = atomic_load_explicit(&pool->idle_fn, memory_order_acquire);
+    int idle = idle_fn != NULL;
     for (int spins = 0; spins < SPIN_ITERS; spins++) {
         s = atomic_load_explicit(&pool->state, memory_order_acquire);
         if (STATE_SEQ(s) != seen || atomic_load_explicit(&pool->stop, memory_order_relaxed))
             return s;
+        if (idle) idle = idle_fn(pool->idle_ctx, ith);
         cpu_relax();
     }
     /* seq_cst: either the publisher sees n_sleeping > 0 and broadcasts, or we see the new job
@@ -81,7 +86,7 @@ static void *worker_main(void *p) {
     struct threadpool *pool = arg.pool;
     uint32_t seen = 0;
     for (;;) {
-        uint64_t s = wait_for_job(pool, seen);
+        uint64_t s = wait_for_job(pool, seen, arg.ith);
         if (atomic_load(&pool->stop)) break;
         seen = STATE_SEQ(s);
         if (s & STATE_STATIC) {
@@ -148,6 +153,12 @@ void threadpool_free(struct threadpool *pool) {
     pthread_cond_destroy(&pool->cond);
     mem_free(pool->workers);
     mem_free(pool);
+}
+
+void threadpool_set_idle(struct threadpool *pool, threadpool_idle_fn fn, void *ctx) {
+    atomic_store_explicit(&pool->idle_fn, NULL, memory_order_release);
+    pool->idle_ctx = ctx;
+    atomic_store_explicit(&pool->idle_fn, fn, memory_order_release);
 }
 
 int threadpool_n_threads(const struct threadpool *pool) {

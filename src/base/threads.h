@@ -30,6 +30,12 @@ void threadpool_run(struct threadpool *pool, threadpool_task_fn fn, void *ctx);
  * fn too. */
 void threadpool_run_dynamic(struct threadpool *pool, threadpool_task_fn fn, void *ctx);
 
+/* Work for waiting workers: while a worker spins between jobs it calls fn(ctx, ith) before each
+ * pause, until fn returns 0 (nothing left; called again after the worker's next job). fn must
+ * be short (a few cache lines of prefetching, say): a new job waits for it. Set it before the
+ * first job (a worker reads fn and ctx as it starts waiting); NULL (the default) for none. */
+typedef int (*threadpool_idle_fn)(void *ctx, int ith);
+void threadpool_set_idle(struct threadpool *pool, threadpool_idle_fn fn, void *ctx);
 /* Number of online CPUs (>= 1). */
 int threads_n_cpus(void);
 

@@ -38,12 +38,15 @@
  * on the threads that are ready.
  * ============================================================================================ */
 
+struct pf_trace; /* decode products in the order they ran (section "Prefetching the next job") */
+
 struct cpu_ctx {
     struct threadpool *pool;
     int n_threads;
     const struct cpu_kernels *kern;
     void *work;       /* scratch for quantized activations and per-thread buffers */
     size_t work_size; /* bytes */
+    struct pf_trace *pf;
 };
 
 static struct cpu_ctx *ctx_of(struct backend *be) {
@@ -471,6 +474,153 @@ static void mm_unit(cpu_gemm_tile_fn tile, const struct mm_plan *p, const void *
     }
 }
 
+/* The rows of unit v of a product (v counted within the product) and whether mm_unit reads them
+ * as DECODE_STREAMS runs side by side (then run i starts at row r0 + i * len). */
+struct unit_rows {
+    int64_t r0, r1, t0, t1, len;
+    int streams;
+};
+
+static struct unit_rows unit_rows_of(const struct mm_plan *p, int64_t v, int64_t n_out, int64_t n,
+                                     size_t w_rb) {
+    struct unit_rows u;
+    u.r0 = (v / p->n_tok_units) * p->unit_rows;
+    u.t0 = (v % p->n_tok_units) * p->unit_toks;
+    u.r1 = min64(u.r0 + p->unit_rows, n_out);
+    u.t1 = min64(u.t0 + p->unit_toks, n);
+    int64_t nt = u.t1 - u.t0;
+    u.streams = nt <= STREAM_MAX_TOKS && nt <= p->tile_x && u.r1 - u.r0 >= 2 * DECODE_STREAMS &&
+                (size_t)(u.r1 - u.r0) * w_rb >= STREAM_MIN_BYTES;
+    u.len = u.streams ? (u.r1 - u.r0 + DECODE_STREAMS - 1) / DECODE_STREAMS : u.r1 - u.r0;
+    return u;
+}
+
+/* ============================================================================================
+ * Prefetching the next job
+ * A decode step runs the same products in the same order every token, and between two of them
+ * the memory bus idles: while one thread finishes its last unit, and while the caller runs the
+ * small ops in between (norms, RoPE, attention) and the workers wait. So the backend remembers,
+ * for each decode product (keyed by its first matrix), the product that came next last time,
+ * and a thread with nothing left to do prefetches into L2 the start of the unit it will most
+ * likely take first in that next product (unit ith: the caller claims first, the workers join
+ * in order). Threads do that after their last unit while others still work, and workers go on
+ * while they wait for the next job (threadpool_set_idle), a few lines per call. Only hints: a
+ * wrong guess costs bandwidth, never a result.
+ * ============================================================================================ */
+
+#define PF_SLOTS       1024        /* remembered products (open addressing) */
+#define PF_UNIT_BYTES  (64 * 1024) /* prefetched per thread: the start of its first unit */
+#define PF_STEP_LINES  16          /* lines per idle call */
+#define PF_MAX_THREADS 64          /* threads beyond this do not prefetch */
+
+struct pf_prod { /* one product of a remembered job */
+    const char *data;
+    size_t w_rb;
+    int64_t n_out;
+    struct mm_plan plan;
+};
+
+struct pf_job {
+    int n_prod;
+    int64_t n; /* tokens */
+    struct pf_prod prod[BACKEND_MULTI_MAX];
+};
+
+struct pf_slot {
+    const void *key; /* first matrix's data of a decode job */
+    struct pf_job next;
+};
+
+struct pf_cursor { /* one thread's prefetching: runs of bytes, read side by side */
+    _Alignas(64) const char *base;
+    size_t stride, bytes, off;
+    int runs;
+    _Atomic int armed; /* written by its thread, read by the same thread's idle calls */
+};
+
+struct pf_trace {
+    struct pf_slot slots[PF_SLOTS];
+    const void *last_key; /* the decode job that ran last */
+    struct pf_cursor cur[PF_MAX_THREADS];
+};
+
+static size_t pf_hash(const void *key) {
+    uintptr_t k = (uintptr_t)key >> 6;
+    return (size_t)((k * 0x9E3779B97F4A7C15ull) >> 54) % PF_SLOTS;
+}
+
+/* The slot of key (inserted if absent and insert); NULL if the table is full or key absent. */
+static struct pf_slot *pf_slot(struct pf_trace *t, const void *key, int insert) {
+    size_t h = pf_hash(key);
+    for (size_t i = 0; i < PF_SLOTS; i++) {
+        struct pf_slot *s = &t->slots[(h + i) % PF_SLOTS];
+        if (s->key == key) return s;
+        if (!s->key) {
+            if (!insert) return NULL;
+            s->key = key;
+            return s;
+        }
+    }
+    return NULL;
+}
+
+/* Thread ith's cursor set to the start of its likely first unit of job j. */
+static void pf_arm(struct pf_trace *t, const struct pf_job *j, int ith) {
+    if (ith >= PF_MAX_THREADS || !j || j->n_prod == 0) return;
+    int64_t u = ith;
+    int ip = 0;
+    for (; ip < j->n_prod; ip++) {
+        int64_t nu = j->prod[ip].plan.n_row_units * j->prod[ip].plan.n_tok_units;
+        if (u < nu) break;
+        u -= nu;
+    }
+    if (ip == j->n_prod) return;
+    const struct pf_prod *p = &j->prod[ip];
+    struct unit_rows r = unit_rows_of(&p->plan, u, p->n_out, j->n, p->w_rb);
+    struct pf_cursor *c = &t->cur[ith];
+    c->base = p->data + (size_t)r.r0 * p->w_rb;
+    c->runs = r.streams ? DECODE_STREAMS : 1;
+    c->stride = (size_t)r.len * p->w_rb;
+    size_t per_run = PF_UNIT_BYTES / (size_t)c->runs;
+    c->bytes = per_run < c->stride ? per_run : c->stride;
+    c->off = 0;
+    atomic_store_explicit(&c->armed, 1, memory_order_relaxed);
+}
+
+/* Up to `lines` more lines of thread ith's prefetching; returns 0 when it has none left. */
+static int pf_step(struct pf_trace *t, int ith, int lines) {
+    if (ith >= PF_MAX_THREADS) return 0;
+    struct pf_cursor *c = &t->cur[ith];
+    if (!atomic_load_explicit(&c->armed, memory_order_relaxed)) return 0;
+    for (int l = 0; l < lines; l += c->runs) {
+        if (c->off >= c->bytes) {
+            atomic_store_explicit(&c->armed, 0, memory_order_relaxed);
+            return 0;
+        }
+        for (int i = 0; i < c->runs; i++)
+            __builtin_prefetch(c->base + (size_t)i * c->stride + c->off, 0, 2);
+        c->off += 64;
+    }
+    return 1;
+}
+
+static int pf_idle(void *ctx, int ith) {
+    return pf_step((struct pf_trace *)ctx, ith, PF_STEP_LINES);
+}
+
+/* A decode job is starting: it becomes the last job's successor, and the job remembered after
+ * it (if any) is returned for its threads to prefetch when they are done. */
+static const struct pf_job *pf_enter(struct pf_trace *t, const struct pf_job *job) {
+    const void *key = job->prod[0].data;
+    if (t->last_key && t->last_key != key) {
+        struct pf_slot *prev = pf_slot(t, t->last_key, 1);
+        if (prev) prev->next = *job;
+    }
+    t->last_key = key;
+    struct pf_slot *self = pf_slot(t, key, 0);
+    return self && self->next.n_prod ? &self->next : NULL;
+}
+
 /* Phase 1 of a product: activation rows to the vec_dot_type. */
 struct quantize_args {
     cpu_from_float_fn from_float; /* NULL: nothing to do (F32, or done on the caller) */
@@ -511,9 +661,13 @@ struct matmul_args {
     struct mm_prod prod[BACKEND_MULTI_MAX];
     int64_t n_units;
     _Atomic int64_t next; /* next unit to claim */
+    struct pf_trace *pf;
+    const struct pf_job *pf_next; /* the job expected next (decode), or NULL */
+    _Atomic int64_t units_left;   /* units not finished yet */
 };
 
 static void matmul_task(void *p, int ith, int nth) {
+    (void)nth;
     struct matmul_args *a = p;
     quantize_phase(&a->q);
     int ip = 0;
@@ -523,14 +677,19 @@ static void matmul_task(void *p, int ith, int nth) {
         const struct mm_prod *m = &a->prod[ip];
         const struct mm_plan *pl = &m->plan;
         int64_t k = m->w->ne[0], n_out = m->w->ne[1], v = u - m->unit0;
-        int64_t r0 = (v / pl->n_tok_units) * pl->unit_rows;
-        int64_t t0 = (v % pl->n_tok_units) * pl->unit_toks;
-        int64_t r1 = min64(r0 + pl->unit_rows, n_out), t1 = min64(t0 + pl->unit_toks, a->n);
-        mm_unit(m->tile, pl, m->w->data, m->w->nb[1], k, a->xq, a->xq_rb, r0, r1, t0, t1, m->y,
-                (size_t)n_out);
+        struct unit_rows r = unit_rows_of(pl, v, n_out, a->n, m->w->nb[1]);
+        mm_unit(m->tile, pl, m->w->data, m->w->nb[1], k, a->xq, a->xq_rb, r.r0, r.r1, r.t0, r.t1,
+                m->y, (size_t)n_out);
         if (m->bias)
-            for (int64_t t = t0; t < t1; t++)
-                for (int64_t r = r0; r < r1; r++) m->y[t * n_out + r] += m->bias[r];
+            for (int64_t t = r.t0; t < r.t1; t++)
+                for (int64_t i = r.r0; i < r.r1; i++) m->y[t * n_out + i] += m->bias[i];
+        atomic_fetch_sub_explicit(&a->units_left, 1, memory_order_relaxed);
+    }
+    if (a->pf_next) { /* bus time the others leave: the next job's first unit */
+        pf_arm(a->pf, a->pf_next, ith);
+        while (atomic_load_explicit(&a->units_left, memory_order_relaxed) > 0 &&
+               pf_step(a->pf, ith, PF_STEP_LINES)) {
+        }
     }
 }
 
@@ -587,6 +746,15 @@ static void matmul_job(struct cpu_ctx *c, int n_w, const struct tensor *const *w
         a.n_units += m->plan.n_row_units * m->plan.n_tok_units;
     }
     atomic_init(&a.next, 0);
+    atomic_init(&a.units_left, a.n_units);
+    if (c->pf && n <= STREAM_MAX_TOKS && c->n_threads > 1) {
+        struct pf_job job = {.n_prod = a.n_prod, .n = n};
+        for (int i = 0; i < a.n_prod; i++)
+            job.prod[i] = (struct pf_prod){(const char *)a.prod[i].w->data, a.prod[i].w->nb[1],
+                                           a.prod[i].w->ne[1], a.prod[i].plan};
+        a.pf = c->pf;
+        a.pf_next = pf_enter(c->pf, &job);
+    }
     threadpool_run_dynamic(c->pool, matmul_task, &a);
 }
 
@@ -1217,6 +1385,7 @@ static void cpu_attention(struct backend *be, const struct attn_args *a) {
 static void cpu_free(struct backend *be) {
     struct cpu_ctx *c = ctx_of(be);
     threadpool_free(c->pool);
+    mem_free(c->pf);
     mem_free(c->work);
     mem_free(c);
     mem_free(be);
@@ -1229,7 +1398,11 @@ int backend_cpu_create(struct backend **out, int n_threads, struct error *err) {
     struct backend *be = mem_calloc(1, sizeof(*be));
     struct cpu_ctx *c = mem_calloc(1, sizeof(*c));
     if (!be || !c) goto nomem;
+    c->pf = mem_alloc_aligned(64, sizeof(*c->pf));
+    if (!c->pf) goto nomem;
+    memset(c->pf, 0, sizeof(*c->pf));
     if (threadpool_create(&c->pool, n_threads) != 0) goto nomem;
+    threadpool_set_idle(c->pool, pf_idle, c->pf);
     c->n_threads = n_threads;
     c->kern = cpu_kernels_get();
     be->name = "cpu";
@@ -1257,6 +1430,7 @@ int backend_cpu_create(struct backend **out, int n_threads, struct error *err) {
     *out = be;
     return 0;
 nomem:
+    if (c) mem_free(c->pf);
     mem_free(c);
     mem_free(be);
     return error_set(err, ERR_NOMEM, "out of memory creating the CPU backend");
