@@ -512,6 +512,10 @@ static struct unit_rows unit_rows_of(const struct mm_plan *p, int64_t v, int64_t
 #define PF_UNIT_BYTES  (64 * 1024) /* prefetched per thread: the start of its first unit */
 #define PF_STEP_LINES  16          /* lines per idle call */
 #define PF_MAX_THREADS 64          /* threads beyond this do not prefetch */
+/* Only ahead of a product of at most this many weight bytes: where a job's edges are a real
+ * share of its time (0.6B Q4_K_M, 1-4 MB per job: tg +2%); before the 8B's 9-41 MB jobs it
+ * measured -2% (alternating runs, within noise but every time). */
+#define PF_MAX_JOB_BYTES ((size_t)8 << 20)
 
 struct pf_prod { /* one product of a remembered job */
     const char *data;
@@ -522,7 +526,8 @@ struct pf_prod { /* one product of a remembered job */
 
 struct pf_job {
     int n_prod;
-    int64_t n; /* tokens */
+    int64_t n;    /* tokens */
+    size_t bytes; /* weight bytes of all its products */
     struct pf_prod prod[BACKEND_MULTI_MAX];
 };
 
@@ -749,11 +754,14 @@ static void matmul_job(struct cpu_ctx *c, int n_w, const struct tensor *const *w
     atomic_init(&a.units_left, a.n_units);
     if (c->pf && n <= STREAM_MAX_TOKS && c->n_threads > 1) {
         struct pf_job job = {.n_prod = a.n_prod, .n = n};
-        for (int i = 0; i < a.n_prod; i++)
+        for (int i = 0; i < a.n_prod; i++) {
             job.prod[i] = (struct pf_prod){(const char *)a.prod[i].w->data, a.prod[i].w->nb[1],
                                            a.prod[i].w->ne[1], a.prod[i].plan};
+            job.bytes += tensor_nbytes(a.prod[i].w);
+        }
         a.pf = c->pf;
         a.pf_next = pf_enter(c->pf, &job);
+        if (a.pf_next && a.pf_next->bytes > PF_MAX_JOB_BYTES) a.pf_next = NULL;
     }
     threadpool_run_dynamic(c->pool, matmul_task, &a);
 }
