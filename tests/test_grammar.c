@@ -1099,6 +1099,97 @@ TEST(grammar_constraint_qwen_vocab_cost) {
     qwen_vocab_free(&q);
 }
 
+/* A lazy constraint (tool_choice auto): free text, thinking included, until the output spells
+ * "<tool_call>" outside <think>; from there the tool grammar holds (a call that strays from
+ * its schema is refused), and after the call only end of generation or another call. Small
+ * vocabulary: the trigger arrives split over tokens, its last one carrying bytes after it. */
+TEST(grammar_lazy_tool_trigger) {
+    static const char *toks[] = {
+        "Sure",
+        " ",
+        "<think>",
+        "</think>",
+        "<",
+        "tool",
+        "_call",
+        ">",
+        ">\n{",
+        "\n",
+        "{",
+        "}",
+        "\"name\"",
+        ": ",
+        "\"list\"",
+        ", ",
+        "\"arguments\"",
+        "</",
+        "hi",
+        "\n</tool_call>",
+        "x",
+        "",
+    };
+    enum { N = sizeof(toks) / sizeof(toks[0]) };
+    size_t lens[N];
+    uint8_t eog[N] = {0};
+    for (int i = 0; i < N; i++) lens[i] = strlen(toks[i]);
+    eog[N - 1] = 1;
+    struct constraint_vocab *v = NULL;
+    ASSERT(constraint_vocab_create_from_pieces(&v, N, toks, lens, eog, NULL) == 0);
+    size_t pl;
+    const char *pp = constraint_vocab_piece(v, 4, &pl);
+    EXPECT(pp && pl == 1 && pp[0] == '<');
+    EXPECT(constraint_vocab_piece(v, N, &pl) == NULL && pl == 0);
+    struct grammar *g = tools_grammar(CHAT_TOOL_FORMAT_JSON, CHAT_REASONING_NONE, NULL, 0);
+    ASSERT(g);
+    struct constraint *c = NULL;
+    ASSERT(constraint_create(&c, v, g, NULL) == 0);
+    EXPECT(constraint_set_lazy(c, "", NULL, NULL, 0) == ERR_INVALID);
+    EXPECT(constraint_set_lazy(c, "<tool_call>", "<think>", NULL, 0) == ERR_INVALID);
+    ASSERT(constraint_set_lazy(c, "<tool_call>", "<think>", "</think>", 0) == 0);
+    float logits[N];
+    /* "<think> <tool_call></think>Sure <tool_call>\n{" then a call of "list" */
+    int waiting[] = {2, 1, 4, 5, 6, 7, 3, 0, 1, 4, 5, 6};
+    for (size_t k = 0; k < sizeof(waiting) / sizeof(waiting[0]); k++) {
+        for (int i = 0; i < N; i++) logits[i] = 1;
+        EXPECT_MSG(constraint_apply(c, logits) == N && logits[20] == 1, "step %zu masked", k);
+        EXPECT(constraint_is_waiting(c) && !constraint_is_complete(c));
+        EXPECT(constraint_allows(c, 20));
+        ASSERT(constraint_accept(c, waiting[k]) == 0);
+    }
+    ASSERT(constraint_accept(c, 8) == 0); /* ">\n{": the trigger ends inside the token */
+    EXPECT(!constraint_is_waiting(c));
+    for (int i = 0; i < N; i++) logits[i] = 1;
+    EXPECT(constraint_apply(c, logits) == 1 && logits[12] == 1); /* only "name" now */
+    EXPECT(!constraint_allows(c, 20) && !constraint_allows(c, 11));
+    int call[] = {12, 13, 14, 15, 16, 13, 10, 11, 11};
+    for (size_t k = 0; k < sizeof(call) / sizeof(call[0]); k++) {
+        EXPECT(constraint_accept(c, 20) == ERR_INVALID); /* stray text is refused */
+        ASSERT_MSG(constraint_accept(c, call[k]) == 0, "call token %zu", k);
+    }
+    EXPECT(!constraint_is_complete(c));
+    ASSERT(constraint_accept(c, 19) == 0); /* "\n</tool_call>" */
+    EXPECT(constraint_is_complete(c));
+    for (int i = 0; i < N; i++) logits[i] = 1;
+    EXPECT(constraint_apply(c, logits) == 1 && logits[N - 1] == 1); /* only the end */
+    /* starting inside a thinking block (a prompt that opened it): no trigger before </think> */
+    ASSERT(constraint_set_lazy(c, "<tool_call>", "<think>", "</think>", 1) == 0);
+    int inside[] = {4, 5, 6, 7, 18, 3};
+    for (size_t k = 0; k < sizeof(inside) / sizeof(inside[0]); k++)
+        ASSERT(constraint_accept(c, inside[k]) == 0);
+    EXPECT(constraint_is_waiting(c));
+    int after[] = {4, 5, 6, 7};
+    for (size_t k = 0; k < sizeof(after) / sizeof(after[0]); k++)
+        ASSERT(constraint_accept(c, after[k]) == 0);
+    EXPECT(!constraint_is_waiting(c));
+    EXPECT(constraint_allows(c, 9) && !constraint_allows(c, 10)); /* the newline comes first */
+    /* reset leaves lazy mode: the grammar applies from the first token */
+    constraint_reset(c);
+    EXPECT(!constraint_is_waiting(c) && !constraint_allows(c, 0) && constraint_allows(c, 4));
+    constraint_free(c);
+    grammar_free(g);
+    constraint_vocab_free(v);
+}
+
 /* Every allocation failure while compiling or constraining gives a clean error (or a smaller,
  * still safe mask) and leaks nothing. */
 TEST(grammar_allocation_failures) {

@@ -1079,6 +1079,18 @@ TEST(server_tool_calls_forced) {
     resp_free(&r);
     json_decref(a);
     json_decref(v);
+    /* tool_choice auto: the call grammar waits for "<tool_call>", which this model never
+     * writes, so it tells its story as before (lazy-trigger behaviour: test_grammar.c) */
+    snprintf(b, sizeof(b),
+             "{\"messages\": [{\"role\": \"user\", \"content\": \"Read\"}], \"max_tokens\": 24, "
+             "\"temperature\": 0, \"tool_choice\": \"auto\", %s}",
+             g_tools);
+    v = post_json(port, "/v1/chat/completions", b, &st);
+    EXPECT_EQ_INT(st, 200);
+    const char *told = jstr(v, "choices.0.message.content");
+    EXPECT_MSG(told && strlen(told) > 20, "content '%s'", told ? told : "(null)");
+    EXPECT(streq(jstr(v, "choices.0.finish_reason"), "length"));
+    json_decref(v);
     /* Anthropic: a named tool_choice gives a tool_use block with an object input */
     v = post_json(port, "/v1/messages",
                   "{\"max_tokens\": 80, \"temperature\": 0, \"tool_choice\": {\"type\": \"tool\", "

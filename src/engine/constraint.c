@@ -182,6 +182,15 @@ int constraint_vocab_create_from_pieces(struct constraint_vocab **out, int32_t n
     return 0;
 }
 
+const char *constraint_vocab_piece(const struct constraint_vocab *v, int32_t id, size_t *len) {
+    if (id < 0 || id >= v->n_vocab) {
+        *len = 0;
+        return NULL;
+    }
+    *len = v->piece_off[id + 1] - v->piece_off[id];
+    return v->blob + v->piece_off[id];
+}
+
 int constraint_vocab_create(struct constraint_vocab **out, const struct engine *e,
                             struct error *err) {
     *out = NULL;
@@ -233,6 +242,12 @@ struct constraint {
     uint64_t *scratch; /* [n_words] mask being computed */
     int32_t *states;   /* [max_depth + 1] automaton state per trie depth */
     struct constraint_stats stats;
+    /* lazy start (constraint_set_lazy): waiting until the output spells the trigger */
+    int lazy_waiting, in_think;
+    char trigger[CONSTRAINT_TAG_MAX + 1], think_open[CONSTRAINT_TAG_MAX + 1],
+        think_close[CONSTRAINT_TAG_MAX + 1];
+    char tail[CONSTRAINT_TAG_MAX]; /* the output's last bytes while waiting */
+    size_t n_tail;
 };
 
 static int64_t now_ns(void) {
@@ -353,6 +368,7 @@ static const uint64_t *current_mask(struct constraint *c) {
 }
 
 int constraint_apply(struct constraint *c, float *logits) {
+    if (c->lazy_waiting) return c->v->n_vocab;
     int64_t t0 = now_ns();
     const uint64_t *mask = current_mask(c);
     const struct constraint_vocab *v = c->v;
@@ -388,12 +404,65 @@ static int32_t state_after(struct constraint *c, int32_t id) {
 
 int constraint_allows(struct constraint *c, int32_t id) {
     if (id < 0 || id >= c->v->n_vocab) return 0;
+    if (c->lazy_waiting) return 1;
     if (c->v->is_eog[id]) return constraint_is_complete(c);
     return state_after(c, id) >= 0;
 }
 
+static int tail_ends(const struct constraint *c, const char *s) {
+    size_t n = strlen(s);
+    return n && c->n_tail >= n && !memcmp(c->tail + c->n_tail - n, s, n);
+}
+
+/* Waiting for the trigger: follows the thinking tags through the token's bytes; at the trigger
+ * the grammar starts with the trigger and the rest of the token. */
+static int lazy_accept(struct constraint *c, int32_t id) {
+    const struct constraint_vocab *v = c->v;
+    const char *p = v->blob + v->piece_off[id];
+    size_t len = v->piece_off[id + 1] - v->piece_off[id];
+    for (size_t i = 0; i < len; i++) {
+        if (c->n_tail == sizeof(c->tail)) {
+            memmove(c->tail, c->tail + 1, sizeof(c->tail) - 1);
+            c->n_tail--;
+        }
+        c->tail[c->n_tail++] = p[i];
+        if (tail_ends(c, c->think_close)) {
+            c->in_think = 0;
+        } else if (tail_ends(c, c->think_open)) {
+            c->in_think = 1;
+        } else if (!c->in_think && tail_ends(c, c->trigger)) {
+            c->lazy_waiting = 0;
+            grammar_matcher_reset(c->m);
+            int rc = constraint_accept_bytes(c, c->trigger, strlen(c->trigger));
+            if (!rc && i + 1 < len) rc = constraint_accept_bytes(c, p + i + 1, len - i - 1);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int constraint_set_lazy(struct constraint *c, const char *trigger, const char *think_open,
+                        const char *think_close, int in_think) {
+    const char *tags[3] = {trigger, think_open ? think_open : "", think_close ? think_close : ""};
+    char *dst[3] = {c->trigger, c->think_open, c->think_close};
+    if (!trigger || !*trigger || !think_open != !think_close) return ERR_INVALID;
+    for (int i = 0; i < 3; i++)
+        if (strlen(tags[i]) > CONSTRAINT_TAG_MAX) return ERR_INVALID;
+    for (int i = 0; i < 3; i++) memcpy(dst[i], tags[i], strlen(tags[i]) + 1);
+    grammar_matcher_reset(c->m);
+    c->lazy_waiting = 1;
+    c->in_think = think_open && in_think;
+    c->n_tail = 0;
+    return 0;
+}
+
+int constraint_is_waiting(const struct constraint *c) {
+    return c->lazy_waiting;
+}
+
 int constraint_accept(struct constraint *c, int32_t id) {
     if (id < 0 || id >= c->v->n_vocab) return ERR_INVALID;
+    if (c->lazy_waiting) return lazy_accept(c, id);
     if (c->v->is_eog[id]) return constraint_is_complete(c) ? 0 : ERR_INVALID;
     int32_t s = state_after(c, id);
     if (s < 0 && grammar_matcher_failed(c->m)) { /* out of memo space: make room, once */
@@ -405,12 +474,22 @@ int constraint_accept(struct constraint *c, int32_t id) {
     return 0;
 }
 
+int constraint_accept_bytes(struct constraint *c, const void *bytes, size_t n) {
+    int rc = grammar_matcher_feed(c->m, bytes, n);
+    if (rc == ERR_NOMEM && grammar_matcher_trim(c->m, 0)) { /* out of memo space: once more */
+        drop_masks(c);
+        rc = grammar_matcher_feed(c->m, bytes, n);
+    }
+    return rc;
+}
+
 int constraint_is_complete(const struct constraint *c) {
-    return grammar_matcher_is_complete(c->m);
+    return !c->lazy_waiting && grammar_matcher_is_complete(c->m);
 }
 
 void constraint_reset(struct constraint *c) {
     grammar_matcher_reset(c->m);
+    c->lazy_waiting = 0;
 }
 
 static void hook_mask(void *ctx, float *logits, int n_vocab) {

@@ -72,7 +72,10 @@ static int check_fits(struct server *s, int64_t n, struct api_err *e) {
  * grammar and matcher, since a matcher's state is per generation.
  * ============================================================================================ */
 
-/* A scheduler constraint over one task: the grammar and its matcher-backed token mask. */
+/* A scheduler constraint over one task: the grammar and its matcher-backed token mask (lazy
+ * for tool_choice auto: free text until the model opens a tool call, then the call's
+ * grammar, so a call once begun is well formed, matches its tool's schema, and only more calls
+ * may follow it). */
 struct api_constraint {
     struct sched_constraint sc; /* sc.ctx points back here */
     struct grammar *g;
@@ -100,9 +103,11 @@ static void cons_free(void *ctx) {
 }
 
 /* The grammar a request asks for: tool_choice required/named forces calls (matching each
- * tool's parameter schema); else response_format json_object/json_schema forces one JSON value.
- * *out stays NULL when nothing is forced. A schema the compiler refuses is the client's 400:
- * the request never runs unconstrained (llama.cpp #19051 "fails open"). */
+ * tool's parameter schema); else response_format json_object/json_schema forces one JSON value;
+ * else tool_choice auto gets the calls' grammar lazily (struct api_constraint). *out stays NULL
+ * when nothing is constrained. A schema the compiler refuses is the client's 400 when the
+ * request forces output: it never runs unconstrained (llama.cpp #19051 "fails open"); with
+ * tool_choice auto such a request runs as before, unconstrained, with a warning in the log. */
 static int make_constraint(struct api_job *j, struct sched_constraint **out, struct api_err *e) {
     *out = NULL;
     const struct gen_request *r = j->r;
@@ -118,13 +123,15 @@ static int make_constraint(struct api_job *j, struct sched_constraint **out, str
         reasoning = CHAT_REASONING_NONE;
     int force_tools = j->is_chat && r->tools &&
                       (r->tool_choice == REQ_TOOLS_REQUIRED || r->tool_choice == REQ_TOOLS_NAMED);
-    if (force_tools) {
+    int lazy_tools =
+        j->is_chat && r->tools && r->tool_choice == REQ_TOOLS_AUTO && r->format == REQ_FORMAT_TEXT;
+    if (force_tools || lazy_tools) {
         char *tools = json_dump_str(r->tools, JSON_COMPACT);
         if (!tools) return api_err_set(e, ERR_NOMEM, "out of memory");
         struct chat_grammar_params gp = {0};
         gp.tool_format = j->s->tool_format == CHAT_TOOL_FORMAT_XML ? CHAT_TOOL_FORMAT_XML
                                                                    : CHAT_TOOL_FORMAT_JSON;
-        gp.reasoning = reasoning;
+        gp.reasoning = lazy_tools ? CHAT_REASONING_NONE : reasoning; /* lazy: from the tag on */
         gp.tools_json = tools;
         gp.tools_json_len = strlen(tools);
         gp.tool_name = r->tool_choice == REQ_TOOLS_NAMED ? r->tool_name : NULL;
@@ -143,6 +150,10 @@ static int make_constraint(struct api_job *j, struct sched_constraint **out, str
     } else {
         return 0;
     }
+    if (rc && lazy_tools && rc != ERR_NOMEM) {
+        LOG_WARN("tool_choice auto: tool calls not constrained: %s", err.msg);
+        return 0;
+    }
     if (rc) {
         if (rc != ERR_NOMEM) error_prefix(&err, force_tools ? "tools" : "response_format");
         return api_err_set(e, rc == ERR_NOMEM ? ERR_NOMEM : ERR_INVALID, "%s", err.msg);
@@ -155,6 +166,9 @@ static int make_constraint(struct api_job *j, struct sched_constraint **out, str
     }
     ac->g = g;
     ac->stop_when_complete = stop_when_complete;
+    if (lazy_tools) /* the tool grammar (reasoning NONE) starts with the tag */
+        CHECK(constraint_set_lazy(ac->c, "<tool_call>", "<think>", "</think>",
+                                  reasoning == CHAT_REASONING_FORCED) == 0);
     ac->sc = (struct sched_constraint){ac, cons_mask, cons_accept, cons_free};
     *out = &ac->sc;
     return 0;
