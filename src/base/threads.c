@@ -61,12 +61,13 @@ struct worker_arg {
 static uint64_t wait_for_job(struct threadpool *pool, uint32_t seen, int ith) {
     uint64_t s;
     threadpool_idle_fn idle_fn = atomic_load_explicit(&pool->idle_fn, memory_order_acquire);
+    void *idle_ctx = idle_fn ? pool->idle_ctx : NULL; /* published before idle_fn */
     int idle = idle_fn != NULL;
     for (int spins = 0; spins < SPIN_ITERS; spins++) {
         s = atomic_load_explicit(&pool->state, memory_order_acquire);
         if (STATE_SEQ(s) != seen || atomic_load_explicit(&pool->stop, memory_order_relaxed))
             return s;
-        if (idle) idle = idle_fn(pool->idle_ctx, ith);
+        if (idle) idle = idle_fn(idle_ctx, ith);
         cpu_relax();
     }
     /* seq_cst: either the publisher sees n_sleeping > 0 and broadcasts, or we see the new job
