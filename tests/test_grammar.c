@@ -1190,6 +1190,73 @@ TEST(grammar_lazy_tool_trigger) {
     constraint_vocab_free(v);
 }
 
+/* The lazy tool grammar on Qwen3's vocabulary, where <tool_call> and the thinking tags are
+ * single tokens: nothing is masked through the thinking block (a <tool_call> inside it
+ * included) and the text before the call; from the call's tag on, every token of the call is
+ * allowed and the mask holds (text right after the tag is refused); after one call only the
+ * end-of-generation tokens. */
+TEST(grammar_lazy_tool_trigger_qwen_vocab) {
+    struct qwen_vocab q;
+    if (!load_qwen_vocab(&q)) SKIP_TEST("../shared/models/tokenizers/qwen3 not found");
+    struct constraint_vocab *v = NULL;
+    ASSERT(constraint_vocab_create_from_pieces(&v, q.n, (const char *const *)q.pieces, q.lens,
+                                               q.eog, NULL) == 0);
+    size_t cap = 1 << 19;
+    int32_t *index = mem_alloc(cap * sizeof(int32_t));
+    ASSERT(index);
+    for (size_t i = 0; i < cap; i++) index[i] = -1;
+    for (int32_t id = 0; id < q.n; id++) {
+        if (!q.lens[id]) continue;
+        size_t h = (size_t)(mix_hash(q.pieces[id], q.lens[id]) & (cap - 1));
+        while (index[h] >= 0) h = (h + 1) & (cap - 1);
+        index[h] = id;
+    }
+    const char *before = "<think>\nI could call <tool_call> now, or look first.\n</think>\n\n"
+                         "Let me list the files.\n";
+    const char *call = "<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": "
+                       "\"a.c\", \"line\": 3}}\n</tool_call>";
+    struct grammar *g = tools_grammar(CHAT_TOOL_FORMAT_JSON, CHAT_REASONING_NONE, NULL, 0);
+    ASSERT(g);
+    struct constraint *c = NULL;
+    ASSERT(constraint_create(&c, v, g, NULL) == 0);
+    ASSERT(constraint_set_lazy(c, "<tool_call>", "<think>", "</think>", 0) == 0);
+    float *logits = mem_alloc((size_t)q.n * sizeof(float));
+    ASSERT(logits);
+    int32_t let = longest_token(&q, index, cap, "Let", 3);
+    ASSERT(let >= 0);
+    for (int part = 0; part < 2; part++) {
+        const char *text = part ? call : before;
+        size_t pos = 0, len = strlen(text);
+        while (pos < len) {
+            int32_t id = longest_token(&q, index, cap, text + pos, len - pos);
+            ASSERT_MSG(id >= 0, "no token at %zu", pos);
+            for (int32_t i = 0; i < q.n; i++) logits[i] = 0;
+            int n_allowed = constraint_apply(c, logits);
+            if (part == 0 || pos == 0) { /* waiting: the call's own tag comes unmasked */
+                EXPECT_MSG(constraint_is_waiting(c) && n_allowed == q.n && logits[let] == 0,
+                           "masked at %d:%zu", part, pos);
+            } else {
+                EXPECT_MSG(logits[id] == 0 && n_allowed < q.n, "token %d '%.*s' at %zu refused", id,
+                           (int)q.lens[id], q.pieces[id], pos);
+                if (pos == strlen("<tool_call>")) /* right after the tag: only the newline */
+                    EXPECT(logits[let] == -INFINITY && n_allowed < 10);
+            }
+            ASSERT(constraint_accept(c, id) == 0);
+            if (part == 1 && pos == 0) EXPECT_EQ_INT(id, 151657); /* one token: <tool_call> */
+            pos += q.lens[id];
+        }
+    }
+    EXPECT(!constraint_is_waiting(c) && constraint_is_complete(c));
+    for (int32_t i = 0; i < q.n; i++) logits[i] = 0;
+    EXPECT(constraint_apply(c, logits) == 2 && logits[151643] == 0 && logits[151645] == 0);
+    mem_free(logits);
+    mem_free(index);
+    constraint_free(c);
+    grammar_free(g);
+    constraint_vocab_free(v);
+    qwen_vocab_free(&q);
+}
+
 /* Every allocation failure while compiling or constraining gives a clean error (or a smaller,
  * still safe mask) and leaks nothing. */
 TEST(grammar_allocation_failures) {
