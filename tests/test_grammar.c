@@ -1004,6 +1004,21 @@ static uint64_t mix_hash(const char *s, size_t n) {
     return h;
 }
 
+/* Open-addressing index of the vocabulary's non-empty pieces (cap a power of two), for
+ * longest_token; NULL when out of memory. */
+static int32_t *piece_index(const struct qwen_vocab *q, size_t cap) {
+    int32_t *index = mem_alloc(cap * sizeof(int32_t));
+    if (!index) return NULL;
+    for (size_t i = 0; i < cap; i++) index[i] = -1;
+    for (int32_t id = 0; id < q->n; id++) {
+        if (!q->lens[id]) continue;
+        size_t h = (size_t)(mix_hash(q->pieces[id], q->lens[id]) & (cap - 1));
+        while (index[h] >= 0) h = (h + 1) & (cap - 1);
+        index[h] = id;
+    }
+    return index;
+}
+
 /* Longest-match split of text into vocabulary tokens (a stand-in for BPE: similar lengths). */
 static int32_t longest_token(const struct qwen_vocab *q, const int32_t *index, size_t cap,
                              const char *s, size_t n) {
@@ -1038,15 +1053,8 @@ TEST(grammar_constraint_qwen_vocab_cost) {
                                                q.eog, NULL) == 0);
     double t_trie = ms_since(&t0);
     size_t cap = 1 << 19;
-    int32_t *index = mem_alloc(cap * sizeof(int32_t));
+    int32_t *index = piece_index(&q, cap);
     ASSERT(index);
-    for (size_t i = 0; i < cap; i++) index[i] = -1;
-    for (int32_t id = 0; id < q.n; id++) {
-        if (!q.lens[id]) continue;
-        size_t h = (size_t)(mix_hash(q.pieces[id], q.lens[id]) & (cap - 1));
-        while (index[h] >= 0) h = (h + 1) & (cap - 1);
-        index[h] = id;
-    }
     const char *out =
         "<think>\nThe user wants the first lines of the main source file, and also which "
         "functions mention the allocator. I will read the file and grep for \"mem_alloc\".\n"
@@ -1202,15 +1210,8 @@ TEST(grammar_lazy_tool_trigger_qwen_vocab) {
     ASSERT(constraint_vocab_create_from_pieces(&v, q.n, (const char *const *)q.pieces, q.lens,
                                                q.eog, NULL) == 0);
     size_t cap = 1 << 19;
-    int32_t *index = mem_alloc(cap * sizeof(int32_t));
+    int32_t *index = piece_index(&q, cap);
     ASSERT(index);
-    for (size_t i = 0; i < cap; i++) index[i] = -1;
-    for (int32_t id = 0; id < q.n; id++) {
-        if (!q.lens[id]) continue;
-        size_t h = (size_t)(mix_hash(q.pieces[id], q.lens[id]) & (cap - 1));
-        while (index[h] >= 0) h = (h + 1) & (cap - 1);
-        index[h] = id;
-    }
     const char *before = "<think>\nI could call <tool_call> now, or look first.\n</think>\n\n"
                          "Let me list the files.\n";
     const char *call = "<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": "

@@ -1305,6 +1305,21 @@ static float q5_0_dot_q8_0_avx512(const void *w, const void *x, int64_t n) {
  * 16 blocks come from gathered f16 scales. Every lane is fam_tile's lane, bit for bit; the rows'
  * 8 lanes are then summed with fam_tile's tree. Fewer instructions per weight byte keep more of
  * the weight stream in flight. */
+/* dd[i] = dw_i * dx for the 16 blocks (mask m) of the 4 rows wr from block b0 on, against the
+ * activation blocks from xc (block b0 of x): the blocks' f16 scales gathered (4 bytes at each
+ * block's start; offsets w_off / x_off), converted and multiplied. */
+INLINE void dec4_scales(const char *const *wr, size_t wb, __m512i w_off, const char *xc,
+                        __m512i x_off, int64_t b0, __mmask16 m, __m512 dd[4]) {
+    const __m512i zero = _mm512_setzero_si512();
+    __m512 dx =
+        _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(zero, m, x_off, xc, 1)));
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        dd[i] = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(
+                                  zero, m, w_off, wr[i] + (size_t)b0 * wb, 1))),
+                              dx);
+}
+
 INLINE void fam_dec4(int fam, const void *w, size_t w_stride, const void *x, int64_t k, float *out,
                      int n_w) {
     CHECK(k % QK8_0 == 0);
@@ -1327,14 +1342,8 @@ INLINE void fam_dec4(int fam, const void *w, size_t w_stride, const void *x, int
         int n = nb - b0 < 16 ? (int)(nb - b0) : 16;
         __mmask16 m = n == 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
         const char *xc = (const char *)x + (size_t)b0 * xb;
-        __m512 dx = _mm512_cvtph_ps(
-            _mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(zero, m, x_off, xc, 1)));
         __m512 dd[4];
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++)
-            dd[i] = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(
-                                      zero, m, w_off, wr[i] + (size_t)b0 * wb, 1))),
-                                  dx);
+        dec4_scales(wr, wb, w_off, xc, x_off, b0, m, dd);
         for (int b = 0; b < n; b++) {
             __m512i xv = _mm512_broadcast_i64x4(
                 _mm256_loadu_si256((const __m256i *)(xc + (size_t)b * xb + 2)));
@@ -1408,7 +1417,6 @@ static void q8_0_blk_dec4(const void *w, size_t w_stride, const void *x, int64_t
     const char *wr[4];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++) wr[i] = tile_row(w, w_stride, i, n_w);
-    const __m512i zero = _mm512_setzero_si512();
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i off = _mm512_mullo_epi32(iota, _mm512_set1_epi32((int)bb));
     const int64_t nb = k / QK8_0, nb4 = nb / 4 * 4;
@@ -1417,14 +1425,8 @@ static void q8_0_blk_dec4(const void *w, size_t w_stride, const void *x, int64_t
         int n = nb4 - b0 < 16 ? (int)(nb4 - b0) : 16;
         __mmask16 m = n == 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
         const char *xc = (const char *)x + (size_t)b0 * bb;
-        __m512 dx = _mm512_cvtph_ps(
-            _mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(zero, m, off, xc, 1)));
         __m512 dd[4];
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++)
-            dd[i] = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(
-                                      zero, m, off, wr[i] + (size_t)b0 * bb, 1))),
-                                  dx);
+        dec4_scales(wr, bb, off, xc, off, b0, m, dd);
         /* dg[g]: lanes 4 r + j = dd[r][4 g + j] */
         __m512 t0 = _mm512_shuffle_f32x4(dd[0], dd[1], 0x44),
                t1 = _mm512_shuffle_f32x4(dd[2], dd[3], 0x44);
